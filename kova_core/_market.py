@@ -1,0 +1,1144 @@
+"""The market: deployments, orders, bids, leases, escrow, the ledger and settlement.
+
+Theory of operation
+-------------------
+:class:`Market` holds the whole state of one Kova network in memory and changes it only through
+commands (``create_deployment``, ``place_bid``, ``accept_bid``, ``deposit``, ``tick`` …). Each
+command takes the block ``height`` at which it happens and returns the events it caused, in
+order; the driver carries them out (start, pause or remove a container, record a transfer).
+
+Time only moves forward. Before a command at height ``h`` does anything, the market catches up
+to ``h``: it runs every settlement round (heights divisible by ``settlement_interval``) and
+every job deadline up to and including ``h``, in block order. So rounds are never skipped, and
+``tick(h)`` is just a command that does nothing else.
+
+Money lives in ledger accounts — ``tenant:<id>``, ``escrow:<deployment id>``,
+``provider:<id>``, ``network`` — and moves only through :class:`Transfer` entries, each checked
+so that no balance goes negative. Money enters through ``credit`` and leaves through
+``withdraw``; :meth:`Market.money_drift` is zero whenever money is conserved. What is paid is
+decided by the pure functions of ``_settlement``; lifecycles by the tables of ``_state``.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Collection, Iterable, Mapping
+from types import MappingProxyType
+from typing import TypeVar
+
+import numpy as np
+
+from ._entities import Bid, Deployment, Lease, Order, Provider, Tenant
+from ._errors import (
+    DeploymentNotPayable,
+    DuplicateBid,
+    InsufficientBalance,
+    InsufficientCapacity,
+    InvalidAmount,
+    InvalidHeight,
+    ManifestError,
+    ManifestProblem,
+    NotAJob,
+    OrderNotOpen,
+    PlacementMismatch,
+    PriceAboveMax,
+    ProviderOffline,
+    UnknownEntity,
+)
+from ._events import (
+    BidLost,
+    BidPlaced,
+    BidWithdrawn,
+    DebtWrittenOff,
+    DeploymentClosed,
+    DeploymentCreated,
+    DeploymentPaused,
+    DeploymentResumed,
+    Event,
+    LeaseClosed,
+    LeasePaused,
+    LeaseResumed,
+    LeaseStarted,
+    OrderClosed,
+    OrderOpened,
+    OrderReopened,
+    ProviderLost,
+    ProviderRecovered,
+    SettlementRound,
+    Transfer,
+    TransferReason,
+)
+from ._manifest import Manifest
+from ._money import require_amount
+from ._pricing import PricingContext, PricingStrategy, auto_bid_price
+from ._resources import Resources
+from ._selection import BidView
+from ._settlement import BPS, Claim, Payment, job_deadline, owed, plan_close, plan_round
+from ._specs import OrderSpec, provider_matches
+from ._state import (
+    BidState,
+    CloseReason,
+    DeploymentState,
+    LeaseState,
+    OrderState,
+    ProviderState,
+    transition,
+)
+
+__all__ = [
+    "EXTERNAL",
+    "NETWORK",
+    "Market",
+    "escrow_account",
+    "provider_account",
+    "tenant_account",
+]
+
+NETWORK = "network"
+"""The ledger account that collects the network fee."""
+EXTERNAL = "external"
+"""Where credited money comes from and withdrawn money goes: outside the system, no balance."""
+
+
+def tenant_account(tenant_id: int) -> str:
+    """The ledger account of a tenant's balance."""
+    return f"tenant:{tenant_id}"
+
+
+def escrow_account(deployment_id: int) -> str:
+    """The ledger account of a deployment's (or job's) escrow."""
+    return f"escrow:{deployment_id}"
+
+
+def provider_account(provider_id: int) -> str:
+    """The ledger account of a provider's earnings."""
+    return f"provider:{provider_id}"
+
+
+E = TypeVar("E")
+
+_WORST_JOB_OUTCOME = (CloseReason.JOB_FAILED, CloseReason.JOB_TIMED_OUT)
+
+
+class Market:
+    """One Kova network's state, changed only by commands that return the events they cause.
+
+    ``fee_bps`` is the network's fee in basis points of each payment to a provider (default 0);
+    ``settlement_interval`` the blocks between settlement rounds (default 60);
+    ``accepted_denoms`` the denominations manifests may price in (default: all).
+    """
+
+    def __init__(
+        self,
+        *,
+        fee_bps: int = 0,
+        settlement_interval: int = 60,
+        accepted_denoms: Collection[str] | None = None,
+    ) -> None:
+        if isinstance(fee_bps, bool) or not isinstance(fee_bps, int) or not 0 <= fee_bps <= BPS:
+            raise InvalidAmount(f"fee_bps must be an integer from 0 to {BPS}, got {fee_bps!r}")
+        if not isinstance(settlement_interval, int) or settlement_interval < 1:
+            raise InvalidHeight(
+                f"settlement_interval must be a positive integer, got {settlement_interval!r}"
+            )
+        self.fee_bps = fee_bps
+        self.settlement_interval = settlement_interval
+        self.accepted_denoms = None if accepted_denoms is None else frozenset(accepted_denoms)
+        self.height = 0
+        self.last_round = 0
+        self.tenants: dict[int, Tenant] = {}
+        self.providers: dict[int, Provider] = {}
+        self.deployments: dict[int, Deployment] = {}
+        self.orders: dict[int, Order] = {}
+        self.bids: dict[int, Bid] = {}
+        self.leases: dict[int, Lease] = {}
+        self.ledger: list[Transfer] = []
+        self.credited = 0
+        self.withdrawn = 0
+        self._balances: dict[str, int] = {}
+        self._next_id: dict[str, int] = {}
+        self._open_orders: dict[int, Order] = {}
+        self._billing: set[int] = set()  # deployments (not jobs) with at least one active lease
+        self._job_deadlines: dict[int, int] = {}  # job id -> block its next deadline falls on
+        self._deadline_heap: list[tuple[int, int]] = []
+        # Events of catching up (rounds, deadlines) not yet returned: a command that raises after
+        # catching up leaves them here, and the next command returns them first.
+        self._outbox: list[Event] = []
+
+    # ------------------------------------------------------------------ queries
+
+    def balance(self, account: str) -> int:
+        """The balance of a ledger account in micro-units (0 if it never held money)."""
+        return self._balances.get(account, 0)
+
+    @property
+    def balances(self) -> Mapping[str, int]:
+        """Every account's balance (a read-only view)."""
+        return MappingProxyType(self._balances)
+
+    def escrow(self, deployment_id: int) -> int:
+        """A deployment's escrow balance."""
+        return self.balance(escrow_account(deployment_id))
+
+    def money_drift(self) -> int:
+        """Σ balances − (credited − withdrawn): zero whenever money is conserved."""
+        return sum(self._balances.values()) - (self.credited - self.withdrawn)
+
+    def open_orders(self) -> list[Order]:
+        """The orders open for bids, by id."""
+        return [self._open_orders[i] for i in sorted(self._open_orders)]
+
+    def debt(self, deployment_id: int) -> int:
+        """What a paused deployment owes its providers (0 when it is not paused)."""
+        dep = self._deployment(deployment_id)
+        return sum(self.leases[i].debt for i in dep.lease_ids)
+
+    def burn_rate(self, deployment_id: int) -> int:
+        """Micro-units per block its active leases cost."""
+        dep = self._deployment(deployment_id)
+        return sum(
+            self.leases[i].price for i in dep.lease_ids if self.leases[i].state is LeaseState.ACTIVE
+        )
+
+    def job_deadline(self, deployment_id: int) -> int | None:
+        """The block at which a running job will be stopped (escrow or max runtime), if any."""
+        return self._job_deadlines.get(deployment_id)
+
+    def bid_views(self, order_id: int) -> list[BidView]:
+        """The open bids on an order as a tenant sees them (price, reputation, response), by id."""
+        order = self._order(order_id)
+        views = []
+        for bid_id in sorted(order.open_bids):
+            bid = self.bids[bid_id]
+            provider = self.providers[bid.provider_id]
+            views.append(
+                BidView(
+                    bid_id=bid.id,
+                    provider_id=bid.provider_id,
+                    price=bid.price,
+                    response_time=bid.response_time,
+                    reputation=provider.reputation,
+                    completed=provider.completed,
+                    failed=provider.failed,
+                )
+            )
+        return views
+
+    # ------------------------------------------------------------------ accounts
+
+    def add_tenant(self, name: str = "") -> int:
+        """Register a tenant and return its id."""
+        tenant_id = self._new_id("tenant")
+        self.tenants[tenant_id] = Tenant(id=tenant_id, name=name or f"tenant-{tenant_id}")
+        return tenant_id
+
+    def add_provider(
+        self,
+        *,
+        capacity: Resources,
+        name: str = "",
+        attributes: Mapping[str, str] | None = None,
+        auditors: Iterable[str] = (),
+        gpu_models: Iterable[str] = (),
+    ) -> int:
+        """Register a provider with its capacity and placement attributes; return its id.
+
+        ``gpu_models`` are ``vendor/model`` keys such as ``nvidia/a100``. Raises
+        :class:`InvalidAmount` if a capacity component is negative.
+        """
+        if not capacity.is_nonnegative():
+            raise InvalidAmount(f"capacity must not be negative: {capacity}")
+        provider_id = self._new_id("provider")
+        self.providers[provider_id] = Provider(
+            id=provider_id,
+            name=name or f"provider-{provider_id}",
+            capacity=capacity,
+            attributes=MappingProxyType({str(k): str(v) for k, v in (attributes or {}).items()}),
+            auditors=frozenset(auditors),
+            gpu_models=frozenset(gpu_models),
+        )
+        return provider_id
+
+    def credit(self, tenant_id: int, amount: int, height: int) -> list[Event]:
+        """Credit a tenant's balance with money from outside (an operator's top-up).
+
+        Raises :class:`UnknownEntity`, :class:`InvalidAmount` (not a positive int),
+        :class:`InvalidHeight`.
+        """
+        self._tenant(tenant_id)
+        require_amount(amount, "amount", positive=True)
+        self._advance(height)
+        events = self._take()
+        self.credited += amount
+        events.append(
+            self._move(EXTERNAL, tenant_account(tenant_id), amount, TransferReason.CREDIT)
+        )
+        return events
+
+    def withdraw(self, account: str, amount: int, height: int) -> list[Event]:
+        """Take money out of a tenant's or provider's account (out of the system).
+
+        Raises :class:`InvalidAmount`, :class:`InsufficientBalance`, :class:`UnknownEntity`
+        (for an account that is not a tenant's or a provider's).
+        """
+        kind, _, raw_id = account.partition(":")
+        entities = {"tenant": self.tenants, "provider": self.providers}.get(kind)
+        if entities is None or not raw_id.isdigit() or int(raw_id) not in entities:
+            raise UnknownEntity("account", account)
+        require_amount(amount, "amount", positive=True)
+        self._advance(height)
+        if self.balance(account) < amount:
+            raise InsufficientBalance(account, self.balance(account), amount)
+        events = self._take()
+        events.append(self._move(account, EXTERNAL, amount, TransferReason.WITHDRAWAL))
+        self.withdrawn += amount
+        return events
+
+    # ------------------------------------------------------------------ deployments
+
+    def create_deployment(
+        self, tenant_id: int, manifest: Manifest, deposit: int, height: int
+    ) -> list[Event]:
+        """Create a deployment (or job, for ``kind: job``) from a parsed manifest.
+
+        Moves ``deposit`` from the tenant's balance into the new escrow and opens one order per
+        service replica. The first event, :class:`DeploymentCreated`, carries the new id.
+        Raises :class:`UnknownEntity`, :class:`InvalidAmount`, :class:`InsufficientBalance`,
+        :class:`ManifestError` (a denomination the network does not accept, or several
+        denominations in one deployment), :class:`InvalidHeight`.
+        """
+        self._tenant(tenant_id)
+        require_amount(deposit, "deposit")
+        specs = manifest.order_specs()
+        self._check_denoms(specs)
+        self._advance(height)
+        account = tenant_account(tenant_id)
+        if self.balance(account) < deposit:
+            raise InsufficientBalance(account, self.balance(account), deposit)
+        events = self._take()
+        dep_id = self._new_id("deployment")
+        dep = Deployment(
+            id=dep_id,
+            tenant_id=tenant_id,
+            kind="job" if manifest.is_job else "deployment",
+            created_at=height,
+            max_runtime=manifest.max_runtime,
+        )
+        self.deployments[dep_id] = dep
+        events.append(
+            DeploymentCreated(
+                height=height, deployment_id=dep_id, tenant_id=tenant_id, kind=dep.kind
+            )
+        )
+        if deposit:
+            events.append(
+                self._move(
+                    tenant_account(tenant_id),
+                    escrow_account(dep_id),
+                    deposit,
+                    TransferReason.DEPOSIT,
+                )
+            )
+        for spec in specs:
+            order_id = self._new_id("order")
+            order = Order(id=order_id, deployment_id=dep_id, spec=spec, created_at=height)
+            self.orders[order_id] = order
+            self._open_orders[order_id] = order
+            dep.order_ids.append(order_id)
+            events.append(OrderOpened(height=height, order_id=order_id, deployment_id=dep_id))
+        return events
+
+    def deposit(self, deployment_id: int, amount: int, height: int) -> list[Event]:
+        """Move ``amount`` from the tenant's balance into a deployment's escrow.
+
+        If the deployment is paused and the escrow now covers its debt, the debt is paid and its
+        leases resume (billing restarts at ``height``); otherwise they stay paused.
+        Raises :class:`UnknownEntity`, :class:`InvalidAmount`, :class:`InsufficientBalance`,
+        :class:`IllegalTransition` (a closed deployment), :class:`InvalidHeight`.
+        """
+        dep = self._deployment(deployment_id)
+        require_amount(amount, "amount", positive=True)
+        self._advance(height)
+        if dep.state is DeploymentState.CLOSED:
+            transition("deployment", dep.id, dep.state, "deposit")
+        source = tenant_account(dep.tenant_id)
+        if self.balance(source) < amount:
+            raise InsufficientBalance(source, self.balance(source), amount)
+        events = self._take()
+        events.append(self._move(source, escrow_account(dep.id), amount, TransferReason.DEPOSIT))
+        if dep.state is DeploymentState.INSUFFICIENT_FUNDS:
+            events += self._try_resume(dep, height)
+        if dep.is_job:
+            self._schedule_job(dep)
+        return events
+
+    def close_deployment(self, deployment_id: int, height: int) -> list[Event]:
+        """The tenant closes a deployment or job.
+
+        Settles every lease up to ``height`` (paying what escrow can, writing off the rest),
+        closes the leases, orders and open bids, and refunds what is left to the tenant.
+        Raises :class:`UnknownEntity`, :class:`IllegalTransition` (already closed),
+        :class:`InvalidHeight`.
+        """
+        dep = self._deployment(deployment_id)
+        self._advance(height)
+        if dep.state is DeploymentState.CLOSED:
+            transition("deployment", dep.id, dep.state, "close")
+        events = self._take()
+        events += self._close_deployment(dep, height, CloseReason.TENANT_CLOSED)
+        return events
+
+    def expire_order(self, order_id: int, height: int) -> list[Event]:
+        """Give up on an open order that has no acceptable bid: it closes, its bids are lost.
+
+        Raises :class:`UnknownEntity`, :class:`IllegalTransition` (not open),
+        :class:`InvalidHeight`.
+        """
+        order = self._order(order_id)
+        self._advance(height)
+        order.state = transition("order", order.id, order.state, "expire")
+        events = self._take()
+        self._open_orders.pop(order.id, None)
+        order.closed_at, order.close_reason = height, CloseReason.EXPIRED
+        events += self._lose_open_bids(order, height)
+        events.append(
+            OrderClosed(
+                height=height,
+                order_id=order.id,
+                deployment_id=order.deployment_id,
+                reason=CloseReason.EXPIRED,
+            )
+        )
+        return events
+
+    # ------------------------------------------------------------------ bids and leases
+
+    def place_bid(self, order_id: int, provider_id: int, price: int, height: int) -> list[Event]:
+        """A provider bids ``price`` micro per block on an order, reserving its resources.
+
+        Raises :class:`OrderNotOpen`, :class:`PriceAboveMax`, :class:`InsufficientCapacity`,
+        :class:`DuplicateBid`, :class:`PlacementMismatch`, :class:`ProviderOffline`,
+        :class:`InvalidAmount` (price not a positive int), :class:`UnknownEntity`,
+        :class:`InvalidHeight`.
+        """
+        order = self._order(order_id)
+        provider = self._provider(provider_id)
+        require_amount(price, "price", positive=True)
+        self._advance(height)
+        if provider.state is not ProviderState.ONLINE:
+            raise ProviderOffline(f"provider {provider.id} is {provider.state}")
+        if order.state is not OrderState.OPEN:
+            raise OrderNotOpen(f"order {order.id} is {order.state}")
+        if price > order.max_price:
+            raise PriceAboveMax(
+                f"price {price} is above order {order.id}'s max price {order.max_price}"
+            )
+        if order.id in provider.open_bids:
+            raise DuplicateBid(
+                f"provider {provider.id} already has open bid {provider.open_bids[order.id]}"
+                f" on order {order.id}"
+            )
+        mismatch = provider_matches(
+            order.spec, provider.attributes, provider.auditors, provider.gpu_models
+        )
+        if mismatch:
+            raise PlacementMismatch(
+                f"provider {provider.id} cannot serve order {order.id}: {mismatch}"
+            )
+        if not order.resources.fits_in(provider.free):
+            raise InsufficientCapacity(
+                f"provider {provider.id} has {provider.free} free,"
+                f" order {order.id} needs {order.resources}"
+            )
+        events = self._take()
+        events.append(self._place_bid(order, provider, price, height))
+        return events
+
+    def withdraw_bid(self, bid_id: int, height: int) -> list[Event]:
+        """A provider takes back its open bid, releasing the reserved resources.
+
+        Raises :class:`UnknownEntity`, :class:`IllegalTransition` (not open),
+        :class:`InvalidHeight`.
+        """
+        bid = self._bid(bid_id)
+        self._advance(height)
+        if bid.state is not BidState.OPEN:
+            transition("bid", bid.id, bid.state, "withdraw")
+        events = self._take()
+        events.append(self._end_bid(bid, "withdraw", height))
+        return events
+
+    def accept_bid(self, bid_id: int, height: int) -> list[Event]:
+        """The tenant accepts a bid: a lease starts, the order's other bids are lost.
+
+        The provider's reservation becomes the lease's allocation; billing starts at ``height``.
+        Raises :class:`UnknownEntity`, :class:`IllegalTransition` (bid or order not open),
+        :class:`DeploymentNotPayable` (deployment paused for insufficient funds),
+        :class:`InvalidHeight`.
+        """
+        bid = self._bid(bid_id)
+        self._advance(height)
+        order = self.orders[bid.order_id]
+        dep = self.deployments[order.deployment_id]
+        provider = self.providers[bid.provider_id]
+        if bid.state is not BidState.OPEN:
+            transition("bid", bid.id, bid.state, "accept")
+        if dep.state is DeploymentState.INSUFFICIENT_FUNDS:
+            raise DeploymentNotPayable(
+                f"deployment {dep.id} is paused for insufficient funds: deposit first"
+            )
+        events = self._take()
+        order.state = transition("order", order.id, order.state, "match")
+        bid.state = transition("bid", bid.id, bid.state, "accept")
+        self._open_orders.pop(order.id, None)
+        del order.open_bids[bid.id]
+        del provider.open_bids[order.id]
+        provider.reserved -= order.resources
+        provider.used += order.resources
+        events += self._lose_open_bids(order, height)
+        lease_id = self._new_id("lease")
+        lease = Lease(
+            id=lease_id,
+            deployment_id=dep.id,
+            order_id=order.id,
+            provider_id=provider.id,
+            bid_id=bid.id,
+            price=bid.price,
+            resources=order.resources,
+            created_at=height,
+            last_settled=height,
+        )
+        self.leases[lease_id] = lease
+        order.lease_id = lease_id
+        dep.lease_ids.append(lease_id)
+        provider.leases.add(lease_id)
+        events.append(
+            LeaseStarted(
+                height=height,
+                lease_id=lease_id,
+                deployment_id=dep.id,
+                order_id=order.id,
+                provider_id=provider.id,
+                price=bid.price,
+            )
+        )
+        if dep.is_job:
+            self._schedule_job(dep)
+        else:
+            self._billing.add(dep.id)
+        return events
+
+    def finish_job(self, lease_id: int, height: int, *, succeeded: bool = True) -> list[Event]:
+        """A job's container ran to completion (``succeeded``: exit code 0) on this lease.
+
+        The job is charged ``runtime x price`` for the lease (paying what escrow can), the lease
+        and its order close (``job_completed`` or ``job_failed``, which counts against the
+        provider), and once none of its orders is open or running the job closes and the rest of
+        its escrow is refunded. Raises :class:`UnknownEntity`, :class:`IllegalTransition`
+        (lease closed), :class:`NotAJob`, :class:`InvalidHeight`.
+        """
+        lease = self._lease(lease_id)
+        self._advance(height)
+        dep = self.deployments[lease.deployment_id]
+        if not dep.is_job:
+            raise NotAJob(f"lease {lease.id} belongs to deployment {dep.id}, which is not a job")
+        if lease.state is LeaseState.CLOSED:
+            transition("lease", lease.id, lease.state, "close")
+        events = self._take()
+        reason = CloseReason.JOB_COMPLETED if succeeded else CloseReason.JOB_FAILED
+        events += self._close_leases(dep, [lease], height, reason)
+        events += self._close_order(self.orders[lease.order_id], height, reason)
+        events += self._maybe_finish_job(dep, height)
+        return events
+
+    def fail_lease(
+        self, lease_id: int, height: int, reason: CloseReason = CloseReason.CONTAINER_FAILED
+    ) -> list[Event]:
+        """A lease ends through its provider's fault (``container_failed`` or ``provider_lost``).
+
+        It is settled up to ``height`` (paying what escrow can), closed, counted against the
+        provider, and its order is opened for bids again. Raises :class:`UnknownEntity`,
+        :class:`IllegalTransition` (closed lease), ``ValueError`` (a reason that is not the
+        provider's fault), :class:`InvalidHeight`.
+        """
+        if reason not in (CloseReason.CONTAINER_FAILED, CloseReason.PROVIDER_LOST):
+            raise ValueError(f"fail_lease takes container_failed or provider_lost, not {reason}")
+        lease = self._lease(lease_id)
+        self._advance(height)
+        if lease.state is LeaseState.CLOSED:
+            transition("lease", lease.id, lease.state, "close")
+        events = self._take()
+        events += self._fail_lease(lease, height, reason)
+        return events
+
+    # ------------------------------------------------------------------ providers
+
+    def poll(
+        self, provider_id: int, strategy: PricingStrategy, rng: np.random.Generator, height: int
+    ) -> list[Event]:
+        """One auto-bidder poll: the provider bids on every open order it can serve.
+
+        Orders are visited by id. An order gets a bid if the provider is online, has no open bid
+        on it, matches its placement, has the free capacity (each bid reserves some, so later
+        orders see less), and ``strategy`` prices it within its maximum price.
+        Raises :class:`UnknownEntity`, :class:`InvalidHeight`.
+        """
+        provider = self._provider(provider_id)
+        self._advance(height)
+        events = self._take()
+        if provider.state is not ProviderState.ONLINE:
+            return events
+        for order in self.open_orders():
+            if order.id in provider.open_bids or not order.resources.fits_in(provider.free):
+                continue
+            if provider_matches(
+                order.spec, provider.attributes, provider.auditors, provider.gpu_models
+            ):
+                continue
+            competing = [
+                p for b, p in order.open_bids.items() if self.bids[b].provider_id != provider.id
+            ]
+            ctx = PricingContext(
+                order_id=order.id,
+                resources=order.resources,
+                max_price=order.max_price,
+                order_created_at=order.created_at,
+                height=height,
+                capacity=provider.capacity,
+                free=provider.free,
+                best_price=min(competing, default=None),
+            )
+            price = auto_bid_price(strategy, ctx, rng)
+            if price is not None:
+                events.append(self._place_bid(order, provider, price, height))
+        return events
+
+    def fail_provider(self, provider_id: int, height: int) -> list[Event]:
+        """A provider is lost: its open bids are withdrawn and each of its leases fails
+        (``provider_lost``, against its reputation) and its order reopens.
+
+        Raises :class:`UnknownEntity`, :class:`IllegalTransition` (already lost),
+        :class:`InvalidHeight`.
+        """
+        provider = self._provider(provider_id)
+        self._advance(height)
+        provider.state = transition("provider", provider.id, provider.state, "fail")
+        events = self._take()
+        events.append(ProviderLost(height=height, provider_id=provider.id))
+        for order_id in sorted(provider.open_bids):
+            events.append(
+                self._end_bid(self.bids[provider.open_bids[order_id]], "withdraw", height)
+            )
+        for lease_id in sorted(provider.leases):
+            events += self._fail_lease(self.leases[lease_id], height, CloseReason.PROVIDER_LOST)
+        return events
+
+    def recover_provider(self, provider_id: int, height: int) -> list[Event]:
+        """A lost provider is back online and may bid again.
+
+        Raises :class:`UnknownEntity`, :class:`IllegalTransition` (not lost),
+        :class:`InvalidHeight`.
+        """
+        provider = self._provider(provider_id)
+        self._advance(height)
+        provider.state = transition("provider", provider.id, provider.state, "recover")
+        events = self._take()
+        events.append(ProviderRecovered(height=height, provider_id=provider.id))
+        return events
+
+    # ------------------------------------------------------------------ time and settlement
+
+    def tick(self, height: int) -> list[Event]:
+        """Advance to ``height``: run every settlement round and job deadline up to it.
+
+        Raises :class:`InvalidHeight` if ``height`` is before the market's current height.
+        """
+        self._advance(height)
+        return self._take()
+
+    def settle_deployment(self, deployment_id: int, height: int) -> list[Event]:
+        """Settle one deployment's active leases up to ``height`` now, as a round would.
+
+        Rounds call this for every billing deployment; a driver may call it between rounds
+        (settling ``[a, c]`` at once pays exactly what ``[a, b]`` then ``[b, c]`` pays when
+        escrow covers both). Escrow short: nothing is paid and the leases pause.
+        Raises :class:`UnknownEntity`, :class:`InvalidHeight`.
+        """
+        dep = self._deployment(deployment_id)
+        self._advance(height)
+        events = self._take()
+        if dep.id in self._billing:
+            events += self._settle(dep, height)[0]
+        return events
+
+    # ------------------------------------------------------------------ internals: time
+
+    def _take(self) -> list[Event]:
+        events, self._outbox = self._outbox, []
+        return events
+
+    def _advance(self, height: int) -> None:
+        if isinstance(height, bool) or not isinstance(height, int) or height < 0:
+            raise InvalidHeight(f"height must be a non-negative integer, got {height!r}")
+        if height < self.height:
+            raise InvalidHeight(f"height {height} is before the market's height {self.height}")
+        events = self._outbox
+        interval = self.settlement_interval
+        while True:
+            next_round = self.last_round + interval
+            deadline = self._next_deadline()
+            if deadline is not None and deadline[0] <= height and deadline[0] <= next_round:
+                block, job_id = deadline
+                self.height = max(self.height, block)
+                events += self._job_deadline_reached(self.deployments[job_id], block)
+            elif next_round <= height:
+                self.height = next_round
+                self.last_round = next_round
+                events += self._round(next_round)
+            else:
+                break
+        self.height = height
+
+    def _round(self, height: int) -> list[Event]:
+        events: list[Event] = []
+        paid = paused = amount = 0
+        for dep_id in sorted(self._billing):
+            dep_events, moved = self._settle(self.deployments[dep_id], height)
+            events += dep_events
+            if moved is None:
+                paused += 1
+            else:
+                paid += 1
+                amount += moved
+        events.append(
+            SettlementRound(
+                height=height, deployments_paid=paid, deployments_paused=paused, amount_paid=amount
+            )
+        )
+        return events
+
+    def _settle(self, dep: Deployment, height: int) -> tuple[list[Event], int | None]:
+        """Settle a billing deployment to ``height``; returns events and the amount paid
+        (``None`` if it paused)."""
+        leases = [
+            self.leases[i] for i in dep.lease_ids if self.leases[i].state is LeaseState.ACTIVE
+        ]
+        claims = [
+            Claim(
+                lease_id=lease.id,
+                provider_id=lease.provider_id,
+                amount=owed(lease.price, lease.last_settled, height),
+                start=lease.last_settled,
+                end=height,
+                paid_before=lease.total_paid,
+            )
+            for lease in leases
+        ]
+        plan = plan_round(self.escrow(dep.id), claims, self.fee_bps)
+        events: list[Event] = []
+        if plan is not None:
+            for lease, payment in zip(leases, plan, strict=True):
+                events += self._pay(dep, lease, payment, height, TransferReason.SETTLEMENT)
+                lease.last_settled = height
+            return events, sum(p.gross for p in plan)
+        debt = 0
+        for lease, claim in zip(leases, claims, strict=True):
+            lease.state = transition("lease", lease.id, lease.state, "pause")
+            lease.debt, lease.debt_start, lease.debt_end = claim.amount, claim.start, claim.end
+            lease.last_settled = height
+            debt += claim.amount
+            events.append(
+                LeasePaused(
+                    height=height,
+                    lease_id=lease.id,
+                    deployment_id=dep.id,
+                    provider_id=lease.provider_id,
+                    debt=claim.amount,
+                )
+            )
+        dep.state = transition("deployment", dep.id, dep.state, "pause")
+        self._billing.discard(dep.id)
+        events.append(DeploymentPaused(height=height, deployment_id=dep.id, debt=debt))
+        return events, None
+
+    def _try_resume(self, dep: Deployment, height: int) -> list[Event]:
+        paused = [
+            self.leases[i]
+            for i in dep.lease_ids
+            if self.leases[i].state is LeaseState.INSUFFICIENT_FUNDS
+        ]
+        claims = [
+            Claim(
+                lease_id=lease.id,
+                provider_id=lease.provider_id,
+                amount=lease.debt,
+                start=lease.debt_start,
+                end=lease.debt_end,
+                paid_before=lease.total_paid,
+            )
+            for lease in paused
+        ]
+        plan = plan_round(self.escrow(dep.id), claims, self.fee_bps)
+        if plan is None:
+            return []
+        events: list[Event] = []
+        for lease, payment in zip(paused, plan, strict=True):
+            events += self._pay(dep, lease, payment, height, TransferReason.DEBT)
+            lease.debt = 0
+            lease.state = transition("lease", lease.id, lease.state, "resume")
+            lease.last_settled = height
+            events.append(
+                LeaseResumed(
+                    height=height,
+                    lease_id=lease.id,
+                    deployment_id=dep.id,
+                    provider_id=lease.provider_id,
+                )
+            )
+        dep.state = transition("deployment", dep.id, dep.state, "resume")
+        if paused:
+            self._billing.add(dep.id)
+        events.append(DeploymentResumed(height=height, deployment_id=dep.id))
+        return events
+
+    # ------------------------------------------------------------------ internals: jobs
+
+    def _schedule_job(self, dep: Deployment) -> None:
+        """Recompute a job's next deadline: the earlier of escrow running out and a lease
+        reaching the job's max runtime."""
+        running = [
+            self.leases[i] for i in dep.lease_ids if self.leases[i].state is LeaseState.ACTIVE
+        ]
+        deadline = job_deadline(
+            self.escrow(dep.id), [(lease.last_settled, lease.price) for lease in running]
+        )
+        if running and dep.max_runtime is not None:
+            timeout = min(lease.created_at for lease in running) + dep.max_runtime
+            deadline = timeout if deadline is None else min(deadline, timeout)
+        if deadline is None:
+            self._job_deadlines.pop(dep.id, None)
+            return
+        if self._job_deadlines.get(dep.id) != deadline:
+            self._job_deadlines[dep.id] = deadline
+            heapq.heappush(self._deadline_heap, (deadline, dep.id))
+
+    def _next_deadline(self) -> tuple[int, int] | None:
+        heap = self._deadline_heap
+        while heap:
+            block, job_id = heap[0]
+            if self._job_deadlines.get(job_id) == block:
+                return block, job_id
+            heapq.heappop(heap)  # stale: the job's deadline moved or it stopped running
+        return None
+
+    def _job_deadline_reached(self, dep: Deployment, height: int) -> list[Event]:
+        running = [
+            self.leases[i] for i in dep.lease_ids if self.leases[i].state is LeaseState.ACTIVE
+        ]
+        accrued = sum(owed(lease.price, lease.last_settled, height) for lease in running)
+        rate = sum(lease.price for lease in running)
+        if accrued + rate > self.escrow(dep.id):
+            # the escrow pays for no block beyond this one: stop the whole job
+            events = self._close_deployment(dep, height, CloseReason.JOB_OUT_OF_FUNDS)
+        else:
+            events = []
+            assert dep.max_runtime is not None
+            for lease in running:
+                if lease.created_at + dep.max_runtime <= height:
+                    events += self._close_leases(dep, [lease], height, CloseReason.JOB_TIMED_OUT)
+                    events += self._close_order(
+                        self.orders[lease.order_id], height, CloseReason.JOB_TIMED_OUT
+                    )
+            events += self._maybe_finish_job(dep, height)
+        if dep.state is not DeploymentState.CLOSED:
+            self._schedule_job(dep)
+        return events
+
+    def _maybe_finish_job(self, dep: Deployment, height: int) -> list[Event]:
+        if dep.state is DeploymentState.CLOSED:
+            return []
+        if any(self.orders[i].state is not OrderState.CLOSED for i in dep.order_ids):
+            self._schedule_job(dep)
+            return []
+        reasons = {self.leases[i].close_reason for i in dep.lease_ids}
+        reason = next((r for r in _WORST_JOB_OUTCOME if r in reasons), CloseReason.JOB_COMPLETED)
+        return self._close_deployment(dep, height, reason)
+
+    # ------------------------------------------------------------------ internals: closing
+
+    def _close_deployment(self, dep: Deployment, height: int, reason: CloseReason) -> list[Event]:
+        live = [
+            self.leases[i] for i in dep.lease_ids if self.leases[i].state is not LeaseState.CLOSED
+        ]
+        events = self._close_leases(dep, live, height, reason)
+        for order_id in dep.order_ids:
+            order = self.orders[order_id]
+            if order.state is not OrderState.CLOSED:
+                events += self._close_order(order, height, reason)
+        dep.state = transition("deployment", dep.id, dep.state, "close")
+        dep.closed_at, dep.close_reason = height, reason
+        self._billing.discard(dep.id)
+        self._job_deadlines.pop(dep.id, None)
+        left = self.escrow(dep.id)
+        if left:
+            events.append(
+                self._move(
+                    escrow_account(dep.id),
+                    tenant_account(dep.tenant_id),
+                    left,
+                    TransferReason.REFUND,
+                )
+            )
+        events.append(DeploymentClosed(height=height, deployment_id=dep.id, reason=reason))
+        return events
+
+    def _close_order(self, order: Order, height: int, reason: CloseReason) -> list[Event]:
+        order.state = transition("order", order.id, order.state, "close")
+        self._open_orders.pop(order.id, None)
+        order.closed_at, order.close_reason = height, reason
+        events = self._lose_open_bids(order, height)
+        events.append(
+            OrderClosed(
+                height=height, order_id=order.id, deployment_id=order.deployment_id, reason=reason
+            )
+        )
+        return events
+
+    def _close_leases(
+        self, dep: Deployment, leases: list[Lease], height: int, reason: CloseReason
+    ) -> list[Event]:
+        """Final settlement of some leases of one deployment, then close them."""
+        claims = []
+        for lease in leases:
+            if lease.state is LeaseState.ACTIVE:
+                claims.append(
+                    Claim(
+                        lease_id=lease.id,
+                        provider_id=lease.provider_id,
+                        amount=owed(lease.price, lease.last_settled, height),
+                        start=lease.last_settled,
+                        end=height,
+                        paid_before=lease.total_paid,
+                    )
+                )
+            else:
+                claims.append(
+                    Claim(
+                        lease_id=lease.id,
+                        provider_id=lease.provider_id,
+                        amount=lease.debt,
+                        start=lease.debt_start,
+                        end=lease.debt_end,
+                        paid_before=lease.total_paid,
+                    )
+                )
+        events: list[Event] = []
+        for lease, payment in zip(
+            leases, plan_close(self.escrow(dep.id), claims, self.fee_bps), strict=True
+        ):
+            events += self._pay(dep, lease, payment, height, TransferReason.CLOSE)
+            if payment.written_off:
+                lease.written_off += payment.written_off
+                dep.written_off += payment.written_off
+                events.append(
+                    DebtWrittenOff(
+                        height=height,
+                        lease_id=lease.id,
+                        deployment_id=dep.id,
+                        provider_id=lease.provider_id,
+                        amount=payment.written_off,
+                    )
+                )
+            lease.debt = 0
+            if lease.state is LeaseState.ACTIVE:
+                lease.last_settled = height
+            lease.state = transition("lease", lease.id, lease.state, "close")
+            lease.closed_at, lease.close_reason = height, reason
+            provider = self.providers[lease.provider_id]
+            provider.used -= lease.resources
+            provider.leases.discard(lease.id)
+            if reason.counts_as_completed:
+                provider.completed += 1
+            elif reason.provider_at_fault:
+                provider.failed += 1
+            events.append(
+                LeaseClosed(
+                    height=height,
+                    lease_id=lease.id,
+                    deployment_id=dep.id,
+                    provider_id=lease.provider_id,
+                    reason=reason,
+                )
+            )
+        if not any(self.leases[i].state is LeaseState.ACTIVE for i in dep.lease_ids):
+            self._billing.discard(dep.id)
+        return events
+
+    def _fail_lease(self, lease: Lease, height: int, reason: CloseReason) -> list[Event]:
+        dep = self.deployments[lease.deployment_id]
+        events = self._close_leases(dep, [lease], height, reason)
+        order = self.orders[lease.order_id]
+        order.state = transition("order", order.id, order.state, "reopen")
+        self._open_orders[order.id] = order
+        events.append(OrderReopened(height=height, order_id=order.id, deployment_id=dep.id))
+        if dep.is_job:
+            self._schedule_job(dep)
+        return events
+
+    # ------------------------------------------------------------------ internals: money and bids
+
+    def _pay(
+        self, dep: Deployment, lease: Lease, payment: Payment, height: int, reason: str
+    ) -> list[Event]:
+        events: list[Event] = []
+        claim = payment.claim
+        escrow = escrow_account(dep.id)
+        if payment.net:
+            events.append(
+                self._move(
+                    escrow,
+                    provider_account(lease.provider_id),
+                    payment.net,
+                    reason,
+                    lease.id,
+                    claim.start,
+                    claim.end,
+                )
+            )
+        if payment.fee:
+            events.append(
+                self._move(
+                    escrow,
+                    NETWORK,
+                    payment.fee,
+                    TransferReason.FEE,
+                    lease.id,
+                    claim.start,
+                    claim.end,
+                )
+            )
+        lease.total_paid += payment.gross
+        if payment.written_off == 0:
+            lease.blocks_paid += claim.end - claim.start
+        elif lease.price:
+            lease.blocks_paid += payment.gross // lease.price
+        return events
+
+    def _move(
+        self,
+        source: str,
+        destination: str,
+        amount: int,
+        reason: str,
+        lease_id: int | None = None,
+        start: int | None = None,
+        end: int | None = None,
+    ) -> Transfer:
+        if source != EXTERNAL:
+            held = self._balances.get(source, 0)
+            if held < amount:
+                raise InsufficientBalance(source, held, amount)
+            self._balances[source] = held - amount
+        if destination != EXTERNAL:
+            self._balances[destination] = self._balances.get(destination, 0) + amount
+        entry = Transfer(
+            height=self.height,
+            source=source,
+            destination=destination,
+            amount=amount,
+            reason=reason,
+            lease_id=lease_id,
+            start=start,
+            end=end,
+        )
+        self.ledger.append(entry)
+        return entry
+
+    def _place_bid(self, order: Order, provider: Provider, price: int, height: int) -> BidPlaced:
+        bid_id = self._new_id("bid")
+        response = height - order.created_at
+        self.bids[bid_id] = Bid(
+            id=bid_id,
+            order_id=order.id,
+            provider_id=provider.id,
+            price=price,
+            height=height,
+            response_time=response,
+        )
+        order.open_bids[bid_id] = price
+        provider.open_bids[order.id] = bid_id
+        provider.reserved += order.resources
+        return BidPlaced(
+            height=height,
+            bid_id=bid_id,
+            order_id=order.id,
+            provider_id=provider.id,
+            price=price,
+            response_time=response,
+        )
+
+    def _end_bid(self, bid: Bid, command: str, height: int) -> Event:
+        bid.state = transition("bid", bid.id, bid.state, command)
+        order = self.orders[bid.order_id]
+        provider = self.providers[bid.provider_id]
+        del order.open_bids[bid.id]
+        del provider.open_bids[order.id]
+        provider.reserved -= order.resources
+        cls = BidLost if command == "lose" else BidWithdrawn
+        return cls(height=height, bid_id=bid.id, order_id=order.id, provider_id=provider.id)
+
+    def _lose_open_bids(self, order: Order, height: int) -> list[Event]:
+        return [self._end_bid(self.bids[b], "lose", height) for b in sorted(order.open_bids)]
+
+    def _check_denoms(self, specs: tuple[OrderSpec, ...]) -> None:
+        denoms = {spec.denom for spec in specs}
+        problems = []
+        if self.accepted_denoms is not None:
+            for spec in specs:
+                if spec.denom not in self.accepted_denoms:
+                    problems.append(
+                        ManifestProblem(
+                            f"profiles.placement.{spec.placement}.pricing.{spec.profile}.denom",
+                            f"{spec.denom!r} is not accepted by this network"
+                            f" (accepted: {', '.join(sorted(self.accepted_denoms))})",
+                        )
+                    )
+        if len(denoms) > 1:
+            problems.append(
+                ManifestProblem(
+                    "profiles.placement",
+                    "all prices of one deployment must share a denomination,"
+                    f" found {', '.join(sorted(denoms))}",
+                )
+            )
+        if problems:
+            raise ManifestError(sorted(set(problems), key=str))
+
+    def _new_id(self, kind: str) -> int:
+        value = self._next_id.get(kind, 1)
+        self._next_id[kind] = value + 1
+        return value
+
+    def _get(self, table: Mapping[int, E], entity: str, entity_id: int) -> E:
+        try:
+            return table[entity_id]
+        except (KeyError, TypeError):
+            raise UnknownEntity(entity, entity_id) from None
+
+    def _tenant(self, i: int) -> Tenant:
+        return self._get(self.tenants, "tenant", i)
+
+    def _provider(self, i: int) -> Provider:
+        return self._get(self.providers, "provider", i)
+
+    def _deployment(self, i: int) -> Deployment:
+        return self._get(self.deployments, "deployment", i)
+
+    def _order(self, i: int) -> Order:
+        return self._get(self.orders, "order", i)
+
+    def _bid(self, i: int) -> Bid:
+        return self._get(self.bids, "bid", i)
+
+    def _lease(self, i: int) -> Lease:
+        return self._get(self.leases, "lease", i)

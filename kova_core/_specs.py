@@ -1,0 +1,96 @@
+"""What one order asks for: the bridge between a parsed manifest and the market.
+
+A manifest yields one :class:`OrderSpec` per replica; the market turns each into an order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from ._resources import Resources
+
+__all__ = ["GpuModel", "OrderSpec", "StorageVolume", "provider_matches"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StorageVolume:
+    """One named storage volume of a compute profile (SDL ``storage``; unnamed is ``default``)."""
+
+    name: str = "default"
+    size: int  # bytes
+    persistent: bool = False
+    storage_class: str | None = None
+    mount: str | None = None  # from the service's params.storage.<name>.mount
+    read_only: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GpuModel:
+    """A GPU the order accepts: a vendor and one model (``None``: any of the vendor's)."""
+
+    vendor: str
+    model: str | None = None
+    ram: str | None = None
+    interface: str | None = None
+
+    def key(self) -> str:
+        """``vendor/model`` (``vendor/*`` for any model): how providers list their GPUs."""
+        return f"{self.vendor}/{self.model or '*'}"
+
+
+def _frozen_map(value: Mapping[str, str] | None = None) -> Mapping[str, str]:
+    return MappingProxyType(dict(value or {}))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderSpec:
+    """One replica of one service: the resources, placement and price an order asks for.
+
+    ``max_price`` is micro-units of ``denom`` per block. ``attributes`` must all be present, with
+    equal values, among a provider's attributes; ``signed_by_all_of`` must all be auditors of the
+    provider and, if non-empty, at least one of ``signed_by_any_of`` must be. If ``resources.gpu``
+    is positive, the provider must have one of ``gpu_models``.
+    """
+
+    service: str
+    placement: str
+    profile: str
+    replica: int  # 0-based index within the service/placement group
+    resources: Resources
+    max_price: int
+    denom: str
+    attributes: Mapping[str, str] = field(default_factory=_frozen_map)
+    signed_by_any_of: tuple[str, ...] = ()
+    signed_by_all_of: tuple[str, ...] = ()
+    gpu_models: tuple[GpuModel, ...] = ()
+    storage: tuple[StorageVolume, ...] = ()
+
+
+def provider_matches(
+    spec: OrderSpec,
+    attributes: Mapping[str, str],
+    auditors: frozenset[str] = frozenset(),
+    gpu_models: frozenset[str] = frozenset(),
+) -> str | None:
+    """Check a provider against an order's placement: ``None`` if it matches, else the reason.
+
+    ``gpu_models`` are the provider's GPUs as ``vendor/model`` keys.
+    """
+    for key, wanted in spec.attributes.items():
+        have = attributes.get(key)
+        if have != wanted:
+            return f"attribute {key}={wanted} required, provider has {key}={have}"
+    missing = [a for a in spec.signed_by_all_of if a not in auditors]
+    if missing:
+        return f"not signed by {', '.join(missing)}"
+    if spec.signed_by_any_of and not any(a in auditors for a in spec.signed_by_any_of):
+        return f"not signed by any of {', '.join(spec.signed_by_any_of)}"
+    if spec.resources.gpu > 0 and spec.gpu_models:
+        vendors_any = {g.vendor for g in spec.gpu_models if g.model is None}
+        keys = {g.key() for g in spec.gpu_models if g.model is not None}
+        ok = any(k in keys or k.split("/", 1)[0] in vendors_any for k in gpu_models)
+        if not ok:
+            return "no GPU of the required vendor/model"
+    return None
