@@ -523,7 +523,11 @@ class Market:
             )
         )
         if dep.is_job:
+            # a job whose escrow cannot pay the next block of its running leases stops now,
+            # in this command's events, not at the next command
             self._schedule_job(dep)
+            self._advance(height)
+            events += self._take()
         else:
             self._billing.add(dep.id)
         return events
