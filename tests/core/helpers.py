@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 
 from kova_core import (
@@ -87,9 +88,7 @@ def check_invariants(market: Market) -> None:
             withdrawn += t.amount
         else:
             replay[t.destination] += t.amount
-    assert {k: v for k, v in replay.items() if v} == {
-        k: v for k, v in market.balances.items() if v
-    }
+    assert {k: v for k, v in replay.items() if v} == {k: v for k, v in market.balances.items() if v}
     assert sum(market.balances.values()) == credited - withdrawn
     assert market.money_drift() == 0
     assert all(v >= 0 for v in market.balances.values()), market.balances
@@ -103,7 +102,7 @@ def check_invariants(market: Market) -> None:
     for lease_id, spans in ranges.items():
         lease = market.leases[lease_id]
         ordered = sorted(spans)
-        for (_, end), (start, _) in zip(ordered, ordered[1:], strict=False):
+        for (_, end), (start, _) in itertools.pairwise(ordered):
             assert end <= start, (lease_id, ordered)
         assert ordered[0][0] >= lease.created_at
         assert ordered[-1][1] <= (lease.closed_at if lease.closed_at is not None else market.height)

@@ -74,7 +74,7 @@ class MarketMachine(RuleBasedStateMachine):
     def now(self) -> int:
         return self.market.height
 
-    def _pick(self, items: list, index: int):  # noqa: ANN202
+    def _pick(self, items: list, index: int):
         return items[index % len(items)] if items else None
 
     # --------------------------------------------------------------- rules
