@@ -70,7 +70,7 @@ from ._market import (
     provider_account,
     tenant_account,
 )
-from ._money import MICRO, format_micro, parse_amount
+from ._money import MAX_AMOUNT, MICRO, format_micro, parse_amount
 from ._pricing import (
     PRICING_STRATEGIES,
     CostPlus,
@@ -113,6 +113,7 @@ from ._units import parse_cpu, parse_duration, parse_size
 __all__ = [
     "BPS",
     "EXTERNAL",
+    "MAX_AMOUNT",
     "MICRO",
     "NETWORK",
     "PRICING_STRATEGIES",

@@ -6,30 +6,36 @@ from decimal import Decimal, InvalidOperation
 
 from ._errors import InvalidAmount
 
-__all__ = ["MICRO", "format_micro", "parse_amount", "require_amount"]
+__all__ = ["MAX_AMOUNT", "MICRO", "format_micro", "parse_amount", "require_amount"]
 
 MICRO = 1_000_000
 """Micro-units in one unit of money."""
+
+MAX_AMOUNT = 2**63 - 1
+"""The largest amount a single value may hold: money columns and arrays are int64."""
 
 
 def require_amount(value: object, what: str = "amount", *, positive: bool = False) -> int:
     """Return ``value`` if it is an ``int`` number of micro-units (not a bool, not a float).
 
-    Raises :class:`InvalidAmount` if it is not an int, is negative, or is zero when
-    ``positive`` is set.
+    Raises :class:`InvalidAmount` if it is not an int, is negative, is zero when ``positive``
+    is set, or exceeds :data:`MAX_AMOUNT`.
     """
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidAmount(f"{what} must be an integer number of micro-units, got {value!r}")
     if value < 0 or (positive and value == 0):
         raise InvalidAmount(f"{what} must be {'> 0' if positive else '>= 0'}, got {value}")
+    if value > MAX_AMOUNT:
+        raise InvalidAmount(f"{what} must be at most {MAX_AMOUNT} micro-units, got {value}")
     return value
 
 
 def parse_amount(text: str | int) -> int:
     """Parse a decimal amount of units (``"1.5"``, ``"0.000001"``, ``3``) into micro-units.
 
-    Raises :class:`InvalidAmount` if it is not a number, is negative, or has finer precision
-    than one micro-unit.
+    Exact at any length (integer arithmetic on the digits, no decimal rounding). Raises
+    :class:`InvalidAmount` if it is not a number, is negative, has finer precision than one
+    micro-unit, or is more than :data:`MAX_AMOUNT` micro-units.
     """
     if isinstance(text, bool):
         raise InvalidAmount(f"not an amount: {text!r}")
@@ -39,10 +45,24 @@ def parse_amount(text: str | int) -> int:
         raise InvalidAmount(f"not an amount: {text!r}") from None
     if not units.is_finite():
         raise InvalidAmount(f"not an amount: {text!r}")
-    micro = units * MICRO
-    if micro != micro.to_integral_value():
+    sign, digits, exponent = units.as_tuple()
+    assert isinstance(exponent, int)  # finite
+    digits = list(digits)
+    while digits and digits[-1] == 0:  # 1.500 -> 15e-1: the last digit left is significant
+        digits.pop()
+        exponent += 1
+    if not digits:
+        return 0
+    if sign:
+        raise InvalidAmount(f"amount must be >= 0, got {text!r}")
+    if exponent < -6:
         raise InvalidAmount(f"{text!r} is finer than one micro-unit (0.000001)")
-    return require_amount(int(micro), "amount")
+    if len(digits) + exponent + 6 > len(str(MAX_AMOUNT)):
+        raise InvalidAmount(f"{text!r} is too large (at most {MAX_AMOUNT} micro-units)")
+    micro = int("".join(map(str, digits))) * 10 ** (exponent + 6)
+    if micro > MAX_AMOUNT:
+        raise InvalidAmount(f"{text!r} is too large (at most {MAX_AMOUNT} micro-units)")
+    return micro
 
 
 def format_micro(micro: int) -> str:

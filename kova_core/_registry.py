@@ -8,6 +8,7 @@ from fractions import Fraction
 from typing import Any, TypeVar
 
 from ._errors import StrategyConfigError, UnknownStrategy
+from ._money import MAX_AMOUNT
 
 __all__ = ["build"]
 
@@ -20,6 +21,8 @@ def _coerce(name: str, kind: Any, value: object) -> object:
             raise StrategyConfigError(name, f"must be a whole number of micro-units, got {value!r}")
         if value < 0:
             raise StrategyConfigError(name, f"must be >= 0, got {value}")
+        if value > MAX_AMOUNT:
+            raise StrategyConfigError(name, f"must be at most {MAX_AMOUNT}, got {value}")
         return value
     if kind in (Fraction, "Fraction"):
         if isinstance(value, bool):
