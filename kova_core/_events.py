@@ -8,7 +8,7 @@ A driver acts on the ones it cares about (``LeaseStarted`` -> start a container,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from ._state import CloseReason
 
@@ -39,9 +39,21 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Event:
-    """Base of every event: ``height`` is the block at which it happened."""
+    """Base of every event: ``height`` is the block at which it happened.
+
+    ``str(event)`` is one compact line, ``@<height> <Kind>(field=value, ...)``, leaving out
+    fields that are not set: for logs, CLIs and documentation.
+    """
 
     height: int
+
+    def __str__(self) -> str:
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name != "height" and value is not None:
+                shown.append(f"{f.name}={value}")
+        return f"@{self.height} {type(self).__name__}({', '.join(shown)})"
 
 
 class TransferReason:
