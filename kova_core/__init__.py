@@ -59,7 +59,9 @@ from ._manifest import (
     Manifest,
     Placement,
     Price,
+    RegistryCredentials,
     Service,
+    StorageMount,
     parse_manifest,
 )
 from ._market import (
@@ -184,10 +186,12 @@ __all__ = [
     "ProviderRecovered",
     "ProviderState",
     "RandomBand",
+    "RegistryCredentials",
     "Resources",
     "SelectionPolicy",
     "Service",
     "SettlementRound",
+    "StorageMount",
     "StorageVolume",
     "StrategyConfigError",
     "Tenant",

@@ -243,7 +243,8 @@ class Market:
     ) -> int:
         """Register a provider with its capacity and placement attributes; return its id.
 
-        ``gpu_models`` are ``vendor/model`` keys such as ``nvidia/a100``. Raises
+        ``gpu_models`` are ``vendor/model`` keys such as ``nvidia/a100`` (case does not
+        matter: the manifest side is lower-cased too). Raises
         :class:`InvalidAmount` if a capacity component is negative.
         """
         if not capacity.is_nonnegative():
@@ -255,7 +256,7 @@ class Market:
             capacity=capacity,
             attributes=MappingProxyType({str(k): str(v) for k, v in (attributes or {}).items()}),
             auditors=frozenset(auditors),
-            gpu_models=frozenset(gpu_models),
+            gpu_models=frozenset(g.lower() for g in gpu_models),
         )
         return provider_id
 
