@@ -283,8 +283,8 @@ class Market:
         (for an account that is not a tenant's or a provider's).
         """
         kind, _, raw_id = account.partition(":")
-        entities = {"tenant": self.tenants, "provider": self.providers}.get(kind)
-        if entities is None or not raw_id.isdigit() or int(raw_id) not in entities:
+        ids = {"tenant": self.tenants.keys(), "provider": self.providers.keys()}.get(kind)
+        if ids is None or not raw_id.isdigit() or int(raw_id) not in ids:
             raise UnknownEntity("account", account)
         require_amount(amount, "amount", positive=True)
         self._advance(height)

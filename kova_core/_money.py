@@ -45,9 +45,9 @@ def parse_amount(text: str | int) -> int:
         raise InvalidAmount(f"not an amount: {text!r}") from None
     if not units.is_finite():
         raise InvalidAmount(f"not an amount: {text!r}")
-    sign, digits, exponent = units.as_tuple()
+    sign, digit_tuple, exponent = units.as_tuple()
     assert isinstance(exponent, int)  # finite
-    digits = list(digits)
+    digits = list(digit_tuple)
     while digits and digits[-1] == 0:  # 1.500 -> 15e-1: the last digit left is significant
         digits.pop()
         exponent += 1
@@ -59,7 +59,7 @@ def parse_amount(text: str | int) -> int:
         raise InvalidAmount(f"{text!r} is finer than one micro-unit (0.000001)")
     if len(digits) + exponent + 6 > len(str(MAX_AMOUNT)):
         raise InvalidAmount(f"{text!r} is too large (at most {MAX_AMOUNT} micro-units)")
-    micro = int("".join(map(str, digits))) * 10 ** (exponent + 6)
+    micro: int = int("".join(map(str, digits))) * 10 ** (exponent + 6)
     if micro > MAX_AMOUNT:
         raise InvalidAmount(f"{text!r} is too large (at most {MAX_AMOUNT} micro-units)")
     return micro

@@ -28,7 +28,7 @@ def _coerce(name: str, kind: Any, value: object) -> object:
         if isinstance(value, bool):
             raise StrategyConfigError(name, f"must be a number, got {value!r}")
         try:
-            number = Fraction(str(value)) if isinstance(value, float) else Fraction(value)  # type: ignore[arg-type]
+            number = Fraction(str(value) if isinstance(value, float) else value)  # type: ignore[call-overload]
         except (TypeError, ValueError):
             raise StrategyConfigError(name, f"must be a number, got {value!r}") from None
         if number < 0:
