@@ -397,19 +397,10 @@ class Market:
         """
         order = self._order(order_id)
         self._advance(height)
-        order.state = transition("order", order.id, order.state, "expire")
+        if order.state is not OrderState.OPEN:
+            transition("order", order.id, order.state, "expire")
         events = self._take()
-        self._open_orders.pop(order.id, None)
-        order.closed_at, order.close_reason = height, CloseReason.EXPIRED
-        events += self._lose_open_bids(order, height)
-        events.append(
-            OrderClosed(
-                height=height,
-                order_id=order.id,
-                deployment_id=order.deployment_id,
-                reason=CloseReason.EXPIRED,
-            )
-        )
+        events += self._close_order(order, height, CloseReason.EXPIRED, "expire")
         return events
 
     # ------------------------------------------------------------------ bids and leases
@@ -728,17 +719,7 @@ class Market:
         leases = [
             self.leases[i] for i in dep.lease_ids if self.leases[i].state is LeaseState.ACTIVE
         ]
-        claims = [
-            Claim(
-                lease_id=lease.id,
-                provider_id=lease.provider_id,
-                amount=owed(lease.price, lease.last_settled, height),
-                start=lease.last_settled,
-                end=height,
-                paid_before=lease.total_paid,
-            )
-            for lease in leases
-        ]
+        claims = [self._claim(lease, height) for lease in leases]
         plan = plan_round(self.escrow(dep.id), claims, self.fee_bps)
         events: list[Event] = []
         if plan is not None:
@@ -772,17 +753,7 @@ class Market:
             for i in dep.lease_ids
             if self.leases[i].state is LeaseState.INSUFFICIENT_FUNDS
         ]
-        claims = [
-            Claim(
-                lease_id=lease.id,
-                provider_id=lease.provider_id,
-                amount=lease.debt,
-                start=lease.debt_start,
-                end=lease.debt_end,
-                paid_before=lease.total_paid,
-            )
-            for lease in paused
-        ]
+        claims = [self._claim(lease, height) for lease in paused]
         plan = plan_round(self.escrow(dep.id), claims, self.fee_bps)
         if plan is None:
             return []
@@ -897,8 +868,10 @@ class Market:
         events.append(DeploymentClosed(height=height, deployment_id=dep.id, reason=reason))
         return events
 
-    def _close_order(self, order: Order, height: int, reason: CloseReason) -> list[Event]:
-        order.state = transition("order", order.id, order.state, "close")
+    def _close_order(
+        self, order: Order, height: int, reason: CloseReason, command: str = "close"
+    ) -> list[Event]:
+        order.state = transition("order", order.id, order.state, command)
         self._open_orders.pop(order.id, None)
         order.closed_at, order.close_reason = height, reason
         events = self._lose_open_bids(order, height)
@@ -913,30 +886,7 @@ class Market:
         self, dep: Deployment, leases: list[Lease], height: int, reason: CloseReason
     ) -> list[Event]:
         """Final settlement of some leases of one deployment, then close them."""
-        claims = []
-        for lease in leases:
-            if lease.state is LeaseState.ACTIVE:
-                claims.append(
-                    Claim(
-                        lease_id=lease.id,
-                        provider_id=lease.provider_id,
-                        amount=owed(lease.price, lease.last_settled, height),
-                        start=lease.last_settled,
-                        end=height,
-                        paid_before=lease.total_paid,
-                    )
-                )
-            else:
-                claims.append(
-                    Claim(
-                        lease_id=lease.id,
-                        provider_id=lease.provider_id,
-                        amount=lease.debt,
-                        start=lease.debt_start,
-                        end=lease.debt_end,
-                        paid_before=lease.total_paid,
-                    )
-                )
+        claims = [self._claim(lease, height) for lease in leases]
         events: list[Event] = []
         for lease, payment in zip(
             leases, plan_close(self.escrow(dep.id), claims, self.fee_bps), strict=True
@@ -991,6 +941,26 @@ class Market:
         return events
 
     # ------------------------------------------------------------------ internals: money and bids
+
+    def _claim(self, lease: Lease, height: int) -> Claim:
+        """What a lease is owed at ``height``: an active lease, its blocks since it was last
+        settled; a paused one, the debt recorded when it paused (paused blocks are never billed)."""
+        if lease.state is LeaseState.ACTIVE:
+            amount, start, end = (
+                owed(lease.price, lease.last_settled, height),
+                lease.last_settled,
+                height,
+            )
+        else:
+            amount, start, end = lease.debt, lease.debt_start, lease.debt_end
+        return Claim(
+            lease_id=lease.id,
+            provider_id=lease.provider_id,
+            amount=amount,
+            start=start,
+            end=end,
+            paid_before=lease.total_paid,
+        )
 
     def _pay(
         self, dep: Deployment, lease: Lease, payment: Payment, height: int, reason: str
