@@ -45,9 +45,12 @@ SMALL = Resources(cpu=2000, memory=4 * GIB, storage=20 * GIB)
 class MarketMachine(RuleBasedStateMachine):
     """Drives one market through random commands at random, increasing heights."""
 
+    FEE_BPS = 250
+    SETTLEMENT_INTERVAL = 60
+
     def __init__(self) -> None:
         super().__init__()
-        self.market = Market(fee_bps=250)
+        self.market = Market(fee_bps=self.FEE_BPS, settlement_interval=self.SETTLEMENT_INTERVAL)
         self.rng = np.random.default_rng(0)
         self.tenants = [self.market.add_tenant(f"t{i}") for i in range(3)]
         self.providers = [
@@ -269,14 +272,24 @@ class MarketMachine(RuleBasedStateMachine):
                 assert self.market.burn_rate(dep.id) == 0
 
 
-MarketMachine.TestCase.settings = settings(
+class NoFeeShortRoundsMachine(MarketMachine):
+    """The same commands on a market with no fee and rounds every 17 blocks."""
+
+    FEE_BPS = 0
+    SETTLEMENT_INTERVAL = 17
+
+
+SETTINGS = settings(
     max_examples=300,
     stateful_step_count=80,
     derandomize=True,  # the same examples every run, so the coverage check below is stable
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+MarketMachine.TestCase.settings = SETTINGS
+NoFeeShortRoundsMachine.TestCase.settings = SETTINGS
 TestMarketMachine = MarketMachine.TestCase
+TestNoFeeShortRoundsMachine = NoFeeShortRoundsMachine.TestCase
 
 
 def teardown_module() -> None:
