@@ -483,9 +483,7 @@ class Market:
         order.state = transition("order", order.id, order.state, "match")
         bid.state = transition("bid", bid.id, bid.state, "accept")
         self._open_orders.pop(order.id, None)
-        del order.open_bids[bid.id]
-        del provider.open_bids[order.id]
-        provider.reserved -= order.resources
+        self._release(bid)
         provider.used += order.resources
         events += self._lose_open_bids(order, height)
         lease_id = self._new_id("lease")
@@ -825,9 +823,7 @@ class Market:
                     events += self._close_order(
                         self.orders[lease.order_id], height, CloseReason.JOB_TIMED_OUT
                     )
-            events += self._maybe_finish_job(dep, height)
-        if dep.state is not DeploymentState.CLOSED:
-            self._schedule_job(dep)
+            events += self._maybe_finish_job(dep, height)  # closes the job or reschedules it
         return events
 
     def _maybe_finish_job(self, dep: Deployment, height: int) -> list[Event]:
@@ -1052,15 +1048,19 @@ class Market:
             response_time=response,
         )
 
-    def _end_bid(self, bid: Bid, command: str, height: int) -> Event:
-        bid.state = transition("bid", bid.id, bid.state, command)
+    def _release(self, bid: Bid) -> None:
+        """A bid is no longer open: unlist it and release the resources it reserved."""
         order = self.orders[bid.order_id]
         provider = self.providers[bid.provider_id]
         del order.open_bids[bid.id]
         del provider.open_bids[order.id]
         provider.reserved -= order.resources
+
+    def _end_bid(self, bid: Bid, command: str, height: int) -> Event:
+        bid.state = transition("bid", bid.id, bid.state, command)
+        self._release(bid)
         cls = BidLost if command == "lose" else BidWithdrawn
-        return cls(height=height, bid_id=bid.id, order_id=order.id, provider_id=provider.id)
+        return cls(height=height, bid_id=bid.id, order_id=bid.order_id, provider_id=bid.provider_id)
 
     def _lose_open_bids(self, order: Order, height: int) -> list[Event]:
         return [self._end_bid(self.bids[b], "lose", height) for b in sorted(order.open_bids)]
