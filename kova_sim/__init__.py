@@ -1,5 +1,28 @@
 """kova_sim: the Kova core driven by a SimPy clock, for economics research (``kova-sim run``).
 
-Not built yet: it is the subject of the simulator issue, which follows the core. Nothing here is
-imported by ``kova_core``, which must stay independent of its drivers.
+- :mod:`kova_sim.scenario`: scenario files, validated (:func:`load_scenario`).
+- :mod:`kova_sim.engine`: the ``exact`` engine, in which every provider poll and settlement
+  round is a SimPy event (:class:`Simulation`).
+- :mod:`kova_sim.recorder` and :mod:`kova_sim.outputs`: the run's tables, summary and files.
+- :mod:`kova_sim.run`: all of it end to end (:func:`run_scenario`); :mod:`kova_sim.cli`: the
+  ``kova-sim`` command.
+- :mod:`kova_sim.analysis` and :mod:`kova_sim.plots`: reading run folders, for the notebooks.
+
+``kova_core`` imports nothing from here: the simulator is one driver of the core among two.
 """
+
+from .engine import ENGINES, Simulation, simulate
+from .run import RunResult, run_scenario
+from .scenario import Scenario, ScenarioError, load_scenario, parse_scenario
+
+__all__ = [
+    "ENGINES",
+    "RunResult",
+    "Scenario",
+    "ScenarioError",
+    "Simulation",
+    "load_scenario",
+    "parse_scenario",
+    "run_scenario",
+    "simulate",
+]

@@ -1,0 +1,234 @@
+"""``kova-sim``: run, validate and compare simulation scenarios.
+
+Bad input (a scenario with errors, a folder that is not a run) is reported with the field or the
+file it concerns and exits with status 2; nothing is written.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from kova_core import format_micro
+
+from .engine import ENGINES
+from .run import default_out, run_scenario
+from .scenario import Scenario, ScenarioError, load_scenario
+
+__all__ = ["main"]
+
+_PROGRESS_AFTER = 2.0  # seconds of wall time before a progress bar appears
+
+stderr = Console(stderr=True)
+
+
+def _fail(message: str) -> None:
+    stderr.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    raise SystemExit(2)
+
+
+def _load(path: str, seed: int | None = None) -> Scenario:
+    try:
+        return load_scenario(path, seed=seed)
+    except ScenarioError as exc:
+        stderr.print(
+            f"[bold red]error:[/] {exc.source}: the scenario is not valid", highlight=False
+        )
+        for problem in exc.problems:
+            stderr.print(
+                f"  [yellow]{problem.path or '(file)'}[/]: {problem.message}", highlight=False
+            )
+        raise SystemExit(2) from None
+
+
+def _hours(blocks: int) -> str:
+    return f"{blocks / 3600:.1f} h"
+
+
+def _progress_reporter(scenario: Scenario, quiet: bool) -> tuple[Callable[[int, int], None], Any]:
+    """A ``progress(now, duration)`` callback that shows a bar once a run takes > 2 s."""
+    started = time.perf_counter()
+    state: dict[str, Any] = {"bar": None, "task": None}
+
+    def report(now: int, duration: int) -> None:
+        if quiet:
+            return
+        if state["bar"] is None:
+            if time.perf_counter() - started < _PROGRESS_AFTER or now >= duration:
+                return
+            bar = Progress(
+                TextColumn(f"[bold]{scenario.name}[/]"),
+                BarColumn(),
+                TextColumn("{task.fields[sim]} of " + _hours(duration) + " simulated"),
+                TimeElapsedColumn(),
+                console=stderr,
+                transient=True,
+            )
+            bar.start()
+            state["bar"] = bar
+            state["task"] = bar.add_task("run", total=duration, sim="")
+        state["bar"].update(state["task"], completed=now, sim=_hours(now))
+
+    def close() -> None:
+        if state["bar"] is not None:
+            state["bar"].stop()
+
+    return report, close
+
+
+def _money(micro: int | None) -> str:
+    return "-" if micro is None else f"${format_micro(micro)}"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _blocks(value: float | None) -> str:
+    return "-" if value is None else f"{value:g} blocks"
+
+
+# (label, summary key, formatter)
+SUMMARY_ROWS: list[tuple[str, str, Callable[[Any], str]]] = [
+    ("simulated time", "duration_blocks", lambda v: _hours(v)),
+    ("providers", "providers", str),
+    ("deployments / jobs", "deployments", str),
+    ("orders (leased / given up / waiting)", "orders", str),
+    ("fill rate", "fill_rate", _pct),
+    ("time to lease, median", "time_to_lease_median", _blocks),
+    ("time to lease, p95", "time_to_lease_p95", _blocks),
+    ("mean clearing price per block", "mean_clearing_price", _money),
+    ("provider revenue", "provider_revenue", _money),
+    ("provider revenue Gini", "provider_revenue_gini", lambda v: f"{v:.3f}"),
+    ("CPU utilisation", "utilisation", _pct),
+    ("insufficient-funds events", "insufficient_funds_events", str),
+    ("debt written off", "debt_written_off", _money),
+    ("tenant spend", "tenant_spend", _money),
+    ("network fees", "network_fees", _money),
+    ("money drift (must be 0)", "money_drift", lambda v: f"{v} micro"),
+]
+
+
+def _cell(summary: dict[str, Any], key: str, fmt: Callable[[Any], str]) -> str:
+    if key == "deployments":
+        return f"{summary['deployments']} / {summary['jobs']}"
+    if key == "orders":
+        return (
+            f"{summary['orders']} ({summary['orders_leased']} / {summary['orders_given_up']}"
+            f" / {summary['orders_waiting_at_end']})"
+        )
+    if key not in summary:
+        return "-"
+    return fmt(summary[key])
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="kova")
+def main() -> None:
+    """Kova's market simulator: the core under a SimPy clock."""
+
+
+@main.command()
+@click.argument("scenario", type=click.Path(dir_okay=False))
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the outputs [default: runs/<scenario name>-<seed>/].",
+)
+@click.option("--seed", type=int, help="Seed to use instead of the scenario's.")
+@click.option(
+    "--engine",
+    type=click.Choice(ENGINES),
+    default="exact",
+    show_default=True,
+    help="exact: every poll and settlement round is a SimPy event (the reference).",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary table.")
+@click.option("--no-plots", is_flag=True, help="Skip the plots/ folder.")
+def run(
+    scenario: str, out: Path | None, seed: int | None, engine: str, quiet: bool, no_plots: bool
+) -> None:
+    """Run SCENARIO (a YAML file) and write its outputs."""
+    loaded = _load(scenario, seed)
+    out = out or default_out(loaded)
+    if out.exists() and not out.is_dir():
+        _fail(f"--out {out}: exists and is not a folder")
+    report, close = _progress_reporter(loaded, quiet)
+    try:
+        result = run_scenario(loaded, out, engine=engine, progress=report, plots=not no_plots)
+    except OSError as exc:
+        _fail(f"cannot write {out}: {exc.strerror or exc}")
+        return
+    finally:
+        close()
+    if quiet:
+        return
+    table = Table(title=f"{loaded.name} (seed {loaded.seed}, {engine} engine)", show_header=False)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for label, key, fmt in SUMMARY_ROWS:
+        table.add_row(label, _cell(result.summary, key, fmt))
+    console = Console()
+    console.print(table)
+    console.print(
+        f"ran in {result.wall_seconds:.1f} s; outputs in [bold]{out}/[/]", highlight=False
+    )
+    if result.summary["money_drift"] != 0:
+        _fail(f"money was not conserved: drift {result.summary['money_drift']} micro-units")
+
+
+@main.command()
+@click.argument("scenario", type=click.Path(dir_okay=False))
+def validate(scenario: str) -> None:
+    """Check SCENARIO without running it."""
+    loaded = _load(scenario)
+    providers = sum(g.count for g in loaded.providers)
+    click.echo(
+        f"{scenario}: ok — {loaded.name}: {_hours(loaded.duration)} simulated, "
+        f"{len(loaded.providers)} provider group(s) with {providers} provider(s), "
+        f"{len(loaded.demand)} demand stream(s), seed {loaded.seed}"
+    )
+
+
+def _summary(folder: Path) -> dict[str, Any]:
+    path = folder / "summary.json"
+    if not folder.is_dir():
+        _fail(f"{folder}: not a folder")
+    if not path.is_file():
+        _fail(f"{folder}: no summary.json here; is it a kova-sim run folder?")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        _fail(f"{path}: cannot read: {exc}")
+    if not isinstance(data, dict):
+        _fail(f"{path}: not a run summary")
+    return data
+
+
+@main.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+def compare(runs: tuple[Path, ...]) -> None:
+    """The summaries of several run folders side by side."""
+    summaries = [_summary(folder) for folder in runs]
+    table = Table(title="kova-sim runs")
+    table.add_column("metric")
+    for folder, summary in zip(runs, summaries, strict=True):
+        table.add_column(
+            f"{summary.get('scenario', folder.name)}\nseed {summary.get('seed')}", justify="right"
+        )
+    for label, key, fmt in SUMMARY_ROWS:
+        table.add_row(label, *(_cell(s, key, fmt) for s in summaries))
+    Console().print(table)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
