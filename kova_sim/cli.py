@@ -28,7 +28,7 @@ __all__ = ["main"]
 
 _PROGRESS_AFTER = 2.0  # seconds of wall time before a progress bar appears
 
-stderr = Console(stderr=True)
+stderr = Console(stderr=True, soft_wrap=True)
 
 
 def _fail(message: str) -> None:
