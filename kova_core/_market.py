@@ -582,16 +582,14 @@ class Market:
         events = self._take()
         if provider.state is not ProviderState.ONLINE:
             return events
+        free = provider.free
         for order in self.open_orders():
-            if order.id in provider.open_bids or not order.resources.fits_in(provider.free):
+            if order.id in provider.open_bids or not order.resources.fits_in(free):
                 continue
             if provider_matches(
                 order.spec, provider.attributes, provider.auditors, provider.gpu_models
             ):
                 continue
-            competing = [
-                p for b, p in order.open_bids.items() if self.bids[b].provider_id != provider.id
-            ]
             ctx = PricingContext(
                 order_id=order.id,
                 resources=order.resources,
@@ -599,12 +597,14 @@ class Market:
                 order_created_at=order.created_at,
                 height=height,
                 capacity=provider.capacity,
-                free=provider.free,
-                best_price=min(competing, default=None),
+                free=free,
+                # the provider has no open bid here (skipped above): every open bid competes
+                best_price=min(order.open_bids.values(), default=None),
             )
             price = auto_bid_price(strategy, ctx, rng)
             if price is not None:
                 events.append(self._place_bid(order, provider, price, height))
+                free = provider.free
         return events
 
     def fail_provider(self, provider_id: int, height: int) -> list[Event]:
