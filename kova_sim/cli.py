@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from kova_core import format_micro
@@ -70,6 +70,8 @@ def _progress_reporter(scenario: Scenario, quiet: bool) -> tuple[Callable[[int, 
                 BarColumn(),
                 TextColumn("{task.fields[sim]} of " + _hours(duration) + " simulated"),
                 TimeElapsedColumn(),
+                TextColumn("left"),
+                TimeRemainingColumn(),
                 console=stderr,
                 transient=True,
             )
