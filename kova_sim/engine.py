@@ -308,7 +308,11 @@ class Simulation:
             self.env.process(self._reviewer(dep_id, fresh, tenancy))
 
     def _reviewer(self, dep_id: int, order_ids: list[int], tenancy: _Tenancy) -> Process:
-        """The tenant looks at the bids every review window; after its patience, gives up."""
+        """The tenant looks at the bids every review window; after its patience, gives up.
+
+        An order leaves ``tenancy.reviewing`` the moment this loop stops looking after it, so
+        that if it reopens later (its lease failed) a new review starts for it.
+        """
         stream = tenancy.stream.stream
         market = self.market
         give_up = int(self.env.now) + stream.patience
@@ -317,21 +321,22 @@ class Simulation:
             yield self.env.timeout(stream.review_window)
             now = int(self.env.now)
             dep = market.deployments[dep_id]
-            if dep.state is DeploymentState.CLOSED:
-                break
             still = []
             for order_id in waiting:
-                if market.orders[order_id].state is not OrderState.OPEN:
+                if dep.state is DeploymentState.CLOSED or (
+                    market.orders[order_id].state is not OrderState.OPEN
+                ):
+                    tenancy.reviewing.discard(order_id)
                     continue
                 choice = tenancy.stream.policy.choose(market.bid_views(order_id))
                 if choice is not None and dep.state is DeploymentState.ACTIVE:
+                    tenancy.reviewing.discard(order_id)
                     self._do(market.accept_bid, choice.bid_id, now)
                 elif now >= give_up:
+                    tenancy.reviewing.discard(order_id)
                     self._do(market.expire_order, order_id, now)
                 else:
                     still.append(order_id)
-                if dep.state is DeploymentState.CLOSED:  # a job can finish within this loop
-                    break
             waiting = still
             if (
                 dep.state is not DeploymentState.CLOSED
@@ -341,7 +346,6 @@ class Simulation:
             ):
                 # every order was given up and nothing runs: the tenant walks away
                 self._do(market.close_deployment, dep_id, now)
-        tenancy.reviewing.difference_update(order_ids)
 
     def _live(self, dep_id: int) -> bool:
         dep = self.market.deployments[dep_id]

@@ -160,3 +160,48 @@ def test_every_provider_polls_at_its_phase_then_every_interval():
             order = sim.market.orders[event.order_id]
             # ... and at the provider's first poll after the order opened
             assert event.height - order.created_at < 15
+
+
+def test_a_reopened_order_is_reviewed_again_while_a_sibling_still_waits():
+    # three replicas on two one-core providers: the third order waits all day while the two
+    # leases fail and reopen; each reopened order must be looked after again
+    doc = {
+        "name": "siblings",
+        "seed": 1,
+        "duration": "6h",
+        "providers": [
+            {
+                "count": 2,
+                "capacity": {"cpu": 1, "memory": "4Gi", "storage": "20Gi"},
+                "failures": {"mtbf": "1h", "mttr": "5m"},
+            }
+        ],
+        "demand": [
+            {
+                "arrivals": {"process": "scheduled", "at": [0]},
+                "replicas": 3,
+                "resources": {"cpu": 1, "memory": "1Gi", "storage": "1Gi"},
+                "max_price": 2,
+                "lifetime": {"distribution": "fixed", "value": "1d"},
+                "deposit": {"blocks": "1d"},
+                "patience": "1d",
+            }
+        ],
+    }
+    sim = simulate(parse_scenario(doc), keep_events=True)
+    reopened = [e for e in sim.events if type(e).__name__ == "OrderReopened"]
+    assert len(reopened) >= 2
+    tenancy = sim.tenancies[1]
+    for order_id in sim.market.deployments[1].order_ids:
+        order = sim.market.orders[order_id]
+        if str(order.state) == "open":
+            assert order_id in tenancy.reviewing, f"order {order_id} is open and nobody looks"
+    for event in reopened:
+        # every reopened order got a lease again once a provider was back
+        later = [
+            e for e in sim.events
+            if type(e).__name__ == "LeaseStarted" and e.order_id == event.order_id
+            and e.height > event.height
+        ]
+        open_bids_after = sim.market.orders[event.order_id].open_bids
+        assert later or not open_bids_after, f"order {event.order_id} has bids nobody accepts"
