@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from kova_core import MICRO
 
@@ -221,6 +222,14 @@ def _fmt(value: float) -> str:
     return f"{value:.0f}" if value >= 10 or value == int(value) else f"{value:.1f}"
 
 
+def _dollars(value: float, _position: object = None) -> str:
+    """A money tick label without scientific notation: $950, $12.5k, $3.2M."""
+    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"${value / scale:g}{suffix}"
+    return f"${value:g}"
+
+
 def _escrow_paused(ax: Axes, ts: Columns) -> None:
     ax.set_title("escrow held and paused leases")
     hours = _hours(ax, ts)
@@ -238,6 +247,7 @@ def _escrow_paused(ax: Axes, ts: Columns) -> None:
     (held,) = right.step(hours, paused, where="post", color="tab:red", lw=1,
                          label="paused leases")  # fmt: skip
     ax.set_ylim(bottom=0)
+    ax.yaxis.set_major_formatter(FuncFormatter(_dollars))
     right.set_ylim(0, max(1.0, float(paused.max()) * 1.1))
     right.yaxis.get_major_locator().set_params(integer=True)
     ax.legend(handles=[escrow, held], loc="upper left", fontsize=8)
