@@ -165,6 +165,7 @@ def run(
     if out.exists() and not out.is_dir():
         _fail(f"--out {out}: exists and is not a folder")
     report, close = _progress_reporter(loaded, quiet)
+    started = time.perf_counter()
     try:
         result = run_scenario(loaded, out, engine=engine, progress=report, plots=not no_plots)
     except OSError as exc:
@@ -182,7 +183,9 @@ def run(
     console = Console()
     console.print(table)
     console.print(
-        f"ran in {result.wall_seconds:.1f} s; outputs in [bold]{out}/[/]", highlight=False
+        f"simulated in {result.wall_seconds:.1f} s ({time.perf_counter() - started:.1f} s with"
+        f" the outputs); outputs in [bold]{out}/[/]",
+        highlight=False,
     )
     if result.summary["money_drift"] != 0:
         _fail(f"money was not conserved: drift {result.summary['money_drift']} micro-units")
