@@ -205,3 +205,50 @@ def test_a_reopened_order_is_reviewed_again_while_a_sibling_still_waits():
         ]
         open_bids_after = sim.market.orders[event.order_id].open_bids
         assert later or not open_bids_after, f"order {event.order_id} has bids nobody accepts"
+
+
+def test_placement_attributes_and_gpus_decide_who_can_bid():
+    doc = {
+        "name": "placement",
+        "seed": 4,
+        "duration": "3h",
+        "providers": [
+            {
+                "name": "gpu",
+                "capacity": {"cpu": 8, "memory": "32Gi", "storage": "500Gi", "gpu": 2},
+                "pricing": {"strategy": "cost-plus"},
+                "costs": {"cpu": 0.01, "gpu": 0.5},
+            },
+            {
+                "name": "eu",
+                "capacity": {"cpu": 8, "memory": "32Gi", "storage": "500Gi"},
+                "attributes": {"region": "eu"},
+            },
+        ],
+        "demand": [
+            {
+                "name": "training",
+                "arrivals": {"process": "poisson", "rate": "4/h"},
+                "resources": {"cpu": 1, "memory": "1Gi", "storage": "1Gi", "gpu": 1},
+                "max_price": 2,
+                "lifetime": {"distribution": "exponential", "mean": "30m"},
+            },
+            {
+                "name": "eu-web",
+                "arrivals": {"process": "poisson", "rate": "4/h"},
+                "resources": {"cpu": 1, "memory": "1Gi", "storage": "1Gi"},
+                "attributes": {"region": "eu"},
+                "max_price": 2,
+                "lifetime": {"distribution": "exponential", "mean": "30m"},
+            },
+        ],
+    }
+    sim = simulate(parse_scenario(doc))
+    bidders = {}
+    for bid in sim.market.bids.values():
+        stream = sim.recorder.stream_of[sim.market.orders[bid.order_id].deployment_id]
+        bidders.setdefault(stream, set()).add(sim.market.providers[bid.provider_id].name)
+    assert bidders == {"training": {"gpu-0"}, "eu-web": {"eu-0"}}
+    # cost-plus: (1 core x $0.01 + 1 GPU x $0.50) x 1.2 (the default 20% margin)
+    prices = {lease.price for lease in sim.market.leases.values() if lease.provider_id == 1}
+    assert prices == {612_000}
