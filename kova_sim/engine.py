@@ -145,6 +145,7 @@ class Simulation:
         self.streams: list[StreamInfo] = []
         self.tenancies: dict[int, _Tenancy] = {}
         self.wall_seconds = 0.0
+        self._ran = False
         seeds = np.random.SeedSequence(scenario.seed)
         group_seeds, stream_seeds, phase_seed = seeds.spawn(3)
         phase_rng = np.random.default_rng(phase_seed)
@@ -193,6 +194,9 @@ class Simulation:
         The run covers blocks ``0 .. duration - 1``; a round due at ``duration`` itself runs
         too, so the last settlement is in the results.
         """
+        if self._ran:
+            raise RuntimeError("a Simulation runs once; make a new one to run again")
+        self._ran = True
         started = time.perf_counter()
         env = self.env
         env.process(self._settlement())
@@ -246,7 +250,7 @@ class Simulation:
         if tenancy.stream.stream.on_failure == "redeploy":
             self._review(event.deployment_id, [event.order_id])
         else:
-            self.env.process(self._close(event.deployment_id))
+            self._close(event.deployment_id)
 
     _reactions: ClassVar[dict[type, Callable[[Simulation, Any], None]]] = {
         LeaseStarted: _on_lease_started,
@@ -353,13 +357,12 @@ class Simulation:
 
     def _lifetime(self, dep_id: int, lifetime: int) -> Process:
         yield self.env.timeout(lifetime)
-        yield from self._close(dep_id)
+        self._close(dep_id)
 
-    def _close(self, dep_id: int) -> Process:
+    def _close(self, dep_id: int) -> None:
+        """The tenant closes its deployment now, unless it is closed already."""
         if self.market.deployments[dep_id].state is not DeploymentState.CLOSED:
             self._do(self.market.close_deployment, dep_id, int(self.env.now))
-        return
-        yield  # a generator, so that it can run as a process
 
     def _job_run(self, lease_id: int, runtime: int) -> Process:
         yield self.env.timeout(runtime)

@@ -213,7 +213,7 @@ class Recorder:
         rows["block"].append(e.height)
         rows["active_leases"].append(self.active)
         rows["paused_leases"].append(self.paused)
-        rows["open_orders"].append(len(self.market._open_orders))
+        rows["open_orders"].append(len(self.market.open_orders()))
         rows["deployments_paid"].append(e.deployments_paid)
         rows["deployments_paused"].append(e.deployments_paused)
         rows["accepted"].append(len(prices))

@@ -511,7 +511,7 @@ _MESSAGES = {
 # pydantic puts the name of a union member in a location; readers want the field path only
 _UNION_TAGS = {
     "poisson", "scheduled", "exponential", "fixed", "uniform", "lognormal",
-    "function-after[_ordered(), Uniform]", "int", "literal['random']",
+    "int", "literal['random']",
 }  # fmt: skip
 
 

@@ -152,3 +152,19 @@ def test_resolved_scenario_runs_the_same_scenario(busy, two_runs, tmp_path):
 )
 def test_gini(values, expected):
     assert gini(values) == pytest.approx(expected)
+
+
+def test_on_failure_decides_between_redeploy_and_close(two_runs):
+    result, *_ = two_runs
+    market = result.simulation.market
+    lost = [lease for lease in market.leases.values() if str(lease.close_reason) == "provider_lost"]
+    by_stream = Counter(result.simulation.recorder.stream_of[lease.deployment_id] for lease in lost)
+    assert by_stream["jobs"] > 0 and by_stream["web"] > 0
+    releases = 0
+    for lease in lost:
+        dep = market.deployments[lease.deployment_id]
+        if result.simulation.recorder.stream_of[dep.id] == "jobs":  # on_failure: close
+            assert dep.closed_at == lease.closed_at and str(dep.close_reason) == "tenant_closed"
+        else:  # redeploy: the reopened order is bid on and leased again
+            releases += market.orders[lease.order_id].lease_id != lease.id
+    assert releases > 0
