@@ -1,6 +1,6 @@
 """Reading run folders for analysis: the helpers the notebooks in ``notebooks/`` call.
 
-A run folder (written by :func:`kova_sim.outputs.write_run`) holds six Parquet tables, its
+A run folder (written by :func:`kova_sim.outputs.write_run`) holds seven Parquet tables, its
 ``summary.json`` and the resolved ``scenario.yaml``. :func:`load_run` reads one into a
 :class:`Run`; the other helpers take a :class:`Run` and return :class:`pandas.DataFrame` tables.
 
@@ -84,7 +84,7 @@ _WRITTEN_OFF_COLUMNS = (
 
 @dataclass(frozen=True, eq=False)
 class Run:
-    """One run folder, read: its six tables, summary and resolved scenario.
+    """One run folder, read: its seven tables, summary and resolved scenario.
 
     ``name`` is the folder's name (``baseline-1``: scenario name and seed, as ``kova-sim run``
     names it), which tells runs of the same scenario with different seeds apart.
@@ -94,6 +94,7 @@ class Run:
     name: str
     summary: dict[str, Any] = field(repr=False)
     scenario: dict[str, Any] = field(repr=False)
+    deployments: pd.DataFrame = field(repr=False)
     orders: pd.DataFrame = field(repr=False)
     bids: pd.DataFrame = field(repr=False)
     leases: pd.DataFrame = field(repr=False)
@@ -103,7 +104,7 @@ class Run:
 
     @property
     def tables(self) -> dict[str, pd.DataFrame]:
-        """The six tables by name."""
+        """The seven tables by name."""
         return {name: getattr(self, name) for name in TABLES}
 
     @property

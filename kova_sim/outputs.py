@@ -21,7 +21,7 @@ from .scenario import Scenario, resolved
 
 __all__ = ["TABLES", "gini", "summarise", "write_run"]
 
-TABLES = ("orders", "bids", "leases", "ledger", "providers", "timeseries")
+TABLES = ("deployments", "orders", "bids", "leases", "ledger", "providers", "timeseries")
 """The Parquet tables of a run folder, each ``<name>.parquet``."""
 
 

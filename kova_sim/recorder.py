@@ -38,6 +38,15 @@ _S = pa.string()
 _F = pa.float64()
 
 SCHEMAS: dict[str, pa.Schema] = {
+    "deployments": pa.schema(
+        [
+            ("deployment_id", _I), ("stream", _S), ("kind", _S), ("tenant_id", _I),
+            ("replicas", _I), ("created_at", _I), ("first_lease_at", _I), ("state", _S),
+            ("closed_at", _I), ("close_reason", _S), ("deposited", _I), ("spent", _I),
+            ("refunded", _I), ("escrow", _I), ("pauses", _I), ("resumes", _I),
+            ("written_off", _I),
+        ]
+    ),
     "orders": pa.schema(
         [
             ("order_id", _I), ("deployment_id", _I), ("stream", _S), ("kind", _S),
@@ -118,6 +127,8 @@ class Recorder:
         self.cpu_capacity = 0
         self.accepted_prices: list[int] = []
         self._paused_leases: set[int] = set()
+        self.pauses_of: dict[int, int] = {}  # deployment id -> times a round paused it
+        self.resumes_of: dict[int, int] = {}
         self.rows: dict[str, list[Any]] = {f.name: [] for f in SCHEMAS["timeseries"]}
         self.events = 0
         self._handlers: dict[type, Callable[[Any], None]] = {
@@ -197,9 +208,11 @@ class Recorder:
 
     def _deployment_paused(self, e: DeploymentPaused) -> None:
         self.paused_events += 1
+        self.pauses_of[e.deployment_id] = self.pauses_of.get(e.deployment_id, 0) + 1
 
     def _deployment_resumed(self, e: DeploymentResumed) -> None:
         self.resumed_events += 1
+        self.resumes_of[e.deployment_id] = self.resumes_of.get(e.deployment_id, 0) + 1
 
     def _written_off(self, e: DebtWrittenOff) -> None:
         self.written_off += e.amount
@@ -238,6 +251,7 @@ class Recorder:
     def tables(self) -> dict[str, pa.Table]:
         """The run's tables, by name (see :data:`SCHEMAS`)."""
         return {
+            "deployments": self._table("deployments", self._deployment_rows()),
             "orders": self._table("orders", self._order_rows()),
             "bids": self._table("bids", self._bid_rows()),
             "leases": self._table("leases", self._lease_rows()),
@@ -254,6 +268,29 @@ class Recorder:
             [pa.array(col, type=f.type) for col, f in zip(columns, schema, strict=True)],
             schema=schema,
         )
+
+    def _deployment_rows(self) -> Iterable[tuple[Any, ...]]:
+        market = self.market
+        money: dict[tuple[int, str], int] = {}  # (deployment id, deposited|spent|refunded)
+        for t in market.ledger:
+            if t.destination.startswith("escrow:"):
+                key = (int(t.destination[7:]), "deposited")
+            elif t.source.startswith("escrow:"):
+                kind = "refunded" if t.reason == "refund" else "spent"
+                key = (int(t.source[7:]), kind)
+            else:
+                continue
+            money[key] = money.get(key, 0) + t.amount
+        for dep in market.deployments.values():
+            first = [self.first_lease_at[o] for o in dep.order_ids if o in self.first_lease_at]
+            yield (
+                dep.id, self.stream_of.get(dep.id, ""), dep.kind, dep.tenant_id,
+                len(dep.order_ids), dep.created_at, min(first, default=None), str(dep.state),
+                dep.closed_at, None if dep.close_reason is None else str(dep.close_reason),
+                money.get((dep.id, "deposited"), 0), money.get((dep.id, "spent"), 0),
+                money.get((dep.id, "refunded"), 0), market.escrow(dep.id),
+                self.pauses_of.get(dep.id, 0), self.resumes_of.get(dep.id, 0), dep.written_off,
+            )  # fmt: skip
 
     def _order_rows(self) -> Iterable[tuple[Any, ...]]:
         market = self.market

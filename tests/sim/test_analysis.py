@@ -146,7 +146,7 @@ def _copy(small_run, tmp_path):
     ("damage", "error", "message"),
     [
         ("nothing-there", FileNotFoundError, "not a directory"),
-        ("empty-folder", FileNotFoundError, "missing orders.parquet, bids.parquet, leases.parquet, ledger.parquet, providers.parquet, timeseries.parquet, summary.json, scenario.yaml"),
+        ("empty-folder", FileNotFoundError, "missing deployments.parquet, orders.parquet, bids.parquet, leases.parquet, ledger.parquet, providers.parquet, timeseries.parquet, summary.json, scenario.yaml"),
         ("no-leases", FileNotFoundError, r"is not a run folder: missing leases.parquet \("),
         ("no-summary", FileNotFoundError, r"missing summary.json \("),
         ("summary-is-a-list", ValueError, "summary.json: expected a mapping"),
@@ -409,3 +409,15 @@ def test_every_helper_copes_with_a_run_without_leases(no_lease_run):
     assert compare_runs([run]).loc["leases", "no-leases-3"] == 0
     x, y = lorenz(run.providers["revenue"])
     assert x.tolist() == [0.0, 1.0] and y.tolist() == [0.0, 1.0]
+
+
+def test_inferred_pauses_agree_with_the_deployments_table(run):
+    # pauses() rebuilds pauses from the ledger; the deployments table counts the core's events
+    table = pauses(run)
+    counted = run.deployments.set_index("deployment_id")
+    inferred = table.groupby("deployment_id").size()
+    assert inferred.to_dict() == counted.loc[counted["pauses"] > 0, "pauses"].to_dict()
+    resumed = table[table["ended"] == "resumed"].groupby("deployment_id").size()
+    assert resumed.to_dict() == counted.loc[counted["resumes"] > 0, "resumes"].to_dict()
+    money = counted["spent"] + counted["refunded"] + counted["escrow"]
+    assert (money == counted["deposited"]).all()
