@@ -20,14 +20,17 @@ returns:
   finishes. A paused deployment may be topped up; an order reopened by a failure is bid on again
   (``redeploy``) or the deployment is closed (``close``).
 
-Every random draw comes from a generator seeded from the scenario's seed, one per provider and
-one per demand stream, so the same scenario and seed give the same run.
+Every random draw comes from a generator seeded from the scenario's seed and keyed by what it is
+for (a provider's phase, its prices, its failures; a stream's arrivals, durations, top-ups), so
+the same scenario and seed give the same run, and changing one group or stream leaves the others'
+draws alone (:func:`generator`).
 """
 
 from __future__ import annotations
 
 import math
 import time
+import zlib
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -61,26 +64,49 @@ ENGINES = ("exact",)
 Process = Generator[simpy.Event, Any, None]
 
 
+def generator(seed: int, *key: int) -> np.random.Generator:
+    """The random generator of one purpose, keyed under the scenario's seed.
+
+    Keys name what draws from it (see :func:`_key`), not the order things were built in, so a
+    change to one provider group or demand stream leaves every other one's draws as they were:
+    comparing two variants of a scenario compares them on the same random demand (common
+    random numbers).
+    """
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
+
+
+def _key(name: str) -> int:
+    return zlib.crc32(name.encode())
+
+
+_PROVIDERS, _STREAMS = 0, 1
+_PHASE, _PRICING, _FAILURES = 0, 1, 2
+_ARRIVALS, _DURATIONS, _TOP_UPS = 0, 1, 2
+
+
 @dataclass(slots=True)
 class ProviderInfo:
-    """A simulated provider: its group, strategy and random generator."""
+    """A simulated provider: its group, strategy and random generators."""
 
     id: int
     group: ProviderGroup
     strategy: PricingStrategy
-    rng: np.random.Generator
+    rng: np.random.Generator  # handed to its pricing strategy
+    failure_rng: np.random.Generator
     phase: int
     failures: int = 0
 
 
 @dataclass(slots=True)
 class StreamInfo:
-    """A demand stream: its manifest, policy, tenants and random generator."""
+    """A demand stream: its manifest, policy, tenants and random generators."""
 
     stream: DemandStream
     manifest: Manifest
     policy: SelectionPolicy
-    rng: np.random.Generator
+    arrival_rng: np.random.Generator
+    duration_rng: np.random.Generator  # lifetimes and runtimes
+    top_up_rng: np.random.Generator
     tenant_ids: list[int]
     price_per_block: int  # Σ max price of its replicas: what deposits are counted in
     arrivals: int = 0
@@ -146,33 +172,29 @@ class Simulation:
         self.tenancies: dict[int, _Tenancy] = {}
         self.wall_seconds = 0.0
         self._ran = False
-        seeds = np.random.SeedSequence(scenario.seed)
-        group_seeds, stream_seeds, phase_seed = seeds.spawn(3)
-        phase_rng = np.random.default_rng(phase_seed)
-        for group, gseed in zip(
-            scenario.providers, group_seeds.spawn(len(scenario.providers)), strict=True
-        ):
-            for i, pseed in enumerate(gseed.spawn(group.count)):
+        seed = scenario.seed
+        for group in scenario.providers:
+            for i in range(group.count):
                 pid = self.market.add_provider(
                     capacity=group.capacity.resources(),
                     name=f"{group.name}-{i}",
                     attributes=group.attributes,
                     gpu_models=("nvidia/*",) if group.capacity.gpu else (),
                 )
+                key = (_PROVIDERS, _key(group.name), i)
                 phase = group.poll_phase
                 if phase == "random":
-                    phase = int(phase_rng.integers(0, scenario.poll_interval))
+                    phase = int(generator(seed, *key, _PHASE).integers(0, scenario.poll_interval))
                 self.providers[pid] = ProviderInfo(
                     id=pid,
                     group=group,
                     strategy=group.pricing.build(group.costs),
-                    rng=np.random.default_rng(pseed),
+                    rng=generator(seed, *key, _PRICING),
+                    failure_rng=generator(seed, *key, _FAILURES),
                     phase=phase,
                 )
                 self.recorder.add_provider(pid, group, phase)
-        for stream, sseed in zip(
-            scenario.demand, stream_seeds.spawn(len(scenario.demand)), strict=True
-        ):
+        for stream in scenario.demand:
             manifest = parse_manifest(manifest_for(stream, scenario.duration))
             tenants = [self.market.add_tenant(f"{stream.name}-{i}") for i in range(stream.tenants)]
             self.streams.append(
@@ -180,7 +202,9 @@ class Simulation:
                     stream=stream,
                     manifest=manifest,
                     policy=stream.selection.build(),
-                    rng=np.random.default_rng(sseed),
+                    arrival_rng=generator(seed, _STREAMS, _key(stream.name), _ARRIVALS),
+                    duration_rng=generator(seed, _STREAMS, _key(stream.name), _DURATIONS),
+                    top_up_rng=generator(seed, _STREAMS, _key(stream.name), _TOP_UPS),
                     tenant_ids=tenants,
                     price_per_block=sum(s.max_price for s in manifest.order_specs()),
                 )
@@ -242,7 +266,8 @@ class Simulation:
     def _on_paused(self, event: DeploymentPaused) -> None:
         tenancy = self.tenancies[event.deployment_id]
         top_up = tenancy.stream.stream.top_up
-        if top_up.policy == "when-paused" and tenancy.stream.rng.random() < top_up.probability:
+        draw = tenancy.stream.top_up_rng.random() if top_up.policy == "when-paused" else 1.0
+        if draw < top_up.probability:
             self.env.process(self._top_up(event.deployment_id, tenancy))
 
     def _on_reopened(self, event: OrderReopened) -> None:
@@ -277,14 +302,14 @@ class Simulation:
         failures = info.group.failures
         assert failures is not None
         while True:
-            yield self.env.timeout(_ceil(info.rng.exponential(failures.mtbf)))
+            yield self.env.timeout(_ceil(info.failure_rng.exponential(failures.mtbf)))
             info.failures += 1
             self._do(self.market.fail_provider, info.id, int(self.env.now))
-            yield self.env.timeout(_ceil(info.rng.exponential(failures.mttr)))
+            yield self.env.timeout(_ceil(info.failure_rng.exponential(failures.mttr)))
             self._do(self.market.recover_provider, info.id, int(self.env.now))
 
     def _arrivals(self, info: StreamInfo) -> Process:
-        for at in arrival_times(info.stream, info.rng, self.scenario.duration):
+        for at in arrival_times(info.stream, info.arrival_rng, self.scenario.duration):
             if at > self.env.now:
                 yield self.env.timeout(at - self.env.now)
             self._arrive(info)
@@ -293,7 +318,7 @@ class Simulation:
         stream = info.stream
         tenant = info.tenant_ids[info.arrivals % len(info.tenant_ids)]
         info.arrivals += 1
-        duration = sample_blocks(stream.lifetime or stream.runtime, info.rng)
+        duration = sample_blocks(stream.lifetime or stream.runtime, info.duration_rng)
         deposit = stream.deposit.blocks * info.price_per_block
         now = int(self.env.now)
         self._do(self.market.credit, tenant, deposit, now)

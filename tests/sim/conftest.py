@@ -54,7 +54,7 @@ SMALL = {
 
 MIXED = {
     "name": "mixed",
-    "seed": 2,
+    "seed": 6,
     "duration": "3h",
     "fee_bps": 100,
     "providers": [
@@ -150,7 +150,7 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> SimRun:
 
 @pytest.fixture(scope="session")
 def mixed_run(tmp_path_factory: pytest.TempPathFactory) -> SimRun:
-    """A run with another strategy mix (``mixed-2``), for comparing runs."""
+    """A run with another strategy mix (``mixed-6``), for comparing runs."""
     return _run(tmp_path_factory, MIXED)
 
 

@@ -355,10 +355,10 @@ def test_price_dynamics_refuses_an_empty_window(run):
 
 def test_compare_runs_puts_summaries_side_by_side(small_run, mixed_run):
     table = compare_runs([small_run.path, load_run(mixed_run.path)])
-    assert list(table.columns) == ["small-1", "mixed-2"]
+    assert list(table.columns) == ["small-1", "mixed-6"]
     assert table.loc["provider_revenue", "small-1"] == small_run.summary["provider_revenue"]
-    assert table.loc["provider_revenue_units", "mixed-2"] == mixed_run.summary["provider_revenue"] / 1e6
-    assert table.loc["network_fees", "mixed-2"] > 0  # the mixed run charges a fee
+    assert table.loc["provider_revenue_units", "mixed-6"] == mixed_run.summary["provider_revenue"] / 1e6
+    assert table.loc["network_fees", "mixed-6"] > 0  # the mixed run charges a fee
     assert table.loc["scenario"].tolist() == ["small", "mixed"]
     assert set(small_run.summary) <= set(table.index)
     assert table.index.get_loc("provider_revenue_units") == table.index.get_loc("provider_revenue") + 1
@@ -381,9 +381,9 @@ def test_strategy_comparison_stacks_each_runs_strategies(small_run, mixed_run):
     assert list(table.columns)[:2] == ["run", "strategy"]
     assert set(zip(table["run"], table["strategy"], strict=True)) == {
         ("small-1", "fixed"), ("small-1", "undercut"),
-        ("mixed-2", "fixed"), ("mixed-2", "random-band"), ("mixed-2", "utilisation"),
+        ("mixed-6", "fixed"), ("mixed-6", "random-band"), ("mixed-6", "utilisation"),
     }  # fmt: skip
-    for name, summary in (("small-1", small_run.summary), ("mixed-2", mixed_run.summary)):
+    for name, summary in (("small-1", small_run.summary), ("mixed-6", mixed_run.summary)):
         rows = table[table["run"] == name]
         assert int(rows["revenue"].sum()) == summary["provider_revenue"]
         assert rows["share"].sum() == pytest.approx(1)

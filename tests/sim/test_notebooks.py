@@ -61,5 +61,5 @@ def test_strategy_comparison_runs(small_run, mixed_run, monkeypatch):
     dirs = os.pathsep.join([str(small_run.path), str(mixed_run.path)])
     outputs = _execute("strategy_comparison.ipynb", monkeypatch, KOVA_RUN_DIRS=dirs)
     html = "".join(out.get("data", {}).get("text/html", "") for out in outputs)
-    assert "small-1" in html and "mixed-2" in html and "random-band" in html
+    assert "small-1" in html and "mixed-6" in html and "random-band" in html
     assert _images(outputs) >= 2

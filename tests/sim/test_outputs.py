@@ -168,3 +168,32 @@ def test_on_failure_decides_between_redeploy_and_close(two_runs):
         else:  # redeploy: the reopened order is bid on and leased again
             releases += market.orders[lease.order_id].lease_id != lease.id
     assert releases > 0
+
+
+def test_common_random_numbers_across_variants(busy):
+    """Changing one group's pricing, or the tenants' top-up probability, leaves the demand (and
+    the other groups' phases and failures) drawn exactly as before."""
+    from kova_sim import simulate
+
+    def draws(scenario):
+        sim = simulate(scenario)
+        arrivals = [
+            (d.created_at, sim.tenancies[d.id].duration) for d in sim.market.deployments.values()
+        ]
+        phases = {p.group.name: [] for p in sim.providers.values()}
+        for p in sim.providers.values():
+            phases[p.group.name].append(p.phase)
+        failures = [p.failures for p in sim.providers.values() if p.group.name == "fixed"]
+        return sorted(arrivals), phases, failures
+
+    base = draws(busy)
+    data = yaml.safe_load(BUSY)
+    data["providers"][1]["pricing"] = {"strategy": "fixed", "price_per_block": 0.3}
+    cheaper = parse_scenario(data)
+    data = yaml.safe_load(BUSY)
+    data["demand"][0]["top_up"]["probability"] = 0.9
+    keener = parse_scenario(data)
+    for variant in (draws(cheaper), draws(keener)):
+        assert variant[0] == base[0]  # every arrival at the same block, with the same lifetime
+        assert variant[1] == base[1]  # every provider polls at the same phase
+        assert variant[2] == base[2]  # the failing group fails as often
