@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from kova_core import format_micro
+from kova_core import MICRO
 
 from .engine import ENGINES
 from .run import default_out, run_scenario
@@ -88,7 +88,13 @@ def _progress_reporter(scenario: Scenario, quiet: bool) -> tuple[Callable[[int, 
 
 
 def _money(micro: int | None) -> str:
-    return "-" if micro is None else f"${format_micro(micro)}"
+    """Exact money for people: ``$20,868,185``, ``$0.936``, ``-$1.5``."""
+    if micro is None:
+        return "-"
+    sign = "-" if micro < 0 else ""
+    whole, frac = divmod(abs(micro), MICRO)
+    decimals = f".{frac:06d}".rstrip("0") if frac else ""
+    return f"{sign}${whole:,}{decimals}"
 
 
 def _pct(value: float | None) -> str:

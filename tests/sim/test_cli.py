@@ -154,3 +154,14 @@ def test_compare_refuses_a_folder_that_is_not_a_run(tmp_path):
     result = kova_sim("compare", tmp_path)
     assert result.returncode == 2
     assert "no summary.json" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("micro", "shown"),
+    [(None, "-"), (0, "$0"), (1, "$0.000001"), (1_500_000, "$1.5"),
+     (20_868_185_000_000, "$20,868,185"), (-1_500_000, "-$1.5")],
+)
+def test_money_is_shown_exactly_with_thousands_separators(micro, shown):
+    from kova_sim.cli import _money
+
+    assert _money(micro) == shown
