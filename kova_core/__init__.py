@@ -72,7 +72,7 @@ from ._market import (
     provider_account,
     tenant_account,
 )
-from ._money import MAX_AMOUNT, MICRO, format_micro, parse_amount
+from ._money import MAX_AMOUNT, MICRO, format_micro, parse_amount, require_amount
 from ._pricing import (
     PRICING_STRATEGIES,
     CostPlus,
@@ -220,6 +220,7 @@ __all__ = [
     "provider_account",
     "provider_matches",
     "reputation_score",
+    "require_amount",
     "selection_policy",
     "tenant_account",
     "transition",

@@ -1,6 +1,8 @@
-"""kova_live: the Kova core in real time: the orchestrator (``kova-live serve``), the provider agent
-and the tenant CLI.
+"""kova_live: the Kova core in real time, as the real orchestrator (``kova-live serve``).
 
-Not built yet: it is the subject of the orchestrator, provider and ingress issues, which follow the
-core. Nothing here is imported by ``kova_core``, which must stay independent of its drivers.
+Built so far: the database (SQLAlchemy, Alembic migrations; PostgreSQL or an embedded SQLite
+file), the block clock, accounts with bearer tokens, the ledger and operator credits, and the
+first API routes. Deployments, bids, leases, settlement, the provider agent, the tenant CLI and
+the ingress are the subject of the live orchestrator's issues and are not built yet.
+``kova_core`` imports nothing from here.
 """

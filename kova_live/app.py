@@ -1,0 +1,265 @@
+"""The orchestrator's HTTP API (aiohttp): JSON under ``/v1``.
+
+Every state change happens in one database transaction that commits before the response is
+sent: an acknowledged command is durable. Errors are JSON, ``{"error": {"code", "message",
+"field"}}``, with a 4xx status naming what was wrong; bad input changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import func, insert, or_, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from kova_core import format_micro
+
+from .clock import BlockClock
+from .ledger import balance
+from .schema import accounts, transfers
+
+__all__ = ["ApiError", "create_app", "hash_token"]
+
+MAX_BODY = 1024 * 1024  # bytes; larger requests get 413
+ENGINE: web.AppKey[AsyncEngine] = web.AppKey("engine", AsyncEngine)
+CLOCK: web.AppKey[BlockClock] = web.AppKey("clock", BlockClock)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ApiError(Exception):
+    """An error the client caused (or may retry): a status, a code, a message, the field."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+
+    def response(self) -> web.Response:
+        """As a JSON response."""
+        body = {"error": {"code": self.code, "message": self.message, "field": self.field}}
+        return web.json_response(body, status=self.status)
+
+
+_HTTP_CODES = {
+    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+    405: "method_not_allowed", 413: "body_too_large", 415: "unsupported_media_type",
+}  # fmt: skip
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error as JSON: the API's own, and aiohttp's (404, 405, 413)."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return exc.response()
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "http_error")
+        message = exc.reason if exc.status != 413 else f"the body is larger than {MAX_BODY} bytes"
+        return ApiError(exc.status, code, message).response()
+
+
+def hash_token(token: str) -> str:
+    """How a bearer token is stored: its SHA-256, in hex."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- request bodies
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class NewAccount(_Body):
+    """``POST /v1/accounts``."""
+
+    role: Literal["tenant", "provider"]
+    name: str = Field(min_length=1, max_length=100)
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+async def read_body(request: web.Request, model: type[BaseModel]) -> Any:
+    """The request's JSON body, validated: 400 naming the field on any problem."""
+    raw = await request.read()
+    try:
+        data = json.loads(raw or b"null")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "malformed_json", f"the body is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "bad_request", "the body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        message = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
+        raise ApiError(400, "invalid_field", message, _field(first["loc"])) from None
+
+
+# --------------------------------------------------------------------------- authentication
+
+
+async def authenticate(request: web.Request) -> Any:
+    """The account whose bearer token the request carries; 401 without a valid one."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>")
+    async with request.app[ENGINE].connect() as connection:
+        row = (
+            await connection.execute(
+                select(accounts).where(accounts.c.token_hash == hash_token(token.strip()))
+            )
+        ).first()
+    if row is None:
+        raise ApiError(401, "unauthorized", "unknown token")
+    return row
+
+
+def _ledger_name(row: Any) -> str:
+    return f"{row.role}:{row.id}"
+
+
+# --------------------------------------------------------------------------- handlers
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness and the database's readiness."""
+    async with request.app[ENGINE].connect() as connection:
+        await connection.execute(text("SELECT 1"))
+    return web.json_response({"status": "ok", "height": request.app[CLOCK].height()})
+
+
+async def status(request: web.Request) -> web.Response:
+    """The network at a glance: height, block length, accounts by role."""
+    clock = request.app[CLOCK]
+    async with request.app[ENGINE].connect() as connection:
+        by_role = select(accounts.c.role, func.count()).group_by(accounts.c.role)
+        counts = dict((await connection.execute(by_role)).all())
+    return web.json_response(
+        {
+            "height": clock.height(),
+            "block_seconds": clock.block_ms / 1000,
+            "tenants": counts.get("tenant", 0),
+            "providers": counts.get("provider", 0),
+        }
+    )
+
+
+async def create_account(request: web.Request) -> web.Response:
+    """Register a tenant or a provider; the token is shown once, only its hash is kept."""
+    body: NewAccount = await read_body(request, NewAccount)
+    token = "kova_" + secrets.token_urlsafe(32)
+    async with request.app[ENGINE].begin() as connection:
+        account_id = (
+            await connection.execute(
+                insert(accounts)
+                .values(
+                    role=body.role,
+                    name=body.name,
+                    token_hash=hash_token(token),
+                    created_height=request.app[CLOCK].height(),
+                )
+                .returning(accounts.c.id)
+            )
+        ).scalar_one()
+    return web.json_response(
+        {
+            "id": account_id,
+            "role": body.role,
+            "name": body.name,
+            "account": f"{body.role}:{account_id}",
+            "token": token,
+        },
+        status=201,
+    )
+
+
+async def me(request: web.Request) -> web.Response:
+    """The caller's account and balance (micro-units, and units as an exact string)."""
+    row = await authenticate(request)
+    async with request.app[ENGINE].connect() as connection:
+        held = await balance(connection, _ledger_name(row))
+    return web.json_response(
+        {
+            "id": row.id,
+            "role": row.role,
+            "name": row.name,
+            "account": _ledger_name(row),
+            "balance": held,
+            "balance_units": format_micro(held),
+        }
+    )
+
+
+def _int_query(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise ApiError(400, "invalid_field", f"must be an integer from {low} to {high}", name)
+    return int(raw)
+
+
+async def my_transactions(request: web.Request) -> web.Response:
+    """Every transfer into or out of the caller's account, newest first, a page at a time
+    (``limit``, and ``before``: the id to continue below)."""
+    row = await authenticate(request)
+    limit = _int_query(request, "limit", 100, 1, 1000)
+    before = _int_query(request, "before", 2**63 - 1, 1, 2**63 - 1)
+    name = _ledger_name(row)
+    async with request.app[ENGINE].connect() as connection:
+        rows = (
+            await connection.execute(
+                select(transfers)
+                .where(or_(transfers.c.source == name, transfers.c.destination == name))
+                .where(transfers.c.id < before)
+                .order_by(transfers.c.id.desc())
+                .limit(limit)
+            )
+        ).all()
+    items = [
+        {
+            "id": t.id,
+            "height": t.height,
+            "source": t.source,
+            "destination": t.destination,
+            "amount": t.amount,
+            "reason": t.reason,
+            "lease_id": t.lease_id,
+            "start": t.start_block,
+            "end": t.end_block,
+        }
+        for t in rows
+    ]
+    following = items[-1]["id"] if len(items) == limit else None
+    return web.json_response({"transactions": items, "next_before": following})
+
+
+def create_app(engine: AsyncEngine, clock: BlockClock) -> web.Application:
+    """The application, on an engine whose database is at the newest schema."""
+    app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY)
+    app[ENGINE] = engine
+    app[CLOCK] = clock
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/v1/status", status)
+    app.router.add_post("/v1/accounts", create_account)
+    app.router.add_get("/v1/accounts/me", me)
+    app.router.add_get("/v1/accounts/me/transactions", my_transactions)
+
+    async def close_engine(_app: web.Application) -> None:
+        await engine.dispose()
+
+    app.on_cleanup.append(close_engine)
+    return app

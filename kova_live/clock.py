@@ -1,0 +1,33 @@
+"""The block clock: height = whole blocks since the network's genesis (1 block = 1 s by default).
+
+``--block-seconds`` shortens a block for tests and demos; the height is computed the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+__all__ = ["BlockClock"]
+
+
+class BlockClock:
+    """Heights from the wall clock. ``now`` (seconds since the epoch) can be replaced in tests."""
+
+    def __init__(
+        self, genesis_ms: int, block_ms: int, now: Callable[[], float] = time.time
+    ) -> None:
+        if block_ms <= 0:
+            raise ValueError("a block must last longer than 0 ms")
+        self.genesis_ms = genesis_ms
+        self.block_ms = block_ms
+        self._now = now
+
+    def height(self) -> int:
+        """The current height (0 before genesis)."""
+        return max(0, (int(self._now() * 1000) - self.genesis_ms) // self.block_ms)
+
+    def seconds_until(self, height: int) -> float:
+        """Wall seconds until ``height`` begins (0 if it has)."""
+        start_ms = self.genesis_ms + height * self.block_ms
+        return max(0.0, start_ms / 1000 - self._now())

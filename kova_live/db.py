@@ -1,0 +1,176 @@
+"""The orchestrator's database: where it is, its migrations, and the network row.
+
+PostgreSQL in production (``postgresql+psycopg://...``), an embedded SQLite file as the
+zero-setup default (``<data dir>/kova.sqlite3``). The server uses SQLAlchemy's asyncio engine;
+migrations and operator commands use a synchronous one on the same URL.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, insert, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from .schema import network
+
+__all__ = [
+    "DatabaseError",
+    "NetworkSettings",
+    "async_engine",
+    "check_schema",
+    "default_url",
+    "ensure_network",
+    "migrate",
+    "sync_engine",
+]
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+class DatabaseError(Exception):
+    """The database cannot be used as it is; the message says what to do."""
+
+
+def default_url(data_dir: Path) -> str:
+    """The embedded default: a SQLite file in the data folder."""
+    return f"sqlite:///{(data_dir / 'kova.sqlite3').resolve()}"
+
+
+def _parse(url: str) -> tuple[str, str]:
+    """Return (sync URL, async URL) for a database URL, or raise :class:`DatabaseError`."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise DatabaseError(f"not a database URL: {url!r}") from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        sync = parsed.set(drivername="sqlite").render_as_string(False)
+        return sync, parsed.set(drivername="sqlite+aiosqlite").render_as_string(False)
+    if backend == "postgresql":
+        url_psycopg = parsed.set(drivername="postgresql+psycopg")
+        text = url_psycopg.render_as_string(False)
+        return text, text
+    raise DatabaseError(
+        f"unsupported database {backend!r}: use postgresql+psycopg://... or sqlite:///path"
+    )
+
+
+def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
+    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+    # WAL lets readers run beside the writer; FULL syncs every commit, so an acknowledged command
+    # survives even a machine crash, not only a killed process
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def sync_engine(url: str) -> Engine:
+    """A synchronous engine (migrations, operator commands)."""
+    sync, _ = _parse(url)
+    engine = create_engine(sync)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def async_engine(url: str) -> AsyncEngine:
+    """The server's engine."""
+    _, asynchronous = _parse(url)
+    engine = create_async_engine(asynchronous, pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _alembic(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", _parse(url)[0].replace("%", "%%"))
+    return config
+
+
+def head_revision() -> str:
+    """The newest migration this code knows."""
+    head = ScriptDirectory.from_config(_alembic("sqlite://")).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(url: str) -> str | None:
+    """The migration the database is at (``None``: never migrated)."""
+    engine = sync_engine(url)
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def migrate(url: str) -> tuple[str | None, str]:
+    """Bring the database to the newest schema; return (revision before, revision after)."""
+    before = current_revision(url)
+    command.upgrade(_alembic(url), "head")
+    return before, head_revision()
+
+
+def check_schema(url: str) -> None:
+    """Raise :class:`DatabaseError` unless the database is at the newest schema."""
+    current, head = current_revision(url), head_revision()
+    if current != head:
+        state = "has no Kova schema" if current is None else f"is at schema {current}"
+        raise DatabaseError(
+            f"the database {state}, this server needs {head}: run `kova-live migrate`"
+            " with the same --database-url (or KOVA_DATABASE_URL) first"
+        )
+
+
+class NetworkSettings:
+    """When height 0 was and how long a block lasts, as the database records them."""
+
+    def __init__(self, genesis_ms: int, block_ms: int, settlement_interval: int, fee_bps: int):
+        self.genesis_ms = genesis_ms
+        self.block_ms = block_ms
+        self.settlement_interval = settlement_interval
+        self.fee_bps = fee_bps
+
+
+def ensure_network(url: str, *, block_ms: int | None = None) -> NetworkSettings:
+    """Read the network row; on a new database, create it with genesis now and ``block_ms``
+    (default 1000: 1 block = 1 s).
+
+    Raises :class:`DatabaseError` if ``block_ms`` is given and differs from the database's:
+    changing it would move every height.
+    """
+    engine = sync_engine(url)
+    try:
+        with engine.begin() as connection:
+            row = connection.execute(select(network)).first()
+            if row is None:
+                connection.execute(
+                    insert(network).values(
+                        id=1,
+                        genesis_ms=int(time.time() * 1000),
+                        block_ms=block_ms or 1000,
+                        settlement_interval=60,
+                        fee_bps=0,
+                    )
+                )
+                row = connection.execute(select(network)).one()
+    finally:
+        engine.dispose()
+    if block_ms is not None and row.block_ms != block_ms:
+        raise DatabaseError(
+            f"this network's blocks last {row.block_ms / 1000:g} s, not {block_ms / 1000:g} s:"
+            f" start the server with --block-seconds {row.block_ms / 1000:g}"
+        )
+    return NetworkSettings(row.genesis_ms, row.block_ms, row.settlement_interval, row.fee_bps)

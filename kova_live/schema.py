@@ -1,0 +1,85 @@
+"""The orchestrator's tables (SQLAlchemy Core). Migrations in ``migrations/versions`` create
+them; a test checks that the migrated database matches this metadata exactly.
+
+Money columns are BIGINT micro-units with CHECK constraints: a balance can never go negative
+and a transfer always moves a positive amount. ``transfers`` is append-only (the ledger).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+)
+
+__all__ = ["accounts", "balances", "metadata", "network", "transfers"]
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+network = Table(
+    "network",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("genesis_ms", BigInteger, nullable=False),  # Unix time of height 0, milliseconds
+    Column("block_ms", Integer, nullable=False),  # length of one block, milliseconds
+    Column("settlement_interval", Integer, nullable=False),
+    Column("fee_bps", Integer, nullable=False),
+    CheckConstraint("id = 1", name="single_row"),
+    CheckConstraint("block_ms > 0", name="block_positive"),
+    CheckConstraint("settlement_interval > 0", name="interval_positive"),
+    CheckConstraint("fee_bps >= 0 AND fee_bps <= 10000", name="fee_range"),
+)
+"""The one row that says when height 0 was and how long a block lasts."""
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("role", String(16), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),  # sha256 hex of the token
+    Column("created_height", BigInteger, nullable=False),
+    CheckConstraint("role IN ('tenant', 'provider')", name="role_known"),
+)
+"""Tenants and providers. The bearer token itself is never stored, only its SHA-256."""
+
+balances = Table(
+    "balances",
+    metadata,
+    Column("account", String(64), primary_key=True),  # tenant:<id>, provider:<id>, escrow:<id>
+    Column("amount", BigInteger, nullable=False),
+    CheckConstraint("amount >= 0", name="not_negative"),
+)
+"""What each ledger account holds now: the sum of its transfers, kept in step with them."""
+
+transfers = Table(
+    "transfers",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("height", BigInteger, nullable=False),
+    Column("source", String(64), nullable=False),
+    Column("destination", String(64), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("reason", String(16), nullable=False),
+    Column("lease_id", BigInteger, nullable=True),
+    Column("start_block", BigInteger, nullable=True),
+    Column("end_block", BigInteger, nullable=True),
+    CheckConstraint("amount > 0", name="positive"),
+    Index(None, "source", "id"),
+    Index(None, "destination", "id"),
+)
+"""The ledger: every movement of money, append-only (DESIGN: from, to, amount, block, reason)."""

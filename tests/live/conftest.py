@@ -1,0 +1,138 @@
+"""Fixtures for the orchestrator's tests: a database of each kind, and a real server process.
+
+Every test that takes ``database_url`` runs twice: on the embedded SQLite file and on
+PostgreSQL (127.0.0.1:5432; a fresh database per test, dropped afterwards). Without
+PostgreSQL the PostgreSQL half is skipped, except under ``CI=true``, where it fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+BACKENDS = ["sqlite", "postgresql"]
+PG_ADMIN = os.environ.get("KOVA_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _pg_available() -> str | None:
+    try:
+        with psycopg.connect(PG_ADMIN, connect_timeout=3):
+            return None
+    except psycopg.Error as exc:
+        return str(exc).strip().splitlines()[0]
+
+
+@contextlib.contextmanager
+def fresh_database(kind: str, folder: Path) -> Iterator[str]:
+    """A fresh, empty database of ``kind``: a SQLite file in ``folder``, or a new PostgreSQL
+    database, dropped afterwards."""
+    if kind == "sqlite":
+        yield f"sqlite:///{folder / 'kova.sqlite3'}"
+        return
+    problem = _pg_available()
+    if problem is not None:
+        message = f"PostgreSQL is not reachable at {PG_ADMIN}: {problem}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    name = f"kova_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database, for each backend."""
+    with fresh_database(request.param, tmp_path) as url:
+        yield url
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def kova_live(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``kova-live`` as a user does; its exit status and output."""
+    return subprocess.run(
+        [sys.executable, "-m", "kova_live", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
+
+
+class Server:
+    """A ``kova-live serve`` process on a loopback port."""
+
+    def __init__(self, database_url: str, data_dir: Path, block_seconds: float = 0.05) -> None:
+        self.database_url = database_url
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = data_dir / "server.log"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._log_file = self.log.open("w")
+        self.process = subprocess.Popen(
+            [
+                sys.executable, "-m", "kova_live", "serve",
+                "--database-url", database_url, "--data-dir", str(data_dir),
+                "--port", str(self.port), "--block-seconds", str(block_seconds),
+            ],
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited: {self.log.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not start: {self.log.read_text()}")
+            time.sleep(0.05)
+        self.client = httpx.Client(base_url=self.url, timeout=10)
+
+    def stop(self) -> None:
+        self.client.close()
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._log_file.close()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A running server, one per backend for a whole test module: tests share its database, so
+    they compare counts before and after rather than expect an empty network."""
+    folder = tmp_path_factory.mktemp(f"server-{request.param}")
+    with fresh_database(request.param, folder) as url:
+        started = Server(url, folder / "data")
+        try:
+            yield started
+        finally:
+            started.stop()

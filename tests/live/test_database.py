@@ -1,0 +1,115 @@
+"""The database: migrations (SQLite and PostgreSQL), the schema check at start, the ledger's
+guarantees under concurrent transactions."""
+
+import asyncio
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import select, text
+
+from kova_core import InsufficientBalance
+from kova_live.db import async_engine, current_revision, head_revision, migrate, sync_engine
+from kova_live.ledger import balance, move
+from kova_live.schema import metadata, transfers
+
+from .conftest import kova_live
+
+
+def test_migrate_creates_exactly_the_schema_the_code_describes(database_url):
+    assert current_revision(database_url) is None
+    before, after = migrate(database_url)
+    assert (before, after) == (None, head_revision())
+    engine = sync_engine(database_url)
+    with engine.connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), metadata)
+    engine.dispose()
+    assert diff == []
+
+
+def test_migrate_command_is_idempotent(database_url):
+    first = kova_live("migrate", "--database-url", database_url)
+    assert first.returncode == 0, first.stderr
+    assert "from nothing to schema" in first.stdout
+    again = kova_live("migrate", "--database-url", database_url)
+    assert again.returncode == 0 and "already at schema" in again.stdout
+
+
+def test_serve_refuses_an_older_schema_and_says_how_to_fix_it(database_url, tmp_path):
+    migrate(database_url)
+    engine = sync_engine(database_url)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '0000'"))
+    engine.dispose()
+    result = kova_live("serve", "--database-url", database_url, "--data-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert "is at schema 0000" in result.stderr and "kova-live migrate" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_refuses_another_block_length(database_url, tmp_path):
+    from kova_live.db import ensure_network
+
+    migrate(database_url)
+    ensure_network(database_url, block_ms=1000)
+    result = kova_live(
+        "serve", "--database-url", database_url, "--data-dir", str(tmp_path),
+        "--block-seconds", "0.5",
+    )  # fmt: skip
+    assert result.returncode == 2 and "--block-seconds 1" in result.stderr
+
+
+def test_an_unknown_database_is_refused_by_name(tmp_path):
+    result = kova_live("migrate", "--database-url", "mysql://root@localhost/kova")
+    assert result.returncode == 2 and "unsupported database 'mysql'" in result.stderr
+
+
+def test_racing_debits_cannot_both_take_the_same_money(database_url):
+    """Twenty transactions each try to move the whole balance out: exactly one succeeds."""
+    migrate(database_url)
+
+    async def scenario():
+        engine = async_engine(database_url)
+        async with engine.begin() as connection:
+            await move(connection, source="external", destination="tenant:1", amount=100,
+                       reason="credit", height=0)  # fmt: skip
+
+        async def take(i):
+            try:
+                async with engine.begin() as connection:
+                    await move(connection, source="tenant:1", destination=f"escrow:{i}",
+                               amount=100, reason="deposit", height=1)  # fmt: skip
+                return True
+            except InsufficientBalance:
+                return False
+
+        results = await asyncio.gather(*(take(i) for i in range(20)))
+        async with engine.connect() as connection:
+            held = await balance(connection, "tenant:1")
+            moved = (await connection.execute(select(transfers.c.destination))).scalars().all()
+        await engine.dispose()
+        return results, held, moved
+
+    results, held, moved = asyncio.run(scenario())
+    assert results.count(True) == 1
+    assert held == 0
+    assert len(moved) == 2  # the credit and the one deposit; the losers left nothing behind
+
+
+@pytest.mark.parametrize("amount", [0, -5, 1.5, True])
+def test_the_ledger_refuses_amounts_that_are_not_positive_integers(database_url, amount):
+    from kova_core import InvalidAmount
+
+    migrate(database_url)
+
+    async def scenario():
+        engine = async_engine(database_url)
+        try:
+            async with engine.begin() as connection:
+                await move(connection, source="external", destination="tenant:1",
+                           amount=amount, reason="credit", height=0)  # fmt: skip
+        finally:
+            await engine.dispose()
+
+    with pytest.raises(InvalidAmount):
+        asyncio.run(scenario())
