@@ -98,7 +98,7 @@ from ._selection import (
     selection_policy,
 )
 from ._settlement import BPS, Claim, Payment, fee_share, job_deadline, owed, plan_close, plan_round
-from ._specs import GpuModel, OrderSpec, StorageVolume, provider_matches
+from ._specs import GpuModel, OrderSpec, StorageVolume, deployment_denom, provider_matches
 from ._state import (
     TRANSITIONS,
     BidState,
@@ -203,6 +203,7 @@ __all__ = [
     "UtilisationPrice",
     "Weighted",
     "auto_bid_price",
+    "deployment_denom",
     "escrow_account",
     "fee_share",
     "format_micro",

@@ -36,8 +36,6 @@ from ._errors import (
     InsufficientCapacity,
     InvalidAmount,
     InvalidHeight,
-    ManifestError,
-    ManifestProblem,
     NotAJob,
     OrderNotOpen,
     PlacementMismatch,
@@ -74,7 +72,7 @@ from ._pricing import PricingContext, PricingStrategy, auto_bid_price
 from ._resources import Resources
 from ._selection import BidView
 from ._settlement import BPS, Claim, Payment, job_deadline, owed, plan_close, plan_round
-from ._specs import OrderSpec, provider_matches
+from ._specs import deployment_denom, provider_matches
 from ._state import (
     BidState,
     CloseReason,
@@ -311,7 +309,7 @@ class Market:
         self._tenant(tenant_id)
         require_amount(deposit, "deposit")
         specs = manifest.order_specs()
-        self._check_denoms(specs)
+        deployment_denom(specs, self.accepted_denoms)
         self._advance(height)
         account = tenant_account(tenant_id)
         if self.balance(account) < deposit:
@@ -1064,30 +1062,6 @@ class Market:
 
     def _lose_open_bids(self, order: Order, height: int) -> list[Event]:
         return [self._end_bid(self.bids[b], "lose", height) for b in sorted(order.open_bids)]
-
-    def _check_denoms(self, specs: tuple[OrderSpec, ...]) -> None:
-        denoms = {spec.denom for spec in specs}
-        problems = []
-        if self.accepted_denoms is not None:
-            for spec in specs:
-                if spec.denom not in self.accepted_denoms:
-                    problems.append(
-                        ManifestProblem(
-                            f"profiles.placement.{spec.placement}.pricing.{spec.profile}.denom",
-                            f"{spec.denom!r} is not accepted by this network"
-                            f" (accepted: {', '.join(sorted(self.accepted_denoms))})",
-                        )
-                    )
-        if len(denoms) > 1:
-            problems.append(
-                ManifestProblem(
-                    "profiles.placement",
-                    "all prices of one deployment must share a denomination,"
-                    f" found {', '.join(sorted(denoms))}",
-                )
-            )
-        if problems:
-            raise ManifestError(sorted(set(problems), key=str))
 
     def _new_id(self, kind: str) -> int:
         value = self._next_id.get(kind, 1)

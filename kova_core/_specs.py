@@ -5,13 +5,14 @@ A manifest yields one :class:`OrderSpec` per replica; the market turns each into
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from ._errors import ManifestError, ManifestProblem
 from ._resources import Resources
 
-__all__ = ["GpuModel", "OrderSpec", "StorageVolume", "provider_matches"]
+__all__ = ["GpuModel", "OrderSpec", "StorageVolume", "deployment_denom", "provider_matches"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -94,3 +95,36 @@ def provider_matches(
         if not ok:
             return "no GPU of the required vendor/model"
     return None
+
+
+def deployment_denom(
+    specs: tuple[OrderSpec, ...], accepted_denoms: Collection[str] | None = None
+) -> str | None:
+    """The one denomination a deployment's orders are priced in (``None`` for no orders).
+
+    Raises :class:`ManifestError` if the orders use several denominations, or one that is not
+    in ``accepted_denoms`` (``None``: any is accepted).
+    """
+    denoms = {spec.denom for spec in specs}
+    problems = []
+    if accepted_denoms is not None:
+        for spec in specs:
+            if spec.denom not in accepted_denoms:
+                problems.append(
+                    ManifestProblem(
+                        f"profiles.placement.{spec.placement}.pricing.{spec.profile}.denom",
+                        f"{spec.denom!r} is not accepted by this network"
+                        f" (accepted: {', '.join(sorted(accepted_denoms))})",
+                    )
+                )
+    if len(denoms) > 1:
+        problems.append(
+            ManifestProblem(
+                "profiles.placement",
+                "all prices of one deployment must share a denomination,"
+                f" found {', '.join(sorted(denoms))}",
+            )
+        )
+    if problems:
+        raise ManifestError(sorted(set(problems), key=str))
+    return next(iter(denoms), None)

@@ -24,7 +24,7 @@ from .clock import BlockClock
 from .ledger import balance
 from .schema import accounts, transfers
 
-__all__ = ["ApiError", "create_app", "hash_token"]
+__all__ = ["ApiError", "RequestBody", "create_app", "hash_token"]
 
 MAX_BODY = 1024 * 1024  # bytes; larger requests get 413
 ENGINE: web.AppKey[AsyncEngine] = web.AppKey("engine", AsyncEngine)
@@ -75,11 +75,13 @@ def hash_token(token: str) -> str:
 # --------------------------------------------------------------------------- request bodies
 
 
-class _Body(BaseModel):
+class RequestBody(BaseModel):
+    """A JSON request body: unknown fields and type coercion are refused."""
+
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class NewAccount(_Body):
+class NewAccount(RequestBody):
     """``POST /v1/accounts``."""
 
     role: Literal["tenant", "provider"]
@@ -257,6 +259,9 @@ def create_app(engine: AsyncEngine, clock: BlockClock) -> web.Application:
     app.router.add_post("/v1/accounts", create_account)
     app.router.add_get("/v1/accounts/me", me)
     app.router.add_get("/v1/accounts/me/transactions", my_transactions)
+    from .deployments import add_routes  # it builds on this module's helpers
+
+    add_routes(app)
 
     async def close_engine(_app: web.Application) -> None:
         await engine.dispose()

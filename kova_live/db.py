@@ -14,7 +14,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, insert, select
+from sqlalchemy import Connection, Engine, create_engine, event, insert, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -83,12 +83,26 @@ def sync_engine(url: str) -> Engine:
     return engine
 
 
+def _begin_immediate(connection: Connection) -> None:
+    # SQLite: take the write lock when a transaction starts, not at its first write, so that a
+    # command's reads and writes form one serial step (PostgreSQL locks the rows it reads with
+    # SELECT ... FOR UPDATE instead)
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def async_engine(url: str) -> AsyncEngine:
-    """The server's engine."""
+    """The server's engine. On SQLite every transaction is ``BEGIN IMMEDIATE``: one writer at a
+    time, with what it read still true when it writes."""
     _, asynchronous = _parse(url)
-    engine = create_async_engine(asynchronous, pool_pre_ping=True)
-    if engine.dialect.name == "sqlite":
+    sqlite = asynchronous.startswith("sqlite")
+    engine = create_async_engine(
+        asynchronous,
+        pool_pre_ping=not sqlite,
+        connect_args={"isolation_level": None} if sqlite else {},
+    )
+    if sqlite:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "begin", _begin_immediate)
     return engine
 
 

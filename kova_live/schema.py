@@ -11,14 +11,24 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     Column,
+    ForeignKey,
     Index,
     Integer,
     MetaData,
     String,
     Table,
+    Text,
 )
 
-__all__ = ["accounts", "balances", "metadata", "network", "transfers"]
+__all__ = [
+    "accounts",
+    "balances",
+    "deployments",
+    "metadata",
+    "network",
+    "orders",
+    "transfers",
+]
 
 metadata = MetaData(
     naming_convention={
@@ -83,3 +93,48 @@ transfers = Table(
     Index(None, "destination", "id"),
 )
 """The ledger: every movement of money, append-only (DESIGN: from, to, amount, block, reason)."""
+
+deployments = Table(
+    "deployments",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("tenant_id", BigInteger, ForeignKey("accounts.id"), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("manifest", Text, nullable=False),  # as submitted; orders are its order_specs()
+    Column("max_runtime", BigInteger, nullable=True),  # jobs: blocks a lease may run
+    Column("created_at", BigInteger, nullable=False),
+    Column("state", String(24), nullable=False),
+    Column("closed_at", BigInteger, nullable=True),
+    Column("close_reason", String(24), nullable=True),
+    Column("written_off", BigInteger, nullable=False),
+    CheckConstraint("kind IN ('deployment', 'job')", name="kind_known"),
+    CheckConstraint("state IN ('active', 'insufficient_funds', 'closed')", name="state_known"),
+    CheckConstraint("written_off >= 0", name="written_off_not_negative"),
+    Index(None, "tenant_id", "id"),
+)
+"""Deployments and jobs; the escrow is the ledger account ``escrow:<id>``."""
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("deployment_id", BigInteger, ForeignKey("deployments.id"), nullable=False),
+    Column("spec_index", Integer, nullable=False),  # position in the manifest's order_specs()
+    Column("service", String(64), nullable=False),
+    Column("replica", Integer, nullable=False),
+    Column("cpu", BigInteger, nullable=False),  # millicores
+    Column("memory", BigInteger, nullable=False),  # bytes
+    Column("storage", BigInteger, nullable=False),  # bytes
+    Column("gpu", Integer, nullable=False),
+    Column("max_price", BigInteger, nullable=False),  # micro-units per block
+    Column("denom", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("closed_at", BigInteger, nullable=True),
+    Column("close_reason", String(24), nullable=True),
+    CheckConstraint("state IN ('open', 'matched', 'closed')", name="state_known"),
+    CheckConstraint("max_price > 0", name="max_price_positive"),
+    Index(None, "state", "id"),
+    Index(None, "deployment_id"),
+)
+"""One per service replica, with the resources and price ceiling copied out for queries."""

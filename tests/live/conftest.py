@@ -136,3 +136,23 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
             yield started
         finally:
             started.stop()
+
+
+def credit(database_url: str, account: str, micro: int) -> None:
+    """Credit a tenant straight through the ledger, as `kova-live admin credit` does (that
+    command has its own tests; this saves a process start per credit)."""
+    import asyncio
+
+    from kova_live.db import async_engine
+    from kova_live.ledger import move
+
+    async def run() -> None:
+        engine = async_engine(database_url)
+        try:
+            async with engine.begin() as connection:
+                await move(connection, source="external", destination=account, amount=micro,
+                           reason="credit", height=0)  # fmt: skip
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())

@@ -1,0 +1,183 @@
+"""Deployments over real HTTP (SQLite and PostgreSQL): create with a manifest and a deposit,
+see them, deposit, close with a refund; bad manifests and bad money; who may do what."""
+
+import pytest
+
+from .conftest import credit as add_credit
+
+MANIFEST = """
+version: "2.0"
+services:
+  web:
+    image: busybox:1.36
+    expose:
+      - port: 8080
+        as: 80
+        to:
+          - global: true
+profiles:
+  compute:
+    web:
+      resources:
+        cpu: {units: 0.5}
+        memory: {size: 512Mi}
+        storage: {size: 1Gi}
+  placement:
+    anywhere:
+      pricing:
+        web: {denom: uusd, amount: 1000000}
+deployment:
+  web:
+    anywhere:
+      profile: web
+      count: 2
+"""
+
+
+def register(server, role="tenant", name="alice", credit=None):
+    account = server.client.post("/v1/accounts", json={"role": role, "name": name}).json()
+    account["headers"] = {"Authorization": f"Bearer {account['token']}"}
+    if credit:
+        add_credit(server.database_url, account["account"], int(credit) * 1_000_000)
+    return account
+
+
+def balance(server, account):
+    return server.client.get("/v1/accounts/me", headers=account["headers"]).json()["balance"]
+
+
+def test_deploy_see_deposit_and_close_with_a_refund(server):
+    alice = register(server, credit="500")
+    created = server.client.post(
+        "/v1/deployments", json={"manifest": MANIFEST, "deposit": 150_000_000},
+        headers=alice["headers"],
+    )  # fmt: skip
+    assert created.status_code == 201, created.text
+    dep = created.json()
+    assert (dep["kind"], dep["state"], dep["escrow"]) == ("deployment", "active", 150_000_000)
+    assert [(o["service"], o["replica"], o["state"], o["max_price"]) for o in dep["orders"]] == [
+        ("web", 0, "open", 1_000_000), ("web", 1, "open", 1_000_000),
+    ]  # fmt: skip
+    assert dep["orders"][0]["resources"] == {
+        "cpu": 500, "memory": 512 * 2**20, "storage": 2**30, "gpu": 0,
+    }  # fmt: skip
+    assert balance(server, alice) == 350_000_000
+
+    listed = server.client.get("/v1/deployments", headers=alice["headers"]).json()["deployments"]
+    assert [d["id"] for d in listed] == [dep["id"]]
+
+    topped = server.client.post(f"/v1/deployments/{dep['id']}/deposit",
+                                json={"amount": 50_000_000}, headers=alice["headers"])  # fmt: skip
+    assert topped.status_code == 200 and topped.json()["escrow"] == 200_000_000
+
+    closed = server.client.post(f"/v1/deployments/{dep['id']}/close", headers=alice["headers"])
+    assert closed.status_code == 200, closed.text
+    after = closed.json()
+    assert (after["state"], after["close_reason"], after["escrow"]) == ("closed", "tenant_closed", 0)
+    assert {o["state"] for o in after["orders"]} == {"closed"}
+    assert balance(server, alice) == 500_000_000
+    moves = server.client.get("/v1/accounts/me/transactions", headers=alice["headers"]).json()
+    assert [t["reason"] for t in moves["transactions"]] == ["refund", "deposit", "deposit", "credit"]
+
+    again = server.client.post(f"/v1/deployments/{dep['id']}/close", headers=alice["headers"])
+    assert again.status_code == 409 and again.json()["error"]["code"] == "illegal_transition"
+    late = server.client.post(f"/v1/deployments/{dep['id']}/deposit", json={"amount": 1},
+                              headers=alice["headers"])  # fmt: skip
+    assert late.status_code == 409 and balance(server, alice) == 500_000_000
+
+
+def test_a_manifest_as_json_and_a_job(server):
+    alice = register(server, credit="10")
+    import yaml
+
+    job = yaml.safe_load(MANIFEST) | {"kind": "job", "max_runtime": "2h"}
+    created = server.client.post("/v1/deployments", json={"manifest": job, "deposit": 0},
+                                 headers=alice["headers"])  # fmt: skip
+    assert created.status_code == 201, created.text
+    assert (created.json()["kind"], created.json()["max_runtime"]) == ("job", 7200)
+
+
+def test_providers_see_open_orders_and_tenants_do_not(server):
+    alice = register(server, credit="10")
+    bob = register(server, "provider", "bob")
+    dep = server.client.post("/v1/deployments", json={"manifest": MANIFEST, "deposit": 0},
+                             headers=alice["headers"]).json()  # fmt: skip
+    seen = server.client.get("/v1/orders", params={"state": "open"}, headers=bob["headers"])
+    assert {o["id"] for o in dep["orders"]} <= {o["id"] for o in seen.json()["orders"]}
+    assert server.client.get("/v1/orders", headers=alice["headers"]).status_code == 403
+    assert server.client.get("/v1/orders", params={"state": "closed"},
+                             headers=bob["headers"]).status_code == 400  # fmt: skip
+    server.client.post(f"/v1/deployments/{dep['id']}/close", headers=alice["headers"])
+    seen = server.client.get("/v1/orders", headers=bob["headers"]).json()["orders"]
+    assert not {o["id"] for o in dep["orders"]} & {o["id"] for o in seen}
+
+
+def test_another_tenants_deployment_is_not_found_and_unchanged(server):
+    alice = register(server, credit="10")
+    mallory = register(server, name="mallory", credit="10")
+    bob = register(server, "provider", "bob")
+    dep = server.client.post("/v1/deployments", json={"manifest": MANIFEST, "deposit": 1_000_000},
+                             headers=alice["headers"]).json()  # fmt: skip
+    for method, path, body in [
+        ("GET", f"/v1/deployments/{dep['id']}", None),
+        ("POST", f"/v1/deployments/{dep['id']}/deposit", {"amount": 1}),
+        ("POST", f"/v1/deployments/{dep['id']}/close", None),
+    ]:
+        response = server.client.request(method, path, json=body, headers=mallory["headers"])
+        assert response.status_code == 404, (path, response.text)
+        response = server.client.request(method, path, json=body, headers=bob["headers"])
+        assert response.status_code == 403, (path, response.text)
+    mine = server.client.get(f"/v1/deployments/{dep['id']}", headers=alice["headers"]).json()
+    assert (mine["state"], mine["escrow"]) == ("active", 1_000_000)
+    assert balance(server, mallory) == 10_000_000
+    assert server.client.post("/v1/deployments", json={"manifest": MANIFEST, "deposit": 0},
+                              headers=bob["headers"]).status_code == 403  # fmt: skip
+
+
+BAD = [
+    ("deposit negative", {"manifest": MANIFEST, "deposit": -1}, "invalid_field", "deposit"),
+    ("deposit a float", {"manifest": MANIFEST, "deposit": 1.5}, "invalid_field", "deposit"),
+    ("deposit a string", {"manifest": MANIFEST, "deposit": "100"}, "invalid_field", "deposit"),
+    ("deposit a bool", {"manifest": MANIFEST, "deposit": True}, "invalid_field", "deposit"),
+    ("deposit too large", {"manifest": MANIFEST, "deposit": 2**63}, "invalid_field", "deposit"),
+    ("no manifest", {"deposit": 0}, "invalid_field", "manifest"),
+    ("unknown field", {"manifest": MANIFEST, "deposit": 0, "x": 1}, "invalid_field", "x"),
+    ("manifest YAML broken", {"manifest": "services: [", "deposit": 0}, "invalid_manifest", None),
+    (
+        "manifest without services",
+        {"manifest": 'version: "2.0"\n', "deposit": 0},
+        "invalid_manifest",
+        "manifest.services",
+    ),
+    ("more than the balance", {"manifest": MANIFEST, "deposit": 10**12}, "insufficient_balance", "deposit"),
+]
+
+
+@pytest.mark.parametrize(("case", "body", "code", "field"), BAD, ids=[b[0] for b in BAD])
+def test_bad_deployments_name_the_problem_and_change_nothing(server, case, body, code, field):
+    alice = register(server, credit="10")
+    response = server.client.post("/v1/deployments", json=body, headers=alice["headers"])
+    assert response.status_code in (400, 409), response.text
+    error = response.json()["error"]
+    assert error["code"] == code
+    if field is not None:
+        assert error["field"] == field
+    assert server.client.get("/v1/deployments", headers=alice["headers"]).json() == {"deployments": []}
+    assert balance(server, alice) == 10_000_000
+
+
+@pytest.mark.parametrize("amount", [0, -1, 0.5, "1", None])
+def test_bad_deposits_change_nothing(server, amount):
+    alice = register(server, credit="10")
+    dep = server.client.post("/v1/deployments", json={"manifest": MANIFEST, "deposit": 0},
+                             headers=alice["headers"]).json()  # fmt: skip
+    response = server.client.post(f"/v1/deployments/{dep['id']}/deposit",
+                                  json={"amount": amount}, headers=alice["headers"])  # fmt: skip
+    assert response.status_code == 400 and response.json()["error"]["field"] == "amount"
+    assert balance(server, alice) == 10_000_000
+
+
+@pytest.mark.parametrize("path", ["/v1/deployments/abc", "/v1/deployments/99999999"])
+def test_unknown_deployments_are_404(server, path):
+    alice = register(server)
+    assert server.client.get(path, headers=alice["headers"]).status_code == 404
