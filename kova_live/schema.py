@@ -18,15 +18,20 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 
 __all__ = [
     "accounts",
     "balances",
+    "bids",
     "deployments",
+    "leases",
     "metadata",
     "network",
     "orders",
+    "provider_nodes",
+    "settlement_rounds",
     "transfers",
 ]
 
@@ -138,3 +143,91 @@ orders = Table(
     Index(None, "deployment_id"),
 )
 """One per service replica, with the resources and price ceiling copied out for queries."""
+
+provider_nodes = Table(
+    "provider_nodes",
+    metadata,
+    Column("provider_id", BigInteger, ForeignKey("accounts.id"), primary_key=True),
+    Column("cpu", BigInteger, nullable=False),  # capacity: millicores
+    Column("memory", BigInteger, nullable=False),  # bytes
+    Column("storage", BigInteger, nullable=False),  # bytes
+    Column("gpu", Integer, nullable=False),
+    Column("attributes", Text, nullable=False),  # JSON object of placement attributes
+    Column("gpu_models", Text, nullable=False),  # JSON list of "vendor/model"
+    Column("state", String(16), nullable=False),
+    Column("last_seen", BigInteger, nullable=False),  # height of the last heartbeat
+    Column("completed", Integer, nullable=False),
+    Column("failed", Integer, nullable=False),
+    CheckConstraint("state IN ('online', 'lost')", name="state_known"),
+    CheckConstraint("cpu >= 0 AND memory >= 0 AND storage >= 0 AND gpu >= 0", name="capacity"),
+)
+"""What a provider's agent last said about its machine, and its record (reputation)."""
+
+bids = Table(
+    "bids",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("order_id", BigInteger, ForeignKey("orders.id"), nullable=False),
+    Column("provider_id", BigInteger, ForeignKey("accounts.id"), nullable=False),
+    Column("price", BigInteger, nullable=False),
+    Column("height", BigInteger, nullable=False),
+    Column("response_time", BigInteger, nullable=False),
+    Column("state", String(16), nullable=False),
+    CheckConstraint("price > 0", name="price_positive"),
+    CheckConstraint("state IN ('open', 'accepted', 'lost', 'withdrawn')", name="state_known"),
+    Index(None, "order_id", "state"),
+    Index(None, "provider_id", "state"),
+    Index(
+        "uq_bids_open_per_provider",
+        "order_id",
+        "provider_id",
+        unique=True,
+        sqlite_where=text("state = 'open'"),
+        postgresql_where=text("state = 'open'"),
+    ),
+)
+"""Providers' offers; at most one open bid per provider and order."""
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("deployment_id", BigInteger, ForeignKey("deployments.id"), nullable=False),
+    Column("order_id", BigInteger, ForeignKey("orders.id"), nullable=False),
+    Column("provider_id", BigInteger, ForeignKey("accounts.id"), nullable=False),
+    Column("bid_id", BigInteger, ForeignKey("bids.id"), nullable=False),
+    Column("price", BigInteger, nullable=False),
+    Column("cpu", BigInteger, nullable=False),
+    Column("memory", BigInteger, nullable=False),
+    Column("storage", BigInteger, nullable=False),
+    Column("gpu", Integer, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("last_settled", BigInteger, nullable=False),
+    Column("state", String(24), nullable=False),
+    Column("debt", BigInteger, nullable=False),
+    Column("debt_start", BigInteger, nullable=False),
+    Column("debt_end", BigInteger, nullable=False),
+    Column("blocks_paid", BigInteger, nullable=False),
+    Column("total_paid", BigInteger, nullable=False),
+    Column("written_off", BigInteger, nullable=False),
+    Column("closed_at", BigInteger, nullable=True),
+    Column("close_reason", String(24), nullable=True),
+    CheckConstraint(
+        "state IN ('active', 'insufficient_funds', 'closed')", name="state_known"
+    ),
+    CheckConstraint("debt >= 0 AND total_paid >= 0 AND written_off >= 0", name="money"),
+    Index(None, "state", "deployment_id"),
+    Index(None, "deployment_id"),
+    Index(None, "provider_id", "state"),
+)
+"""Contracts made by accepting bids; the core's Lease, row for row."""
+
+settlement_rounds = Table(
+    "settlement_rounds",
+    metadata,
+    Column("height", BigInteger, primary_key=True, autoincrement=False),
+    Column("deployments_paid", Integer, nullable=False),
+    Column("deployments_paused", Integer, nullable=False),
+    Column("amount_paid", BigInteger, nullable=False),
+)
+"""One row per settlement round run; the height is the key, so no round runs twice."""

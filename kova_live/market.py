@@ -1,0 +1,717 @@
+"""The market's commands on the database: bids, leases, settlement rounds, resume, close.
+
+Theory of operation
+-------------------
+The database holds the state; these functions change it inside the caller's transaction, at a
+block height the caller gives (the server's clock; a test's own numbers). What is paid is
+decided by the core's pure settlement functions (``plan_round``, ``plan_close``, ``owed``,
+``fee_share``), lifecycles by the core's ``transition`` tables, placement by
+``provider_matches``: the simulator and the orchestrator share one rule book.
+
+As in the core, every command first catches up every settlement round due at or before its
+height (:func:`catch_up`), so a deposit at block 125 comes after the round at 120 however late
+the server's round loop runs. A round is recorded in ``settlement_rounds`` by its height and runs
+under a lock (an advisory lock on PostgreSQL, the write lock on SQLite), so no round runs twice.
+A round reads the active leases of every billing deployment in one query, plans each deployment
+with ``plan_round``, and writes the results in bulk: transfers, balances, leases, deployments.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import bindparam, func, insert, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from kova_core import (
+    NETWORK,
+    BidState,
+    Claim,
+    CloseReason,
+    DeploymentNotPayable,
+    DeploymentState,
+    DuplicateBid,
+    InsufficientCapacity,
+    KovaError,
+    LeaseState,
+    OrderNotOpen,
+    OrderSpec,
+    OrderState,
+    Payment,
+    PlacementMismatch,
+    PriceAboveMax,
+    ProviderOffline,
+    Resources,
+    TransferReason,
+    UnknownEntity,
+    deployment_denom,
+    escrow_account,
+    owed,
+    parse_manifest,
+    plan_close,
+    plan_round,
+    provider_account,
+    provider_matches,
+    tenant_account,
+    transition,
+)
+
+from .ledger import balance, move
+from .schema import (
+    balances,
+    bids,
+    deployments,
+    leases,
+    orders,
+    provider_nodes,
+    settlement_rounds,
+    transfers,
+)
+
+__all__ = [
+    "JobsNotSupported",
+    "NoHeartbeat",
+    "accept_bid",
+    "catch_up",
+    "close_deployment",
+    "create_deployment",
+    "deposit",
+    "heartbeat",
+    "locked_deployment",
+    "place_bid",
+    "resume_if_covered",
+    "withdraw_bid",
+]
+
+RESOURCE_COLUMNS = ("cpu", "memory", "storage", "gpu")
+ROUND_LOCK = 0x6B6F7661  # "kova": PostgreSQL advisory lock key of the settlement round
+
+
+class NoHeartbeat(KovaError):
+    """A provider bid before its agent said what machine it has."""
+
+
+class JobsNotSupported(KovaError):
+    """Leases on jobs need job completion and deadlines, which the orchestrator lacks yet."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The network's settlement settings (the ``network`` row)."""
+
+    settlement_interval: int = 60
+    fee_bps: int = 0
+
+
+# --------------------------------------------------------------------------- settlement rounds
+
+
+async def catch_up(connection: AsyncConnection, height: int, settings: Settings) -> int:
+    """Run every settlement round due at or before ``height`` that has not run; return how many.
+
+    Cheap when none is due (one indexed read); otherwise takes the round lock and checks again.
+    """
+    interval = settings.settlement_interval
+    due = height // interval * interval
+    last = await connection.scalar(select(func.max(settlement_rounds.c.height)))
+    if due == 0 or (last is not None and last >= due):
+        return 0
+    if connection.dialect.name == "postgresql":
+        await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ROUND_LOCK})
+        last = await connection.scalar(select(func.max(settlement_rounds.c.height)))
+    ran = 0
+    start = (last or 0) + interval
+    for round_height in range(start, due + 1, interval):
+        await run_round(connection, round_height, settings)
+        ran += 1
+    return ran
+
+
+async def run_round(connection: AsyncConnection, height: int, settings: Settings) -> None:
+    """One settlement round at ``height`` (DESIGN section 1), all in the caller's transaction."""
+    rows = (
+        await connection.execute(
+            select(
+                leases.c.id, leases.c.deployment_id, leases.c.provider_id, leases.c.price,
+                leases.c.last_settled, leases.c.total_paid,
+            )
+            .join(deployments, deployments.c.id == leases.c.deployment_id)
+            .where(leases.c.state == LeaseState.ACTIVE.value)
+            .where(deployments.c.kind == "deployment")
+            .where(deployments.c.state == DeploymentState.ACTIVE.value)
+            .order_by(leases.c.deployment_id, leases.c.id)
+        )
+    ).all()  # fmt: skip
+    by_deployment: dict[int, list[Any]] = defaultdict(list)
+    for row in rows:
+        by_deployment[row.deployment_id].append(row)
+    escrows = await _balances(connection, [escrow_account(d) for d in by_deployment])
+    writes = _Writes(height)
+    paid = paused = amount = 0
+    for dep_id, lease_rows in by_deployment.items():
+        claims = [_claim(row, height) for row in lease_rows]
+        plan = plan_round(escrows.get(escrow_account(dep_id), 0), claims, settings.fee_bps)
+        if plan is None:
+            paused += 1
+            for row, claim in zip(lease_rows, claims, strict=True):
+                writes.pause(row.id, claim)
+            writes.deployment_state(dep_id, DeploymentState.INSUFFICIENT_FUNDS)
+            continue
+        paid += 1
+        for row, payment in zip(lease_rows, plan, strict=True):
+            writes.pay(dep_id, payment, TransferReason.SETTLEMENT)
+            writes.settled(row.id, payment, row.last_settled)
+            amount += payment.gross
+    await writes.apply(connection)
+    await connection.execute(
+        insert(settlement_rounds).values(
+            height=height, deployments_paid=paid, deployments_paused=paused, amount_paid=amount
+        )
+    )
+
+
+def _claim(row: Any, height: int) -> Claim:
+    return Claim(
+        lease_id=row.id,
+        provider_id=row.provider_id,
+        amount=owed(row.price, row.last_settled, height),
+        start=row.last_settled,
+        end=height,
+        paid_before=row.total_paid,
+    )
+
+
+async def _balances(connection: AsyncConnection, accounts: list[str]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for i in range(0, len(accounts), 1000):
+        chunk = accounts[i : i + 1000]
+        result = await connection.execute(
+            select(balances.c.account, balances.c.amount).where(balances.c.account.in_(chunk))
+        )
+        found.update({account: int(amount) for account, amount in result.all()})
+    return found
+
+
+class _Writes:
+    """What a round (or a resume, or a close) decided, written in bulk at the end."""
+
+    def __init__(self, height: int) -> None:
+        self.height = height
+        self.transfers: list[dict[str, Any]] = []
+        self.debits: dict[str, int] = defaultdict(int)
+        self.credits: dict[str, int] = defaultdict(int)
+        self.lease_updates: list[dict[str, Any]] = []
+        self.pauses: list[dict[str, Any]] = []
+        self.deployment_states: list[dict[str, Any]] = []
+
+    def pay(self, dep_id: int, payment: Payment, reason: str) -> None:
+        claim = payment.claim
+        escrow = escrow_account(dep_id)
+        for destination, value, why in (
+            (provider_account(claim.provider_id), payment.net, reason),
+            (NETWORK, payment.fee, TransferReason.FEE),
+        ):
+            if value:
+                self.transfers.append(
+                    {
+                        "height": self.height, "source": escrow, "destination": destination,
+                        "amount": value, "reason": why, "lease_id": claim.lease_id,
+                        "start_block": claim.start, "end_block": claim.end,
+                    }
+                )  # fmt: skip
+                self.debits[escrow] += value
+                self.credits[destination] += value
+
+    def settled(self, lease_id: int, payment: Payment, last_settled: int) -> None:
+        self.lease_updates.append(
+            {
+                "b_id": lease_id, "b_settled": self.height, "b_gross": payment.gross,
+                "b_blocks": self.height - last_settled,
+            }
+        )  # fmt: skip
+
+    def pause(self, lease_id: int, claim: Claim) -> None:
+        self.pauses.append(
+            {
+                "b_id": lease_id, "b_debt": claim.amount, "b_start": claim.start,
+                "b_end": claim.end, "b_settled": self.height,
+            }
+        )  # fmt: skip
+
+    def deployment_state(self, dep_id: int, state: DeploymentState) -> None:
+        self.deployment_states.append({"b_id": dep_id, "b_state": state.value})
+
+    async def apply(self, connection: AsyncConnection) -> None:
+        if self.transfers:
+            await connection.execute(insert(transfers), self.transfers)
+        if self.debits:
+            result = await connection.execute(
+                update(balances)
+                .where(balances.c.account == bindparam("b_account"))
+                .where(balances.c.amount >= bindparam("b_amount"))
+                .values(amount=balances.c.amount - bindparam("b_amount")),
+                [{"b_account": k, "b_amount": v} for k, v in self.debits.items()],
+            )
+            # every debit was planned within its escrow, so each must match its row; if one did
+            # not, raising rolls the whole transaction back rather than create money
+            if result.rowcount not in (len(self.debits), -1):
+                raise RuntimeError(f"{len(self.debits)} debits planned, {result.rowcount} made")
+        if self.credits:
+            dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+            statement = dialect.insert(balances)
+            await connection.execute(
+                statement.on_conflict_do_update(
+                    index_elements=[balances.c.account],
+                    set_={"amount": balances.c.amount + statement.excluded.amount},
+                ),
+                [{"account": k, "amount": v} for k, v in self.credits.items()],
+            )
+        if self.lease_updates:
+            await connection.execute(
+                update(leases)
+                .where(leases.c.id == bindparam("b_id"))
+                .values(
+                    last_settled=bindparam("b_settled"),
+                    total_paid=leases.c.total_paid + bindparam("b_gross"),
+                    blocks_paid=leases.c.blocks_paid + bindparam("b_blocks"),
+                ),
+                self.lease_updates,
+            )
+        if self.pauses:
+            await connection.execute(
+                update(leases)
+                .where(leases.c.id == bindparam("b_id"))
+                .values(
+                    state=LeaseState.INSUFFICIENT_FUNDS.value,
+                    debt=bindparam("b_debt"),
+                    debt_start=bindparam("b_start"),
+                    debt_end=bindparam("b_end"),
+                    last_settled=bindparam("b_settled"),
+                ),
+                self.pauses,
+            )
+        if self.deployment_states:
+            await connection.execute(
+                update(deployments)
+                .where(deployments.c.id == bindparam("b_id"))
+                .values(state=bindparam("b_state")),
+                self.deployment_states,
+            )
+
+
+# --------------------------------------------------------------------------- providers and bids
+
+
+async def heartbeat(
+    connection: AsyncConnection,
+    provider_id: int,
+    capacity: Resources,
+    attributes: dict[str, str],
+    gpu_models: Iterable[str],
+    height: int,
+) -> None:
+    """Record what a provider's machine has; it is online from now."""
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    values = {
+        "cpu": capacity.cpu, "memory": capacity.memory, "storage": capacity.storage,
+        "gpu": capacity.gpu, "attributes": json.dumps(attributes, sort_keys=True),
+        "gpu_models": json.dumps(sorted({g.lower() for g in gpu_models})),
+        "state": "online", "last_seen": height,
+    }  # fmt: skip
+    statement = dialect.insert(provider_nodes).values(
+        provider_id=provider_id, completed=0, failed=0, **values
+    )
+    await connection.execute(
+        statement.on_conflict_do_update(index_elements=[provider_nodes.c.provider_id], set_=values)
+    )
+
+
+@lru_cache(maxsize=4096)
+def _specs(manifest: str) -> tuple[OrderSpec, ...]:
+    return parse_manifest(manifest).order_specs()
+
+
+async def order_spec(connection: AsyncConnection, order: Any) -> OrderSpec:
+    """An order's full spec (placement included), from its deployment's manifest."""
+    manifest = await connection.scalar(
+        select(deployments.c.manifest).where(deployments.c.id == order.deployment_id)
+    )
+    return _specs(manifest)[order.spec_index]
+
+
+async def free_capacity(connection: AsyncConnection, node: Any) -> Resources:
+    """A provider's capacity less what its live leases hold and its open bids reserve."""
+
+    def total(table: Any) -> list[Any]:
+        return [func.coalesce(func.sum(table.c[name]), 0) for name in RESOURCE_COLUMNS]
+
+    used = (
+        await connection.execute(
+            select(*total(leases)).where(
+                leases.c.provider_id == node.provider_id, leases.c.state != "closed"
+            )
+        )
+    ).one()
+    reserved = (
+        await connection.execute(
+            select(*total(orders))
+            .join(bids, bids.c.order_id == orders.c.id)
+            .where(bids.c.provider_id == node.provider_id, bids.c.state == "open")
+        )
+    ).one()
+    capacity = Resources(cpu=node.cpu, memory=node.memory, storage=node.storage, gpu=node.gpu)
+    held = Resources(
+        **{n: int(u) + int(r) for n, u, r in zip(RESOURCE_COLUMNS, used, reserved, strict=True)}
+    )
+    return capacity - held
+
+
+async def place_bid(
+    connection: AsyncConnection,
+    provider_id: int,
+    order_id: int,
+    price: int,
+    height: int,
+    settings: Settings,
+) -> int:
+    """A provider bids ``price`` per block on an open order; return the bid's id.
+
+    The checks and their order are the core's ``Market.place_bid``. Raises
+    :class:`NoHeartbeat`, :class:`kova_core.ProviderOffline`, :class:`kova_core.UnknownEntity`,
+    :class:`kova_core.OrderNotOpen`, :class:`kova_core.PriceAboveMax`,
+    :class:`kova_core.DuplicateBid`, :class:`kova_core.PlacementMismatch`,
+    :class:`kova_core.InsufficientCapacity`.
+    """
+    await catch_up(connection, height, settings)
+    order = (
+        await connection.execute(select(orders).where(orders.c.id == order_id).with_for_update())
+    ).first()
+    if order is None:
+        raise UnknownEntity("order", order_id)
+    nodes = select(provider_nodes).where(provider_nodes.c.provider_id == provider_id)
+    node = (await connection.execute(nodes.with_for_update())).first()
+    if node is None:
+        raise NoHeartbeat("send a heartbeat (POST /v1/providers/heartbeat) before bidding")
+    if node.state != "online":
+        raise ProviderOffline(f"provider {provider_id} is {node.state}")
+    if order.state != OrderState.OPEN:
+        raise OrderNotOpen(f"order {order.id} is {order.state}")
+    if price > order.max_price:
+        raise PriceAboveMax(
+            f"price {price} is above order {order.id}'s max price {order.max_price}"
+        )
+    existing = await connection.scalar(
+        select(bids.c.id).where(
+            bids.c.order_id == order.id, bids.c.provider_id == provider_id, bids.c.state == "open"
+        )
+    )
+    if existing is not None:
+        raise DuplicateBid(
+            f"provider {provider_id} already has open bid {existing} on order {order.id}"
+        )
+    spec = await order_spec(connection, order)
+    mismatch = provider_matches(
+        spec, json.loads(node.attributes), frozenset(), frozenset(json.loads(node.gpu_models))
+    )
+    if mismatch:
+        raise PlacementMismatch(f"provider {provider_id} cannot serve order {order.id}: {mismatch}")
+    free = await free_capacity(connection, node)
+    if not spec.resources.fits_in(free):
+        raise InsufficientCapacity(
+            f"provider {provider_id} has {free} free, order {order.id} needs {spec.resources}"
+        )
+    return int(
+        (
+            await connection.execute(
+                insert(bids)
+                .values(
+                    order_id=order.id, provider_id=provider_id, price=price, height=height,
+                    response_time=height - order.created_at, state=BidState.OPEN.value,
+                )
+                .returning(bids.c.id)
+            )
+        ).scalar_one()
+    )  # fmt: skip
+
+
+async def withdraw_bid(
+    connection: AsyncConnection, provider_id: int, bid_id: int, height: int, settings: Settings
+) -> None:
+    """A provider takes back its own open bid. Raises :class:`kova_core.UnknownEntity` (not its
+    bid) or :class:`kova_core.IllegalTransition` (not open)."""
+    await catch_up(connection, height, settings)
+    bid = (
+        await connection.execute(select(bids).where(bids.c.id == bid_id).with_for_update())
+    ).first()
+    if bid is None or bid.provider_id != provider_id:
+        raise UnknownEntity("bid", bid_id)
+    new = transition("bid", bid.id, BidState(bid.state), "withdraw")
+    await connection.execute(update(bids).where(bids.c.id == bid.id).values(state=new.value))
+
+
+# --------------------------------------------------------------------------- leases
+
+
+async def accept_bid(
+    connection: AsyncConnection, tenant_id: int, bid_id: int, height: int, settings: Settings
+) -> int:
+    """The tenant accepts a bid on one of its orders: a lease starts; return its id.
+
+    Raises :class:`kova_core.UnknownEntity` (no such bid on the tenant's orders),
+    :class:`kova_core.IllegalTransition` (bid or order not open),
+    :class:`kova_core.DeploymentNotPayable` (the deployment is paused), :class:`JobsNotSupported`.
+    """
+    await catch_up(connection, height, settings)
+    bid = (await connection.execute(select(bids).where(bids.c.id == bid_id))).first()
+    if bid is None:
+        raise UnknownEntity("bid", bid_id)
+    the_order = select(orders).where(orders.c.id == bid.order_id)
+    order = (await connection.execute(the_order.with_for_update())).one()
+    dep = (
+        await connection.execute(
+            select(deployments).where(deployments.c.id == order.deployment_id).with_for_update()
+        )
+    ).one()
+    if dep.tenant_id != tenant_id:
+        raise UnknownEntity("bid", bid_id)
+    bid = (await connection.execute(select(bids).where(bids.c.id == bid_id))).one()  # locked now
+    transition("bid", bid.id, BidState(bid.state), "accept")
+    if dep.state == DeploymentState.INSUFFICIENT_FUNDS:
+        raise DeploymentNotPayable(
+            f"deployment {dep.id} is paused for insufficient funds: deposit first"
+        )
+    if dep.kind == "job":
+        raise JobsNotSupported("leases on jobs are not supported by this orchestrator yet")
+    matched = transition("order", order.id, OrderState(order.state), "match")
+    await connection.execute(
+        update(orders).where(orders.c.id == order.id).values(state=matched.value)
+    )
+    await connection.execute(
+        update(bids).where(bids.c.id == bid.id).values(state=BidState.ACCEPTED.value)
+    )
+    await connection.execute(
+        update(bids)
+        .where(bids.c.order_id == order.id, bids.c.state == "open")
+        .values(state=BidState.LOST.value)
+    )
+    return int(
+        (
+            await connection.execute(
+                insert(leases)
+                .values(
+                    deployment_id=dep.id, order_id=order.id, provider_id=bid.provider_id,
+                    bid_id=bid.id, price=bid.price, cpu=order.cpu, memory=order.memory,
+                    storage=order.storage, gpu=order.gpu, created_at=height, last_settled=height,
+                    state=LeaseState.ACTIVE.value, debt=0, debt_start=0, debt_end=0,
+                    blocks_paid=0, total_paid=0, written_off=0,
+                )
+                .returning(leases.c.id)
+            )
+        ).scalar_one()
+    )  # fmt: skip
+
+
+async def resume_if_covered(
+    connection: AsyncConnection, dep: Any, height: int, settings: Settings
+) -> bool:
+    """A paused deployment whose escrow now covers its debt pays it and resumes (billing
+    restarts at ``height``); otherwise nothing changes. Returns whether it resumed."""
+    if dep.state != DeploymentState.INSUFFICIENT_FUNDS:
+        return False
+    paused = (
+        await connection.execute(
+            select(leases)
+            .where(leases.c.deployment_id == dep.id, leases.c.state == "insufficient_funds")
+            .order_by(leases.c.id)
+        )
+    ).all()
+    claims = [
+        Claim(lease_id=r.id, provider_id=r.provider_id, amount=r.debt, start=r.debt_start,
+              end=r.debt_end, paid_before=r.total_paid)
+        for r in paused
+    ]  # fmt: skip
+    plan = plan_round(await balance(connection, escrow_account(dep.id)), claims, settings.fee_bps)
+    if plan is None:
+        return False
+    writes = _Writes(height)
+    for row, payment in zip(paused, plan, strict=True):
+        transition("lease", row.id, LeaseState(row.state), "resume")
+        writes.pay(dep.id, payment, TransferReason.DEBT)
+        writes.lease_updates.append(
+            {"b_id": row.id, "b_settled": height, "b_gross": payment.gross,
+             "b_blocks": row.debt_end - row.debt_start}
+        )  # fmt: skip
+    new = transition("deployment", dep.id, DeploymentState(dep.state), "resume")
+    writes.deployment_state(dep.id, new)
+    await writes.apply(connection)
+    await connection.execute(
+        update(leases)
+        .where(leases.c.deployment_id == dep.id, leases.c.state == "insufficient_funds")
+        .values(state=LeaseState.ACTIVE.value, debt=0)
+    )
+    return True
+
+
+async def close_deployment(
+    connection: AsyncConnection, dep: Any, height: int, settings: Settings, reason: CloseReason
+) -> None:
+    """Close a deployment: settle its leases to ``height`` (paying what escrow can, writing off
+    the rest, as ``plan_close`` decides), close leases, orders and their open bids, refund."""
+    new_state = transition("deployment", dep.id, DeploymentState(dep.state), "close")
+    live = (
+        await connection.execute(
+            select(leases)
+            .where(leases.c.deployment_id == dep.id, leases.c.state != "closed")
+            .order_by(leases.c.id)
+        )
+    ).all()
+    claims = [
+        _claim(r, height) if r.state == LeaseState.ACTIVE
+        else Claim(lease_id=r.id, provider_id=r.provider_id, amount=r.debt, start=r.debt_start,
+                   end=r.debt_end, paid_before=r.total_paid)
+        for r in live
+    ]  # fmt: skip
+    escrow = escrow_account(dep.id)
+    writes = _Writes(height)
+    written_off = 0
+    plan = plan_close(await balance(connection, escrow), claims, settings.fee_bps)
+    for row, payment in zip(live, plan, strict=True):
+        transition("lease", row.id, LeaseState(row.state), "close")
+        writes.pay(dep.id, payment, TransferReason.CLOSE)
+        claim = payment.claim
+        if payment.written_off == 0:
+            blocks = claim.end - claim.start
+        else:
+            blocks = payment.gross // row.price if row.price else 0
+        written_off += payment.written_off
+        await connection.execute(
+            update(leases)
+            .where(leases.c.id == row.id)
+            .values(
+                state=LeaseState.CLOSED.value, closed_at=height, close_reason=reason.value, debt=0,
+                last_settled=height if row.state == LeaseState.ACTIVE else row.last_settled,
+                total_paid=row.total_paid + payment.gross, blocks_paid=row.blocks_paid + blocks,
+                written_off=row.written_off + payment.written_off,
+            )
+        )  # fmt: skip
+        counter = (
+            provider_nodes.c.completed if reason.counts_as_completed
+            else provider_nodes.c.failed if reason.provider_at_fault else None
+        )  # fmt: skip
+        if counter is not None:
+            await connection.execute(
+                update(provider_nodes)
+                .where(provider_nodes.c.provider_id == row.provider_id)
+                .values({counter.key: counter + 1})
+            )
+    await writes.apply(connection)
+    open_orders = (
+        await connection.execute(
+            select(orders.c.id, orders.c.state).where(
+                orders.c.deployment_id == dep.id, orders.c.state != "closed"
+            )
+        )
+    ).all()
+    for order in open_orders:
+        closed = transition("order", order.id, OrderState(order.state), "close")
+        await connection.execute(
+            update(orders)
+            .where(orders.c.id == order.id)
+            .values(state=closed.value, closed_at=height, close_reason=reason.value)
+        )
+        await connection.execute(
+            update(bids)
+            .where(bids.c.order_id == order.id, bids.c.state == "open")
+            .values(state=BidState.LOST.value)
+        )
+    await connection.execute(
+        update(deployments)
+        .where(deployments.c.id == dep.id)
+        .values(
+            state=new_state.value, closed_at=height, close_reason=reason.value,
+            written_off=dep.written_off + written_off,
+        )
+    )  # fmt: skip
+    left = await balance(connection, escrow)
+    if left:
+        await move(
+            connection, source=escrow, destination=tenant_account(dep.tenant_id), amount=left,
+            reason=TransferReason.REFUND, height=height,
+        )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- deployments
+
+
+async def create_deployment(
+    connection: AsyncConnection,
+    tenant_id: int,
+    manifest: Any,
+    source: str,
+    deposit: int,
+    height: int,
+    settings: Settings,
+) -> int:
+    """Create a deployment from a parsed manifest (``source`` is its text, kept as submitted):
+    the deposit moves from the tenant's balance into the new escrow and one order opens per
+    service replica. Returns the deployment's id. Raises :class:`kova_core.ManifestError`
+    (several denominations), :class:`kova_core.InsufficientBalance`."""
+    specs = manifest.order_specs()
+    deployment_denom(specs)
+    await catch_up(connection, height, settings)
+    dep_id = int(
+        (
+            await connection.execute(
+                insert(deployments)
+                .values(
+                    tenant_id=tenant_id, kind="job" if manifest.is_job else "deployment",
+                    manifest=source, max_runtime=manifest.max_runtime, created_at=height,
+                    state=DeploymentState.ACTIVE.value, written_off=0,
+                )
+                .returning(deployments.c.id)
+            )
+        ).scalar_one()
+    )  # fmt: skip
+    if deposit:
+        await move(
+            connection, source=tenant_account(tenant_id), destination=escrow_account(dep_id),
+            amount=deposit, reason=TransferReason.DEPOSIT, height=height,
+        )  # fmt: skip
+    for index, spec in enumerate(specs):
+        r = spec.resources
+        await connection.execute(
+            insert(orders).values(
+                deployment_id=dep_id, spec_index=index, service=spec.service,
+                replica=spec.replica, cpu=r.cpu, memory=r.memory, storage=r.storage, gpu=r.gpu,
+                max_price=spec.max_price, denom=spec.denom, created_at=height,
+                state=OrderState.OPEN.value,
+            )
+        )  # fmt: skip
+    return dep_id
+
+
+async def deposit(
+    connection: AsyncConnection, dep: Any, amount: int, height: int, settings: Settings
+) -> None:
+    """Move ``amount`` from the tenant's balance into the escrow; a paused deployment whose
+    escrow now covers its debt resumes. Raises :class:`kova_core.IllegalTransition` (closed),
+    :class:`kova_core.InsufficientBalance`."""
+    if dep.state == DeploymentState.CLOSED:
+        transition("deployment", dep.id, DeploymentState(dep.state), "deposit")
+    await move(
+        connection, source=tenant_account(dep.tenant_id), destination=escrow_account(dep.id),
+        amount=amount, reason=TransferReason.DEPOSIT, height=height,
+    )  # fmt: skip
+    await resume_if_covered(connection, dep, height, settings)
+
+
+async def locked_deployment(connection: AsyncConnection, deployment_id: int) -> Any:
+    """A deployment's row, locked for this transaction (``None`` if there is none)."""
+    query = select(deployments).where(deployments.c.id == deployment_id).with_for_update()
+    return (await connection.execute(query)).first()

@@ -1,0 +1,226 @@
+"""The orchestrator's database market against the core's in-memory Market: the same commands at
+the same heights must give the same outcome (success, or the same error) and the same ledger,
+transfer for transfer, on SQLite and on PostgreSQL.
+
+Random histories (seeded) mix deployments of one and two replicas, bids at random prices,
+accepts, deposits too small and large enough to resume, closes, rounds with and without a fee,
+and time jumps that skip several rounds.
+"""
+
+import asyncio
+import random
+
+import pytest
+from sqlalchemy import insert, select
+
+from kova_core import KovaError, Market, Resources, parse_manifest
+from kova_live import market as sql
+from kova_live.db import async_engine, migrate
+from kova_live.ledger import move
+from kova_live.schema import accounts, orders, transfers
+
+
+def manifest_text(replicas, max_price):
+    return f"""
+version: "2.0"
+services:
+  web:
+    image: busybox:1.36
+profiles:
+  compute:
+    web:
+      resources:
+        cpu: {{units: 1}}
+        memory: {{size: 1Gi}}
+        storage: {{size: 1Gi}}
+  placement:
+    dc:
+      pricing:
+        web: {{denom: ukova, amount: {max_price}}}
+deployment:
+  web:
+    dc:
+      profile: web
+      count: {replicas}
+"""
+
+
+BOX = Resources(cpu=4000, memory=8 * 2**30, storage=100 * 2**30)
+
+
+class Twin:
+    """The same history applied to a core Market and to the database."""
+
+    def __init__(self, connection_factory, fee_bps, rng):
+        self.market = Market(fee_bps=fee_bps)
+        self.settings = sql.Settings(settlement_interval=60, fee_bps=fee_bps)
+        self.engine = connection_factory
+        self.rng = rng
+        self.names = {"network": "network", "external": "external"}  # sql account -> core account
+        self.tenants = []  # (core id, sql id)
+        self.providers = []
+        self.height = 0
+        self.outcomes = []
+        # ids differ where PostgreSQL spends a sequence value in a transaction that rolls back
+        self.deps, self.orders, self.bids, self.leases = {}, {}, {}, {}  # core id -> sql id
+
+    async def both(self, label, core_call, sql_call):
+        """Run a command on each side; both must succeed, or both fail with the same error."""
+        try:
+            core_result, core_error = core_call(), None
+        except KovaError as exc:
+            core_result, core_error = None, type(exc).__name__
+        try:
+            async with self.engine.begin() as connection:
+                sql_result, sql_error = await sql_call(connection), None
+        except KovaError as exc:
+            sql_result, sql_error = None, type(exc).__name__
+        assert core_error == sql_error, f"{label} at {self.height}: core {core_error}, sql {sql_error}"
+        self.outcomes.append((label, core_error))
+        return core_result, sql_result
+
+    async def add_accounts(self, tenants, providers):
+        async with self.engine.begin() as connection:
+            for role, count, into in (("tenant", tenants, self.tenants), ("provider", providers, self.providers)):
+                for i in range(count):
+                    sql_id = (
+                        await connection.execute(
+                            insert(accounts)
+                            .values(role=role, name=f"{role}{i}", token_hash=f"{role}{i}".ljust(64, "x"),
+                                    created_height=0)
+                            .returning(accounts.c.id)
+                        )
+                    ).scalar_one()
+                    core_id = (self.market.add_tenant() if role == "tenant"
+                               else self.market.add_provider(capacity=BOX))
+                    into.append((core_id, sql_id))
+                    self.names[f"{role}:{sql_id}"] = f"{role}:{core_id}"
+                    if role == "provider":
+                        await sql.heartbeat(connection, sql_id, BOX, {}, [], 0)
+
+    async def step(self):
+        rng, market, h = self.rng, self.market, self.height
+        action = rng.choices(
+            ["credit", "deploy", "bid", "accept", "deposit", "close", "wait"],
+            weights=[1, 2, 4, 3, 2, 1, 4],
+        )[0]
+        if action == "credit":
+            core_t, sql_t = rng.choice(self.tenants)
+            amount = rng.randint(1, 400) * 1_000_000
+            market.credit(core_t, amount, h)
+
+            async def credit(c):
+                await sql.catch_up(c, h, self.settings)
+                await move(c, source="external", destination=f"tenant:{sql_t}", amount=amount,
+                           reason="credit", height=h)
+            async with self.engine.begin() as connection:
+                await credit(connection)
+        elif action == "deploy":
+            core_t, sql_t = rng.choice(self.tenants)
+            text = manifest_text(rng.choice([1, 1, 2]), rng.choice([800_000, 1_000_000, 2_000_000]))
+            parsed = parse_manifest(text)
+            deposit = rng.randint(0, 120) * 1_000_000
+            async def deploy(c):
+                dep_id = await sql.create_deployment(c, sql_t, parsed, text, deposit, h, self.settings)
+                query = select(orders.c.id).where(orders.c.deployment_id == dep_id).order_by(orders.c.spec_index)
+                return dep_id, (await c.execute(query)).scalars().all()
+
+            events, made = await self.both(
+                "deploy", lambda: market.create_deployment(core_t, parsed, deposit, h), deploy
+            )
+            if events is not None:
+                created = next(e for e in events if type(e).__name__ == "DeploymentCreated")
+                opened = [e.order_id for e in events if type(e).__name__ == "OrderOpened"]
+                self.deps[created.deployment_id] = made[0]
+                self.orders.update(zip(opened, made[1], strict=True))
+        elif action == "bid" and market.orders:
+            order_id = rng.choice(list(market.orders))
+            core_p, sql_p = rng.choice(self.providers)
+            price = rng.choice([300_000, 500_000, 1_000_000, 1_500_000])
+            events, made = await self.both(
+                "bid",
+                lambda: market.place_bid(order_id, core_p, price, h),
+                lambda c: sql.place_bid(c, sql_p, self.orders[order_id], price, h, self.settings),
+            )
+            if events is not None:
+                self.bids[next(e for e in events if type(e).__name__ == "BidPlaced").bid_id] = made
+        elif action == "accept" and market.bids:
+            bid_id = rng.choice(list(market.bids))
+            tenant = market.deployments[market.orders[market.bids[bid_id].order_id].deployment_id].tenant_id
+            sql_t = dict(self.tenants)[tenant]
+            events, made = await self.both(
+                "accept",
+                lambda: market.accept_bid(bid_id, h),
+                lambda c: sql.accept_bid(c, sql_t, self.bids[bid_id], h, self.settings),
+            )
+            if events is not None:
+                self.leases[next(e for e in events if type(e).__name__ == "LeaseStarted").lease_id] = made
+        elif action == "deposit" and market.deployments:
+            dep_id = rng.choice(list(market.deployments))
+            amount = rng.choice([1, 30, 200]) * 1_000_000
+            tenant = market.deployments[dep_id].tenant_id
+            market.credit(tenant, amount, h)
+            async with self.engine.begin() as c:
+                await sql.catch_up(c, h, self.settings)
+                await move(c, source="external", destination=f"tenant:{dict(self.tenants)[tenant]}",
+                           amount=amount, reason="credit", height=h)
+
+            async def top_up(c):
+                await sql.catch_up(c, h, self.settings)
+                dep = await sql.locked_deployment(c, self.deps[dep_id])
+                await sql.deposit(c, dep, amount, h, self.settings)
+            await self.both("deposit", lambda: market.deposit(dep_id, amount, h), top_up)
+        elif action == "close" and market.deployments:
+            dep_id = rng.choice(list(market.deployments))
+
+            async def close(c):
+                await sql.catch_up(c, h, self.settings)
+                await sql.close_deployment(c, await sql.locked_deployment(c, self.deps[dep_id]), h,
+                                           self.settings, sql.CloseReason.TENANT_CLOSED)
+            await self.both("close", lambda: market.close_deployment(dep_id, h), close)
+        else:
+            self.height += rng.choice([1, 7, 30, 59, 60, 61, 150, 400])
+
+    async def ledgers(self):
+        async with self.engine.begin() as connection:
+            await sql.catch_up(connection, self.height, self.settings)
+            rows = (await connection.execute(select(transfers).order_by(transfers.c.id))).all()
+        self.market.tick(self.height)
+        core = [
+            (t.height, t.source, t.destination, t.amount, t.reason, t.lease_id, t.start, t.end)
+            for t in self.market.ledger
+        ]
+        names = dict(self.names)
+        names.update({f"escrow:{s}": f"escrow:{c}" for c, s in self.deps.items()})
+        lease_ids = {s: c for c, s in self.leases.items()}
+        ours = [
+            (r.height, names[r.source], names[r.destination], r.amount, r.reason,
+             lease_ids.get(r.lease_id), r.start_block, r.end_block)
+            for r in rows
+        ]
+        return core, ours
+
+
+@pytest.mark.parametrize(("seed", "fee_bps"), [(1, 0), (2, 250), (3, 0)])
+def test_the_database_market_is_the_core_market(database_url, seed, fee_bps):
+    migrate(database_url)
+
+    async def run():
+        engine = async_engine(database_url)
+        try:
+            twin = Twin(engine, fee_bps, random.Random(seed))
+            await twin.add_accounts(tenants=3, providers=3)
+            for _ in range(400):
+                await twin.step()
+            return twin, *(await twin.ledgers())
+        finally:
+            await engine.dispose()
+
+    twin, core, ours = asyncio.run(run())
+    assert ours == core
+    outcomes = {(label, error) for label, error in twin.outcomes}
+    reasons = {t[4] for t in core}
+    # the history reached the interesting places
+    assert {"settlement", "debt", "close", "refund"} <= reasons
+    assert ("accept", None) in outcomes and ("bid", None) in outcomes
+    assert any(error for _, error in outcomes)
