@@ -7,10 +7,13 @@ sent: an acknowledged command is durable. Errors are JSON, ``{"error": {"code", 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
+import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
 from aiohttp import web
@@ -18,17 +21,21 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import func, insert, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from kova_core import format_micro
+from kova_core import InsufficientBalance, KovaError, format_micro
 
 from .clock import BlockClock
 from .ledger import balance
+from .market import Settings, catch_up
 from .schema import accounts, transfers
 
-__all__ = ["ApiError", "RequestBody", "create_app", "hash_token"]
+__all__ = ["ApiError", "RequestBody", "core_error", "create_app", "hash_token"]
 
 MAX_BODY = 1024 * 1024  # bytes; larger requests get 413
 ENGINE: web.AppKey[AsyncEngine] = web.AppKey("engine", AsyncEngine)
 CLOCK: web.AppKey[BlockClock] = web.AppKey("clock", BlockClock)
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
+
+log = logging.getLogger("kova_live")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -52,13 +59,43 @@ _HTTP_CODES = {
 }  # fmt: skip
 
 
+# core errors a request can cause: (status, field) by class; the code is the class name in
+# snake_case. Anything else from the core is a 409 conflict with the market's state.
+_CORE_ERRORS: dict[str, tuple[int, str | None]] = {
+    "UnknownEntity": (404, None),
+    "ManifestError": (400, "manifest"),
+    "InvalidAmount": (400, None),
+    "PriceAboveMax": (409, "price"),
+    "InsufficientBalance": (409, None),
+}
+
+
+def _snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
+
+
+def core_error(exc: KovaError) -> ApiError:
+    """A core error as the API reports it."""
+    name = type(exc).__name__
+    status, field = _CORE_ERRORS.get(name, (409, None))
+    if isinstance(exc, InsufficientBalance):
+        held, needed = format_micro(exc.balance), format_micro(exc.amount)
+        message = f"{exc.account} holds {held}, this needs {needed}"
+    else:
+        message = str(exc)
+    code = "not_found" if status == 404 else _snake(name)
+    return ApiError(status, code, message, field)
+
+
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error as JSON: the API's own, and aiohttp's (404, 405, 413)."""
+    """Every error as JSON: the API's own, the core's, and aiohttp's (404, 405, 413)."""
     try:
         return await handler(request)
     except ApiError as exc:
         return exc.response()
+    except KovaError as exc:
+        return core_error(exc).response()
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -249,11 +286,40 @@ async def my_transactions(request: web.Request) -> web.Response:
     return web.json_response({"transactions": items, "next_before": following})
 
 
-def create_app(engine: AsyncEngine, clock: BlockClock) -> web.Application:
+async def settlement_loop(app: web.Application) -> None:
+    """Run each settlement round when its block begins (commands also catch up rounds first,
+    so a slow loop never changes an outcome; it keeps idle networks settled on time)."""
+    clock, settings, engine = app[CLOCK], app[SETTINGS], app[ENGINE]
+    while True:
+        height = clock.height()
+        next_round = (height // settings.settlement_interval + 1) * settings.settlement_interval
+        try:
+            async with engine.begin() as connection:
+                await catch_up(connection, height, settings)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a database hiccup: log it, the next turn catches up
+            log.exception("settlement round failed; retrying")
+            await asyncio.sleep(1)
+            continue
+        await asyncio.sleep(clock.seconds_until(next_round) + 0.001)
+
+
+def create_app(engine: AsyncEngine, clock: BlockClock, settings: Settings) -> web.Application:
     """The application, on an engine whose database is at the newest schema."""
     app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY)
     app[ENGINE] = engine
     app[CLOCK] = clock
+    app[SETTINGS] = settings
+
+    async def rounds(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(settlement_loop(app))
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    app.cleanup_ctx.append(rounds)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/v1/status", status)
     app.router.add_post("/v1/accounts", create_account)

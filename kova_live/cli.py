@@ -30,6 +30,7 @@ from .db import (
     migrate,
 )
 from .ledger import balance, move
+from .market import Settings
 from .schema import accounts
 
 __all__ = ["main"]
@@ -115,7 +116,11 @@ def serve(
         _fail(f"cannot open the database: {exc.__class__.__name__}: {exc}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     clock = BlockClock(settings.genesis_ms, settings.block_ms)
-    app = create_app(async_engine(url), clock)
+    app = create_app(
+        async_engine(url),
+        clock,
+        Settings(settlement_interval=settings.settlement_interval, fee_bps=settings.fee_bps),
+    )
     click.echo(f"kova-live: height {clock.height()}, serving on http://{host}:{port}", err=True)
     web.run_app(app, host=host, port=port, print=None, access_log=None)
 

@@ -1,10 +1,9 @@
-"""Deployments and jobs over the API: create (manifest + deposit), list, show, deposit, close;
-and the open orders providers look at.
+"""The market over the API: deployments (create, list, show, deposit, close), their bids and
+leases for tenants; heartbeats, open orders and bids for providers.
 
-Lifecycle checks use the core's tables (:func:`kova_core.transition`), manifests the core's
-parser, and money the ledger module: one place for each rule. Each command is one transaction;
-on PostgreSQL the deployment's row is locked (``FOR UPDATE``) for the commands that change it,
-on SQLite every transaction holds the write lock from its start.
+Handlers check who is asking and what they sent, then call :mod:`kova_live.market` inside one
+transaction that commits before the reply. The core's errors become 4xx replies in one place
+(:func:`kova_live.app.core_error`); an error rolls the transaction back, so nothing changes.
 """
 
 from __future__ import annotations
@@ -14,33 +13,27 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import Field
-from sqlalchemy import insert, select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kova_core import (
     MAX_AMOUNT,
     CloseReason,
-    DeploymentState,
-    IllegalTransition,
     InsufficientBalance,
     ManifestError,
-    OrderState,
-    TransferReason,
-    deployment_denom,
+    Resources,
     escrow_account,
     format_micro,
     parse_manifest,
-    tenant_account,
-    transition,
+    reputation_score,
 )
 
-from .app import CLOCK, ENGINE, ApiError, RequestBody, authenticate, read_body
-from .ledger import balance, move
-from .schema import deployments, orders
+from . import market
+from .app import CLOCK, ENGINE, SETTINGS, ApiError, RequestBody, authenticate, read_body
+from .ledger import balance
+from .schema import bids, deployments, leases, orders, provider_nodes
 
 __all__ = ["add_routes"]
-
-Amount = Field(ge=0, le=MAX_AMOUNT)
 
 
 class NewDeployment(RequestBody):
@@ -48,7 +41,7 @@ class NewDeployment(RequestBody):
     deposit moved from the tenant's balance into the new escrow, in micro-units."""
 
     manifest: str | dict[str, Any]
-    deposit: int = Amount
+    deposit: int = Field(ge=0, le=MAX_AMOUNT)
 
 
 class Deposit(RequestBody):
@@ -57,17 +50,40 @@ class Deposit(RequestBody):
     amount: int = Field(gt=0, le=MAX_AMOUNT)
 
 
-async def _tenant(request: web.Request) -> Any:
+class Capacity(RequestBody):
+    """A provider machine's capacity: millicores, bytes, bytes, GPUs."""
+
+    cpu: int = Field(ge=0, le=MAX_AMOUNT)
+    memory: int = Field(ge=0, le=MAX_AMOUNT)
+    storage: int = Field(ge=0, le=MAX_AMOUNT)
+    gpu: int = Field(ge=0, le=1_000_000)
+
+
+class Heartbeat(RequestBody):
+    """``POST /v1/providers/heartbeat``: what the provider's machine has."""
+
+    capacity: Capacity
+    attributes: dict[str, str] = Field(default_factory=dict, max_length=64)
+    gpu_models: list[str] = Field(default_factory=list, max_length=64)
+
+
+class NewBid(RequestBody):
+    """``POST /v1/orders/{id}/bids``: a price per block in micro-units."""
+
+    price: int = Field(gt=0, le=MAX_AMOUNT)
+
+
+async def _account(request: web.Request, role: str) -> Any:
     account = await authenticate(request)
-    if account.role != "tenant":
-        raise ApiError(403, "forbidden", "only tenants have deployments")
+    if account.role != role:
+        raise ApiError(403, "forbidden", f"only {role}s may do this")
     return account
 
 
-def _id(request: web.Request, name: str = "id") -> int:
-    raw = request.match_info[name]
+def _id(request: web.Request, what: str) -> int:
+    raw = request.match_info["id"]
     if not raw.isdigit() or int(raw) > MAX_AMOUNT:
-        raise ApiError(404, "not_found", f"no deployment {raw!r}")
+        raise ApiError(404, "not_found", f"no {what} {raw!r}")
     return int(raw)
 
 
@@ -75,13 +91,18 @@ async def _owned(
     connection: AsyncConnection, deployment_id: int, tenant_id: int, *, lock: bool
 ) -> Any:
     """The tenant's deployment row (404 for another tenant's: its existence is not disclosed)."""
-    query = select(deployments).where(deployments.c.id == deployment_id)
     if lock:
-        query = query.with_for_update()
-    row = (await connection.execute(query)).first()
+        row = await market.locked_deployment(connection, deployment_id)
+    else:
+        query = select(deployments).where(deployments.c.id == deployment_id)
+        row = (await connection.execute(query)).first()
     if row is None or row.tenant_id != tenant_id:
         raise ApiError(404, "not_found", f"no deployment {deployment_id}")
     return row
+
+
+def _resources(row: Any) -> dict[str, int]:
+    return {"cpu": row.cpu, "memory": row.memory, "storage": row.storage, "gpu": row.gpu}
 
 
 def _order_view(row: Any) -> dict[str, Any]:
@@ -90,12 +111,7 @@ def _order_view(row: Any) -> dict[str, Any]:
         "deployment_id": row.deployment_id,
         "service": row.service,
         "replica": row.replica,
-        "resources": {
-            "cpu": row.cpu,
-            "memory": row.memory,
-            "storage": row.storage,
-            "gpu": row.gpu,
-        },
+        "resources": _resources(row),
         "max_price": row.max_price,
         "denom": row.denom,
         "state": row.state,
@@ -105,13 +121,53 @@ def _order_view(row: Any) -> dict[str, Any]:
     }
 
 
-async def _view(connection: AsyncConnection, row: Any) -> dict[str, Any]:
+def _lease_view(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "deployment_id": row.deployment_id,
+        "order_id": row.order_id,
+        "provider_id": row.provider_id,
+        "bid_id": row.bid_id,
+        "price": row.price,
+        "resources": _resources(row),
+        "state": row.state,
+        "created_at": row.created_at,
+        "last_settled": row.last_settled,
+        "blocks_paid": row.blocks_paid,
+        "total_paid": row.total_paid,
+        "debt": row.debt,
+        "written_off": row.written_off,
+        "closed_at": row.closed_at,
+        "close_reason": row.close_reason,
+    }
+
+
+def pause_height(escrow: int, active: list[Any], interval: int) -> int | None:
+    """The settlement round at which the escrow will no longer cover the active leases if
+    nothing is deposited: the first round ``r`` with ``Σ (r - last_settled) x price > escrow``
+    (what every round until then pays adds up to exactly that sum)."""
+    rate = sum(row.price for row in active)
+    if rate == 0:
+        return None
+    base = sum(row.last_settled * row.price for row in active)
+    last_covered = (escrow + base) // rate  # the last height whose total is within escrow
+    return (last_covered // interval + 1) * interval
+
+
+async def _view(request: web.Request, connection: AsyncConnection, row: Any) -> dict[str, Any]:
     escrow = await balance(connection, escrow_account(row.id))
     order_rows = (
         await connection.execute(
             select(orders).where(orders.c.deployment_id == row.id).order_by(orders.c.id)
         )
     ).all()
+    lease_rows = (
+        await connection.execute(
+            select(leases).where(leases.c.deployment_id == row.id).order_by(leases.c.id)
+        )
+    ).all()
+    active = [r for r in lease_rows if r.state == "active"]
+    interval = request.app[SETTINGS].settlement_interval
     return {
         "id": row.id,
         "kind": row.kind,
@@ -122,97 +178,53 @@ async def _view(connection: AsyncConnection, row: Any) -> dict[str, Any]:
         "max_runtime": row.max_runtime,
         "escrow": escrow,
         "escrow_units": format_micro(escrow),
+        "burn_rate": sum(r.price for r in active),
+        "pauses_at": pause_height(escrow, active, interval) if row.state == "active" else None,
+        "debt": sum(r.debt for r in lease_rows),
         "written_off": row.written_off,
+        "blocks_paid": sum(r.blocks_paid for r in lease_rows),
+        "total_paid": sum(r.total_paid for r in lease_rows),
         "orders": [_order_view(o) for o in order_rows],
+        "leases": [_lease_view(r) for r in lease_rows],
     }
 
 
-def _insufficient(exc: InsufficientBalance, field: str) -> ApiError:
-    return ApiError(
-        409,
-        "insufficient_balance",
-        f"your balance is {format_micro(exc.balance)}, this needs {format_micro(exc.amount)}",
-        field,
-    )
-
-
-def _illegal(exc: IllegalTransition) -> ApiError:
-    return ApiError(409, "illegal_transition", str(exc))
-
-
-# --------------------------------------------------------------------------- handlers
+# --------------------------------------------------------------------------- tenants
 
 
 async def create_deployment(request: web.Request) -> web.Response:
     """Create a deployment or job: its escrow, and one open order per service replica."""
-    tenant = await _tenant(request)
+    tenant = await _account(request, "tenant")
     body: NewDeployment = await read_body(request, NewDeployment)
     try:
         manifest = parse_manifest(body.manifest)
-        specs = manifest.order_specs()
-        deployment_denom(specs)
     except ManifestError as exc:
         first = exc.problems[0]
         raise ApiError(
             400, "invalid_manifest", f"{len(exc.problems)} problem(s); first: {first.message}",
             f"manifest.{first.path}",
         ) from None  # fmt: skip
-    height = request.app[CLOCK].height()
     text = body.manifest if isinstance(body.manifest, str) else json.dumps(body.manifest)
+    height = request.app[CLOCK].height()
     async with request.app[ENGINE].begin() as connection:
-        dep_id = (
-            await connection.execute(
-                insert(deployments)
-                .values(
-                    tenant_id=tenant.id,
-                    kind="job" if manifest.is_job else "deployment",
-                    manifest=text,
-                    max_runtime=manifest.max_runtime,
-                    created_at=height,
-                    state=DeploymentState.ACTIVE.value,
-                    written_off=0,
-                )
-                .returning(deployments.c.id)
+        try:
+            dep_id = await market.create_deployment(
+                connection, tenant.id, manifest, text, body.deposit, height, request.app[SETTINGS]
             )
-        ).scalar_one()
-        if body.deposit:
-            try:
-                await move(
-                    connection,
-                    source=tenant_account(tenant.id),
-                    destination=escrow_account(dep_id),
-                    amount=body.deposit,
-                    reason=TransferReason.DEPOSIT,
-                    height=height,
-                )
-            except InsufficientBalance as exc:
-                raise _insufficient(exc, "deposit") from None
-        for index, spec in enumerate(specs):
-            r = spec.resources
-            await connection.execute(
-                insert(orders).values(
-                    deployment_id=dep_id,
-                    spec_index=index,
-                    service=spec.service,
-                    replica=spec.replica,
-                    cpu=r.cpu,
-                    memory=r.memory,
-                    storage=r.storage,
-                    gpu=r.gpu,
-                    max_price=spec.max_price,
-                    denom=spec.denom,
-                    created_at=height,
-                    state=OrderState.OPEN.value,
-                )
-            )
-        row = await _owned(connection, dep_id, tenant.id, lock=False)
-        view = await _view(connection, row)
+        except InsufficientBalance as exc:
+            held, needed = format_micro(exc.balance), format_micro(exc.amount)
+            raise ApiError(
+                409, "insufficient_balance", f"your balance is {held}, this needs {needed}",
+                "deposit",
+            ) from None  # fmt: skip
+        fresh = await _owned(connection, dep_id, tenant.id, lock=False)
+        view = await _view(request, connection, fresh)
     return web.json_response(view, status=201)
 
 
 async def list_deployments(request: web.Request) -> web.Response:
     """The caller's deployments and jobs, newest first."""
-    tenant = await _tenant(request)
+    tenant = await _account(request, "tenant")
     async with request.app[ENGINE].connect() as connection:
         rows = (
             await connection.execute(
@@ -235,95 +247,117 @@ async def list_deployments(request: web.Request) -> web.Response:
 
 
 async def show_deployment(request: web.Request) -> web.Response:
-    """One of the caller's deployments: state, escrow, orders."""
-    tenant = await _tenant(request)
-    dep_id = _id(request)
-    async with request.app[ENGINE].connect() as connection:
+    """One of the caller's deployments: state, escrow, burn rate, when it will pause, orders
+    and leases (settled up to the current height)."""
+    tenant = await _account(request, "tenant")
+    dep_id = _id(request, "deployment")
+    async with request.app[ENGINE].begin() as connection:
+        await market.catch_up(connection, request.app[CLOCK].height(), request.app[SETTINGS])
         row = await _owned(connection, dep_id, tenant.id, lock=False)
-        view = await _view(connection, row)
+        view = await _view(request, connection, row)
     return web.json_response(view)
 
 
 async def deposit(request: web.Request) -> web.Response:
-    """Move money from the tenant's balance into a deployment's escrow."""
-    tenant = await _tenant(request)
-    dep_id = _id(request)
+    """Move money into a deployment's escrow; a paused one whose debt is now covered resumes."""
+    tenant = await _account(request, "tenant")
+    dep_id = _id(request, "deployment")
     body: Deposit = await read_body(request, Deposit)
-    height = request.app[CLOCK].height()
+    height, settings = request.app[CLOCK].height(), request.app[SETTINGS]
     async with request.app[ENGINE].begin() as connection:
+        await market.catch_up(connection, height, settings)
         row = await _owned(connection, dep_id, tenant.id, lock=True)
-        if row.state == DeploymentState.CLOSED:
-            try:
-                transition("deployment", row.id, DeploymentState(row.state), "deposit")
-            except IllegalTransition as exc:
-                raise _illegal(exc) from None
         try:
-            await move(
-                connection,
-                source=tenant_account(tenant.id),
-                destination=escrow_account(dep_id),
-                amount=body.amount,
-                reason=TransferReason.DEPOSIT,
-                height=height,
-            )
+            await market.deposit(connection, row, body.amount, height, settings)
         except InsufficientBalance as exc:
-            raise _insufficient(exc, "amount") from None
-        view = await _view(connection, row)
+            held, needed = format_micro(exc.balance), format_micro(exc.amount)
+            raise ApiError(
+                409, "insufficient_balance", f"your balance is {held}, this needs {needed}",
+                "amount",
+            ) from None  # fmt: skip
+        fresh = await _owned(connection, dep_id, tenant.id, lock=False)
+        view = await _view(request, connection, fresh)
     return web.json_response(view)
 
 
 async def close(request: web.Request) -> web.Response:
-    """Close a deployment: its open orders close, and what is left in escrow is refunded."""
-    tenant = await _tenant(request)
-    dep_id = _id(request)
-    height = request.app[CLOCK].height()
-    reason = CloseReason.TENANT_CLOSED.value
+    """Close a deployment: settle its leases to now, close them and its orders, refund."""
+    tenant = await _account(request, "tenant")
+    dep_id = _id(request, "deployment")
+    height, settings = request.app[CLOCK].height(), request.app[SETTINGS]
     async with request.app[ENGINE].begin() as connection:
+        await market.catch_up(connection, height, settings)
         row = await _owned(connection, dep_id, tenant.id, lock=True)
-        try:
-            new_state = transition("deployment", row.id, DeploymentState(row.state), "close")
-            open_orders = (
-                await connection.execute(
-                    select(orders.c.id, orders.c.state)
-                    .where(orders.c.deployment_id == dep_id, orders.c.state != "closed")
-                    .order_by(orders.c.id)
-                )
-            ).all()
-            for order in open_orders:
-                closed = transition("order", order.id, OrderState(order.state), "close")
-                await connection.execute(
-                    update(orders)
-                    .where(orders.c.id == order.id)
-                    .values(state=closed.value, closed_at=height, close_reason=reason)
-                )
-        except IllegalTransition as exc:
-            raise _illegal(exc) from None
-        await connection.execute(
-            update(deployments)
-            .where(deployments.c.id == dep_id)
-            .values(state=new_state.value, closed_at=height, close_reason=reason)
-        )
-        left = await balance(connection, escrow_account(dep_id))
-        if left:
-            await move(
-                connection,
-                source=escrow_account(dep_id),
-                destination=tenant_account(tenant.id),
-                amount=left,
-                reason=TransferReason.REFUND,
-                height=height,
-            )
-        row = await _owned(connection, dep_id, tenant.id, lock=False)
-        view = await _view(connection, row)
+        await market.close_deployment(connection, row, height, settings, CloseReason.TENANT_CLOSED)
+        fresh = await _owned(connection, dep_id, tenant.id, lock=False)
+        view = await _view(request, connection, fresh)
     return web.json_response(view)
+
+
+async def deployment_bids(request: web.Request) -> web.Response:
+    """The open bids on a deployment's orders, as a tenant chooses among them: price per
+    block, the provider's record (completed and failed leases, reputation), response time."""
+    tenant = await _account(request, "tenant")
+    dep_id = _id(request, "deployment")
+    async with request.app[ENGINE].connect() as connection:
+        await _owned(connection, dep_id, tenant.id, lock=False)
+        rows = (
+            await connection.execute(
+                select(bids, provider_nodes.c.completed, provider_nodes.c.failed)
+                .join(orders, orders.c.id == bids.c.order_id)
+                .join(provider_nodes, provider_nodes.c.provider_id == bids.c.provider_id)
+                .where(orders.c.deployment_id == dep_id, bids.c.state == "open")
+                .order_by(bids.c.id)
+            )
+        ).all()
+    return web.json_response(
+        {
+            "bids": [
+                {
+                    "id": r.id, "order_id": r.order_id, "provider_id": r.provider_id,
+                    "price": r.price, "height": r.height, "response_time": r.response_time,
+                    "completed": r.completed, "failed": r.failed,
+                    "reputation": float(reputation_score(r.completed, r.failed)),
+                }
+                for r in rows
+            ]
+        }
+    )  # fmt: skip
+
+
+async def accept(request: web.Request) -> web.Response:
+    """Accept a bid on one of the tenant's orders: the lease starts; its other bids are lost."""
+    tenant = await _account(request, "tenant")
+    bid_id = _id(request, "bid")
+    height, settings = request.app[CLOCK].height(), request.app[SETTINGS]
+    async with request.app[ENGINE].begin() as connection:
+        lease_id = await market.accept_bid(connection, tenant.id, bid_id, height, settings)
+        row = (await connection.execute(select(leases).where(leases.c.id == lease_id))).one()
+    return web.json_response(_lease_view(row), status=201)
+
+
+# --------------------------------------------------------------------------- providers
+
+
+async def heartbeat(request: web.Request) -> web.Response:
+    """A provider's agent says what its machine has; the provider is online."""
+    provider = await _account(request, "provider")
+    body: Heartbeat = await read_body(request, Heartbeat)
+    c = body.capacity
+    height = request.app[CLOCK].height()
+    async with request.app[ENGINE].begin() as connection:
+        await market.heartbeat(
+            connection, provider.id,
+            Resources(cpu=c.cpu, memory=c.memory, storage=c.storage, gpu=c.gpu),
+            body.attributes, body.gpu_models, height,
+        )  # fmt: skip
+    return web.json_response({"provider_id": provider.id, "state": "online", "height": height})
 
 
 async def open_orders(request: web.Request) -> web.Response:
     """Orders open for bids, oldest first (providers only). ``state=open`` is the only state
     offered: other orders are none of a provider's business."""
-    account = await authenticate(request)
-    if account.role != "provider":
-        raise ApiError(403, "forbidden", "only providers look for orders")
+    await _account(request, "provider")
     state = request.query.get("state", "open")
     if state != "open":
         raise ApiError(400, "invalid_field", "only state=open is offered", "state")
@@ -336,11 +370,49 @@ async def open_orders(request: web.Request) -> web.Response:
     return web.json_response({"orders": [_order_view(o) for o in rows]})
 
 
+async def place_bid(request: web.Request) -> web.Response:
+    """Bid a price per block on an open order, as the calling provider."""
+    provider = await _account(request, "provider")
+    order_id = _id(request, "order")
+    body: NewBid = await read_body(request, NewBid)
+    height, settings = request.app[CLOCK].height(), request.app[SETTINGS]
+    async with request.app[ENGINE].begin() as connection:
+        bid_id = await market.place_bid(
+            connection, provider.id, order_id, body.price, height, settings
+        )
+        row = (await connection.execute(select(bids).where(bids.c.id == bid_id))).one()
+    return web.json_response(_bid_view(row), status=201)
+
+
+async def withdraw_bid(request: web.Request) -> web.Response:
+    """Take back one of the caller's open bids."""
+    provider = await _account(request, "provider")
+    bid_id = _id(request, "bid")
+    height, settings = request.app[CLOCK].height(), request.app[SETTINGS]
+    async with request.app[ENGINE].begin() as connection:
+        await market.withdraw_bid(connection, provider.id, bid_id, height, settings)
+        row = (await connection.execute(select(bids).where(bids.c.id == bid_id))).one()
+    return web.json_response(_bid_view(row))
+
+
+def _bid_view(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id, "order_id": row.order_id, "provider_id": row.provider_id,
+        "price": row.price, "height": row.height, "response_time": row.response_time,
+        "state": row.state,
+    }  # fmt: skip
+
+
 def add_routes(app: web.Application) -> None:
-    """Register the deployment and order routes."""
+    """Register the market's routes."""
     app.router.add_post("/v1/deployments", create_deployment)
     app.router.add_get("/v1/deployments", list_deployments)
     app.router.add_get("/v1/deployments/{id}", show_deployment)
     app.router.add_post("/v1/deployments/{id}/deposit", deposit)
     app.router.add_post("/v1/deployments/{id}/close", close)
+    app.router.add_get("/v1/deployments/{id}/bids", deployment_bids)
+    app.router.add_post("/v1/bids/{id}/accept", accept)
+    app.router.add_post("/v1/providers/heartbeat", heartbeat)
     app.router.add_get("/v1/orders", open_orders)
+    app.router.add_post("/v1/orders/{id}/bids", place_bid)
+    app.router.add_delete("/v1/bids/{id}", withdraw_bid)
