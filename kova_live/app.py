@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -19,11 +20,13 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import func, insert, or_, select, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from kova_core import InsufficientBalance, KovaError, format_micro
 
 from .clock import BlockClock
+from .db import retriable, transact
 from .ledger import balance
 from .market import Settings, catch_up
 from .schema import accounts, transfers
@@ -96,6 +99,14 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return exc.response()
     except KovaError as exc:
         return core_error(exc).response()
+    except DBAPIError as exc:
+        if not retriable(exc):
+            raise
+        # still contended after every retry: nothing was changed, the client may try again
+        busy = ApiError(503, "busy", "the database is busy; nothing was changed, try again")
+        response = busy.response()
+        response.headers["Retry-After"] = "1"
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -286,6 +297,10 @@ async def my_transactions(request: web.Request) -> web.Response:
     return web.json_response({"transactions": items, "next_before": following})
 
 
+async def _catch_up(connection: AsyncConnection, *, height: int, settings: Settings) -> int:
+    return await catch_up(connection, height, settings)
+
+
 async def settlement_loop(app: web.Application) -> None:
     """Run each settlement round when its block begins (commands also catch up rounds first,
     so a slow loop never changes an outcome; it keeps idle networks settled on time)."""
@@ -294,8 +309,7 @@ async def settlement_loop(app: web.Application) -> None:
         height = clock.height()
         next_round = (height // settings.settlement_interval + 1) * settings.settlement_interval
         try:
-            async with engine.begin() as connection:
-                await catch_up(connection, height, settings)
+            await transact(engine, functools.partial(_catch_up, height=height, settings=settings))
         except asyncio.CancelledError:
             raise
         except Exception:  # a database hiccup: log it, the next turn catches up

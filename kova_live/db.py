@@ -7,8 +7,12 @@ migrations and operator commands use a synchronous one on the same URL.
 
 from __future__ import annotations
 
+import asyncio
+import random
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -16,8 +20,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, insert, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from .schema import network
 
@@ -29,8 +33,12 @@ __all__ = [
     "default_url",
     "ensure_network",
     "migrate",
+    "retriable",
     "sync_engine",
+    "transact",
 ]
+
+T = TypeVar("T")
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -188,3 +196,33 @@ def ensure_network(url: str, *, block_ms: int | None = None) -> NetworkSettings:
             f" start the server with --block-seconds {row.block_ms / 1000:g}"
         )
     return NetworkSettings(row.genesis_ms, row.block_ms, row.settlement_interval, row.fee_bps)
+
+
+_RETRIABLE_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock detected
+
+
+def retriable(exc: BaseException) -> bool:
+    """Whether a database error means "run the transaction again": a PostgreSQL deadlock or
+    serialization failure, or SQLite's write lock still busy after its timeout."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    original = exc.orig
+    if getattr(original, "sqlstate", None) in _RETRIABLE_SQLSTATES:
+        return True
+    return "database is locked" in str(original)
+
+
+async def transact(
+    engine: AsyncEngine, work: Callable[[AsyncConnection], Awaitable[T]], attempts: int = 6
+) -> T:
+    """Run ``work`` in a transaction, again from the start if the database asks for a retry
+    (see :func:`retriable`): everything the failed attempt did was rolled back."""
+    for attempt in range(attempts):
+        try:
+            async with engine.begin() as connection:
+                return await work(connection)
+        except DBAPIError as exc:
+            if not retriable(exc) or attempt == attempts - 1:
+                raise
+            await asyncio.sleep(random.uniform(0, 0.02 * 2**attempt))
+    raise AssertionError("unreachable")

@@ -30,6 +30,7 @@ from kova_core import (
 
 from . import market
 from .app import CLOCK, ENGINE, SETTINGS, ApiError, RequestBody, authenticate, read_body
+from .db import transact
 from .ledger import balance
 from .schema import bids, deployments, leases, orders, provider_nodes
 
@@ -99,6 +100,12 @@ async def _owned(
     if row is None or row.tenant_id != tenant_id:
         raise ApiError(404, "not_found", f"no deployment {deployment_id}")
     return row
+
+
+def _insufficient(exc: InsufficientBalance, field: str) -> ApiError:
+    held, needed = format_micro(exc.balance), format_micro(exc.amount)
+    message = f"your balance is {held}, this needs {needed}"
+    return ApiError(409, "insufficient_balance", message, field)
 
 
 def _resources(row: Any) -> dict[str, int]:
@@ -206,20 +213,18 @@ async def create_deployment(request: web.Request) -> web.Response:
         ) from None  # fmt: skip
     text = body.manifest if isinstance(body.manifest, str) else json.dumps(body.manifest)
     height = request.app[CLOCK].height()
-    async with request.app[ENGINE].begin() as connection:
+
+    async def work(connection: AsyncConnection) -> dict[str, Any]:
         try:
             dep_id = await market.create_deployment(
                 connection, tenant.id, manifest, text, body.deposit, height, request.app[SETTINGS]
             )
         except InsufficientBalance as exc:
-            held, needed = format_micro(exc.balance), format_micro(exc.amount)
-            raise ApiError(
-                409, "insufficient_balance", f"your balance is {held}, this needs {needed}",
-                "deposit",
-            ) from None  # fmt: skip
+            raise _insufficient(exc, "deposit") from None
         fresh = await _owned(connection, dep_id, tenant.id, lock=False)
-        view = await _view(request, connection, fresh)
-    return web.json_response(view, status=201)
+        return await _view(request, connection, fresh)
+
+    return web.json_response(await transact(request.app[ENGINE], work), status=201)
 
 
 async def list_deployments(request: web.Request) -> web.Response:
@@ -251,11 +256,13 @@ async def show_deployment(request: web.Request) -> web.Response:
     and leases (settled up to the current height)."""
     tenant = await _account(request, "tenant")
     dep_id = _id(request, "deployment")
-    async with request.app[ENGINE].begin() as connection:
+
+    async def work(connection: AsyncConnection) -> dict[str, Any]:
         await market.catch_up(connection, request.app[CLOCK].height(), request.app[SETTINGS])
         row = await _owned(connection, dep_id, tenant.id, lock=False)
-        view = await _view(request, connection, row)
-    return web.json_response(view)
+        return await _view(request, connection, row)
+
+    return web.json_response(await transact(request.app[ENGINE], work))
 
 
 async def deposit(request: web.Request) -> web.Response:
@@ -264,20 +271,18 @@ async def deposit(request: web.Request) -> web.Response:
     dep_id = _id(request, "deployment")
     body: Deposit = await read_body(request, Deposit)
     height, settings = request.app[CLOCK].height(), request.app[SETTINGS]
-    async with request.app[ENGINE].begin() as connection:
+
+    async def work(connection: AsyncConnection) -> dict[str, Any]:
         await market.catch_up(connection, height, settings)
         row = await _owned(connection, dep_id, tenant.id, lock=True)
         try:
             await market.deposit(connection, row, body.amount, height, settings)
         except InsufficientBalance as exc:
-            held, needed = format_micro(exc.balance), format_micro(exc.amount)
-            raise ApiError(
-                409, "insufficient_balance", f"your balance is {held}, this needs {needed}",
-                "amount",
-            ) from None  # fmt: skip
+            raise _insufficient(exc, "amount") from None
         fresh = await _owned(connection, dep_id, tenant.id, lock=False)
-        view = await _view(request, connection, fresh)
-    return web.json_response(view)
+        return await _view(request, connection, fresh)
+
+    return web.json_response(await transact(request.app[ENGINE], work))
 
 
 async def close(request: web.Request) -> web.Response:
@@ -285,13 +290,15 @@ async def close(request: web.Request) -> web.Response:
     tenant = await _account(request, "tenant")
     dep_id = _id(request, "deployment")
     height, settings = request.app[CLOCK].height(), request.app[SETTINGS]
-    async with request.app[ENGINE].begin() as connection:
+
+    async def work(connection: AsyncConnection) -> dict[str, Any]:
         await market.catch_up(connection, height, settings)
         row = await _owned(connection, dep_id, tenant.id, lock=True)
         await market.close_deployment(connection, row, height, settings, CloseReason.TENANT_CLOSED)
         fresh = await _owned(connection, dep_id, tenant.id, lock=False)
-        view = await _view(request, connection, fresh)
-    return web.json_response(view)
+        return await _view(request, connection, fresh)
+
+    return web.json_response(await transact(request.app[ENGINE], work))
 
 
 async def deployment_bids(request: web.Request) -> web.Response:
@@ -330,10 +337,12 @@ async def accept(request: web.Request) -> web.Response:
     tenant = await _account(request, "tenant")
     bid_id = _id(request, "bid")
     height, settings = request.app[CLOCK].height(), request.app[SETTINGS]
-    async with request.app[ENGINE].begin() as connection:
+
+    async def work(connection: AsyncConnection) -> Any:
         lease_id = await market.accept_bid(connection, tenant.id, bid_id, height, settings)
-        row = (await connection.execute(select(leases).where(leases.c.id == lease_id))).one()
-    return web.json_response(_lease_view(row), status=201)
+        return (await connection.execute(select(leases).where(leases.c.id == lease_id))).one()
+
+    return web.json_response(_lease_view(await transact(request.app[ENGINE], work)), status=201)
 
 
 # --------------------------------------------------------------------------- providers
@@ -345,12 +354,15 @@ async def heartbeat(request: web.Request) -> web.Response:
     body: Heartbeat = await read_body(request, Heartbeat)
     c = body.capacity
     height = request.app[CLOCK].height()
-    async with request.app[ENGINE].begin() as connection:
+
+    async def work(connection: AsyncConnection) -> None:
         await market.heartbeat(
             connection, provider.id,
             Resources(cpu=c.cpu, memory=c.memory, storage=c.storage, gpu=c.gpu),
             body.attributes, body.gpu_models, height,
         )  # fmt: skip
+
+    await transact(request.app[ENGINE], work)
     return web.json_response({"provider_id": provider.id, "state": "online", "height": height})
 
 
@@ -376,12 +388,14 @@ async def place_bid(request: web.Request) -> web.Response:
     order_id = _id(request, "order")
     body: NewBid = await read_body(request, NewBid)
     height, settings = request.app[CLOCK].height(), request.app[SETTINGS]
-    async with request.app[ENGINE].begin() as connection:
+
+    async def work(connection: AsyncConnection) -> Any:
         bid_id = await market.place_bid(
             connection, provider.id, order_id, body.price, height, settings
         )
-        row = (await connection.execute(select(bids).where(bids.c.id == bid_id))).one()
-    return web.json_response(_bid_view(row), status=201)
+        return (await connection.execute(select(bids).where(bids.c.id == bid_id))).one()
+
+    return web.json_response(_bid_view(await transact(request.app[ENGINE], work)), status=201)
 
 
 async def withdraw_bid(request: web.Request) -> web.Response:
@@ -389,10 +403,12 @@ async def withdraw_bid(request: web.Request) -> web.Response:
     provider = await _account(request, "provider")
     bid_id = _id(request, "bid")
     height, settings = request.app[CLOCK].height(), request.app[SETTINGS]
-    async with request.app[ENGINE].begin() as connection:
+
+    async def work(connection: AsyncConnection) -> Any:
         await market.withdraw_bid(connection, provider.id, bid_id, height, settings)
-        row = (await connection.execute(select(bids).where(bids.c.id == bid_id))).one()
-    return web.json_response(_bid_view(row))
+        return (await connection.execute(select(bids).where(bids.c.id == bid_id))).one()
+
+    return web.json_response(_bid_view(await transact(request.app[ENGINE], work)))
 
 
 def _bid_view(row: Any) -> dict[str, Any]:

@@ -256,7 +256,8 @@ class _Writes:
                 .where(balances.c.account == bindparam("b_account"))
                 .where(balances.c.amount >= bindparam("b_amount"))
                 .values(amount=balances.c.amount - bindparam("b_amount")),
-                [{"b_account": k, "b_amount": v} for k, v in self.debits.items()],
+                # in account order, as every transaction takes them: no deadlock between rounds
+                [{"b_account": k, "b_amount": v} for k, v in sorted(self.debits.items())],
             )
             # every debit was planned within its escrow, so each must match its row; if one did
             # not, raising rolls the whole transaction back rather than create money
@@ -270,7 +271,7 @@ class _Writes:
                     index_elements=[balances.c.account],
                     set_={"amount": balances.c.amount + statement.excluded.amount},
                 ),
-                [{"account": k, "amount": v} for k, v in self.credits.items()],
+                [{"account": k, "amount": v} for k, v in sorted(self.credits.items())],
             )
         if self.lease_updates:
             await connection.execute(
