@@ -1,0 +1,254 @@
+"""``kova``: the tenant's command line, a client of ``kova-live serve``'s API.
+
+The server and the token come from ``--server``/``--token``, the ``KOVA_SERVER``/``KOVA_TOKEN``
+environment variables, or the config file ``kova login`` writes (``$KOVA_CONFIG``, default
+``~/.config/kova/config.json``). Amounts are written in units (``--deposit 150`` is 150 units)
+and shown in units; the API itself counts micro-units. A refusal from the server is shown as one
+line with the field it names, and exits with status 1; a usage error exits with 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from kova_core import InvalidAmount, format_micro, parse_amount
+
+__all__ = ["main"]
+
+console = Console()
+
+
+def config_path() -> Path:
+    """Where ``kova login`` keeps the server and the token."""
+    default = Path.home() / ".config" / "kova" / "config.json"
+    return Path(os.environ.get("KOVA_CONFIG", default))
+
+
+def _load_config() -> dict[str, str]:
+    try:
+        data = json.loads(config_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+class Api:
+    """The server, as the CLI talks to it."""
+
+    def __init__(self, server: str | None, token: str | None) -> None:
+        saved = _load_config()
+        self.server = (server or saved.get("server") or "").rstrip("/")
+        self.token = token or saved.get("token")
+        if not self.server:
+            raise click.UsageError("no server: pass --server, set KOVA_SERVER, or run kova login")
+
+    def call(self, method: str, path: str, body: Any = None, *, auth: bool = True) -> Any:
+        headers = {}
+        if auth:
+            if not self.token:
+                raise click.UsageError("no token: pass --token, set KOVA_TOKEN, or run kova login")
+            headers["Authorization"] = f"Bearer {self.token}"
+        try:
+            response = httpx.request(
+                method, self.server + path, json=body, headers=headers, timeout=30
+            )
+        except httpx.TransportError as exc:
+            _refused(f"cannot reach {self.server}: {exc}")
+        try:
+            data = response.json()
+        except ValueError:
+            _refused(f"the server answered {response.status_code} without JSON")
+        if response.status_code >= 400:
+            error = data.get("error", {}) if isinstance(data, dict) else {}
+            field = f" ({error['field']})" if error.get("field") else ""
+            _refused(f"{error.get('message', response.reason_phrase)}{field}")
+        return data
+
+
+def _refused(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    raise SystemExit(1)
+
+
+def _units(micro: int | None) -> str:
+    return "-" if micro is None else format_micro(micro).rstrip("0").rstrip(".")
+
+
+def _amount(text: str, name: str) -> int:
+    try:
+        micro = parse_amount(text)
+    except InvalidAmount as exc:
+        raise click.BadParameter(str(exc), param_hint=name) from None
+    if micro <= 0:
+        raise click.BadParameter("must be greater than 0", param_hint=name)
+    return micro
+
+
+server_option = click.option("--server", envvar="KOVA_SERVER", help="The orchestrator's URL.")
+token_option = click.option("--token", envvar="KOVA_TOKEN", help="Your bearer token.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="kova")
+def main() -> None:
+    """Kova for tenants: deploy, choose bids, fund escrow, close."""
+
+
+@main.command()
+@click.option("--server", envvar="KOVA_SERVER", required=True, help="The orchestrator's URL.")
+@click.option("--token", envvar="KOVA_TOKEN", help="An existing token (else a new account).")
+@click.option("--name", default=lambda: os.environ.get("USER", "tenant"), show_default="$USER")
+def login(server: str, token: str | None, name: str) -> None:
+    """Save the server and a token; without a token, register a new tenant account."""
+    api = Api(server, token)
+    if token is None:
+        made = api.call("POST", "/v1/accounts", {"role": "tenant", "name": name}, auth=False)
+        api.token = made["token"]
+    me = api.call("GET", "/v1/accounts/me")
+    if me["role"] != "tenant":
+        _refused(f"that token belongs to a {me['role']}, not a tenant")
+    path = config_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"server": api.server, "token": api.token}) + "\n")
+    path.chmod(0o600)
+    click.echo(f"logged in to {api.server} as {me['account']} ({me['name']}); saved to {path}")
+
+
+@main.command()
+@server_option
+@token_option
+def balance(server: str | None, token: str | None) -> None:
+    """Your balance."""
+    me = Api(server, token).call("GET", "/v1/accounts/me")
+    click.echo(f"{me['account']} ({me['name']}): {_units(me['balance'])}")
+
+
+@main.command()
+@click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--deposit", required=True, help="Units to put in escrow, e.g. 150 or 2.5.")
+@server_option
+@token_option
+def deploy(manifest: Path, deposit: str, server: str | None, token: str | None) -> None:
+    """Deploy MANIFEST (Akash SDL YAML) with DEPOSIT units of escrow."""
+    micro = _amount(deposit, "--deposit")
+    text = manifest.read_text(encoding="utf-8", errors="replace")
+    dep = Api(server, token).call("POST", "/v1/deployments", {"manifest": text, "deposit": micro})
+    click.echo(
+        f"{dep['kind']} {dep['id']} created with {_units(dep['escrow'])} in escrow;"
+        f" {len(dep['orders'])} order(s) open for bids (see: kova bids {dep['id']})"
+    )
+
+
+@main.command()
+@click.argument("deployment", type=int)
+@server_option
+@token_option
+def bids(deployment: int, server: str | None, token: str | None) -> None:
+    """The open bids on DEPLOYMENT's orders."""
+    offers = Api(server, token).call("GET", f"/v1/deployments/{deployment}/bids")["bids"]
+    if not offers:
+        click.echo(f"no open bids on deployment {deployment} yet")
+        return
+    table = Table(title=f"bids on deployment {deployment}")
+    for column in ("bid", "order", "provider", "price / block", "reputation", "response"):
+        table.add_column(column, justify="right")
+    for b in sorted(offers, key=lambda b: (b["order_id"], b["price"], b["id"])):
+        table.add_row(
+            str(b["id"]), str(b["order_id"]), str(b["provider_id"]), _units(b["price"]),
+            f"{b['reputation']:.2f} ({b['completed']} done, {b['failed']} failed)",
+            f"{b['response_time']} blocks",
+        )  # fmt: skip
+    console.print(table)
+
+
+@main.command()
+@click.argument("bid", type=int)
+@server_option
+@token_option
+def accept(bid: int, server: str | None, token: str | None) -> None:
+    """Accept BID: its provider's lease starts now."""
+    lease = Api(server, token).call("POST", f"/v1/bids/{bid}/accept")
+    click.echo(
+        f"lease {lease['id']} started at block {lease['created_at']}:"
+        f" provider {lease['provider_id']} at {_units(lease['price'])} per block"
+    )
+
+
+@main.command()
+@click.argument("deployment", type=int, required=False)
+@server_option
+@token_option
+def status(deployment: int | None, server: str | None, token: str | None) -> None:
+    """Your deployments, or one DEPLOYMENT in detail."""
+    api = Api(server, token)
+    if deployment is None:
+        items = api.call("GET", "/v1/deployments")["deployments"]
+        table = Table(title="your deployments")
+        for column in ("id", "kind", "state", "created", "escrow"):
+            table.add_column(column, justify="right")
+        for d in items:
+            table.add_row(
+                str(d["id"]), d["kind"], d["state"], str(d["created_at"]), _units(d["escrow"])
+            )
+        console.print(table)
+        return
+    d = api.call("GET", f"/v1/deployments/{deployment}")
+    pause = f", pauses at block {d['pauses_at']} unless topped up" if d["pauses_at"] else ""
+    click.echo(f"{d['kind']} {d['id']}: {d['state']}")
+    click.echo(
+        f"escrow {_units(d['escrow'])}, burning {_units(d['burn_rate'])} per block{pause};"
+        f" paid {_units(d['total_paid'])} for {d['blocks_paid']} blocks; debt {_units(d['debt'])}"
+    )
+    table = Table(title="orders and leases")
+    for column in ("order", "service", "state", "lease", "provider", "price", "lease state"):
+        table.add_column(column)
+    leases = {lease["order_id"]: lease for lease in d["leases"]}
+    for o in d["orders"]:
+        lease = leases.get(o["id"])
+        table.add_row(
+            str(o["id"]), f"{o['service']}#{o['replica']}", o["state"],
+            str(lease["id"]) if lease else "-", str(lease["provider_id"]) if lease else "-",
+            _units(lease["price"]) if lease else "-", lease["state"] if lease else "-",
+        )  # fmt: skip
+    console.print(table)
+
+
+@main.command("deposit")
+@click.argument("deployment", type=int)
+@click.argument("amount")
+@server_option
+@token_option
+def deposit_command(deployment: int, amount: str, server: str | None, token: str | None) -> None:
+    """Add AMOUNT units to DEPLOYMENT's escrow (a paused deployment resumes once its debt is
+    covered)."""
+    micro = _amount(amount, "AMOUNT")
+    d = Api(server, token).call(
+        "POST", f"/v1/deployments/{deployment}/deposit", {"amount": micro}
+    )
+    click.echo(f"deployment {d['id']}: {d['state']}, escrow {_units(d['escrow'])}")
+
+
+@main.command()
+@click.argument("deployment", type=int)
+@server_option
+@token_option
+def close(deployment: int, server: str | None, token: str | None) -> None:
+    """Close DEPLOYMENT: leases are settled to now and the rest of the escrow comes back."""
+    d = Api(server, token).call("POST", f"/v1/deployments/{deployment}/close")
+    click.echo(
+        f"deployment {d['id']} closed at block {d['closed_at']}; paid {_units(d['total_paid'])}"
+        f" in all, written off {_units(d['written_off'])}"
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

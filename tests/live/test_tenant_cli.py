@@ -1,0 +1,102 @@
+"""``kova``, the tenant's CLI, as a process against a real server (SQLite and PostgreSQL):
+login, deploy, bids, accept, status, deposit, close; refusals as one readable line."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import credit
+from .test_lifecycle import MANIFEST
+
+
+def kova(config, *args, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "kova_live.tenant_cli", *map(str, args)],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "KOVA_CONFIG": str(config), **(env or {})},
+    )  # fmt: skip
+
+
+@pytest.fixture
+def tenant(server, tmp_path):
+    config = tmp_path / "config.json"
+    result = kova(config, "login", "--server", server.url, "--name", "carol")
+    assert result.returncode == 0, result.stderr
+    assert "logged in" in result.stdout and oct(config.stat().st_mode)[-3:] == "600"
+    account = result.stdout.split(" as ")[1].split(" ")[0]
+    credit(server.database_url, account, 500_000_000)
+    return config
+
+
+def test_a_tenants_day(server, tenant, tmp_path):
+    manifest = tmp_path / "web.yaml"
+    manifest.write_text(MANIFEST)
+    assert "500" in kova(tenant, "balance").stdout
+    made = kova(tenant, "deploy", manifest, "--deposit", "150")
+    assert made.returncode == 0, made.stderr
+    dep_id = made.stdout.split()[1]
+    assert "150 in escrow" in made.stdout
+    assert "no open bids" in kova(tenant, "bids", dep_id).stdout
+
+    provider = server.client.post("/v1/accounts", json={"role": "provider", "name": "p"}).json()
+    headers = {"Authorization": f"Bearer {provider['token']}"}
+    server.client.post("/v1/providers/heartbeat", headers=headers, json={
+        "capacity": {"cpu": 4000, "memory": 2**33, "storage": 2**36, "gpu": 0}})
+    shown = server.client.get(f"/v1/deployments/{dep_id}", headers={"Authorization": f"Bearer {_token(tenant)}"})
+    order_id = shown.json()["orders"][0]["id"]
+    bid = server.client.post(f"/v1/orders/{order_id}/bids", headers=headers, json={"price": 25_000}).json()
+
+    table = kova(tenant, "bids", dep_id)
+    assert table.returncode == 0 and "0.025" in table.stdout and "0.50" in table.stdout
+    accepted = kova(tenant, "accept", bid["id"])
+    assert accepted.returncode == 0 and "at 0.025 per block" in accepted.stdout
+    detail = kova(tenant, "status", dep_id)
+    assert "active" in detail.stdout and "burning 0.025 per block" in detail.stdout
+    assert dep_id in kova(tenant, "status").stdout
+    topped = kova(tenant, "deposit", dep_id, "10")
+    assert topped.returncode == 0, topped.stderr
+    escrow = float(topped.stdout.split("escrow ")[1])
+    assert 150 < escrow <= 160  # 150 + 10, less what rounds have paid since the lease began
+    closed = kova(tenant, "close", dep_id)
+    assert closed.returncode == 0 and f"deployment {dep_id} closed" in closed.stdout
+
+
+def _token(config):
+    import json
+
+    return json.loads(config.read_text())["token"]
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "message"),
+    [
+        (["status", "999999"], 1, "error: no deployment 999999"),
+        (["accept", "999999"], 1, "error: no bid with id 999999"),
+        (["deposit", "1", "-5"], 2, "AMOUNT"),
+        (["deposit", "1", "0.0000001"], 2, "finer than one micro-unit"),
+        (["deploy", "nope.yaml", "--deposit", "1"], 2, "does not exist"),
+    ],
+)
+def test_refusals_are_one_readable_line(tenant, args, status, message):
+    result = kova(tenant, *args)
+    assert result.returncode == status, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_bad_manifest_names_the_field(tenant, tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text('version: "2.0"\nservices: {}\n')
+    result = kova(tenant, "deploy", broken, "--deposit", "1")
+    assert result.returncode == 1 and "(manifest." in result.stderr
+
+
+def test_without_a_server_it_says_how_to_get_one(tmp_path):
+    result = kova(tmp_path / "none.json", "status", env={"KOVA_SERVER": "", "KOVA_TOKEN": ""})
+    assert result.returncode == 2 and "kova login" in result.stderr
+
+
+def test_an_unreachable_server_is_one_line(tmp_path):
+    result = kova(tmp_path / "none.json", "status", "--server", "http://127.0.0.1:9", "--token", "x")
+    assert result.returncode == 1 and "cannot reach http://127.0.0.1:9" in result.stderr
