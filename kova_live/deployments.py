@@ -25,6 +25,7 @@ from kova_core import (
     escrow_account,
     format_micro,
     parse_manifest,
+    provider_matches,
     reputation_score,
 )
 
@@ -432,3 +433,95 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/orders", open_orders)
     app.router.add_post("/v1/orders/{id}/bids", place_bid)
     app.router.add_delete("/v1/bids/{id}", withdraw_bid)
+    add_more_routes(app)
+
+
+# --------------------------------------------------------------------------- more views
+
+
+async def candidates(request: web.Request) -> web.Response:
+    """Who could serve one of the tenant's orders, and for the others, why not: the answer to
+    "why are there no bids?" (offline, placement attributes, free capacity)."""
+    tenant = await _account(request, "tenant")
+    order_id = _id(request, "order")
+    async with request.app[ENGINE].connect() as connection:
+        order = (await connection.execute(select(orders).where(orders.c.id == order_id))).first()
+        if order is None:
+            raise ApiError(404, "not_found", f"no order {order_id}")
+        await _owned(connection, order.deployment_id, tenant.id, lock=False)
+        spec = await market.order_spec(connection, order)
+        nodes = (
+            await connection.execute(select(provider_nodes).order_by(provider_nodes.c.provider_id))
+        ).all()
+        able, unable = [], []
+        for node in nodes:
+            reasons = []
+            if node.state != "online":
+                reasons.append(f"the provider is {node.state}")
+            mismatch = provider_matches(
+                spec, json.loads(node.attributes), frozenset(),
+                frozenset(json.loads(node.gpu_models)),
+            )  # fmt: skip
+            if mismatch:
+                reasons.append(f"placement: {mismatch}")
+            free = await market.free_capacity(connection, node)
+            if not spec.resources.fits_in(free):
+                reasons.append(f"capacity: {free} free, the order needs {spec.resources}")
+            if reasons:
+                unable.append({"provider_id": node.provider_id, "reasons": reasons})
+            else:
+                able.append(node.provider_id)
+    return web.json_response(
+        {
+            "order_id": order_id,
+            "providers": len(nodes),
+            "can_serve": len(able),
+            "candidates": able,
+            "cannot_serve": unable,
+        }
+    )
+
+
+async def my_leases(request: web.Request) -> web.Response:
+    """The calling provider's leases, newest first; ``state`` filters (active,
+    insufficient_funds, closed)."""
+    provider = await _account(request, "provider")
+    state = request.query.get("state")
+    if state is not None and state not in ("active", "insufficient_funds", "closed"):
+        raise ApiError(400, "invalid_field", "one of active, insufficient_funds, closed", "state")
+    query = select(leases).where(leases.c.provider_id == provider.id)
+    if state is not None:
+        query = query.where(leases.c.state == state)
+    async with request.app[ENGINE].connect() as connection:
+        rows = (await connection.execute(query.order_by(leases.c.id.desc()).limit(1000))).all()
+    return web.json_response({"leases": [_lease_view(r) for r in rows]})
+
+
+async def public_providers(request: web.Request) -> web.Response:
+    """Every provider that has sent a heartbeat: attributes, capacity, state and reputation
+    (public: no token needed)."""
+    async with request.app[ENGINE].connect() as connection:
+        rows = (
+            await connection.execute(select(provider_nodes).order_by(provider_nodes.c.provider_id))
+        ).all()
+    return web.json_response(
+        {
+            "providers": [
+                {
+                    "provider_id": r.provider_id, "state": r.state, "last_seen": r.last_seen,
+                    "capacity": _resources(r), "attributes": json.loads(r.attributes),
+                    "gpu_models": json.loads(r.gpu_models), "completed": r.completed,
+                    "failed": r.failed,
+                    "reputation": float(reputation_score(r.completed, r.failed)),
+                }
+                for r in rows
+            ]
+        }
+    )  # fmt: skip
+
+
+def add_more_routes(app: web.Application) -> None:
+    """Candidates, a provider's leases, the public list of providers."""
+    app.router.add_get("/v1/orders/{id}/candidates", candidates)
+    app.router.add_get("/v1/leases", my_leases)
+    app.router.add_get("/v1/providers", public_providers)

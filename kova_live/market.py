@@ -82,9 +82,12 @@ __all__ = [
     "close_deployment",
     "create_deployment",
     "deposit",
+    "free_capacity",
     "heartbeat",
     "locked_deployment",
+    "order_spec",
     "place_bid",
+    "provider_matches",
     "resume_if_covered",
     "withdraw_bid",
 ]

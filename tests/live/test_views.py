@@ -1,0 +1,65 @@
+"""Views that answer tenants' and providers' questions (SQLite and PostgreSQL): why no bids
+(candidates), a provider's leases, the public list of providers."""
+
+import yaml
+
+from .conftest import credit
+from .test_lifecycle import MANIFEST
+
+
+def register(server, role, name):
+    account = server.client.post("/v1/accounts", json={"role": role, "name": name}).json()
+    account["headers"] = {"Authorization": f"Bearer {account['token']}"}
+    return account
+
+
+def beat(server, provider, cpu, attributes=None):
+    server.client.post("/v1/providers/heartbeat", headers=provider["headers"], json={
+        "capacity": {"cpu": cpu, "memory": 2**34, "storage": 2**36, "gpu": 0},
+        "attributes": attributes or {},
+    })  # fmt: skip
+
+
+def test_candidates_say_who_could_serve_and_why_the_others_cannot(server):
+    tenant = register(server, "tenant", "t")
+    credit(server.database_url, tenant["account"], 10_000_000)
+    fits = register(server, "provider", "fits")
+    small = register(server, "provider", "small")
+    elsewhere = register(server, "provider", "elsewhere")
+    beat(server, fits, 4000, {"region": "eu"})
+    beat(server, small, 500, {"region": "eu"})
+    beat(server, elsewhere, 4000, {"region": "us"})
+    manifest = yaml.safe_load(MANIFEST)
+    manifest["profiles"]["placement"]["dc"]["attributes"] = {"region": "eu"}
+    dep = server.client.post("/v1/deployments", headers=tenant["headers"],
+                             json={"manifest": manifest, "deposit": 0}).json()  # fmt: skip
+    order_id = dep["orders"][0]["id"]
+    answer = server.client.get(f"/v1/orders/{order_id}/candidates", headers=tenant["headers"]).json()
+    assert fits["id"] in answer["candidates"]
+    reasons = {c["provider_id"]: " ".join(c["reasons"]) for c in answer["cannot_serve"]}
+    assert "capacity" in reasons[small["id"]]
+    assert "placement" in reasons[elsewhere["id"]] and "region=eu" in reasons[elsewhere["id"]]
+    other = register(server, "tenant", "o")
+    assert server.client.get(f"/v1/orders/{order_id}/candidates",
+                             headers=other["headers"]).status_code == 404  # fmt: skip
+
+
+def test_a_provider_sees_its_own_leases_and_everyone_sees_providers(server):
+    tenant = register(server, "tenant", "t")
+    credit(server.database_url, tenant["account"], 10_000_000)
+    p, q = register(server, "provider", "p"), register(server, "provider", "q")
+    beat(server, p, 4000, {"tier": "gold"})
+    beat(server, q, 4000)
+    dep = server.client.post("/v1/deployments", headers=tenant["headers"],
+                             json={"manifest": MANIFEST, "deposit": 1_000_000}).json()  # fmt: skip
+    bid = server.client.post(f"/v1/orders/{dep['orders'][0]['id']}/bids", headers=p["headers"],
+                             json={"price": 1_000}).json()  # fmt: skip
+    lease = server.client.post(f"/v1/bids/{bid['id']}/accept", headers=tenant["headers"]).json()
+    mine = server.client.get("/v1/leases", headers=p["headers"]).json()["leases"]
+    assert [x["id"] for x in mine][:1] == [lease["id"]]
+    assert server.client.get("/v1/leases", headers=q["headers"]).json()["leases"] == []
+    assert server.client.get("/v1/leases", params={"state": "nope"},
+                             headers=p["headers"]).status_code == 400  # fmt: skip
+    assert server.client.get("/v1/leases", headers=tenant["headers"]).status_code == 403
+    public = {x["provider_id"]: x for x in server.client.get("/v1/providers").json()["providers"]}
+    assert public[p["id"]]["attributes"] == {"tier": "gold"} and public[p["id"]]["reputation"] == 0.5
