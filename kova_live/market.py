@@ -47,6 +47,7 @@ from kova_core import (
     PlacementMismatch,
     PriceAboveMax,
     ProviderOffline,
+    ProviderState,
     Resources,
     TransferReason,
     UnknownEntity,
@@ -562,32 +563,29 @@ async def resume_if_covered(
     return True
 
 
-async def close_deployment(
-    connection: AsyncConnection, dep: Any, height: int, settings: Settings, reason: CloseReason
+async def _close_leases(
+    connection: AsyncConnection,
+    dep_id: int,
+    live: list[Any],
+    height: int,
+    settings: Settings,
+    reason: CloseReason,
 ) -> None:
-    """Close a deployment: settle its leases to ``height`` (paying what escrow can, writing off
-    the rest, as ``plan_close`` decides), close leases, orders and their open bids, refund."""
-    new_state = transition("deployment", dep.id, DeploymentState(dep.state), "close")
-    live = (
-        await connection.execute(
-            select(leases)
-            .where(leases.c.deployment_id == dep.id, leases.c.state != "closed")
-            .order_by(leases.c.id)
-        )
-    ).all()
+    """Final settlement of some leases of one deployment, then close them (the core's
+    ``_close_leases``): escrow pays what ``plan_close`` gives, the rest is written off, and the
+    provider's record counts the lease as completed or failed, as ``reason`` says."""
     claims = [
         _claim(r, height) if r.state == LeaseState.ACTIVE
         else Claim(lease_id=r.id, provider_id=r.provider_id, amount=r.debt, start=r.debt_start,
                    end=r.debt_end, paid_before=r.total_paid)
         for r in live
     ]  # fmt: skip
-    escrow = escrow_account(dep.id)
     writes = _Writes(height)
     written_off = 0
-    plan = plan_close(await balance(connection, escrow), claims, settings.fee_bps)
+    plan = plan_close(await balance(connection, escrow_account(dep_id)), claims, settings.fee_bps)
     for row, payment in zip(live, plan, strict=True):
         transition("lease", row.id, LeaseState(row.state), "close")
-        writes.pay(dep.id, payment, TransferReason.CLOSE)
+        writes.pay(dep_id, payment, TransferReason.CLOSE)
         claim = payment.claim
         if payment.written_off == 0:
             blocks = claim.end - claim.start
@@ -615,6 +613,29 @@ async def close_deployment(
                 .values({counter.key: counter + 1})
             )
     await writes.apply(connection)
+    if written_off:
+        await connection.execute(
+            update(deployments)
+            .where(deployments.c.id == dep_id)
+            .values(written_off=deployments.c.written_off + written_off)
+        )
+
+
+async def close_deployment(
+    connection: AsyncConnection, dep: Any, height: int, settings: Settings, reason: CloseReason
+) -> None:
+    """Close a deployment: settle its leases to ``height`` (paying what escrow can, writing off
+    the rest, as ``plan_close`` decides), close leases, orders and their open bids, refund."""
+    new_state = transition("deployment", dep.id, DeploymentState(dep.state), "close")
+    live = (
+        await connection.execute(
+            select(leases)
+            .where(leases.c.deployment_id == dep.id, leases.c.state != "closed")
+            .order_by(leases.c.id)
+        )
+    ).all()
+    escrow = escrow_account(dep.id)
+    await _close_leases(connection, dep.id, live, height, settings, reason)
     open_orders = (
         await connection.execute(
             select(orders.c.id, orders.c.state).where(
@@ -637,10 +658,7 @@ async def close_deployment(
     await connection.execute(
         update(deployments)
         .where(deployments.c.id == dep.id)
-        .values(
-            state=new_state.value, closed_at=height, close_reason=reason.value,
-            written_off=dep.written_off + written_off,
-        )
+        .values(state=new_state.value, closed_at=height, close_reason=reason.value)
     )  # fmt: skip
     left = await balance(connection, escrow)
     if left:
@@ -719,3 +737,76 @@ async def locked_deployment(connection: AsyncConnection, deployment_id: int) -> 
     """A deployment's row, locked for this transaction (``None`` if there is none)."""
     query = select(deployments).where(deployments.c.id == deployment_id).with_for_update()
     return (await connection.execute(query)).first()
+
+
+# --------------------------------------------------------------------------- failures and expiry
+
+
+async def fail_provider(
+    connection: AsyncConnection, provider_id: int, height: int, settings: Settings
+) -> list[int]:
+    """A provider is lost (the core's ``fail_provider``): its open bids are withdrawn, each of
+    its leases is settled to ``height`` and closed as ``provider_lost`` (against its reputation),
+    and the lease's order opens for bids again. Returns the reopened orders' ids. Raises
+    :class:`kova_core.UnknownEntity`, :class:`kova_core.IllegalTransition` (already lost)."""
+    await catch_up(connection, height, settings)
+    nodes = select(provider_nodes).where(provider_nodes.c.provider_id == provider_id)
+    node = (await connection.execute(nodes.with_for_update())).first()
+    if node is None:
+        raise UnknownEntity("provider", provider_id)
+    lost = transition("provider", provider_id, ProviderState(node.state), "fail")
+    await connection.execute(
+        update(provider_nodes)
+        .where(provider_nodes.c.provider_id == provider_id)
+        .values(state=lost.value)
+    )
+    await connection.execute(
+        update(bids)
+        .where(bids.c.provider_id == provider_id, bids.c.state == "open")
+        .values(state=BidState.WITHDRAWN.value)
+    )
+    live = (
+        await connection.execute(
+            select(leases.c.id)
+            .where(leases.c.provider_id == provider_id, leases.c.state != "closed")
+            .order_by(leases.c.id)
+        )
+    ).scalars().all()
+    reopened = []
+    for lease_id in live:
+        row = (await connection.execute(select(leases).where(leases.c.id == lease_id))).one()
+        await locked_deployment(connection, row.deployment_id)
+        await _close_leases(
+            connection, row.deployment_id, [row], height, settings, CloseReason.PROVIDER_LOST
+        )
+        state = await connection.scalar(select(orders.c.state).where(orders.c.id == row.order_id))
+        again = transition("order", row.order_id, OrderState(state), "reopen")
+        await connection.execute(
+            update(orders).where(orders.c.id == row.order_id).values(state=again.value)
+        )
+        reopened.append(row.order_id)
+    return reopened
+
+
+async def expire_order(
+    connection: AsyncConnection, order_id: int, height: int, settings: Settings
+) -> None:
+    """Give up on an open order (the core's ``expire_order``): it closes as ``expired`` and its
+    open bids are lost. Raises :class:`kova_core.UnknownEntity`,
+    :class:`kova_core.IllegalTransition` (not open)."""
+    await catch_up(connection, height, settings)
+    the_order = select(orders).where(orders.c.id == order_id)
+    order = (await connection.execute(the_order.with_for_update())).first()
+    if order is None:
+        raise UnknownEntity("order", order_id)
+    closed = transition("order", order.id, OrderState(order.state), "expire")
+    await connection.execute(
+        update(orders)
+        .where(orders.c.id == order.id)
+        .values(state=closed.value, closed_at=height, close_reason=CloseReason.EXPIRED.value)
+    )
+    await connection.execute(
+        update(bids)
+        .where(bids.c.order_id == order.id, bids.c.state == "open")
+        .values(state=BidState.LOST.value)
+    )

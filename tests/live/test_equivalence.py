@@ -101,8 +101,9 @@ class Twin:
     async def step(self):
         rng, market, h = self.rng, self.market, self.height
         action = rng.choices(
-            ["credit", "deploy", "bid", "accept", "deposit", "close", "wait"],
-            weights=[1, 2, 4, 3, 2, 1, 4],
+            ["credit", "deploy", "bid", "accept", "deposit", "close", "wait", "fail", "recover",
+             "expire"],
+            weights=[1, 2, 4, 3, 3, 1, 4, 0.3, 1, 0.3],
         )[0]
         if action == "credit":
             core_t, sql_t = rng.choice(self.tenants)
@@ -134,7 +135,8 @@ class Twin:
                 self.deps[created.deployment_id] = made[0]
                 self.orders.update(zip(opened, made[1], strict=True))
         elif action == "bid" and market.orders:
-            order_id = rng.choice(list(market.orders))
+            open_now = [o.id for o in market.open_orders()]
+            order_id = rng.choice(open_now if open_now and rng.random() < 0.8 else list(market.orders))
             core_p, sql_p = rng.choice(self.providers)
             price = rng.choice([300_000, 500_000, 1_000_000, 1_500_000])
             events, made = await self.both(
@@ -178,6 +180,28 @@ class Twin:
                 await sql.close_deployment(c, await sql.locked_deployment(c, self.deps[dep_id]), h,
                                            self.settings, sql.CloseReason.TENANT_CLOSED)
             await self.both("close", lambda: market.close_deployment(dep_id, h), close)
+        elif action == "fail":
+            core_p, sql_p = rng.choice(self.providers)
+            await self.both(
+                "fail",
+                lambda: market.fail_provider(core_p, h),
+                lambda c: sql.fail_provider(c, sql_p, h, self.settings),
+            )
+        elif action == "recover":
+            lost = [(c, s) for c, s in self.providers if str(market.providers[c].state) == "lost"]
+            if lost:
+                core_p, sql_p = rng.choice(lost)
+                market.recover_provider(core_p, h)
+                async with self.engine.begin() as c:  # the agent's heartbeat brings it back
+                    await sql.catch_up(c, h, self.settings)
+                    await sql.heartbeat(c, sql_p, BOX, {}, [], h)
+        elif action == "expire" and market.orders:
+            order_id = rng.choice(list(market.orders))
+            await self.both(
+                "expire",
+                lambda: market.expire_order(order_id, h),
+                lambda c: sql.expire_order(c, self.orders[order_id], h, self.settings),
+            )
         else:
             self.height += rng.choice([1, 7, 30, 59, 60, 61, 150, 400])
 
@@ -210,7 +234,7 @@ def test_the_database_market_is_the_core_market(database_url, seed, fee_bps):
         try:
             twin = Twin(engine, fee_bps, random.Random(seed))
             await twin.add_accounts(tenants=3, providers=3)
-            for _ in range(400):
+            for _ in range(500):
                 await twin.step()
             return twin, *(await twin.ledgers())
         finally:
@@ -222,5 +246,6 @@ def test_the_database_market_is_the_core_market(database_url, seed, fee_bps):
     reasons = {t[4] for t in core}
     # the history reached the interesting places
     assert {"settlement", "debt", "close", "refund"} <= reasons
+    assert ("fail", None) in outcomes and ("expire", None) in outcomes
     assert ("accept", None) in outcomes and ("bid", None) in outcomes
     assert any(error for _, error in outcomes)
