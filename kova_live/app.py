@@ -30,6 +30,7 @@ from .db import retriable, transact
 from .ledger import balance
 from .market import Settings, catch_up
 from .schema import accounts, transfers
+from .work import WorkSettings, worker_loop
 
 __all__ = ["ApiError", "RequestBody", "core_error", "create_app", "hash_token"]
 
@@ -37,6 +38,7 @@ MAX_BODY = 1024 * 1024  # bytes; larger requests get 413
 ENGINE: web.AppKey[AsyncEngine] = web.AppKey("engine", AsyncEngine)
 CLOCK: web.AppKey[BlockClock] = web.AppKey("clock", BlockClock)
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
+WORK: web.AppKey[WorkSettings] = web.AppKey("work", WorkSettings)
 
 log = logging.getLogger("kova_live")
 
@@ -319,19 +321,30 @@ async def settlement_loop(app: web.Application) -> None:
         await asyncio.sleep(clock.seconds_until(next_round) + 0.001)
 
 
-def create_app(engine: AsyncEngine, clock: BlockClock, settings: Settings) -> web.Application:
+def create_app(
+    engine: AsyncEngine,
+    clock: BlockClock,
+    settings: Settings,
+    work: WorkSettings | None = None,
+) -> web.Application:
     """The application, on an engine whose database is at the newest schema."""
     app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY)
     app[ENGINE] = engine
     app[CLOCK] = clock
     app[SETTINGS] = settings
+    app[WORK] = work or WorkSettings()
 
     async def rounds(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(settlement_loop(app))
+        tasks = [
+            asyncio.create_task(settlement_loop(app)),
+            asyncio.create_task(worker_loop(engine, clock, settings, app[WORK])),
+        ]
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     app.cleanup_ctx.append(rounds)
     app.router.add_get("/healthz", healthz)

@@ -32,6 +32,7 @@ from .db import (
 from .ledger import balance, move
 from .market import Settings
 from .schema import accounts
+from .work import WorkSettings
 
 __all__ = ["main"]
 
@@ -99,8 +100,28 @@ def migrate_command(data_dir: Path, database_url: str | None) -> None:
     type=click.FloatRange(0.001, 3600),
     help="Length of a block (1 s in production; shorter for tests and demos).",
 )
+@click.option(
+    "--order-expiry",
+    default=3600,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Blocks an order waits for a first bid before it is given up.",
+)
+@click.option(
+    "--heartbeat-grace",
+    default=75,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Blocks without a heartbeat after which a provider is lost (its leases fail).",
+)
 def serve(
-    data_dir: Path, database_url: str | None, host: str, port: int, block_seconds: float
+    data_dir: Path,
+    database_url: str | None,
+    host: str,
+    port: int,
+    block_seconds: float,
+    order_expiry: int,
+    heartbeat_grace: int,
 ) -> None:
     """Run the orchestrator: the API and the block clock, in one process."""
     url = _url(data_dir, database_url)
@@ -120,6 +141,7 @@ def serve(
         async_engine(url),
         clock,
         Settings(settlement_interval=settings.settlement_interval, fee_bps=settings.fee_bps),
+        WorkSettings(order_expiry=order_expiry, heartbeat_grace=heartbeat_grace),
     )
     click.echo(f"kova-live: height {clock.height()}, serving on http://{host}:{port}", err=True)
     web.run_app(app, host=host, port=port, print=None, access_log=None)

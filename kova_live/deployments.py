@@ -30,10 +30,11 @@ from kova_core import (
 )
 
 from . import market
-from .app import CLOCK, ENGINE, SETTINGS, ApiError, RequestBody, authenticate, read_body
+from .app import CLOCK, ENGINE, SETTINGS, WORK, ApiError, RequestBody, authenticate, read_body
 from .db import transact
 from .ledger import balance
 from .schema import bids, deployments, leases, orders, provider_nodes
+from .work import enqueue
 
 __all__ = ["add_routes"]
 
@@ -222,6 +223,10 @@ async def create_deployment(request: web.Request) -> web.Response:
             )
         except InsufficientBalance as exc:
             raise _insufficient(exc, "deposit") from None
+        expiry = height + request.app[WORK].order_expiry
+        made = await connection.execute(select(orders.c.id).where(orders.c.deployment_id == dep_id))
+        for order_id in made.scalars():
+            await enqueue(connection, "expire_order", order_id, expiry, height)
         fresh = await _owned(connection, dep_id, tenant.id, lock=False)
         return await _view(request, connection, fresh)
 

@@ -33,6 +33,7 @@ __all__ = [
     "provider_nodes",
     "settlement_rounds",
     "transfers",
+    "work_queue",
 ]
 
 metadata = MetaData(
@@ -231,3 +232,19 @@ settlement_rounds = Table(
     Column("amount_paid", BigInteger, nullable=False),
 )
 """One row per settlement round run; the height is the key, so no round runs twice."""
+
+work_queue = Table(
+    "work_queue",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("subject_id", BigInteger, nullable=True),  # the order, provider ... it is about
+    Column("run_at", BigInteger, nullable=False),  # height at which it is due
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    CheckConstraint("state IN ('pending', 'done')", name="state_known"),
+    Index(None, "state", "run_at"),
+)
+"""Background work, enqueued in the same transaction as the change that asks for it."""

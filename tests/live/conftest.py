@@ -84,7 +84,11 @@ def kova_live(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
 class Server:
     """A ``kova-live serve`` process on a loopback port."""
 
-    def __init__(self, database_url: str, data_dir: Path, block_seconds: float = 0.05) -> None:
+    def __init__(
+        self, database_url: str, data_dir: Path, block_seconds: float = 0.05, *extra: str
+    ) -> None:
+        """``extra`` flags go to ``kova-live serve``; unless they say otherwise, providers are
+        never lost for missed heartbeats (tests that want that pass ``--heartbeat-grace``)."""
         self.database_url = database_url
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -96,6 +100,7 @@ class Server:
                 sys.executable, "-m", "kova_live", "serve",
                 "--database-url", database_url, "--data-dir", str(data_dir),
                 "--port", str(self.port), "--block-seconds", str(block_seconds),
+                *(extra or ("--heartbeat-grace", "100000000")),
             ],
             stdout=self._log_file,
             stderr=subprocess.STDOUT,

@@ -1,0 +1,176 @@
+"""Background work from a durable queue (the ``work_queue`` table).
+
+Work is enqueued in the same transaction as the change that asks for it, so neither can exist
+without the other: creating a deployment enqueues the expiry of each of its orders. A worker
+loop in the server takes due items (``FOR UPDATE SKIP LOCKED`` on PostgreSQL) and runs each in
+its own transaction, which also marks it done; an item whose transaction fails is retried later
+with its error recorded. A server that was down finds its due work still in the queue.
+
+Kinds:
+
+- ``expire_order``: an order nobody bid on is given up (``expired``) once its time is over. An
+  order with bids is left for its tenant to choose from.
+- ``sweep_providers``: providers whose agent has not sent a heartbeat within the grace period
+  are lost: their leases fail and their orders reopen (the core's ``fail_provider``). Each sweep
+  enqueues the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from kova_core import KovaError
+
+from . import market
+from .clock import BlockClock
+from .db import transact
+from .schema import bids, orders, provider_nodes, work_queue
+
+__all__ = ["WorkSettings", "enqueue", "run_due", "worker_loop"]
+
+log = logging.getLogger("kova_live.work")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkSettings:
+    """How long an order waits for a first bid, and how long a provider may stay silent."""
+
+    order_expiry: int = 3600  # blocks
+    heartbeat_grace: int = 75  # blocks: five missed 15 s polls
+    sweep_every: int = 15  # blocks between sweeps for lost providers
+
+
+async def enqueue(
+    connection: AsyncConnection, kind: str, subject_id: int | None, run_at: int, height: int
+) -> None:
+    """Add an item, in the caller's transaction."""
+    await connection.execute(
+        insert(work_queue).values(
+            kind=kind, subject_id=subject_id, run_at=run_at, state="pending", attempts=0,
+            created_at=height,
+        )
+    )  # fmt: skip
+
+
+async def _expire_order(
+    connection: AsyncConnection, order_id: int, height: int, settings: market.Settings
+) -> None:
+    state = await connection.scalar(select(orders.c.state).where(orders.c.id == order_id))
+    has_bids = await connection.scalar(
+        select(bids.c.id).where(bids.c.order_id == order_id, bids.c.state == "open").limit(1)
+    )
+    if state == "open" and has_bids is None:
+        await market.expire_order(connection, order_id, height, settings)
+
+
+async def _sweep(
+    connection: AsyncConnection, height: int, settings: market.Settings, work: WorkSettings
+) -> None:
+    silent = (
+        await connection.execute(
+            select(provider_nodes.c.provider_id)
+            .where(provider_nodes.c.state == "online")
+            .where(provider_nodes.c.last_seen < height - work.heartbeat_grace)
+            .order_by(provider_nodes.c.provider_id)
+        )
+    ).scalars().all()
+    for provider_id in silent:
+        await market.fail_provider(connection, provider_id, height, settings)
+        log.info("provider %s lost: no heartbeat since before block %s", provider_id, height)
+    await enqueue(connection, "sweep_providers", None, height + work.sweep_every, height)
+
+
+async def ensure_sweep(engine: AsyncEngine, height: int) -> None:
+    """Make sure one provider sweep is pending (the first start of a network enqueues it)."""
+
+    async def work(connection: AsyncConnection) -> None:
+        pending = await connection.scalar(
+            select(work_queue.c.id)
+            .where(work_queue.c.kind == "sweep_providers", work_queue.c.state == "pending")
+            .limit(1)
+        )
+        if pending is None:
+            await enqueue(connection, "sweep_providers", None, height, height)
+
+    await transact(engine, work)
+
+
+async def run_due(
+    engine: AsyncEngine, height: int, settings: market.Settings, work: WorkSettings
+) -> int:
+    """Run every item due at ``height``; return how many were done."""
+    async with engine.connect() as connection:
+        due = (
+            await connection.execute(
+                select(work_queue.c.id)
+                .where(work_queue.c.state == "pending", work_queue.c.run_at <= height)
+                .order_by(work_queue.c.run_at, work_queue.c.id)
+                .limit(100)
+            )
+        ).scalars().all()
+    done = 0
+    for item_id in due:
+
+        async def one(connection: AsyncConnection, item_id: int = item_id) -> bool:
+            claim = select(work_queue).where(work_queue.c.id == item_id)
+            if connection.dialect.name == "postgresql":
+                claim = claim.with_for_update(skip_locked=True)
+            item = (await connection.execute(claim)).first()
+            if item is None or item.state != "pending":
+                return False  # another worker has it, or did it
+            await market.catch_up(connection, height, settings)
+            try:
+                if item.kind == "expire_order":
+                    await _expire_order(connection, item.subject_id, height, settings)
+                elif item.kind == "sweep_providers":
+                    await _sweep(connection, height, settings, work)
+                else:
+                    raise ValueError(f"unknown kind of work {item.kind!r}")
+            except KovaError as exc:  # the world moved on (order closed, provider gone): done
+                log.info("work %s (%s) had nothing to do: %s", item.id, item.kind, exc)
+            await connection.execute(
+                update(work_queue).where(work_queue.c.id == item.id).values(state="done")
+            )
+            return True
+
+        try:
+            done += await transact(engine, one)
+        except Exception as exc:
+            log.exception("work item %s failed; will retry", item_id)
+            error = f"{type(exc).__name__}: {exc}"[:2000]
+
+            async def failed(
+                connection: AsyncConnection, item_id: int = item_id, error: str = error
+            ) -> None:
+                await connection.execute(
+                    update(work_queue)
+                    .where(work_queue.c.id == item_id)
+                    .values(
+                        attempts=work_queue.c.attempts + 1, last_error=error, run_at=height + 10
+                    )
+                )
+
+            await transact(engine, failed)
+    return done
+
+
+async def worker_loop(
+    engine: AsyncEngine, clock: BlockClock, settings: market.Settings, work: WorkSettings
+) -> None:
+    """Run due work every block, for as long as the server runs."""
+    await ensure_sweep(engine, clock.height())
+    while True:
+        height = clock.height()
+        try:
+            await run_due(engine, height, settings, work)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the database is away: log it, the work waits in the queue
+            log.exception("cannot reach the work queue; retrying")
+            await asyncio.sleep(1)
+        await asyncio.sleep(max(0.05, clock.seconds_until(height + 1)))

@@ -1,0 +1,129 @@
+"""Background work from the durable queue (SQLite and PostgreSQL): orders nobody bid on expire,
+silent providers are lost (their leases fail, their orders reopen), and work enqueued before a
+kill -9 is still done after the restart."""
+
+import asyncio
+import signal
+import time
+
+import pytest
+from sqlalchemy import select
+
+from kova_live.db import async_engine
+from kova_live.schema import work_queue
+
+from .conftest import Server, credit, fresh_database
+from .test_lifecycle import MANIFEST
+
+BOX = {"cpu": 4000, "memory": 2**34, "storage": 2**36, "gpu": 0}
+
+
+def register(server, role, name):
+    account = server.client.post("/v1/accounts", json={"role": role, "name": name}).json()
+    account["headers"] = {"Authorization": f"Bearer {account['token']}"}
+    return account
+
+
+def wait_for(predicate, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request):
+    return request.param
+
+
+def test_orders_nobody_bid_on_expire_and_the_others_wait(backend, tmp_path):
+    with fresh_database(backend, tmp_path) as url:
+        s = Server(url, tmp_path / "data", 0.02, "--order-expiry", "25",
+                   "--heartbeat-grace", "100000000")  # fmt: skip
+        try:
+            tenant, provider = register(s, "tenant", "t"), register(s, "provider", "p")
+            credit(url, tenant["account"], 10_000_000)
+            s.client.post("/v1/providers/heartbeat", headers=provider["headers"], json={"capacity": BOX})
+            lonely = s.client.post("/v1/deployments", headers=tenant["headers"],
+                                   json={"manifest": MANIFEST, "deposit": 1_000}).json()  # fmt: skip
+            wanted = s.client.post("/v1/deployments", headers=tenant["headers"],
+                                   json={"manifest": MANIFEST, "deposit": 1_000}).json()  # fmt: skip
+            s.client.post(f"/v1/orders/{wanted['orders'][0]['id']}/bids", headers=provider["headers"],
+                          json={"price": 1_000})  # fmt: skip
+
+            def order(dep):
+                return s.client.get(f"/v1/deployments/{dep['id']}", headers=tenant["headers"]).json()["orders"][0]
+
+            expired = wait_for(lambda: (o := order(lonely))["state"] == "closed" and o)
+            assert expired["close_reason"] == "expired"
+            assert expired["closed_at"] >= lonely["created_at"] + 25
+            assert order(wanted)["state"] == "open"  # it has a bid: its tenant may still choose
+        finally:
+            s.stop()
+
+
+def test_a_silent_provider_is_lost_and_its_orders_reopen(backend, tmp_path):
+    with fresh_database(backend, tmp_path) as url:
+        s = Server(url, tmp_path / "data", 0.02, "--heartbeat-grace", "15")  # 0.3 s of silence
+        try:
+            tenant, provider = register(s, "tenant", "t"), register(s, "provider", "p")
+            credit(url, tenant["account"], 10_000_000)
+            s.client.post("/v1/providers/heartbeat", headers=provider["headers"], json={"capacity": BOX})
+            dep = s.client.post("/v1/deployments", headers=tenant["headers"],
+                                json={"manifest": MANIFEST, "deposit": 1_000_000}).json()  # fmt: skip
+            bid = s.client.post(f"/v1/orders/{dep['orders'][0]['id']}/bids",
+                                headers=provider["headers"], json={"price": 1_000}).json()  # fmt: skip
+            assert s.client.post(f"/v1/bids/{bid['id']}/accept", headers=tenant["headers"]).status_code == 201
+
+            def view():
+                return s.client.get(f"/v1/deployments/{dep['id']}", headers=tenant["headers"]).json()
+
+            after = wait_for(lambda: (v := view())["leases"][0]["state"] == "closed" and v)
+            assert after["leases"][0]["close_reason"] == "provider_lost"
+            assert after["orders"][0]["state"] == "open"  # open for bids again
+            listed = {p["provider_id"]: p for p in s.client.get("/v1/providers").json()["providers"]}
+            assert listed[provider["id"]]["state"] == "lost" and listed[provider["id"]]["failed"] == 1
+            s.client.post("/v1/providers/heartbeat", headers=provider["headers"], json={"capacity": BOX})
+            listed = {p["provider_id"]: p for p in s.client.get("/v1/providers").json()["providers"]}
+            assert listed[provider["id"]]["state"] == "online"
+        finally:
+            s.stop()
+
+
+def test_work_enqueued_before_a_kill_is_done_after_the_restart(backend, tmp_path):
+    with fresh_database(backend, tmp_path) as url:
+        flags = ("--order-expiry", "60", "--heartbeat-grace", "100000000")
+        s = Server(url, tmp_path / "data", 0.05, *flags)  # the order expires 3 s after it opens
+        tenant = register(s, "tenant", "t")
+        credit(url, tenant["account"], 10_000_000)
+        dep = s.client.post("/v1/deployments", headers=tenant["headers"],
+                            json={"manifest": MANIFEST, "deposit": 0}).json()  # fmt: skip
+        s.process.send_signal(signal.SIGKILL)
+        s.process.wait()
+        s.stop()
+
+        async def pending():
+            engine = async_engine(url)
+            try:
+                async with engine.connect() as c:
+                    return (await c.execute(
+                        select(work_queue.c.kind, work_queue.c.subject_id)
+                        .where(work_queue.c.state == "pending", work_queue.c.kind == "expire_order")
+                    )).all()
+            finally:
+                await engine.dispose()
+
+        assert asyncio.run(pending()) == [("expire_order", dep["orders"][0]["id"])]
+        s = Server(url, tmp_path / "data", 0.05, *flags)
+        try:
+            def state():
+                return s.client.get(f"/v1/deployments/{dep['id']}",
+                                    headers=tenant["headers"]).json()["orders"][0]["state"]  # fmt: skip
+
+            wait_for(lambda: state() == "closed")
+            assert asyncio.run(pending()) == []
+        finally:
+            s.stop()
