@@ -29,6 +29,7 @@ from .clock import BlockClock
 from .db import retriable, transact
 from .ledger import balance
 from .market import Settings, catch_up
+from .metrics import METRICS, Metrics, metrics_middleware, serve_metrics
 from .schema import accounts, transfers
 from .work import WorkSettings, worker_loop
 
@@ -328,7 +329,8 @@ def create_app(
     work: WorkSettings | None = None,
 ) -> web.Application:
     """The application, on an engine whose database is at the newest schema."""
-    app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[metrics_middleware, json_errors], client_max_size=MAX_BODY)
+    app[METRICS] = Metrics()
     app[ENGINE] = engine
     app[CLOCK] = clock
     app[SETTINGS] = settings
@@ -348,6 +350,7 @@ def create_app(
 
     app.cleanup_ctx.append(rounds)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", serve_metrics)
     app.router.add_get("/v1/status", status)
     app.router.add_post("/v1/accounts", create_account)
     app.router.add_get("/v1/accounts/me", me)

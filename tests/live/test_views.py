@@ -63,3 +63,27 @@ def test_a_provider_sees_its_own_leases_and_everyone_sees_providers(server):
     assert server.client.get("/v1/leases", headers=tenant["headers"]).status_code == 403
     public = {x["provider_id"]: x for x in server.client.get("/v1/providers").json()["providers"]}
     assert public[p["id"]]["attributes"] == {"tier": "gold"} and public[p["id"]]["reputation"] == 0.5
+
+
+def test_metrics_in_prometheus_format(server):
+    tenant = register(server, "tenant", "t")
+    credit(server.database_url, tenant["account"], 10_000_000)
+    server.client.post("/v1/deployments", headers=tenant["headers"],
+                       json={"manifest": MANIFEST, "deposit": 2_000_000})  # fmt: skip
+    server.client.get("/v1/nothing")
+    response = server.client.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+    }
+    assert samples[("kova_accounts", (("role", "tenant"),))] >= 1
+    assert samples[("kova_orders", (("state", "open"),))] >= 1
+    assert samples[("kova_escrow_micro", ())] >= 2_000_000
+    assert samples[("kova_work_pending", ())] >= 1  # the order's expiry, at least
+    key = ("kova_http_requests_total", (("method", "POST"), ("route", "/v1/deployments"), ("status", "201")))
+    assert samples[key] >= 1
+    assert ("kova_http_requests_total", (("method", "GET"), ("route", "unmatched"), ("status", "404"))) in samples
