@@ -282,7 +282,7 @@ class Market:
         """
         kind, _, raw_id = account.partition(":")
         ids = {"tenant": self.tenants.keys(), "provider": self.providers.keys()}.get(kind)
-        if ids is None or not raw_id.isdigit() or int(raw_id) not in ids:
+        if ids is None or not (raw_id.isascii() and raw_id.isdigit()) or int(raw_id) not in ids:
             raise UnknownEntity("account", account)
         require_amount(amount, "amount", positive=True)
         self._advance(height)

@@ -30,6 +30,7 @@ from .db import retriable, transact
 from .ledger import balance
 from .market import Settings, catch_up
 from .metrics import METRICS, Metrics, metrics_middleware, serve_metrics
+from .openapi import serve_openapi
 from .schema import accounts, transfers
 from .work import WorkSettings, worker_loop
 
@@ -260,7 +261,7 @@ def _int_query(request: web.Request, name: str, default: int, low: int, high: in
     raw = request.query.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
         raise ApiError(400, "invalid_field", f"must be an integer from {low} to {high}", name)
     return int(raw)
 
@@ -351,6 +352,7 @@ def create_app(
     app.cleanup_ctx.append(rounds)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", serve_metrics)
+    app.router.add_get("/v1/openapi.json", serve_openapi)
     app.router.add_get("/v1/status", status)
     app.router.add_post("/v1/accounts", create_account)
     app.router.add_get("/v1/accounts/me", me)

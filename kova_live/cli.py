@@ -169,7 +169,7 @@ def credit(account: str, amount: str, data_dir: Path, database_url: str | None) 
     if micro == 0:
         _fail("AMOUNT: must be greater than 0")
     raw = account.removeprefix("tenant:")
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):
         _fail(f"ACCOUNT: expected a tenant id such as 3 or tenant:3, got {account!r}")
     url = _url(data_dir, database_url)
     try:

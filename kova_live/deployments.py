@@ -85,7 +85,7 @@ async def _account(request: web.Request, role: str) -> Any:
 
 def _id(request: web.Request, what: str) -> int:
     raw = request.match_info["id"]
-    if not raw.isdigit() or int(raw) > MAX_AMOUNT:
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_AMOUNT:
         raise ApiError(404, "not_found", f"no {what} {raw!r}")
     return int(raw)
 

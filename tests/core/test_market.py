@@ -533,8 +533,9 @@ def test_withdrawals_leave_the_system_and_cannot_overdraw() -> None:
     w = World()
     with pytest.raises(InsufficientBalance):
         w.market.withdraw(tenant_account(w.tenant), 10_001 * MICRO, 1)
-    with pytest.raises(UnknownEntity):
-        w.market.withdraw("escrow:1", MICRO, 1)
+    for account in ("escrow:1", "tenant:\u00b9", "tenant:", "tenant:x", "nobody:1"):
+        with pytest.raises(UnknownEntity):  # "\u00b9" is a digit to str.isdigit, not to int
+            w.market.withdraw(account, MICRO, 1)
     w.market.withdraw(tenant_account(w.tenant), 1_000 * MICRO, 2)
     assert (w.market.credited, w.market.withdrawn) == (10_000 * MICRO, 1_000 * MICRO)
     assert w.market.money_drift() == 0

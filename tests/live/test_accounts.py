@@ -136,3 +136,12 @@ def test_bad_credits_change_nothing(server, args, message):
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     assert server.client.get("/v1/accounts/me", headers=auth(alice)).json()["balance"] == 0
+
+
+def test_digits_that_are_not_ascii_are_not_ids(server):
+    alice = register(server)
+    # U+00B9 (superscript one) passes str.isdigit() but not int(): it must be a 4xx, never a 500
+    assert server.client.get("/v1/deployments/%C2%B9", headers=auth(alice)).status_code == 404
+    response = server.client.get("/v1/accounts/me/transactions", params={"limit": "\u00b9"},
+                                 headers=auth(alice))  # fmt: skip
+    assert response.status_code == 400 and response.json()["error"]["field"] == "limit"

@@ -1,0 +1,220 @@
+"""``GET /v1/openapi.json``: the API's OpenAPI 3.1 document.
+
+Request bodies come from the same pydantic models the handlers validate with, so the two cannot
+disagree; response bodies are written here next to the views that produce them, and a
+schemathesis run in the test suite checks every response against this document.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from kova_core import MAX_AMOUNT
+
+__all__ = ["openapi_document", "serve_openapi"]
+
+INT = {"type": "integer"}
+MONEY = {"type": "integer", "minimum": 0, "maximum": MAX_AMOUNT}
+HEIGHT = {"type": "integer", "minimum": 0}
+NULL_INT = {"type": ["integer", "null"]}
+NULL_STR = {"type": ["string", "null"]}
+STR = {"type": "string"}
+PAGE = {"type": "integer", "minimum": 1, "maximum": 1000}
+
+
+def _object(properties: dict[str, Any], *, required: bool = True) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = sorted(properties)
+    return schema
+
+
+def _list(name: str, item: dict[str, Any]) -> dict[str, Any]:
+    return _object({name: {"type": "array", "items": item}})
+
+
+RESOURCES = _object({"cpu": INT, "memory": INT, "storage": INT, "gpu": INT})
+ERROR = _object(
+    {
+        "error": _object(
+            {"code": STR, "message": STR, "field": NULL_STR},
+        )
+    }
+)
+ORDER = _object(
+    {
+        "id": INT, "deployment_id": INT, "service": STR, "replica": INT, "resources": RESOURCES,
+        "max_price": MONEY, "denom": STR, "state": {"enum": ["open", "matched", "closed"]},
+        "created_at": HEIGHT, "closed_at": NULL_INT, "close_reason": NULL_STR,
+    }
+)  # fmt: skip
+LEASE = _object(
+    {
+        "id": INT, "deployment_id": INT, "order_id": INT, "provider_id": INT, "bid_id": INT,
+        "price": MONEY, "resources": RESOURCES,
+        "state": {"enum": ["active", "insufficient_funds", "closed"]}, "created_at": HEIGHT,
+        "last_settled": HEIGHT, "blocks_paid": INT, "total_paid": MONEY, "debt": MONEY,
+        "written_off": MONEY, "closed_at": NULL_INT, "close_reason": NULL_STR,
+    }
+)  # fmt: skip
+BID = _object(
+    {
+        "id": INT, "order_id": INT, "provider_id": INT, "price": MONEY, "height": HEIGHT,
+        "response_time": INT, "state": {"enum": ["open", "accepted", "lost", "withdrawn"]},
+    }
+)  # fmt: skip
+DEPLOYMENT = _object(
+    {
+        "id": INT, "kind": {"enum": ["deployment", "job"]},
+        "state": {"enum": ["active", "insufficient_funds", "closed"]}, "created_at": HEIGHT,
+        "closed_at": NULL_INT, "close_reason": NULL_STR, "max_runtime": NULL_INT,
+        "escrow": MONEY, "escrow_units": STR, "burn_rate": MONEY, "pauses_at": NULL_INT,
+        "debt": MONEY, "written_off": MONEY, "blocks_paid": INT, "total_paid": MONEY,
+        "orders": {"type": "array", "items": ORDER}, "leases": {"type": "array", "items": LEASE},
+    }
+)  # fmt: skip
+TRANSFER = _object(
+    {
+        "id": INT, "height": HEIGHT, "source": STR, "destination": STR, "amount": MONEY,
+        "reason": STR, "lease_id": NULL_INT, "start": NULL_INT, "end": NULL_INT,
+    }
+)  # fmt: skip
+OFFER = _object(
+    {
+        "id": INT, "order_id": INT, "provider_id": INT, "price": MONEY, "height": HEIGHT,
+        "response_time": INT, "completed": INT, "failed": INT, "reputation": {"type": "number"},
+    }
+)  # fmt: skip
+PROVIDER = _object(
+    {
+        "provider_id": INT, "state": {"enum": ["online", "lost"]}, "last_seen": HEIGHT,
+        "capacity": RESOURCES, "attributes": {"type": "object"},
+        "gpu_models": {"type": "array", "items": STR}, "completed": INT, "failed": INT,
+        "reputation": {"type": "number"},
+    }
+)  # fmt: skip
+
+
+def _body(model: type[BaseModel]) -> dict[str, Any]:
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def _responses(ok: int, schema: dict[str, Any], *errors: int) -> dict[str, Any]:
+    error = {"description": "refused: nothing changed", "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}  # fmt: skip
+    out: dict[str, Any] = {
+        str(ok): {"description": "done", "content": {"application/json": {"schema": schema}}}
+    }
+    for status in sorted({*errors, 503}):
+        out[str(status)] = error
+    return out
+
+
+ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+
+
+def openapi_document() -> dict[str, Any]:
+    """The document (built on each call: it is small)."""
+    from .app import NewAccount
+    from .deployments import Deposit, Heartbeat, NewBid, NewDeployment
+
+    secured = [{"bearer": []}]
+    tenant = (400, 401, 403, 404, 409)
+    paths: dict[str, Any] = {
+        "/healthz": {"get": {"summary": "Liveness", "responses": _responses(
+            200, _object({"status": STR, "height": HEIGHT}))}},
+        "/v1/status": {"get": {"summary": "The network at a glance", "responses": _responses(
+            200, _object({"height": HEIGHT, "block_seconds": {"type": "number"},
+                          "tenants": INT, "providers": INT}))}},
+        "/v1/accounts": {"post": {
+            "summary": "Register a tenant or provider; the token is shown once",
+            "requestBody": _body(NewAccount),
+            "responses": _responses(201, _object({"id": INT, "role": STR, "name": STR,
+                                                  "account": STR, "token": STR}), 400, 413)}},
+        "/v1/accounts/me": {"get": {"summary": "Your account and balance", "security": secured,
+            "responses": _responses(200, _object({"id": INT, "role": STR, "name": STR,
+                "account": STR, "balance": MONEY, "balance_units": STR}), 401)}},
+        "/v1/accounts/me/transactions": {"get": {
+            "summary": "Your transfers, newest first", "security": secured,
+            "parameters": [
+                {"name": "limit", "in": "query", "schema": PAGE},
+                {"name": "before", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+            ],
+            "responses": _responses(200, _object({
+                "transactions": {"type": "array", "items": TRANSFER}, "next_before": NULL_INT,
+            }), 400, 401)}},
+        "/v1/deployments": {
+            "post": {"summary": "Create a deployment or job", "security": secured,
+                     "requestBody": _body(NewDeployment),
+                     "responses": _responses(201, DEPLOYMENT, 400, 401, 403, 409, 413)},
+            "get": {"summary": "Your deployments", "security": secured,
+                    "responses": _responses(200, _list("deployments", _object(
+                        {"id": INT, "kind": STR, "state": STR, "created_at": HEIGHT,
+                         "escrow": MONEY})), 401, 403)}},
+        "/v1/deployments/{id}": {"get": {"summary": "One deployment", "security": secured,
+            "parameters": ID, "responses": _responses(200, DEPLOYMENT, 401, 403, 404)}},
+        "/v1/deployments/{id}/deposit": {"post": {"summary": "Fund the escrow",
+            "security": secured, "parameters": ID, "requestBody": _body(Deposit),
+            "responses": _responses(200, DEPLOYMENT, *tenant, 413)}},
+        "/v1/deployments/{id}/close": {"post": {"summary": "Close, settle and refund",
+            "security": secured, "parameters": ID,
+            "responses": _responses(200, DEPLOYMENT, *tenant)}},
+        "/v1/deployments/{id}/bids": {"get": {"summary": "Open bids on its orders",
+            "security": secured, "parameters": ID,
+            "responses": _responses(200, _list("bids", OFFER), 401, 403, 404)}},
+        "/v1/bids/{id}/accept": {"post": {"summary": "Accept a bid: the lease starts",
+            "security": secured, "parameters": ID,
+            "responses": _responses(201, LEASE, *tenant)}},
+        "/v1/bids/{id}": {"delete": {"summary": "Withdraw your open bid", "security": secured,
+            "parameters": ID, "responses": _responses(200, BID, *tenant)}},
+        "/v1/providers/heartbeat": {"post": {"summary": "Your machine's capacity",
+            "security": secured, "requestBody": _body(Heartbeat),
+            "responses": _responses(200, _object({"provider_id": INT, "state": STR,
+                                                  "height": HEIGHT}), 400, 401, 403, 413)}},
+        "/v1/orders": {"get": {"summary": "Orders open for bids", "security": secured,
+            "parameters": [{"name": "state", "in": "query", "schema": {"type": "string"}}],
+            "responses": _responses(200, _list("orders", ORDER), 400, 401, 403)}},
+        "/v1/orders/{id}/bids": {"post": {"summary": "Bid on an order", "security": secured,
+            "parameters": ID, "requestBody": _body(NewBid),
+            "responses": _responses(201, BID, *tenant, 413)}},
+        "/v1/orders/{id}/candidates": {"get": {"summary": "Who could serve it, and why not",
+            "security": secured, "parameters": ID,
+            "responses": _responses(200, _object({
+                "order_id": INT, "providers": INT, "can_serve": INT,
+                "candidates": {"type": "array", "items": INT},
+                "cannot_serve": {"type": "array", "items": _object(
+                    {"provider_id": INT, "reasons": {"type": "array", "items": STR}})},
+            }), 401, 403, 404)}},
+        "/v1/leases": {"get": {"summary": "Your leases (providers)", "security": secured,
+            "parameters": [{"name": "state", "in": "query", "schema": {"type": "string"}}],
+            "responses": _responses(200, _list("leases", LEASE), 400, 401, 403)}},
+        "/v1/providers": {"get": {"summary": "Providers, publicly",
+            "responses": _responses(200, _list("providers", PROVIDER))}},
+    }  # fmt: skip
+    schemas: dict[str, Any] = {"Error": ERROR}
+    for model in (NewAccount, NewDeployment, Deposit, Heartbeat, NewBid):
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Kova orchestrator",
+            "version": "1",
+            "description": "Money is integer micro-units (1 unit = 1,000,000); heights are "
+            "blocks (1 block = 1 s by default). Errors: {error: {code, message, field}}.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+async def serve_openapi(request: web.Request) -> web.Response:
+    """The document, as JSON."""
+    return web.json_response(openapi_document())
