@@ -25,7 +25,15 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, text, update
+from sqlalchemy import (
+    BigInteger,
+    bindparam,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -158,26 +166,74 @@ async def run_round(connection: AsyncConnection, height: int, settings: Settings
     escrows = await _balances(connection, [escrow_account(d) for d in by_deployment])
     writes = _Writes(height)
     paid = paused = amount = 0
+    paid_leases: list[int] = []
+    paused_leases: list[int] = []
+    paused_deployments: list[int] = []
     for dep_id, lease_rows in by_deployment.items():
         claims = [_claim(row, height) for row in lease_rows]
         plan = plan_round(escrows.get(escrow_account(dep_id), 0), claims, settings.fee_bps)
         if plan is None:
             paused += 1
-            for row, claim in zip(lease_rows, claims, strict=True):
-                writes.pause(row.id, claim)
-            writes.deployment_state(dep_id, DeploymentState.INSUFFICIENT_FUNDS)
+            paused_leases += [row.id for row in lease_rows]
+            paused_deployments.append(dep_id)
             continue
         paid += 1
-        for row, payment in zip(lease_rows, plan, strict=True):
+        for payment in plan:
             writes.pay(dep_id, payment, TransferReason.SETTLEMENT)
-            writes.settled(row.id, payment, row.last_settled)
             amount += payment.gross
+        paid_leases += [row.id for row in lease_rows]
     await writes.apply(connection)
+    # set-based, for exactly the leases read above: a round pays each lease in full what it
+    # owes, (height - last_settled) x price, or records that much as its debt and pauses it
+    since = height - leases.c.last_settled
+    for chunk in _chunks(paid_leases, connection):
+        await connection.execute(
+            update(leases)
+            .where(_among(leases.c.id, chunk, connection))
+            .values(
+                total_paid=leases.c.total_paid + since * leases.c.price,
+                blocks_paid=leases.c.blocks_paid + since,
+                last_settled=height,
+            )
+        )
+    for chunk in _chunks(paused_leases, connection):
+        await connection.execute(
+            update(leases)
+            .where(_among(leases.c.id, chunk, connection))
+            .values(
+                state=LeaseState.INSUFFICIENT_FUNDS.value,
+                debt=since * leases.c.price,
+                debt_start=leases.c.last_settled,
+                debt_end=height,
+                last_settled=height,
+            )
+        )
+    for chunk in _chunks(paused_deployments, connection):
+        await connection.execute(
+            update(deployments)
+            .where(_among(deployments.c.id, chunk, connection))
+            .values(state=DeploymentState.INSUFFICIENT_FUNDS.value)
+        )
     await connection.execute(
         insert(settlement_rounds).values(
             height=height, deployments_paid=paid, deployments_paused=paused, amount_paid=amount
         )
     )
+
+
+def _chunks(ids: list[int], connection: AsyncConnection) -> Iterable[list[int]]:
+    """Id lists for one statement each: all at once as one array on PostgreSQL, else short
+    enough for SQLite's parameter limit."""
+    size = len(ids) or 1 if connection.dialect.name == "postgresql" else 5000
+    for i in range(0, len(ids), size):
+        yield ids[i : i + size]
+
+
+def _among(column_: Any, ids: list[int], connection: AsyncConnection) -> Any:
+    """``column IN ids``: ``= ANY(:array)`` on PostgreSQL (one parameter), ``IN (...)`` else."""
+    if connection.dialect.name == "postgresql":
+        return column_ == func.any(bindparam("ids", ids, type_=postgresql.ARRAY(BigInteger)))
+    return column_.in_(ids)
 
 
 def _claim(row: Any, height: int) -> Claim:
@@ -202,6 +258,26 @@ async def _balances(connection: AsyncConnection, accounts: list[str]) -> dict[st
     return found
 
 
+_TRANSFER_COLUMNS = (
+    "height", "source", "destination", "amount", "reason", "lease_id", "start_block", "end_block",
+)  # fmt: skip
+
+
+async def _insert_transfers(connection: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """Append ledger rows: with COPY on PostgreSQL (many rows in one round trip), else in one
+    executemany."""
+    if connection.dialect.name != "postgresql" or len(rows) < 100:
+        await connection.execute(insert(transfers), rows)
+        return
+    raw = await connection.get_raw_connection()
+    driver = raw.driver_connection  # the psycopg AsyncConnection of this very transaction
+    assert driver is not None
+    statement = f"COPY transfers ({', '.join(_TRANSFER_COLUMNS)}) FROM STDIN"
+    async with driver.cursor() as cursor, cursor.copy(statement) as copy:
+        for row in rows:
+            await copy.write_row([row[name] for name in _TRANSFER_COLUMNS])
+
+
 class _Writes:
     """What a round (or a resume, or a close) decided, written in bulk at the end."""
 
@@ -211,7 +287,6 @@ class _Writes:
         self.debits: dict[str, int] = defaultdict(int)
         self.credits: dict[str, int] = defaultdict(int)
         self.lease_updates: list[dict[str, Any]] = []
-        self.pauses: list[dict[str, Any]] = []
         self.deployment_states: list[dict[str, Any]] = []
 
     def pay(self, dep_id: int, payment: Payment, reason: str) -> None:
@@ -232,41 +307,40 @@ class _Writes:
                 self.debits[escrow] += value
                 self.credits[destination] += value
 
-    def settled(self, lease_id: int, payment: Payment, last_settled: int) -> None:
-        self.lease_updates.append(
-            {
-                "b_id": lease_id, "b_settled": self.height, "b_gross": payment.gross,
-                "b_blocks": self.height - last_settled,
-            }
-        )  # fmt: skip
-
-    def pause(self, lease_id: int, claim: Claim) -> None:
-        self.pauses.append(
-            {
-                "b_id": lease_id, "b_debt": claim.amount, "b_start": claim.start,
-                "b_end": claim.end, "b_settled": self.height,
-            }
-        )  # fmt: skip
-
     def deployment_state(self, dep_id: int, state: DeploymentState) -> None:
         self.deployment_states.append({"b_id": dep_id, "b_state": state.value})
 
     async def apply(self, connection: AsyncConnection) -> None:
         if self.transfers:
-            await connection.execute(insert(transfers), self.transfers)
+            await _insert_transfers(connection, self.transfers)
         if self.debits:
-            result = await connection.execute(
-                update(balances)
-                .where(balances.c.account == bindparam("b_account"))
-                .where(balances.c.amount >= bindparam("b_amount"))
-                .values(amount=balances.c.amount - bindparam("b_amount")),
-                # in account order, as every transaction takes them: no deadlock between rounds
-                [{"b_account": k, "b_amount": v} for k, v in sorted(self.debits.items())],
-            )
+            # in account order, as every transaction takes them: no deadlock between rounds
+            ordered = sorted(self.debits.items())
+            made = 0
+            if connection.dialect.name == "postgresql":  # one statement, two array parameters
+                result = await connection.execute(
+                    text(
+                        "UPDATE balances SET amount = balances.amount - d.amount"
+                        " FROM unnest(CAST(:accounts AS text[]), CAST(:amounts AS bigint[]))"
+                        " AS d(account, amount)"
+                        " WHERE balances.account = d.account AND balances.amount >= d.amount"
+                    ),
+                    {"accounts": [k for k, _ in ordered], "amounts": [v for _, v in ordered]},
+                )
+                made = result.rowcount
+            else:
+                result = await connection.execute(
+                    update(balances)
+                    .where(balances.c.account == bindparam("b_account"))
+                    .where(balances.c.amount >= bindparam("b_amount"))
+                    .values(amount=balances.c.amount - bindparam("b_amount")),
+                    [{"b_account": k, "b_amount": v} for k, v in ordered],
+                )
+                made = result.rowcount
             # every debit was planned within its escrow, so each must match its row; if one did
             # not, raising rolls the whole transaction back rather than create money
-            if result.rowcount not in (len(self.debits), -1):
-                raise RuntimeError(f"{len(self.debits)} debits planned, {result.rowcount} made")
+            if made != len(ordered):
+                raise RuntimeError(f"{len(ordered)} debits planned, {made} made")
         if self.credits:
             dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
             statement = dialect.insert(balances)
@@ -287,19 +361,6 @@ class _Writes:
                     blocks_paid=leases.c.blocks_paid + bindparam("b_blocks"),
                 ),
                 self.lease_updates,
-            )
-        if self.pauses:
-            await connection.execute(
-                update(leases)
-                .where(leases.c.id == bindparam("b_id"))
-                .values(
-                    state=LeaseState.INSUFFICIENT_FUNDS.value,
-                    debt=bindparam("b_debt"),
-                    debt_start=bindparam("b_start"),
-                    debt_end=bindparam("b_end"),
-                    last_settled=bindparam("b_settled"),
-                ),
-                self.pauses,
             )
         if self.deployment_states:
             await connection.execute(
@@ -766,12 +827,16 @@ async def fail_provider(
         .values(state=BidState.WITHDRAWN.value)
     )
     live = (
-        await connection.execute(
-            select(leases.c.id)
-            .where(leases.c.provider_id == provider_id, leases.c.state != "closed")
-            .order_by(leases.c.id)
+        (
+            await connection.execute(
+                select(leases.c.id)
+                .where(leases.c.provider_id == provider_id, leases.c.state != "closed")
+                .order_by(leases.c.id)
+            )
         )
-    ).scalars().all()
+        .scalars()
+        .all()
+    )
     reopened = []
     for lease_id in live:
         row = (await connection.execute(select(leases).where(leases.c.id == lease_id))).one()
