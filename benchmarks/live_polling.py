@@ -1,0 +1,226 @@
+#!/usr/bin/env python3
+"""Providers polling the orchestrator, and bids arriving, on PostgreSQL. Prints figures.
+
+    .venv/bin/python benchmarks/live_polling.py [--providers 10000] [--seconds 20]
+        [--orders 200] [--database postgresql://postgres@127.0.0.1:5432/postgres]
+
+It creates a scratch database, registers the providers straight in it (accounts with known
+tokens, and their heartbeats), opens ``--orders`` orders through the API, and starts
+``kova-live serve`` on a loopback port. Then:
+
+1. **Polling**: every provider asks ``GET /v1/orders?state=open`` once per 15 s, spread evenly
+   (open loop: requests start on schedule whether or not earlier ones have finished; 10,000
+   providers make about 670 requests/s). Latency is measured from the scheduled start, so a
+   server that falls behind shows it.
+2. **Bid intake**: as many bids as the server takes, from 64 concurrent clients, each bid from
+   a different provider on an open order, for ``--seconds``.
+
+The load generator runs on the same machine as the server and PostgreSQL, so the figures are
+a lower bound of what the server does alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+import psycopg  # noqa: E402
+from sqlalchemy import insert  # noqa: E402
+
+from kova_live.db import async_engine, migrate  # noqa: E402
+from kova_live.ledger import move  # noqa: E402
+from kova_live.schema import accounts, provider_nodes  # noqa: E402
+
+MANIFEST = """
+version: "2.0"
+services:
+  web: {image: busybox:1.36}
+profiles:
+  compute:
+    web: {resources: {cpu: {units: 1}, memory: {size: 1Gi}, storage: {size: 1Gi}}}
+  placement:
+    dc: {pricing: {web: {denom: ukova, amount: 1000000}}}
+deployment:
+  web: {dc: {profile: web, count: 1}}
+"""
+
+
+def token(i: int) -> str:
+    return f"kova_bench_provider_{i}"
+
+
+async def register_providers(url: str, count: int) -> None:
+    engine = async_engine(url)
+    async with engine.begin() as c:
+        for start in range(0, count, 5000):
+            ids = range(start + 1, min(count, start + 5000) + 1)
+            await c.execute(insert(accounts), [
+                {"id": i, "role": "provider", "name": f"p{i}", "created_height": 0,
+                 "token_hash": hashlib.sha256(token(i).encode()).hexdigest()} for i in ids
+            ])  # fmt: skip
+            await c.execute(insert(provider_nodes), [
+                {"provider_id": i, "cpu": 64_000, "memory": 2**40, "storage": 2**42, "gpu": 0,
+                 "attributes": "{}", "gpu_models": "[]", "state": "online", "last_seen": 0,
+                 "completed": 0, "failed": 0} for i in ids
+            ])  # fmt: skip
+        if c.dialect.name == "postgresql":
+            await c.exec_driver_sql(
+                "SELECT setval(pg_get_serial_sequence('accounts', 'id'),"
+                " (SELECT max(id) FROM accounts))"
+            )
+    await engine.dispose()
+
+
+async def credit(url: str, account: str, micro: int) -> None:
+    """What ``kova-live admin credit`` does, without a process start."""
+    engine = async_engine(url)
+    async with engine.begin() as c:
+        await move(c, source="external", destination=account, amount=micro, reason="credit",
+                   height=0)  # fmt: skip
+    await engine.dispose()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+async def polling(base: str, providers: int, seconds: float) -> tuple[list[float], int, int]:
+    rate = providers / 15.0
+    interval = 1.0 / rate
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as client:
+        started = time.perf_counter()
+        tasks = []
+
+        async def one(i: int, scheduled: float) -> None:
+            nonlocal errors
+            headers = {"Authorization": f"Bearer {token(1 + i % providers)}"}
+            try:
+                response = await client.get("/v1/orders", params={"state": "open"}, headers=headers)
+                if response.status_code != 200:
+                    errors += 1
+            except httpx.HTTPError:
+                errors += 1
+            latencies.append(time.perf_counter() - scheduled)
+
+        i = 0
+        while (now := time.perf_counter()) - started < seconds:
+            scheduled = started + i * interval
+            if scheduled > now:
+                await asyncio.sleep(scheduled - now)
+            tasks.append(asyncio.create_task(one(i, scheduled)))
+            i += 1
+        await asyncio.gather(*tasks)
+    return latencies, i, errors
+
+
+async def bid_intake(
+    base: str, providers: int, order_ids: list[int], seconds: float
+) -> tuple[int, list[float], int]:
+    done: list[float] = []
+    errors = 0
+    next_provider = iter(range(1, providers + 1))
+    stop = time.perf_counter() + seconds
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+
+        async def worker(w: int) -> None:
+            nonlocal errors
+            while time.perf_counter() < stop:
+                try:
+                    p = next(next_provider)
+                except StopIteration:
+                    return
+                order_id = order_ids[p % len(order_ids)]
+                t = time.perf_counter()
+                response = await client.post(
+                    f"/v1/orders/{order_id}/bids", json={"price": 1_000 + p % 100},
+                    headers={"Authorization": f"Bearer {token(p)}"},
+                )  # fmt: skip
+                if response.status_code == 201:
+                    done.append(time.perf_counter() - t)
+                else:
+                    errors += 1
+
+        await asyncio.gather(*(worker(w) for w in range(64)))
+    return len(done), done, errors
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--providers", type=int, default=10_000)
+    parser.add_argument("--orders", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--database", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    args = parser.parse_args()
+    name = f"kova_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(args.database, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    host = args.database.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    url = f"{host}/{name}"
+    server = None
+    try:
+        migrate(url)
+        asyncio.run(register_providers(url, args.providers))
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        server = subprocess.Popen(
+            [sys.executable, "-m", "kova_live", "serve", "--database-url", url, "--port", str(port),
+             "--heartbeat-grace", "100000000"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy(),
+        )  # fmt: skip
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                if httpx.get(f"{base}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        tenant = httpx.post(f"{base}/v1/accounts", json={"role": "tenant", "name": "t"}).json()
+        asyncio.run(credit(url, tenant["account"], 10**15))
+        headers = {"Authorization": f"Bearer {tenant['token']}"}
+        order_ids = []
+        for _ in range(args.orders):
+            dep = httpx.post(f"{base}/v1/deployments", headers=headers, timeout=30,
+                             json={"manifest": MANIFEST, "deposit": 10**9}).json()  # fmt: skip
+            order_ids.append(dep["orders"][0]["id"])
+        latencies, sent, errors = asyncio.run(polling(base, args.providers, args.seconds))
+        bids, bid_latencies, bid_errors = asyncio.run(
+            bid_intake(base, args.providers, order_ids, args.seconds)
+        )
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait()
+        with psycopg.connect(args.database, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    ms, secs = 1000, args.seconds
+    p50, p99 = percentile(latencies, 0.50) * ms, percentile(latencies, 0.99) * ms
+    b50, b99 = percentile(bid_latencies, 0.5) * ms, percentile(bid_latencies, 0.99) * ms
+    mean = statistics.mean(latencies) * ms if latencies else float("nan")
+    print(f"providers              {args.providers:>10,}  ({args.orders} open orders)")
+    print(f"polls offered          {sent / secs:>10,.0f} /s  for {secs:g} s, errors {errors}")
+    print(f"poll latency p50       {p50:>10.1f} ms  (from the scheduled start; mean {mean:.1f})")
+    print(f"poll latency p99       {p99:>10.1f} ms  (target: at most 100 ms)")
+    print(f"bids taken             {bids / secs:>10,.0f} /s  (target: 1,000), errors {bid_errors}")
+    print(f"bid latency p50 / p99  {b50:>10.1f} / {b99:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
