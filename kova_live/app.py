@@ -42,6 +42,28 @@ CLOCK: web.AppKey[BlockClock] = web.AppKey("clock", BlockClock)
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
 WORK: web.AppKey[WorkSettings] = web.AppKey("work", WorkSettings)
 
+
+class Caches:
+    """What this process may remember between requests.
+
+    ``accounts``: token hash -> account row (an account never changes role or token).
+    ``open_orders``: the serialised open-order list, for one block and one ``orders_version``.
+    Handlers that change orders bump the version; changes made by background work show by the
+    next block at the latest.
+    """
+
+    def __init__(self) -> None:
+        self.accounts: dict[str, Any] = {}
+        self.orders_version = 0
+        self.open_orders: tuple[tuple[int, int], bytes] | None = None
+
+    def orders_changed(self) -> None:
+        """Forget the cached open-order list."""
+        self.orders_version += 1
+
+
+CACHES: web.AppKey[Caches] = web.AppKey("caches", Caches)
+
 log = logging.getLogger("kova_live")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -170,14 +192,19 @@ async def authenticate(request: web.Request) -> Any:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>")
-    async with request.app[ENGINE].connect() as connection:
-        row = (
-            await connection.execute(
-                select(accounts).where(accounts.c.token_hash == hash_token(token.strip()))
-            )
-        ).first()
+    digest = hash_token(token.strip())
+    cache = request.app[CACHES].accounts
+    row = cache.get(digest)
     if row is None:
-        raise ApiError(401, "unauthorized", "unknown token")
+        async with request.app[ENGINE].connect() as connection:
+            row = (
+                await connection.execute(select(accounts).where(accounts.c.token_hash == digest))
+            ).first()
+        if row is None:
+            raise ApiError(401, "unauthorized", "unknown token")
+        if len(cache) >= 200_000:
+            cache.clear()
+        cache[digest] = row  # accounts never change their id, role or token
     return row
 
 
@@ -336,6 +363,7 @@ def create_app(
     app[CLOCK] = clock
     app[SETTINGS] = settings
     app[WORK] = work or WorkSettings()
+    app[CACHES] = Caches()
 
     async def rounds(app: web.Application) -> AsyncIterator[None]:
         tasks = [

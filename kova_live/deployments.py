@@ -30,7 +30,17 @@ from kova_core import (
 )
 
 from . import market
-from .app import CLOCK, ENGINE, SETTINGS, WORK, ApiError, RequestBody, authenticate, read_body
+from .app import (
+    CACHES,
+    CLOCK,
+    ENGINE,
+    SETTINGS,
+    WORK,
+    ApiError,
+    RequestBody,
+    authenticate,
+    read_body,
+)
 from .db import transact
 from .ledger import balance
 from .schema import bids, deployments, leases, orders, provider_nodes
@@ -230,7 +240,9 @@ async def create_deployment(request: web.Request) -> web.Response:
         fresh = await _owned(connection, dep_id, tenant.id, lock=False)
         return await _view(request, connection, fresh)
 
-    return web.json_response(await transact(request.app[ENGINE], work), status=201)
+    view = await transact(request.app[ENGINE], work)
+    request.app[CACHES].orders_changed()
+    return web.json_response(view, status=201)
 
 
 async def list_deployments(request: web.Request) -> web.Response:
@@ -304,7 +316,9 @@ async def close(request: web.Request) -> web.Response:
         fresh = await _owned(connection, dep_id, tenant.id, lock=False)
         return await _view(request, connection, fresh)
 
-    return web.json_response(await transact(request.app[ENGINE], work))
+    view = await transact(request.app[ENGINE], work)
+    request.app[CACHES].orders_changed()
+    return web.json_response(view)
 
 
 async def deployment_bids(request: web.Request) -> web.Response:
@@ -348,7 +362,9 @@ async def accept(request: web.Request) -> web.Response:
         lease_id = await market.accept_bid(connection, tenant.id, bid_id, height, settings)
         return (await connection.execute(select(leases).where(leases.c.id == lease_id))).one()
 
-    return web.json_response(_lease_view(await transact(request.app[ENGINE], work)), status=201)
+    lease = await transact(request.app[ENGINE], work)
+    request.app[CACHES].orders_changed()
+    return web.json_response(_lease_view(lease), status=201)
 
 
 # --------------------------------------------------------------------------- providers
@@ -379,13 +395,21 @@ async def open_orders(request: web.Request) -> web.Response:
     state = request.query.get("state", "open")
     if state != "open":
         raise ApiError(400, "invalid_field", "only state=open is offered", "state")
-    async with request.app[ENGINE].connect() as connection:
-        rows = (
-            await connection.execute(
-                select(orders).where(orders.c.state == "open").order_by(orders.c.id).limit(1000)
-            )
-        ).all()
-    return web.json_response({"orders": [_order_view(o) for o in rows]})
+    caches = request.app[CACHES]
+    key = (request.app[CLOCK].height(), caches.orders_version)
+    if caches.open_orders is None or caches.open_orders[0] != key:
+        async with request.app[ENGINE].connect() as connection:
+            rows = (
+                await connection.execute(
+                    select(orders)
+                    .where(orders.c.state == "open")
+                    .order_by(orders.c.id)
+                    .limit(1000)
+                )
+            ).all()
+        body = json.dumps({"orders": [_order_view(o) for o in rows]}).encode()
+        caches.open_orders = (key, body)
+    return web.Response(body=caches.open_orders[1], content_type="application/json")
 
 
 async def place_bid(request: web.Request) -> web.Response:
