@@ -43,9 +43,7 @@ def fresh_database(kind: str, folder: Path) -> Iterator[str]:
     problem = _pg_available()
     if problem is not None:
         message = f"PostgreSQL is not reachable at {PG_ADMIN}: {problem}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        (pytest.fail if os.environ.get("CI") == "true" else pytest.skip)(message)  # CI must fail
     name = f"kova_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
@@ -161,3 +159,21 @@ def credit(database_url: str, account: str, micro: int) -> None:
             await engine.dispose()
 
     asyncio.run(run())
+
+
+def register(server: Server, role: str, name: str) -> dict:
+    """A new account on ``server``, with the ``headers`` that carry its token."""
+    account = server.client.post("/v1/accounts", json={"role": role, "name": name}).json()
+    account["headers"] = {"Authorization": f"Bearer {account['token']}"}
+    return account
+
+
+def wait_for(predicate, timeout: float = 20.0):
+    """Poll ``predicate`` until it returns something true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("timed out")

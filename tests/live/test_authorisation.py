@@ -8,16 +8,10 @@ from sqlalchemy import func, select
 from kova_live.db import async_engine
 from kova_live.schema import bids, deployments, leases, orders, provider_nodes, transfers
 
-from .conftest import credit
+from .conftest import credit, register
 from .test_lifecycle import MANIFEST
 
 BOX = {"cpu": 4000, "memory": 2**34, "storage": 2**36, "gpu": 0}
-
-
-def register(server, role, name):
-    account = server.client.post("/v1/accounts", json={"role": role, "name": name}).json()
-    account["headers"] = {"Authorization": f"Bearer {account['token']}"}
-    return account
 
 
 def snapshot(url):

@@ -4,16 +4,10 @@ replies that change nothing; who may bid, accept and withdraw."""
 import pytest
 import yaml
 
-from .conftest import credit
+from .conftest import credit, register
 from .test_lifecycle import MANIFEST
 
 BOX = {"cpu": 2000, "memory": 4 * 2**30, "storage": 50 * 2**30, "gpu": 0}
-
-
-def register(server, role, name):
-    account = server.client.post("/v1/accounts", json={"role": role, "name": name}).json()
-    account["headers"] = {"Authorization": f"Bearer {account['token']}"}
-    return account
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from .conftest import Server, credit, fresh_database
+from .conftest import Server, credit, fresh_database, register, wait_for
 
 MANIFEST = """
 version: "2.0"
@@ -42,22 +42,6 @@ def fast_server(request, tmp_path):
             yield server
         finally:
             server.stop()
-
-
-def register(server, role, name):
-    account = server.client.post("/v1/accounts", json={"role": role, "name": name}).json()
-    account["headers"] = {"Authorization": f"Bearer {account['token']}"}
-    return account
-
-
-def wait_for(predicate, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out")
 
 
 def test_the_whole_lifecycle(fast_server):

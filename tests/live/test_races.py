@@ -11,16 +11,10 @@ from sqlalchemy import func, select
 from kova_live.db import async_engine
 from kova_live.schema import balances, leases, transfers
 
-from .conftest import Server, credit, fresh_database
+from .conftest import Server, credit, fresh_database, register
 from .test_lifecycle import MANIFEST
 
 BOX = {"cpu": 2000, "memory": 4 * 2**30, "storage": 50 * 2**30, "gpu": 0}
-
-
-def register(server, role, name):
-    account = server.client.post("/v1/accounts", json={"role": role, "name": name}).json()
-    account["headers"] = {"Authorization": f"Bearer {account['token']}"}
-    return account
 
 
 async def _gather(url, requests):

@@ -3,14 +3,8 @@
 
 import yaml
 
-from .conftest import credit
+from .conftest import credit, register
 from .test_lifecycle import MANIFEST
-
-
-def register(server, role, name):
-    account = server.client.post("/v1/accounts", json={"role": role, "name": name}).json()
-    account["headers"] = {"Authorization": f"Bearer {account['token']}"}
-    return account
 
 
 def beat(server, provider, cpu, attributes=None):

@@ -4,7 +4,6 @@ kill -9 is still done after the restart."""
 
 import asyncio
 import signal
-import time
 
 import pytest
 from sqlalchemy import select
@@ -12,26 +11,10 @@ from sqlalchemy import select
 from kova_live.db import async_engine
 from kova_live.schema import work_queue
 
-from .conftest import Server, credit, fresh_database
+from .conftest import Server, credit, fresh_database, register, wait_for
 from .test_lifecycle import MANIFEST
 
 BOX = {"cpu": 4000, "memory": 2**34, "storage": 2**36, "gpu": 0}
-
-
-def register(server, role, name):
-    account = server.client.post("/v1/accounts", json={"role": role, "name": name}).json()
-    account["headers"] = {"Authorization": f"Bearer {account['token']}"}
-    return account
-
-
-def wait_for(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
