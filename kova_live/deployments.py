@@ -24,6 +24,7 @@ from kova_core import (
     Resources,
     escrow_account,
     format_micro,
+    job_deadline,
     parse_manifest,
     provider_matches,
     reputation_score,
@@ -163,13 +164,11 @@ def _lease_view(row: Any) -> dict[str, Any]:
 
 def pause_height(escrow: int, active: list[Any], interval: int) -> int | None:
     """The settlement round at which the escrow will no longer cover the active leases if
-    nothing is deposited: the first round ``r`` with ``Σ (r - last_settled) x price > escrow``
-    (what every round until then pays adds up to exactly that sum)."""
-    rate = sum(row.price for row in active)
-    if rate == 0:
+    nothing is deposited: the first round after the last block the escrow pays for (the core's
+    ``job_deadline`` arithmetic: every round until then pays exactly what accrues)."""
+    last_covered = job_deadline(escrow, [(row.last_settled, row.price) for row in active])
+    if last_covered is None:
         return None
-    base = sum(row.last_settled * row.price for row in active)
-    last_covered = (escrow + base) // rate  # the last height whose total is within escrow
     return (last_covered // interval + 1) * interval
 
 

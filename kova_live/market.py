@@ -174,7 +174,10 @@ async def run_round(connection: AsyncConnection, height: int, settings: Settings
         plan = plan_round(escrows.get(escrow_account(dep_id), 0), claims, settings.fee_bps)
         if plan is None:
             paused += 1
-            paused_leases += [row.id for row in lease_rows]
+            for row in lease_rows:  # the lifecycle rule lives in the core's tables
+                transition("lease", row.id, LeaseState.ACTIVE, "pause")
+                paused_leases.append(row.id)
+            transition("deployment", dep_id, DeploymentState.ACTIVE, "pause")
             paused_deployments.append(dep_id)
             continue
         paid += 1
