@@ -30,21 +30,21 @@ def test_the_document_lists_exactly_the_routes_the_server_has(tmp_path):
     assert documented == served - {("get", "/metrics"), ("get", "/v1/openapi.json")}
 
 
-def run_schemathesis(server, token):
+def run_schemathesis(server, token, folder):
     return subprocess.run(
         [str(SCHEMATHESIS), "run", f"{server.url}/v1/openapi.json",
          "-H", f"Authorization: Bearer {token}", "--checks", CHECKS,
          "--max-examples", "12", "--phases", "coverage,fuzzing", "--seed", "1", "--workers", "1"],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, timeout=600, cwd=folder,  # it writes .schemathesis/ there
     )  # fmt: skip
 
 
-def test_schemathesis_finds_no_server_error_and_no_broken_promise(server):
+def test_schemathesis_finds_no_server_error_and_no_broken_promise(server, tmp_path):
     tenant = server.client.post("/v1/accounts", json={"role": "tenant", "name": "st"}).json()
     provider = server.client.post("/v1/accounts", json={"role": "provider", "name": "sp"}).json()
     server.client.post("/v1/providers/heartbeat", headers={"Authorization": f"Bearer {provider['token']}"},
                        json={"capacity": {"cpu": 1000, "memory": 2**30, "storage": 2**30, "gpu": 0}})
     for token in (tenant["token"], provider["token"]):
-        result = run_schemathesis(server, token)
+        result = run_schemathesis(server, token, tmp_path)
         assert result.returncode == 0, result.stdout[-4000:]
         assert " passed" in result.stdout and "failed" not in result.stdout.split("Test cases:")[-1]
