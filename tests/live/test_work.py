@@ -23,8 +23,8 @@ def backend(request):
 
 
 def test_orders_nobody_bid_on_expire_and_the_others_wait(backend, tmp_path):
-    with fresh_database(backend, tmp_path) as url:
-        s = Server(url, tmp_path / "data", 0.02, "--order-expiry", "25",
+    with fresh_database(backend, tmp_path) as url:  # 100 blocks of 0.02 s: 2 s to place the bid
+        s = Server(url, tmp_path / "data", 0.02, "--order-expiry", "100",
                    "--heartbeat-grace", "100000000")  # fmt: skip
         try:
             tenant, provider = register(s, "tenant", "t"), register(s, "provider", "p")
@@ -42,7 +42,7 @@ def test_orders_nobody_bid_on_expire_and_the_others_wait(backend, tmp_path):
 
             expired = wait_for(lambda: (o := order(lonely))["state"] == "closed" and o)
             assert expired["close_reason"] == "expired"
-            assert expired["closed_at"] >= lonely["created_at"] + 25
+            assert expired["closed_at"] >= lonely["created_at"] + 100
             assert order(wanted)["state"] == "open"  # it has a bid: its tenant may still choose
         finally:
             s.stop()
@@ -50,15 +50,17 @@ def test_orders_nobody_bid_on_expire_and_the_others_wait(backend, tmp_path):
 
 def test_a_silent_provider_is_lost_and_its_orders_reopen(backend, tmp_path):
     with fresh_database(backend, tmp_path) as url:
-        s = Server(url, tmp_path / "data", 0.02, "--heartbeat-grace", "15")  # 0.3 s of silence
+        s = Server(url, tmp_path / "data", 0.02, "--heartbeat-grace", "40")  # 0.8 s of silence
         try:
             tenant, provider = register(s, "tenant", "t"), register(s, "provider", "p")
             credit(url, tenant["account"], 10_000_000)
             s.client.post("/v1/providers/heartbeat", headers=provider["headers"], json={"capacity": BOX})
             dep = s.client.post("/v1/deployments", headers=tenant["headers"],
                                 json={"manifest": MANIFEST, "deposit": 1_000_000}).json()  # fmt: skip
+            s.client.post("/v1/providers/heartbeat", headers=provider["headers"], json={"capacity": BOX})
             bid = s.client.post(f"/v1/orders/{dep['orders'][0]['id']}/bids",
                                 headers=provider["headers"], json={"price": 1_000}).json()  # fmt: skip
+            s.client.post("/v1/providers/heartbeat", headers=provider["headers"], json={"capacity": BOX})
             assert s.client.post(f"/v1/bids/{bid['id']}/accept", headers=tenant["headers"]).status_code == 201
 
             def view():
