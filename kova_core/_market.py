@@ -987,10 +987,7 @@ class Market:
                 )
             )
         lease.total_paid += payment.gross
-        if payment.written_off == 0:
-            lease.blocks_paid += claim.end - claim.start
-        elif lease.price:
-            lease.blocks_paid += payment.gross // lease.price
+        lease.blocks_paid += payment.blocks_paid(lease.price)
         return events
 
     def _move(

@@ -73,6 +73,13 @@ class Payment:
         """What the provider receives."""
         return self.gross - self.fee
 
+    def blocks_paid(self, price: int) -> int:
+        """Whole blocks this payment pays for at ``price``: the claim's range if paid in full,
+        else as many blocks as the partial amount covers."""
+        if self.written_off == 0:
+            return self.claim.end - self.claim.start
+        return self.gross // price if price else 0
+
 
 def _pay(claim: Claim, gross: int, fee_bps: int) -> Payment:
     return Payment(

@@ -30,7 +30,6 @@ from .db import (
     migrate,
 )
 from .ledger import balance, move
-from .market import Settings
 from .schema import accounts
 from .work import WorkSettings
 
@@ -140,7 +139,7 @@ def serve(
     app = create_app(
         async_engine(url),
         clock,
-        Settings(settlement_interval=settings.settlement_interval, fee_bps=settings.fee_bps),
+        settings.settlement,
         WorkSettings(order_expiry=order_expiry, heartbeat_grace=heartbeat_grace),
     )
     click.echo(f"kova-live: height {clock.height()}, serving on http://{host}:{port}", err=True)

@@ -11,6 +11,7 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -23,6 +24,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from .market import Settings
 from .schema import network
 
 __all__ = [
@@ -156,14 +158,20 @@ def check_schema(url: str) -> None:
         )
 
 
+@dataclass(frozen=True, slots=True)
 class NetworkSettings:
-    """When height 0 was and how long a block lasts, as the database records them."""
+    """When height 0 was and how long a block lasts, as the database records them, and the
+    settlement settings that go with them."""
 
-    def __init__(self, genesis_ms: int, block_ms: int, settlement_interval: int, fee_bps: int):
-        self.genesis_ms = genesis_ms
-        self.block_ms = block_ms
-        self.settlement_interval = settlement_interval
-        self.fee_bps = fee_bps
+    genesis_ms: int
+    block_ms: int
+    settlement_interval: int
+    fee_bps: int
+
+    @property
+    def settlement(self) -> Settings:
+        """What the market's commands need of these."""
+        return Settings(settlement_interval=self.settlement_interval, fee_bps=self.fee_bps)
 
 
 def ensure_network(url: str, *, block_ms: int | None = None) -> NetworkSettings:

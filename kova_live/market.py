@@ -151,7 +151,7 @@ async def run_round(connection: AsyncConnection, height: int, settings: Settings
         await connection.execute(
             select(
                 leases.c.id, leases.c.deployment_id, leases.c.provider_id, leases.c.price,
-                leases.c.last_settled, leases.c.total_paid,
+                leases.c.last_settled, leases.c.total_paid, leases.c.state,
             )
             .join(deployments, deployments.c.id == leases.c.deployment_id)
             .where(leases.c.state == LeaseState.ACTIVE.value)
@@ -240,12 +240,18 @@ def _among(column_: Any, ids: list[int], connection: AsyncConnection) -> Any:
 
 
 def _claim(row: Any, height: int) -> Claim:
+    """What a lease row is owed at ``height`` (the core's ``Market._claim``): an active lease,
+    its blocks since it was last settled; a paused one, the debt recorded when it paused."""
+    if row.state == LeaseState.INSUFFICIENT_FUNDS:
+        amount, start, end = row.debt, row.debt_start, row.debt_end
+    else:
+        amount, start, end = owed(row.price, row.last_settled, height), row.last_settled, height
     return Claim(
         lease_id=row.id,
         provider_id=row.provider_id,
-        amount=owed(row.price, row.last_settled, height),
-        start=row.last_settled,
-        end=height,
+        amount=amount,
+        start=start,
+        end=end,
         paid_before=row.total_paid,
     )
 
@@ -600,11 +606,7 @@ async def resume_if_covered(
             .order_by(leases.c.id)
         )
     ).all()
-    claims = [
-        Claim(lease_id=r.id, provider_id=r.provider_id, amount=r.debt, start=r.debt_start,
-              end=r.debt_end, paid_before=r.total_paid)
-        for r in paused
-    ]  # fmt: skip
+    claims = [_claim(r, height) for r in paused]
     plan = plan_round(await balance(connection, escrow_account(dep.id)), claims, settings.fee_bps)
     if plan is None:
         return False
@@ -614,7 +616,7 @@ async def resume_if_covered(
         writes.pay(dep.id, payment, TransferReason.DEBT)
         writes.lease_updates.append(
             {"b_id": row.id, "b_settled": height, "b_gross": payment.gross,
-             "b_blocks": row.debt_end - row.debt_start}
+             "b_blocks": payment.blocks_paid(row.price)}
         )  # fmt: skip
     new = transition("deployment", dep.id, DeploymentState(dep.state), "resume")
     writes.deployment_state(dep.id, new)
@@ -638,23 +640,14 @@ async def _close_leases(
     """Final settlement of some leases of one deployment, then close them (the core's
     ``_close_leases``): escrow pays what ``plan_close`` gives, the rest is written off, and the
     provider's record counts the lease as completed or failed, as ``reason`` says."""
-    claims = [
-        _claim(r, height) if r.state == LeaseState.ACTIVE
-        else Claim(lease_id=r.id, provider_id=r.provider_id, amount=r.debt, start=r.debt_start,
-                   end=r.debt_end, paid_before=r.total_paid)
-        for r in live
-    ]  # fmt: skip
+    claims = [_claim(r, height) for r in live]
     writes = _Writes(height)
     written_off = 0
     plan = plan_close(await balance(connection, escrow_account(dep_id)), claims, settings.fee_bps)
     for row, payment in zip(live, plan, strict=True):
         transition("lease", row.id, LeaseState(row.state), "close")
         writes.pay(dep_id, payment, TransferReason.CLOSE)
-        claim = payment.claim
-        if payment.written_off == 0:
-            blocks = claim.end - claim.start
-        else:
-            blocks = payment.gross // row.price if row.price else 0
+        blocks = payment.blocks_paid(row.price)
         written_off += payment.written_off
         await connection.execute(
             update(leases)
