@@ -13,7 +13,10 @@ from .engine import ENGINES, Simulation
 from .outputs import summarise, write_run
 from .scenario import Scenario
 
-__all__ = ["RunResult", "default_out", "run_scenario"]
+__all__ = ["DEFAULT_ENGINE", "RunResult", "default_out", "run_scenario"]
+
+DEFAULT_ENGINE = "exact"
+"""The engine ``kova-sim run`` and ``kova-sim sweep`` use unless told otherwise."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +42,7 @@ def run_scenario(
     scenario: Scenario,
     out: Path | None = None,
     *,
-    engine: str = "exact",
+    engine: str = DEFAULT_ENGINE,
     progress: Callable[[int, int], None] | None = None,
     plots: bool = True,
     keep_events: bool = False,
