@@ -202,6 +202,12 @@ class Market:
         """The block at which a running job will be stopped (escrow or max runtime), if any."""
         return self._job_deadlines.get(deployment_id)
 
+    def next_deadline(self) -> int | None:
+        """The earliest block at which some running job will be stopped, if any: the next block,
+        other than a settlement round, at which the market changes without a command."""
+        deadline = self._next_deadline()
+        return None if deadline is None else deadline[0]
+
     def bid_views(self, order_id: int) -> list[BidView]:
         """The open bids on an order as a tenant sees them (price, reputation, response), by id."""
         order = self._order(order_id)

@@ -1,14 +1,13 @@
-"""The ``exact`` engine: the core under a SimPy clock, every poll and round a SimPy event.
+"""The engines: the core under a simulated clock, every decision the core's.
 
 Theory of operation
 -------------------
-SimPy time is the block height (integers only). One :class:`kova_core.Market` holds the state;
-SimPy processes issue its commands at their heights and the engine reads the events each command
-returns:
+Time is the block height (integers only). One :class:`kova_core.Market` holds the state; the
+engine issues its commands at their heights and reads the events each command returns:
 
-- **settlement**: a process ticks the market at every ``settlement_interval``-th block. (The
-  core also catches up any round due before a command, so a command at a round's block always
-  sees that round done first, whichever process SimPy runs first.)
+- **settlement**: the market is ticked at every ``settlement_interval``-th block. (The core
+  also catches up any round or job deadline due before a command, so a command at a round's
+  block always sees that round done first.)
 - **providers**: each provider polls every ``poll_interval`` blocks from its phase, bidding with
   its group's pricing strategy; with a failure model, it fails after an exponential time (its
   leases fail and their orders reopen) and comes back after an exponential repair time.
@@ -20,6 +19,18 @@ returns:
   finishes. A paused deployment may be topped up; an order reopened by a failure is bid on again
   (``redeploy``) or the deployment is closed (``close``).
 
+Things that happen at the same block happen in a fixed order, whatever the engine (the ranks
+:data:`SETTLE` … :data:`POLL`, then a key such as the provider id): settlement first, then
+failures, jobs finishing, lifetimes ending, top-ups, arrivals, reviews, and polls last, so a poll
+sees the orders that opened in its block. Two engines share all of this (:class:`Simulation`)
+and differ only in which moments they visit:
+
+- ``exact`` (:class:`ExactSimulation`): SimPy's clock, and every poll of every provider is an
+  event, whether or not it finds anything to bid on. The reference.
+- ``fast`` (:class:`FastSimulation`): its own event heap, and a provider polls only when the
+  poll can change something; every other action is the same, in the same order, so the outputs
+  are identical (the suite checks this table by table).
+
 Every random draw comes from a generator seeded from the scenario's seed and keyed by what it is
 for (a provider's phase, its prices, its failures; a stream's arrivals, durations, top-ups), so
 the same scenario and seed give the same run, and changing one group or stream leaves the others'
@@ -28,10 +39,11 @@ draws alone (:func:`generator`).
 
 from __future__ import annotations
 
+import heapq
 import math
 import time
 import zlib
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -39,29 +51,45 @@ import numpy as np
 import simpy
 
 from kova_core import (
+    BidLost,
+    BidPlaced,
+    BidWithdrawn,
     DeploymentPaused,
     DeploymentState,
     Event,
+    LeaseClosed,
     LeaseStarted,
     LeaseState,
     Manifest,
     Market,
+    OrderClosed,
+    OrderOpened,
     OrderReopened,
     OrderState,
     PricingStrategy,
+    ProviderRecovered,
+    ProviderState,
     SelectionPolicy,
     parse_manifest,
+    provider_matches,
 )
 
 from .recorder import Recorder
 from .scenario import DemandStream, ProviderGroup, Scenario
 
-__all__ = ["ENGINES", "ProviderInfo", "Simulation", "StreamInfo", "simulate"]
+__all__ = [
+    "ENGINES",
+    "ExactSimulation",
+    "FastSimulation",
+    "ProviderInfo",
+    "Simulation",
+    "StreamInfo",
+    "make_simulation",
+    "simulate",
+]
 
-ENGINES = ("exact",)
-"""The engines ``kova-sim run --engine`` accepts."""
-
-Process = Generator[simpy.Event, Any, None]
+ENGINES = ("auto", "exact", "fast")
+"""The engines ``kova-sim run --engine`` accepts (``auto`` picks ``fast``)."""
 
 
 def generator(seed: int, *key: int) -> np.random.Generator:
@@ -152,15 +180,39 @@ def manifest_for(stream: DemandStream, run_length: int) -> dict[str, Any]:
     return manifest
 
 
-class Simulation:
-    """One run of a scenario with the exact engine.
+# --------------------------------------------------------------------------- order within a block
 
+SETTLE, FAILURE, JOB_END, LIFETIME, TOP_UP, ARRIVAL, REVIEW, POLL = range(8)
+"""What happens first when several things happen at the same block (lower first): settlement
+(and, in the fast engine, job deadlines), provider failures and recoveries, jobs finishing,
+lifetimes ending, top-ups, arrivals, tenants reviewing bids, providers polling. Within a rank
+the key orders them: provider id, lease id, deployment id, stream index, the review's serial."""
+
+_KEY_BITS = 40
+
+
+def priority(rank: int, key: int) -> int:
+    """The total order of one scheduled action within its block (always >= 1)."""
+    return 1 + (rank << _KEY_BITS) + key
+
+
+Action = Callable[[], None]
+
+
+class Simulation:
+    """One run of a scenario: the simulated tenants and providers around one core ``Market``.
+
+    This class holds what both engines share: the setup, and what each tenant and provider does
+    when its time comes. An engine only decides when things happen: :class:`ExactSimulation`
+    (``exact``) makes every poll and round a SimPy event; :class:`FastSimulation` (``fast``)
+    skips the polls that cannot change anything. Make one with :func:`make_simulation`.
     ``keep_events`` keeps every core event (for traces and tests; large runs should not).
     """
 
+    engine = ""
+
     def __init__(self, scenario: Scenario, *, keep_events: bool = False) -> None:
         self.scenario = scenario
-        self.env = simpy.Environment()
         self.market = Market(
             fee_bps=scenario.fee_bps, settlement_interval=scenario.settlement_interval
         )
@@ -171,6 +223,8 @@ class Simulation:
         self.streams: list[StreamInfo] = []
         self.tenancies: dict[int, _Tenancy] = {}
         self.wall_seconds = 0.0
+        self.actions = 0  # scheduled actions carried out
+        self._reviews = 0  # serial numbers of review loops
         self._ran = False
         seed = scenario.seed
         for group in scenario.providers:
@@ -210,6 +264,27 @@ class Simulation:
                 )
             )
 
+    # ------------------------------------------------------------------ what an engine provides
+
+    def _schedule(self, delay: int, rank: int, key: int, action: Action) -> None:
+        """Carry out ``action`` ``delay`` blocks from now, in the block's order (rank, key)."""
+        raise NotImplementedError
+
+    @property
+    def now(self) -> int:
+        """The current block."""
+        raise NotImplementedError
+
+    def _start(self) -> None:
+        """Schedule what the engine itself drives (polls)."""
+
+    def _run_until(self, until: int) -> None:
+        """Carry out every action scheduled before block ``until``."""
+        raise NotImplementedError
+
+    def _after(self, events: list[Event]) -> None:
+        """Look at a command's events once they are recorded (the fast engine tracks polls)."""
+
     # ------------------------------------------------------------------ running
 
     def run(self, progress: Callable[[int, int], None] | None = None, step: int = 0) -> None:
@@ -222,20 +297,21 @@ class Simulation:
             raise RuntimeError("a Simulation runs once; make a new one to run again")
         self._ran = True
         started = time.perf_counter()
-        env = self.env
-        env.process(self._settlement())
+        self._schedule(self.scenario.settlement_interval, SETTLE, 0, self._settle)
         for info in self.providers.values():
-            env.process(self._poller(info))
             if info.group.failures is not None:
-                env.process(self._failures(info))
-        for info in self.streams:
-            env.process(self._arrivals(info))
+                self._schedule_failure(info)
+        for index, info in enumerate(self.streams):
+            self._schedule_arrival(
+                index, info, arrival_times(info.stream, info.arrival_rng, self.scenario.duration)
+            )
+        self._start()
         duration = self.scenario.duration
         step = step or duration
         now = 0
         while now < duration:
             now = min(duration, now + step)
-            env.run(until=now)
+            self._run_until(now)
             if progress is not None:
                 progress(now, duration)
         self._do(self.market.tick, duration)
@@ -253,22 +329,26 @@ class Simulation:
                 react = self._reactions.get(type(event))
                 if react is not None:
                     react(self, event)
+            self._after(events)
         return events
 
     def _on_lease_started(self, event: LeaseStarted) -> None:
         tenancy = self.tenancies[event.deployment_id]
         if tenancy.stream.stream.kind == "job":
-            self.env.process(self._job_run(event.lease_id, tenancy.duration))
+            lease_id = event.lease_id
+            self._schedule(tenancy.duration, JOB_END, lease_id, lambda: self._job_end(lease_id))
         elif not tenancy.started:
             tenancy.started = True
-            self.env.process(self._lifetime(event.deployment_id, tenancy.duration))
+            dep_id = event.deployment_id
+            self._schedule(tenancy.duration, LIFETIME, dep_id, lambda: self._close(dep_id))
 
     def _on_paused(self, event: DeploymentPaused) -> None:
         tenancy = self.tenancies[event.deployment_id]
         top_up = tenancy.stream.stream.top_up
         draw = tenancy.stream.top_up_rng.random() if top_up.policy == "when-paused" else 1.0
         if draw < top_up.probability:
-            self.env.process(self._top_up(event.deployment_id, tenancy))
+            dep_id = event.deployment_id
+            self._schedule(top_up.delay, TOP_UP, dep_id, lambda: self._top_up(dep_id, tenancy))
 
     def _on_reopened(self, event: OrderReopened) -> None:
         tenancy = self.tenancies[event.deployment_id]
@@ -283,36 +363,49 @@ class Simulation:
         OrderReopened: _on_reopened,
     }
 
-    # ------------------------------------------------------------------ processes
+    # ------------------------------------------------------------------ the network
 
-    def _settlement(self) -> Process:
-        interval = self.scenario.settlement_interval
-        while True:
-            yield self.env.timeout(interval)
-            self._do(self.market.tick, int(self.env.now))
+    def _settle(self) -> None:
+        self._do(self.market.tick, self.now)
+        self._schedule(self.scenario.settlement_interval, SETTLE, 0, self._settle)
 
-    def _poller(self, info: ProviderInfo) -> Process:
-        env, market, interval = self.env, self.market, self.scenario.poll_interval
-        yield env.timeout(info.phase)
-        while True:
-            self._do(market.poll, info.id, info.strategy, info.rng, int(env.now))
-            yield env.timeout(interval)
+    def _poll(self, info: ProviderInfo) -> None:
+        self._do(self.market.poll, info.id, info.strategy, info.rng, self.now)
 
-    def _failures(self, info: ProviderInfo) -> Process:
+    def _schedule_failure(self, info: ProviderInfo) -> None:
         failures = info.group.failures
         assert failures is not None
-        while True:
-            yield self.env.timeout(_ceil(info.failure_rng.exponential(failures.mtbf)))
-            info.failures += 1
-            self._do(self.market.fail_provider, info.id, int(self.env.now))
-            yield self.env.timeout(_ceil(info.failure_rng.exponential(failures.mttr)))
-            self._do(self.market.recover_provider, info.id, int(self.env.now))
+        self._schedule(
+            _ceil(info.failure_rng.exponential(failures.mtbf)), FAILURE, info.id,
+            lambda: self._fail(info),
+        )  # fmt: skip
 
-    def _arrivals(self, info: StreamInfo) -> Process:
-        for at in arrival_times(info.stream, info.arrival_rng, self.scenario.duration):
-            if at > self.env.now:
-                yield self.env.timeout(at - self.env.now)
+    def _fail(self, info: ProviderInfo) -> None:
+        failures = info.group.failures
+        assert failures is not None
+        info.failures += 1
+        self._do(self.market.fail_provider, info.id, self.now)
+        self._schedule(
+            _ceil(info.failure_rng.exponential(failures.mttr)), FAILURE, info.id,
+            lambda: self._recover(info),
+        )  # fmt: skip
+
+    def _recover(self, info: ProviderInfo) -> None:
+        self._do(self.market.recover_provider, info.id, self.now)
+        self._schedule_failure(info)
+
+    # ------------------------------------------------------------------ tenants
+
+    def _schedule_arrival(self, index: int, info: StreamInfo, times: Iterator[int]) -> None:
+        at = next(times, None)
+        if at is None:
+            return
+
+        def arrive() -> None:
             self._arrive(info)
+            self._schedule_arrival(index, info, times)
+
+        self._schedule(at - self.now, ARRIVAL, index, arrive)
 
     def _arrive(self, info: StreamInfo) -> None:
         stream = info.stream
@@ -320,7 +413,7 @@ class Simulation:
         info.arrivals += 1
         duration = sample_blocks(stream.lifetime or stream.runtime, info.duration_rng)
         deposit = stream.deposit.blocks * info.price_per_block
-        now = int(self.env.now)
+        now = self.now
         self._do(self.market.credit, tenant, deposit, now)
         events = self.market.create_deployment(tenant, info.manifest, deposit, now)
         dep_id = events[0].deployment_id  # type: ignore[attr-defined]
@@ -330,82 +423,275 @@ class Simulation:
         self._review(dep_id, self.market.deployments[dep_id].order_ids)
 
     def _review(self, dep_id: int, order_ids: Iterable[int]) -> None:
+        """Start a review loop for the orders no loop is looking after yet.
+
+        The tenant looks at the bids every review window; after its patience, it gives up. An
+        order leaves ``tenancy.reviewing`` the moment its loop stops looking after it, so that
+        if it reopens later (its lease failed) a new review starts for it.
+        """
         tenancy = self.tenancies[dep_id]
         fresh = [o for o in order_ids if o not in tenancy.reviewing]
-        if fresh:
-            tenancy.reviewing.update(fresh)
-            self.env.process(self._reviewer(dep_id, fresh, tenancy))
+        if not fresh:
+            return
+        tenancy.reviewing.update(fresh)
+        self._reviews += 1
+        serial = self._reviews
+        give_up = self.now + tenancy.stream.stream.patience
+        window = tenancy.stream.stream.review_window
 
-    def _reviewer(self, dep_id: int, order_ids: list[int], tenancy: _Tenancy) -> Process:
-        """The tenant looks at the bids every review window; after its patience, gives up.
+        def look(waiting: list[int]) -> None:
+            still = self._look(dep_id, tenancy, waiting, give_up)
+            if still:
+                self._schedule(window, REVIEW, serial, lambda: look(still))
 
-        An order leaves ``tenancy.reviewing`` the moment this loop stops looking after it, so
-        that if it reopens later (its lease failed) a new review starts for it.
-        """
-        stream = tenancy.stream.stream
+        self._schedule(window, REVIEW, serial, lambda: look(fresh))
+
+    def _look(self, dep_id: int, tenancy: _Tenancy, waiting: list[int], give_up: int) -> list[int]:
+        """One look at the bids: accept, give up, or keep waiting; returns the orders left."""
         market = self.market
-        give_up = int(self.env.now) + stream.patience
-        waiting = list(order_ids)
-        while waiting:
-            yield self.env.timeout(stream.review_window)
-            now = int(self.env.now)
-            dep = market.deployments[dep_id]
-            still = []
-            for order_id in waiting:
-                if dep.state is DeploymentState.CLOSED or (
-                    market.orders[order_id].state is not OrderState.OPEN
-                ):
-                    tenancy.reviewing.discard(order_id)
-                    continue
-                choice = tenancy.stream.policy.choose(market.bid_views(order_id))
-                if choice is not None and dep.state is DeploymentState.ACTIVE:
-                    tenancy.reviewing.discard(order_id)
-                    self._do(market.accept_bid, choice.bid_id, now)
-                elif now >= give_up:
-                    tenancy.reviewing.discard(order_id)
-                    self._do(market.expire_order, order_id, now)
-                else:
-                    still.append(order_id)
-            waiting = still
-            if (
-                dep.state is not DeploymentState.CLOSED
-                and not waiting
-                and not self._live(dep_id)
-                and all(market.orders[o].state is OrderState.CLOSED for o in dep.order_ids)
+        now = self.now
+        dep = market.deployments[dep_id]
+        still = []
+        for order_id in waiting:
+            if dep.state is DeploymentState.CLOSED or (
+                market.orders[order_id].state is not OrderState.OPEN
             ):
-                # every order was given up and nothing runs: the tenant walks away
-                self._do(market.close_deployment, dep_id, now)
+                tenancy.reviewing.discard(order_id)
+                continue
+            choice = tenancy.stream.policy.choose(market.bid_views(order_id))
+            if choice is not None and dep.state is DeploymentState.ACTIVE:
+                tenancy.reviewing.discard(order_id)
+                self._do(market.accept_bid, choice.bid_id, now)
+            elif now >= give_up:
+                tenancy.reviewing.discard(order_id)
+                self._do(market.expire_order, order_id, now)
+            else:
+                still.append(order_id)
+        if (
+            dep.state is not DeploymentState.CLOSED
+            and not still
+            and not self._live(dep_id)
+            and all(market.orders[o].state is OrderState.CLOSED for o in dep.order_ids)
+        ):
+            # every order was given up and nothing runs: the tenant walks away
+            self._do(market.close_deployment, dep_id, now)
+        return still
 
     def _live(self, dep_id: int) -> bool:
         dep = self.market.deployments[dep_id]
         return any(self.market.leases[i].state is not LeaseState.CLOSED for i in dep.lease_ids)
 
-    def _lifetime(self, dep_id: int, lifetime: int) -> Process:
-        yield self.env.timeout(lifetime)
-        self._close(dep_id)
-
     def _close(self, dep_id: int) -> None:
         """The tenant closes its deployment now, unless it is closed already."""
         if self.market.deployments[dep_id].state is not DeploymentState.CLOSED:
-            self._do(self.market.close_deployment, dep_id, int(self.env.now))
+            self._do(self.market.close_deployment, dep_id, self.now)
 
-    def _job_run(self, lease_id: int, runtime: int) -> Process:
-        yield self.env.timeout(runtime)
+    def _job_end(self, lease_id: int) -> None:
         if self.market.leases[lease_id].state is not LeaseState.CLOSED:
-            self._do(self.market.finish_job, lease_id, int(self.env.now))
+            self._do(self.market.finish_job, lease_id, self.now)
 
-    def _top_up(self, dep_id: int, tenancy: _Tenancy) -> Process:
-        top_up = tenancy.stream.stream.top_up
-        if top_up.delay:
-            yield self.env.timeout(top_up.delay)
+    def _top_up(self, dep_id: int, tenancy: _Tenancy) -> None:
         market = self.market
         dep = market.deployments[dep_id]
         if dep.state is not DeploymentState.INSUFFICIENT_FUNDS:
             return
-        now = int(self.env.now)
-        amount = market.debt(dep_id) + top_up.blocks * tenancy.stream.price_per_block
+        now = self.now
+        amount = market.debt(dep_id) + tenancy.stream.stream.top_up.blocks * (
+            tenancy.stream.price_per_block
+        )
         self._do(market.credit, dep.tenant_id, amount, now)
         self._do(market.deposit, dep_id, amount, now)
+
+
+class ExactSimulation(Simulation):
+    """The reference engine: SimPy time is the block height; every provider polls every
+    ``poll_interval`` blocks from its phase and every round is a SimPy event, whether or not it
+    changes anything."""
+
+    engine = "exact"
+
+    def __init__(self, scenario: Scenario, *, keep_events: bool = False) -> None:
+        super().__init__(scenario, keep_events=keep_events)
+        self.env = simpy.Environment()
+
+    @property
+    def now(self) -> int:
+        return int(self.env.now)
+
+    def _schedule(self, delay: int, rank: int, key: int, action: Action) -> None:
+        event = simpy.Event(self.env)
+        event._ok = True  # a triggered event, as a Timeout is (simpy.events.Timeout)
+        event._value = None
+        event.callbacks.append(lambda _: self._act(action))  # type: ignore[union-attr]
+        self.env.schedule(event, priority(rank, key), delay)
+
+    def _act(self, action: Action) -> None:
+        self.actions += 1
+        action()
+
+    def _start(self) -> None:
+        for info in self.providers.values():
+            self._schedule(info.phase, POLL, info.id, self._poller(info))
+
+    def _poller(self, info: ProviderInfo) -> Action:
+        interval = self.scenario.poll_interval
+
+        def poll() -> None:
+            self._poll(info)
+            self._schedule(interval, POLL, info.id, poll)
+
+        return poll
+
+    def _run_until(self, until: int) -> None:
+        self.env.run(until=until)
+
+
+class FastSimulation(Simulation):
+    """The same run as :class:`ExactSimulation`, skipping the polls that cannot change anything.
+
+    A poll changes something only if the provider is online and some open order matches its
+    placement, has no bid from it and fits its free capacity: otherwise ``Market.poll`` returns
+    no event, draws no random number and changes no state. So this engine keeps, for each
+    provider, its *candidates* (open orders it matches and has not bid on), kept up to date from
+    the core's events, and schedules a provider's poll (at its next poll block, in the same
+    place within the block as the exact engine's) only while one of them fits. Everything else
+    is the same code in the same order.
+
+    Job deadlines are the one change the market makes without a command: the exact engine's
+    next command at or after the deadline (often a poll) carries it out first. Here a tick is
+    scheduled at each deadline (:meth:`kova_core.Market.next_deadline`), before any poll of
+    that block, so the capacity it frees is seen by the same polls.
+    """
+
+    engine = "fast"
+
+    def __init__(self, scenario: Scenario, *, keep_events: bool = False) -> None:
+        super().__init__(scenario, keep_events=keep_events)
+        self._heap: list[tuple[int, int, int, Action]] = []
+        self._seq = 0
+        self._now = 0
+        self._position = (0, 0)  # (time, priority) of the action being carried out
+        self._candidates: dict[int, set[int]] = {pid: set() for pid in self.providers}
+        self._poll_at: dict[int, int] = {}  # provider id -> block of its scheduled poll
+        self._deadline_at: int | None = None  # block of the scheduled deadline tick
+        self._matching: dict[int, list[int]] = {}  # order id -> providers matching its placement
+        self._matching_by_stream: dict[int, list[int]] = {}
+        self.polls = 0
+
+    @property
+    def now(self) -> int:
+        return self._now
+
+    def _schedule(self, delay: int, rank: int, key: int, action: Action) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (self._now + delay, priority(rank, key), self._seq, action))
+
+    def _run_until(self, until: int) -> None:
+        heap = self._heap
+        while heap and heap[0][0] < until:
+            at, prio, _, action = heapq.heappop(heap)
+            self._now = at
+            self._position = (at, prio)
+            self.actions += 1
+            action()
+
+    # ------------------------------------------------------------------ polls on demand
+
+    def _matching_providers(self, order_id: int) -> list[int]:
+        found = self._matching.get(order_id)
+        if found is None:
+            dep_id = self.market.orders[order_id].deployment_id
+            stream = id(self.tenancies[dep_id].stream)
+            found = self._matching_by_stream.get(stream)
+            if found is None:
+                spec = self.market.orders[order_id].spec
+                found = [
+                    p.id
+                    for p in self.market.providers.values()
+                    if not provider_matches(spec, p.attributes, p.auditors, p.gpu_models)
+                ]
+                self._matching_by_stream[stream] = found
+            self._matching[order_id] = found
+        return found
+
+    def _after(self, events: list[Event]) -> None:
+        market = self.market
+        touched: set[int] = set()
+        for event in events:
+            kind = type(event)
+            if kind is OrderOpened or kind is OrderReopened:
+                for pid in self._matching_providers(event.order_id):  # type: ignore[attr-defined]
+                    self._candidates[pid].add(event.order_id)  # type: ignore[attr-defined]
+                    touched.add(pid)
+            elif kind is BidPlaced:
+                self._candidates[event.provider_id].discard(event.order_id)  # type: ignore[attr-defined]
+            elif kind is BidWithdrawn:
+                pid = event.provider_id  # type: ignore[attr-defined]
+                if market.orders[event.order_id].state is OrderState.OPEN:  # type: ignore[attr-defined]
+                    self._candidates[pid].add(event.order_id)  # type: ignore[attr-defined]
+                touched.add(pid)
+            elif kind is BidLost or kind is LeaseClosed or kind is ProviderRecovered:
+                touched.add(event.provider_id)  # type: ignore[attr-defined]
+            elif kind is LeaseStarted or kind is OrderClosed:
+                order_id = event.order_id  # type: ignore[attr-defined]
+                for pid in self._matching.pop(order_id, ()):
+                    self._candidates[pid].discard(order_id)
+        for pid in sorted(touched):
+            self._arm(pid)
+        self._watch_deadline()
+
+    def _watch_deadline(self) -> None:
+        """Schedule a tick at the market's next job deadline, unless one is scheduled by then."""
+        deadline = self.market.next_deadline()
+        if deadline is not None and (self._deadline_at is None or deadline < self._deadline_at):
+            self._deadline_at = deadline
+            self._schedule(deadline - self._now, SETTLE, 1, self._deadline_tick)
+
+    def _deadline_tick(self) -> None:
+        if self._deadline_at == self._now:
+            self._deadline_at = None
+        self._do(self.market.tick, self._now)
+        self._watch_deadline()
+
+    def _arm(self, pid: int) -> None:
+        """Schedule the provider's next poll if it may bid (and none is scheduled)."""
+        if pid in self._poll_at:
+            return
+        provider = self.market.providers[pid]
+        if provider.state is not ProviderState.ONLINE:
+            return
+        free = provider.free
+        orders = self.market.orders
+        if not any(orders[o].resources.fits_in(free) for o in self._candidates[pid]):
+            return
+        info = self.providers[pid]
+        interval = self.scenario.poll_interval
+        now = self._now
+        at = now + (info.phase - now) % interval
+        if at == now and priority(POLL, pid) <= self._position[1] and self._position[0] == now:
+            at += interval
+        self._poll_at[pid] = at
+        self._schedule(at - now, POLL, pid, lambda: self._fast_poll(info))
+
+    def _fast_poll(self, info: ProviderInfo) -> None:
+        del self._poll_at[info.id]
+        self.polls += 1
+        self._poll(info)
+        self._arm(info.id)
+
+
+def make_simulation(
+    scenario: Scenario, engine: str = "exact", *, keep_events: bool = False
+) -> Simulation:
+    """A simulation of ``scenario`` with the named engine (``auto`` is ``fast``)."""
+    engines: dict[str, type[Simulation]] = {
+        "exact": ExactSimulation,
+        "fast": FastSimulation,
+        "auto": FastSimulation,
+    }
+    if engine not in engines:
+        raise ValueError(f"unknown engine {engine!r}; available: {', '.join(ENGINES)}")
+    return engines[engine](scenario, keep_events=keep_events)
 
 
 def _ceil(value: float) -> int:
@@ -456,8 +742,8 @@ def arrival_times(
         yield math.ceil(t)
 
 
-def simulate(scenario: Scenario, *, keep_events: bool = False) -> Simulation:
-    """Run ``scenario`` with the exact engine and return the finished simulation."""
-    sim = Simulation(scenario, keep_events=keep_events)
+def simulate(scenario: Scenario, *, engine: str = "exact", keep_events: bool = False) -> Simulation:
+    """Run ``scenario`` with the named engine and return the finished simulation."""
+    sim = make_simulation(scenario, engine, keep_events=keep_events)
     sim.run()
     return sim

@@ -9,13 +9,13 @@ from typing import Any
 
 import pyarrow as pa
 
-from .engine import ENGINES, Simulation
+from .engine import ENGINES, Simulation, make_simulation
 from .outputs import summarise, write_run
 from .scenario import Scenario
 
 __all__ = ["DEFAULT_ENGINE", "RunResult", "default_out", "run_scenario"]
 
-DEFAULT_ENGINE = "exact"
+DEFAULT_ENGINE = "auto"
 """The engine ``kova-sim run`` and ``kova-sim sweep`` use unless told otherwise."""
 
 
@@ -54,11 +54,11 @@ def run_scenario(
     """
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; available: {', '.join(ENGINES)}")
-    sim = Simulation(scenario, keep_events=keep_events)
+    sim = make_simulation(scenario, engine, keep_events=keep_events)
     step = max(scenario.settlement_interval, scenario.duration // 200)
     sim.run(progress, step=step)
     tables = sim.recorder.tables()
-    summary = summarise(scenario, tables, money_drift=sim.market.money_drift(), engine=engine)
+    summary = summarise(scenario, tables, money_drift=sim.market.money_drift(), engine=sim.engine)
     if out is not None:
         write_run(out, scenario, tables, summary, plots=plots)
     return RunResult(sim, tables, summary)

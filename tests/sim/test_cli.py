@@ -134,9 +134,21 @@ def test_quiet_run_prints_nothing(tmp_path):
 
 
 def test_only_built_engines_are_accepted(tmp_path):
-    result = kova_sim("run", write(tmp_path / "s.yaml", SMALL), "--engine", "fast")
+    result = kova_sim("run", write(tmp_path / "s.yaml", SMALL), "--engine", "warp",
+                      "--out", tmp_path / "o")
     assert result.returncode == 2
-    assert "Invalid value for '--engine'" in result.stderr and "'fast'" in result.stderr
+    assert "Invalid value for '--engine'" in result.stderr and "'warp'" in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("engine", ["exact", "fast", "auto"])
+def test_the_engine_used_is_in_the_summary(tmp_path, engine):
+    result = kova_sim("run", write(tmp_path / "s.yaml", SMALL), "--engine", engine,
+                      "--out", tmp_path / "o", "--no-plots")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["engine"] == ("fast" if engine == "auto" else engine)
+    assert f"{summary['engine']} engine" in result.stdout
 
 
 def test_compare_runs_side_by_side(tmp_path):

@@ -1,0 +1,194 @@
+"""The fast engine gives the exact engine's outputs, table by table, byte for byte.
+
+Every shipped scenario (shortened to keep the suite quick) and hypothesis-generated small
+scenarios (random provider groups, strategies, demand, deposits, top-ups, failures, selection
+policies and timings) run under both engines; every table and the summary (but for the engine's
+name) must be equal.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kova_sim.engine import ExactSimulation, FastSimulation
+from kova_sim.outputs import TABLES
+from kova_sim.run import run_scenario
+from kova_sim.scenario import Scenario, parse_scenario
+
+SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
+
+
+def first_difference(name: str, exact: pa.Table, fast: pa.Table) -> str:
+    """Where two tables part: the row count, or the first column and row that differ."""
+    if exact.num_rows != fast.num_rows:
+        return f"{name}: {exact.num_rows} rows (exact) vs {fast.num_rows} (fast)"
+    for column in exact.column_names:
+        a, b = exact.column(column).to_pylist(), fast.column(column).to_pylist()
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            if x != y:
+                row = {c: exact.column(c)[i].as_py() for c in exact.column_names}
+                return f"{name}.{column} row {i}: exact {x!r}, fast {y!r}; exact row {row}"
+    return f"{name}: schemas differ"
+
+
+def assert_same_run(scenario: Scenario) -> dict[str, Any]:
+    """Run both engines; assert every table and the summary are equal; return the summary."""
+    exact = run_scenario(scenario, None, engine="exact")
+    fast = run_scenario(scenario, None, engine="fast")
+    assert isinstance(exact.simulation, ExactSimulation)
+    assert isinstance(fast.simulation, FastSimulation)
+    for name in TABLES:
+        a, b = exact.tables[name], fast.tables[name]
+        assert a.equals(b), first_difference(name, a, b)
+    assert {**exact.summary, "engine": "-"} == {**fast.summary, "engine": "-"}
+    assert exact.summary["money_drift"] == 0
+    return exact.summary
+
+
+@pytest.mark.parametrize(
+    "name",
+    sorted(p.stem for p in SCENARIOS.glob("*.yaml")),
+)
+def test_shipped_scenarios_give_the_same_outputs(name):
+    data = yaml.safe_load((SCENARIOS / f"{name}.yaml").read_text())
+    data["duration"] = "4h"  # shortened: the exact engine is the slow one
+    summary = assert_same_run(parse_scenario(data))
+    assert summary["leases"] > 0
+
+
+def test_the_fast_engine_skips_polls(small_scenario_data):
+    """Most polls find nothing new to bid on; the fast engine does not make them."""
+    scenario = parse_scenario(small_scenario_data)
+    exact = run_scenario(scenario, None, engine="exact").simulation
+    fast = run_scenario(scenario, None, engine="fast").simulation
+    assert isinstance(fast, FastSimulation)
+    polls = scenario.duration // scenario.poll_interval * len(exact.providers)
+    assert 0 < fast.polls < polls / 2
+    assert fast.actions < exact.actions
+
+
+# --------------------------------------------------------------------------- generated scenarios
+
+MONEY = st.sampled_from([0.2, 0.5, 0.75, 1, 1.25, 1.5, 2, 3])
+
+
+@st.composite
+def pricing(draw: st.DrawFn) -> dict[str, Any]:
+    kind = draw(st.sampled_from(["fixed", "cost-plus", "utilisation", "undercut", "random-band"]))
+    if kind == "fixed":
+        return {"strategy": kind, "price_per_block": draw(MONEY)}
+    if kind == "cost-plus":
+        return {"strategy": kind, "cpu_cost": draw(MONEY), "margin_bps": draw(
+            st.sampled_from([0, 1000, 5000]))}
+    if kind == "utilisation":
+        base = draw(MONEY)
+        return {"strategy": kind, "base": base, "peak": base + draw(MONEY)}
+    if kind == "undercut":
+        return {"strategy": kind, "floor": draw(st.sampled_from([0.1, 0.5, 0.9])),
+                "step": draw(st.sampled_from([0.01, 0.05, 0.2]))}
+    low = draw(MONEY)
+    return {"strategy": kind, "low": low, "high": low + draw(st.sampled_from([0, 0.5, 1]))}
+
+
+
+@st.composite
+def provider_group(draw: st.DrawFn, index: int, interval: int) -> dict[str, Any]:
+    group: dict[str, Any] = {
+        "name": f"g{index}",
+        "count": draw(st.integers(1, 4)),
+        "capacity": {"cpu": draw(st.sampled_from([1, 2, 4, 8])), "memory": "16Gi",
+                     "storage": "100Gi"},
+        "pricing": draw(pricing()),
+        "poll_phase": draw(st.one_of(st.just("random"), st.integers(0, interval - 1))),
+    }
+    if draw(st.booleans()):
+        group["attributes"] = {"region": draw(st.sampled_from(["eu", "us"]))}
+    if draw(st.booleans()):
+        group["failures"] = {"mtbf": draw(st.sampled_from(["20m", "1h", "3h"])),
+                             "mttr": draw(st.sampled_from(["1m", "10m", "30m"]))}
+    return group
+
+
+DISTRIBUTIONS = st.sampled_from([
+    {"distribution": "exponential", "mean": "20m"},
+    {"distribution": "fixed", "value": "7m"},
+    {"distribution": "uniform", "low": "1m", "high": "40m"},
+    {"distribution": "lognormal", "median": "10m", "sigma": 1.0},
+])
+
+
+@st.composite
+def demand_stream(draw: st.DrawFn, index: int) -> dict[str, Any]:
+    kind = draw(st.sampled_from(["deployment", "job"]))
+    stream: dict[str, Any] = {
+        "name": f"s{index}",
+        "kind": kind,
+        "arrivals": draw(st.one_of(
+            st.builds(lambda r: {"process": "poisson", "rate": f"{r}/h"},
+                      st.sampled_from([5, 20, 60])),
+            st.builds(lambda at: {"process": "scheduled", "at": at},
+                      st.lists(st.integers(0, 3600), min_size=1, max_size=8)),
+        )),
+        "tenants": draw(st.integers(1, 3)),
+        "replicas": draw(st.integers(1, 3)),
+        "resources": {"cpu": draw(st.sampled_from([0.5, 1, 2])), "memory": "1Gi",
+                      "storage": "5Gi"},
+        "max_price": draw(MONEY),
+        "deposit": {"blocks": draw(st.sampled_from(["1m", "5m", "30m", "2h"]))},
+        "selection": draw(st.sampled_from([
+            {"policy": "cheapest"}, {"policy": "fastest"}, {"policy": "reputation"},
+            {"policy": "weighted", "price": 2, "reputation": 1, "response": 1},
+        ])),
+        "review_window": draw(st.sampled_from([1, 15, 30, 45])),
+        "patience": draw(st.sampled_from([30, 120, 600])),
+        "on_failure": draw(st.sampled_from(["redeploy", "close"])),
+    }
+    if kind == "deployment":
+        stream["lifetime"] = draw(DISTRIBUTIONS)
+    else:
+        stream["runtime"] = draw(DISTRIBUTIONS)
+        if draw(st.booleans()):
+            stream["max_runtime"] = draw(st.sampled_from(["5m", "30m"]))
+    if draw(st.booleans()):
+        stream["top_up"] = {"policy": "when-paused",
+                            "probability": draw(st.sampled_from([0.5, 1.0])),
+                            "delay": draw(st.sampled_from([0, 60, 300])),
+                            "blocks": draw(st.sampled_from(["2m", "30m"]))}
+    if draw(st.booleans()):
+        stream["attributes"] = {"region": draw(st.sampled_from(["eu", "us"]))}
+    return stream
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> dict[str, Any]:
+    interval = draw(st.sampled_from([1, 5, 15]))
+    return {
+        "name": "generated",
+        "seed": draw(st.integers(0, 2**32)),
+        "duration": draw(st.sampled_from(["30m", "1h", "2h"])),
+        "poll_interval": interval,
+        "settlement_interval": draw(st.sampled_from([7, 60])),
+        "fee_bps": draw(st.sampled_from([0, 250])),
+        "providers": [draw(provider_group(i, interval)) for i in range(draw(st.integers(1, 3)))],
+        "demand": [draw(demand_stream(i)) for i in range(draw(st.integers(1, 2)))],
+    }
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios())
+def test_generated_scenarios_give_the_same_outputs(data):
+    assert_same_run(parse_scenario(data))
+
+
+@pytest.fixture
+def small_scenario_data():
+    from .conftest import SMALL
+
+    return SMALL
