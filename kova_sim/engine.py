@@ -216,7 +216,7 @@ class Simulation:
         self.market = Market(
             fee_bps=scenario.fee_bps, settlement_interval=scenario.settlement_interval
         )
-        self.recorder = Recorder(self.market, scenario.duration)
+        self.recorder = Recorder(self.market, scenario.duration, scenario.record)
         self.keep_events = keep_events
         self.events: list[Event] = []
         self.providers: dict[int, ProviderInfo] = {}

@@ -15,6 +15,8 @@ from typing import Any
 import pyarrow as pa
 
 from kova_core import (
+    Bid,
+    BidState,
     DebtWrittenOff,
     DeploymentPaused,
     DeploymentResumed,
@@ -29,7 +31,7 @@ from kova_core import (
     Transfer,
 )
 
-from .scenario import ProviderGroup
+from .scenario import ProviderGroup, Record
 
 __all__ = ["SCHEMAS", "Recorder"]
 
@@ -52,7 +54,8 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("order_id", _I), ("deployment_id", _I), ("stream", _S), ("kind", _S),
             ("tenant_id", _I), ("replica", _I), ("cpu", _I), ("memory", _I), ("storage", _I),
             ("max_price", _I), ("created_at", _I), ("first_lease_at", _I),
-            ("time_to_lease", _I), ("leases", _I), ("bids", _I), ("state", _S),
+            ("time_to_lease", _I), ("leases", _I), ("bids", _I), ("bid_min_price", _I),
+            ("bid_median_price", _F), ("bid_max_price", _I), ("state", _S),
             ("closed_at", _I), ("close_reason", _S),
         ]
     ),
@@ -105,9 +108,10 @@ GIB = 1024**3
 class Recorder:
     """Reads every event of a run; builds the output tables at the end."""
 
-    def __init__(self, market: Market, duration: int) -> None:
+    def __init__(self, market: Market, duration: int, record: Record | None = None) -> None:
         self.market = market
         self.duration = duration
+        self.recording = record or Record()
         self.group_of: dict[int, ProviderGroup] = {}
         self.phase_of: dict[int, int] = {}
         self.stream_of: dict[int, str] = {}  # deployment id -> stream name
@@ -292,26 +296,51 @@ class Recorder:
                 self.pauses_of.get(dep.id, 0), self.resumes_of.get(dep.id, 0), dep.written_off,
             )  # fmt: skip
 
+    def _prices_by_order(self) -> dict[int, list[int]]:
+        prices: dict[int, list[int]] = {}
+        for bid in self.market.bids.values():
+            prices.setdefault(bid.order_id, []).append(bid.price)
+        return prices
+
     def _order_rows(self) -> Iterable[tuple[Any, ...]]:
         market = self.market
-        bids_of: dict[int, int] = {}
-        for bid in market.bids.values():
-            bids_of[bid.order_id] = bids_of.get(bid.order_id, 0) + 1
+        prices_of = self._prices_by_order()
         for order in market.orders.values():
             dep = market.deployments[order.deployment_id]
             r = order.resources
             first = self.first_lease_at.get(order.id)
+            prices = prices_of.get(order.id, ())
             yield (
                 order.id, dep.id, self.stream_of.get(dep.id, ""), dep.kind, dep.tenant_id,
                 order.spec.replica, r.cpu, r.memory, r.storage, order.max_price,
                 order.created_at, first, None if first is None else first - order.created_at,
-                self.leases_of_order.get(order.id, 0), bids_of.get(order.id, 0),
-                str(order.state), order.closed_at,
+                self.leases_of_order.get(order.id, 0), len(prices),
+                min(prices, default=None), float(median(prices)) if prices else None,
+                max(prices, default=None), str(order.state), order.closed_at,
                 None if order.close_reason is None else str(order.close_reason),
             )  # fmt: skip
 
+    def _recorded_bids(self) -> Iterable[Bid]:
+        """The bids the scenario's ``record.bids`` keeps, by id."""
+        bids = self.market.bids
+        mode = self.recording.bids
+        if mode == "all":
+            return bids.values()
+        if mode == "aggregates":
+            return ()
+        by_order: dict[int, list[Bid]] = {}
+        for bid in bids.values():
+            by_order.setdefault(bid.order_id, []).append(bid)
+        kept: list[Bid] = []
+        for order_bids in by_order.values():
+            cheapest = sorted(order_bids, key=lambda b: (b.price, b.id))[: self.recording.top_k]
+            chosen = {b.id for b in cheapest}
+            kept += cheapest
+            kept += [b for b in order_bids if b.state is BidState.ACCEPTED and b.id not in chosen]
+        return sorted(kept, key=lambda b: b.id)
+
     def _bid_rows(self) -> Iterable[tuple[Any, ...]]:
-        for b in self.market.bids.values():
+        for b in self._recorded_bids():
             yield (
                 b.id,
                 b.order_id,

@@ -59,6 +59,7 @@ __all__ = [
     "DemandStream",
     "Failures",
     "ProviderGroup",
+    "Record",
     "Scenario",
     "ScenarioError",
     "ScenarioProblem",
@@ -434,6 +435,22 @@ class DemandStream(_Model):
         return Resources(cpu=r.cpu, memory=r.memory, storage=r.storage, gpu=r.gpu)
 
 
+# --------------------------------------------------------------------------- recording
+
+
+class Record(_Model):
+    """What a run writes out, where a full record would be too large.
+
+    ``bids``: ``all`` (every bid); ``top-k`` (per order, its ``top_k`` cheapest bids, ties to
+    the earlier bid, and the accepted bid whatever its rank); ``aggregates`` (no bid rows: the
+    orders table's ``bids``, ``bid_min_price``, ``bid_median_price`` and ``bid_max_price``
+    columns, which every mode writes). Tenants' selection sees every bid in every mode.
+    """
+
+    bids: Literal["all", "top-k", "aggregates"] = "all"
+    top_k: Annotated[int, Field(ge=1, le=1000)] = 5
+
+
 # --------------------------------------------------------------------------- the scenario
 
 
@@ -449,6 +466,7 @@ class Scenario(_Model):
     fee_bps: Annotated[int, Field(ge=0, le=10_000)] = 0
     providers: list[ProviderGroup] = Field(min_length=1)
     demand: list[DemandStream] = Field(min_length=1)
+    record: Record = Field(default_factory=Record)
 
     @model_validator(mode="after")
     def _names_and_phases(self) -> Scenario:

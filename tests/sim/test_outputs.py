@@ -197,3 +197,52 @@ def test_common_random_numbers_across_variants(busy):
         assert variant[0] == base[0]  # every arrival at the same block, with the same lifetime
         assert variant[1] == base[1]  # every provider polls at the same phase
         assert variant[2] == base[2]  # the failing group fails as often
+
+
+# --------------------------------------------------------------------------- recording bids
+
+
+def _with_record(record):
+    data = yaml.safe_load(BUSY)
+    if record is not None:
+        data["record"] = record
+    return run_scenario(parse_scenario(data), None)
+
+
+def test_bid_recording_keeps_what_the_scenario_asks_and_changes_no_outcome():
+    full = _with_record(None)
+    top = _with_record({"bids": "top-k", "top_k": 2})
+    aggregates = _with_record({"bids": "aggregates"})
+    bids = full.tables["bids"].to_pandas()
+    assert len(bids) == int(full.tables["orders"].to_pandas()["bids"].sum()) > 0
+    # what tenants accepted, and everything else, is the same whatever is recorded
+    for name in TABLES:
+        if name != "bids":
+            assert full.tables[name].equals(top.tables[name]), name
+            assert full.tables[name].equals(aggregates.tables[name]), name
+    assert aggregates.tables["bids"].num_rows == 0
+    assert aggregates.tables["bids"].schema == SCHEMAS["bids"]
+    # top-k: the two cheapest of each order (ties to the earlier bid) and every accepted bid
+    ranked = bids.sort_values(["price", "bid_id"]).groupby("order_id").head(2)
+    accepted = bids[bids["state"] == "accepted"]
+    expected = sorted(set(ranked["bid_id"]) | set(accepted["bid_id"]))
+    kept = top.tables["bids"].to_pandas()
+    assert kept["bid_id"].tolist() == expected
+    assert kept.equals(bids[bids["bid_id"].isin(expected)].reset_index(drop=True))
+    assert len(kept) < len(bids)
+    # per-order aggregates, written in every mode, agree with the full bid table
+    orders = aggregates.tables["orders"].to_pandas().set_index("order_id")
+    by_order = bids.groupby("order_id")["price"]
+    for column, values in (("bid_min_price", by_order.min()), ("bid_max_price", by_order.max()),
+                           ("bid_median_price", by_order.median())):
+        assert orders.loc[values.index, column].tolist() == values.tolist(), column
+    assert orders.loc[orders["bids"] == 0, "bid_min_price"].isna().all()
+
+
+def test_bad_recording_names_the_field():
+    data = yaml.safe_load(BUSY)
+    data["record"] = {"bids": "some", "top_k": 0}
+    with pytest.raises(Exception) as caught:
+        parse_scenario(data)
+    text = str(caught.value)
+    assert "record.bids" in text and "record.top_k" in text
