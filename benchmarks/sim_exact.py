@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""How fast the simulator's exact engine runs scenarios. Prints figures; asserts nothing.
+"""How fast the exact engine (the reference) runs scenarios. Prints figures; asserts nothing.
 
     .venv/bin/python benchmarks/sim_exact.py [SCENARIO ...]   (default: scenarios/*.yaml)
 
@@ -95,7 +95,7 @@ def measure(path: str, count_commands: bool) -> dict[str, Any]:
     scenario = load_scenario(path)
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     started = time.perf_counter()
-    result = run_scenario(scenario, None, plots=False)
+    result = run_scenario(scenario, None, engine="exact", plots=False)
     total = time.perf_counter() - started
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     sim = result.simulation

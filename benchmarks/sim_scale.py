@@ -1,0 +1,235 @@
+#!/usr/bin/env python3
+"""The simulator at research scale: the fast engine against its targets. Prints figures (and
+writes them to a JSON file); asserts nothing.
+
+    .venv/bin/python benchmarks/sim_scale.py [--parts mid,growth,large] [--json FILE]
+                                              [--large-limit SECONDS]
+
+Each run is one fresh spawned process (never two at once), so its peak memory is its own
+(``ru_maxrss``, MiB). Parts:
+
+- ``mid``: ``benchmarks/scenarios/mid.yaml`` (500 providers, about 10,000 orders, 7 days)
+  under the exact and the fast engine: wall time of each, the ratio, and whether every table
+  and the summary are identical (SHA-256 of each table's Arrow IPC bytes).
+- ``growth``: the fast engine on ``mid.yaml`` cut to one day, at three sizes that double
+  providers and arrivals together (so providers x orders grows 4x a step): wall time per size
+  and the exponent of a least-squares fit of log(wall) on log(providers x orders). 1 means
+  cost grows linearly in providers x orders.
+- ``large``: ``scenarios/bench-large.yaml`` (10,000 providers, about 252,000 orders over 30
+  days) under the fast engine, stopped after ``--large-limit`` wall seconds (default 600) if
+  not done: the simulated time reached, orders and leases so far, the peak of concurrently
+  active leases, peak memory, and, if stopped, a straight-line projection of the full run's
+  wall time (a lower bound: the per-block cost grows as leases accumulate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+MID = ROOT / "benchmarks" / "scenarios" / "mid.yaml"
+LARGE = ROOT / "scenarios" / "bench-large.yaml"
+
+
+class _Stop(Exception):
+    pass
+
+
+def measure(
+    path: str, engine: str, changes: dict[str, Any] | None = None, limit: float | None = None
+) -> dict[str, Any]:
+    """Run one scenario in this (fresh) process; return its figures."""
+    import resource
+
+    import pyarrow as pa
+
+    from kova_sim.engine import make_simulation
+    from kova_sim.outputs import summarise
+    from kova_sim.scenario import load_scenario
+
+    scenario = load_scenario(path)
+    if changes:
+        scenario = scenario.model_copy(update=changes)
+    sim = make_simulation(scenario, engine)
+    started = time.perf_counter()
+    reached = {"now": 0}
+
+    def progress(now: int, duration: int) -> None:
+        reached["now"] = now
+        if limit is not None and time.perf_counter() - started > limit and now < duration:
+            raise _Stop
+
+    stopped = False
+    try:
+        sim.run(progress, step=3600)
+    except _Stop:
+        stopped = True
+    wall = time.perf_counter() - started
+    rows = sim.recorder.rows
+    figures: dict[str, Any] = {
+        "scenario": scenario.name,
+        "engine": engine,
+        "providers": len(sim.market.providers),
+        "duration": scenario.duration,
+        "simulated": reached["now"],
+        "stopped": stopped,
+        "wall": wall,
+        "orders": len(sim.market.orders),
+        "bids": len(sim.market.bids),
+        "leases": len(sim.market.leases),
+        "peak_active_leases": max(rows["active_leases"], default=0),
+        "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    if not stopped:
+        tables = sim.recorder.tables()
+        summary = summarise(scenario, tables, money_drift=sim.market.money_drift(), engine="-")
+        digests = {}
+        for name, table in tables.items():
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, table.schema) as writer:
+                writer.write_table(table)
+            digests[name] = hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+        text = json.dumps(summary, sort_keys=True).encode()
+        digests["summary"] = hashlib.sha256(text).hexdigest()
+        figures["digests"] = digests
+        figures["money_drift"] = summary["money_drift"]
+    return figures
+
+
+def in_child(*args: Any) -> dict[str, Any]:
+    """``measure`` in a fresh spawned process."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(measure, *args).result()
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def mid() -> dict[str, Any]:
+    _say(f"mid: fast engine on {MID.name} ...")
+    fast = in_child(str(MID), "fast")
+    _say(f"  {fast['wall']:.1f} s; now the exact engine (minutes) ...")
+    exact = in_child(str(MID), "exact")
+    same = fast["digests"] == exact["digests"]
+    return {
+        "fast": fast,
+        "exact": exact,
+        "ratio": exact["wall"] / fast["wall"],
+        "identical": same,
+        "differing_tables": sorted(
+            k for k in fast["digests"] if fast["digests"][k] != exact["digests"][k]
+        ),
+    }
+
+
+def growth() -> dict[str, Any]:
+    from kova_sim.scenario import load_scenario
+
+    base = load_scenario(MID).model_copy(update={"duration": 86_400})
+    sizes = []
+    for factor in (1, 2, 4):
+        groups = [g.model_copy(update={"count": g.count * factor // 4}) for g in base.providers]
+        streams = []
+        for s in base.demand:
+            arrivals = s.arrivals.model_copy(update={"rate": s.arrivals.rate * factor / 4})
+            streams.append(s.model_copy(update={"arrivals": arrivals}))
+        _say(f"growth: size x{factor} ...")
+        changes = {"duration": 86_400, "providers": groups, "demand": streams}
+        figures = in_child(str(MID), "fast", changes)
+        figures["size"] = figures["providers"] * figures["orders"]
+        sizes.append(figures)
+    xs = [math.log(s["size"]) for s in sizes]
+    ys = [math.log(s["wall"]) for s in sizes]
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / sum(
+        (x - mean_x) ** 2 for x in xs
+    )
+    return {"sizes": sizes, "exponent": slope}
+
+
+def large(limit: float) -> dict[str, Any]:
+    _say(f"large: fast engine on {LARGE.name}, at most {limit:.0f} s ...")
+    figures = in_child(str(LARGE), "fast", None, limit)
+    if figures["stopped"] and figures["simulated"]:
+        figures["projected_wall"] = figures["wall"] * figures["duration"] / figures["simulated"]
+    return figures
+
+
+def report(results: dict[str, Any]) -> str:
+    out = []
+    if "mid" in results:
+        m = results["mid"]
+        out += [
+            "mid (500 providers, 7 days):",
+            f"  exact {m['exact']['wall']:.1f} s, fast {m['fast']['wall']:.1f} s:"
+            f" fast is {m['ratio']:.1f}x quicker (target >= 50x)",
+            f"  orders {m['fast']['orders']:,}, bids {m['fast']['bids']:,},"
+            f" leases {m['fast']['leases']:,}; peak RSS exact {m['exact']['peak_rss']:.0f} MiB,"
+            f" fast {m['fast']['peak_rss']:.0f} MiB",
+            "  outputs identical: "
+            + ("yes" if m["identical"] else f"NO ({', '.join(m['differing_tables'])})"),
+        ]
+    if "growth" in results:
+        g = results["growth"]
+        out.append("growth (fast engine, 1 day):")
+        for s in g["sizes"]:
+            out.append(
+                f"  {s['providers']:>6,} providers x {s['orders']:>6,} orders"
+                f" = {s['size']:>12,}: {s['wall']:7.2f} s"
+            )
+        out.append(
+            f"  fitted exponent of wall time in providers x orders: {g['exponent']:.2f}"
+            " (target <= 1)"
+        )
+    if "large" in results:
+        r = results["large"]
+        done = r["simulated"] / r["duration"]
+        out += [
+            "large (bench-large: 10,000 providers, 30 days):",
+            f"  simulated {r['simulated'] / 86_400:.2f} of {r['duration'] / 86_400:.0f} days"
+            f" ({100 * done:.1f}%) in {r['wall']:.1f} s; peak RSS {r['peak_rss']:.0f} MiB",
+            f"  orders {r['orders']:,}, leases {r['leases']:,}, peak active leases"
+            f" {r['peak_active_leases']:,}",
+        ]
+        if r["stopped"]:
+            out.append(
+                f"  stopped; full run projected at >= {r['projected_wall']:,.0f} s (target <= 60 s)"
+            )
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", default="mid,growth,large")
+    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "sim_scale.json")
+    parser.add_argument("--large-limit", type=float, default=600.0)
+    args = parser.parse_args()
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    unknown = set(parts) - {"mid", "growth", "large"}
+    if unknown:
+        parser.error(f"unknown parts: {', '.join(sorted(unknown))} (mid, growth, large)")
+    results: dict[str, Any] = {}
+    if "mid" in parts:
+        results["mid"] = mid()
+    if "growth" in parts:
+        results["growth"] = growth()
+    if "large" in parts:
+        results["large"] = large(args.large_limit)
+    args.json.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    print(report(results))
+    print(f"(figures written to {args.json})")
+
+
+if __name__ == "__main__":
+    main()
