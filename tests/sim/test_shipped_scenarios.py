@@ -22,8 +22,39 @@ SHIPPED = [
 ]
 
 
+BENCHMARKS = ["bench-large"]
+"""Research-scale scenarios for benchmarks/sim_scale.py: checked here, run there."""
+
+
 def test_the_six_are_shipped_and_nothing_else_is_untested():
-    assert sorted(p.stem for p in SCENARIOS.glob("*.yaml")) == sorted(SHIPPED)
+    assert sorted(p.stem for p in SCENARIOS.glob("*.yaml")) == sorted(SHIPPED + BENCHMARKS)
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_benchmark_scenarios_are_valid_and_as_large_as_promised(name):
+    path = SCENARIOS / f"{name}.yaml"
+    text = path.read_text()
+    assert text.startswith("#") and "Question:" in text.split("\nname:")[0]
+    scenario = load_scenario(path)
+    assert scenario.name == name
+    assert sum(g.count for g in scenario.providers) == 10_000
+    assert len({g.pricing.strategy for g in scenario.providers}) == 5
+    assert any(g.failures for g in scenario.providers)
+    assert all(s.top_up.policy == "when-paused" for s in scenario.demand)
+    expected_orders = sum(s.arrivals.rate * s.replicas for s in scenario.demand) * (
+        scenario.duration / 3600
+    )
+    assert expected_orders >= 250_000
+
+
+def test_bench_large_is_what_its_generator_writes(tmp_path):
+    import subprocess
+    import sys
+
+    script = SCENARIOS.parent / "benchmarks" / "make_bench_large.py"
+    out = tmp_path / "bench-large.yaml"
+    subprocess.run([sys.executable, script, "--out", out], check=True, capture_output=True)
+    assert out.read_text() == (SCENARIOS / "bench-large.yaml").read_text()
 
 
 @pytest.fixture(scope="module", params=SHIPPED)
