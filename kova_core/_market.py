@@ -572,14 +572,24 @@ class Market:
     # ------------------------------------------------------------------ providers
 
     def poll(
-        self, provider_id: int, strategy: PricingStrategy, rng: np.random.Generator, height: int
+        self,
+        provider_id: int,
+        strategy: PricingStrategy,
+        rng: np.random.Generator,
+        height: int,
+        *,
+        orders: Iterable[int] | None = None,
     ) -> list[Event]:
         """One auto-bidder poll: the provider bids on every open order it can serve.
 
         Orders are visited by id. An order gets a bid if the provider is online, has no open bid
         on it, matches its placement, has the free capacity (each bid reserves some, so later
         orders see less), and ``strategy`` prices it within its maximum price.
-        Raises :class:`UnknownEntity`, :class:`InvalidHeight`.
+
+        ``orders`` limits the visit to those order ids (the ones not open are passed over): a
+        driver that knows which open orders the provider has not bid on and matches saves the
+        visit of the others, with the same outcome. Raises :class:`UnknownEntity`,
+        :class:`InvalidHeight`.
         """
         provider = self._provider(provider_id)
         self._advance(height)
@@ -587,7 +597,11 @@ class Market:
         if provider.state is not ProviderState.ONLINE:
             return events
         free = provider.free
-        for order in self.open_orders():
+        if orders is None:
+            visit = self.open_orders()
+        else:
+            visit = [self._open_orders[i] for i in sorted(orders) if i in self._open_orders]
+        for order in visit:
             if order.id in provider.open_bids or not order.resources.fits_in(free):
                 continue
             if provider_matches(

@@ -369,8 +369,10 @@ class Simulation:
         self._do(self.market.tick, self.now)
         self._schedule(self.scenario.settlement_interval, SETTLE, 0, self._settle)
 
-    def _poll(self, info: ProviderInfo) -> None:
-        self._do(self.market.poll, info.id, info.strategy, info.rng, self.now)
+    def _poll(self, info: ProviderInfo, orders: Iterable[int] | None = None) -> None:
+        self._do(
+            lambda: self.market.poll(info.id, info.strategy, info.rng, self.now, orders=orders)
+        )
 
     def _schedule_failure(self, info: ProviderInfo) -> None:
         failures = info.group.failures
@@ -620,9 +622,15 @@ class FastSimulation(Simulation):
         for event in events:
             kind = type(event)
             if kind is OrderOpened or kind is OrderReopened:
-                for pid in self._matching_providers(event.order_id):  # type: ignore[attr-defined]
-                    self._candidates[pid].add(event.order_id)  # type: ignore[attr-defined]
-                    touched.add(pid)
+                # a provider with no poll scheduled has no candidate that fits (see _arm), so
+                # only this order can arm it
+                order_id = event.order_id  # type: ignore[attr-defined]
+                needs = market.orders[order_id].resources
+                providers = market.providers
+                for pid in self._matching_providers(order_id):
+                    self._candidates[pid].add(order_id)
+                    if pid not in self._poll_at and needs.fits_in(providers[pid].free):
+                        touched.add(pid)
             elif kind is BidPlaced:
                 self._candidates[event.provider_id].discard(event.order_id)  # type: ignore[attr-defined]
             elif kind is BidWithdrawn:
@@ -676,7 +684,7 @@ class FastSimulation(Simulation):
     def _fast_poll(self, info: ProviderInfo) -> None:
         del self._poll_at[info.id]
         self.polls += 1
-        self._poll(info)
+        self._poll(info, self._candidates[info.id])
         self._arm(info.id)
 
 

@@ -247,6 +247,22 @@ def test_the_auto_bidder_bids_on_every_order_it_can_fit_in_id_order() -> None:
     assert w.market.poll(p, FixedPrice(), np.random.default_rng(0), 30) == []
 
 
+def test_a_poll_limited_to_some_orders_visits_only_those_in_id_order() -> None:
+    w = World()
+    dep = w.deploy(count=3, price=2 * MICRO)
+    first, second, third = w.orders(dep)
+    w.market.expire_order(second, 1)
+    p = w.market.add_provider(capacity=Resources(cpu=1000, memory=4 * GIB, storage=10 * GIB))
+    rng = np.random.default_rng(0)
+    # a closed order among them is passed over; the listed ones are visited in id order
+    events = w.market.poll(p, FixedPrice(), rng, 15, orders={third, second})
+    assert [e.order_id for e in events] == [third]
+    events = w.market.poll(p, FixedPrice(), rng, 30, orders=[third, first])
+    assert [e.order_id for e in events] == [first]  # already bid on the third
+    assert w.market.poll(p, FixedPrice(), rng, 45, orders=[]) == []
+    check_invariants(w.market)
+
+
 def test_an_undercutting_auto_bidder_sees_the_best_competing_bid() -> None:
     w = World()
     dep = w.deploy(price=2 * MICRO)
