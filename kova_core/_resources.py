@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = ["Resources"]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Resources:
+_tuple_new = tuple.__new__
+
+
+class Resources(NamedTuple):
     """An amount of compute. ``cpu`` is millicores (1000 = one core); sizes are bytes.
 
     Arithmetic is component-wise. ``fits_in`` says whether every component is within another's.
+    (A named tuple rather than a frozen dataclass because markets make millions of these: it is
+    built about three times faster. Tuple arithmetic that would make no sense, concatenation
+    and repetition, is replaced or refused.)
     """
 
     cpu: int = 0
@@ -19,29 +24,40 @@ class Resources:
     storage: int = 0
     gpu: int = 0
 
-    def __add__(self, other: Resources) -> Resources:
-        return Resources(
-            cpu=self.cpu + other.cpu,
-            memory=self.memory + other.memory,
-            storage=self.storage + other.storage,
-            gpu=self.gpu + other.gpu,
+    def __add__(self, other: Resources) -> Resources:  # type: ignore[override]
+        return _tuple_new(
+            Resources,
+            (
+                self[0] + other[0],
+                self[1] + other[1],
+                self[2] + other[2],
+                self[3] + other[3],
+            ),
         )
 
     def __sub__(self, other: Resources) -> Resources:
-        return Resources(
-            cpu=self.cpu - other.cpu,
-            memory=self.memory - other.memory,
-            storage=self.storage - other.storage,
-            gpu=self.gpu - other.gpu,
+        return _tuple_new(
+            Resources,
+            (
+                self[0] - other[0],
+                self[1] - other[1],
+                self[2] - other[2],
+                self[3] - other[3],
+            ),
         )
+
+    def __mul__(self, other: object) -> Resources:  # type: ignore[override]
+        raise TypeError("Resources cannot be multiplied")
+
+    __rmul__ = __mul__
 
     def fits_in(self, other: Resources) -> bool:
         """True if every component of ``self`` is at most the same component of ``other``."""
         return (
-            self.cpu <= other.cpu
-            and self.memory <= other.memory
-            and self.storage <= other.storage
-            and self.gpu <= other.gpu
+            self[0] <= other[0]
+            and self[1] <= other[1]
+            and self[2] <= other[2]
+            and self[3] <= other[3]
         )
 
     def is_nonnegative(self) -> bool:

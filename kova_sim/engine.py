@@ -663,14 +663,15 @@ class FastSimulation(Simulation):
 
     def _arm(self, pid: int) -> None:
         """Schedule the provider's next poll if it may bid (and none is scheduled)."""
-        if pid in self._poll_at:
+        candidates = self._candidates[pid]
+        if not candidates or pid in self._poll_at:
             return
         provider = self.market.providers[pid]
         if provider.state is not ProviderState.ONLINE:
             return
         free = provider.free
         orders = self.market.orders
-        if not any(orders[o].resources.fits_in(free) for o in self._candidates[pid]):
+        if not any(orders[o].resources.fits_in(free) for o in candidates):
             return
         info = self.providers[pid]
         interval = self.scenario.poll_interval
