@@ -177,6 +177,13 @@ def test_resources_add_and_subtract_component_wise() -> None:
     assert total == Resources(cpu=4500, memory=9 * Gi, storage=102 * Gi, gpu=1)
     assert rest == Resources(cpu=3500, memory=7 * Gi, storage=98 * Gi, gpu=1)
     assert overdrawn == Resources(cpu=-3500, memory=-7 * Gi, storage=-98 * Gi, gpu=-1)
+    assert type(total) is Resources and total.cpu == 4500 and len(total) == 4
+
+
+@pytest.mark.parametrize("multiply", [lambda r: r * 2, lambda r: 2 * r])
+def test_resources_cannot_be_multiplied_like_a_tuple(multiply) -> None:
+    with pytest.raises(TypeError, match="cannot be multiplied"):
+        multiply(SMALL)
 
 
 @pytest.mark.parametrize(
