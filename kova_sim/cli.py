@@ -1,4 +1,4 @@
-"""``kova-sim``: run, validate and compare simulation scenarios.
+"""``kova-sim``: run, validate, compare and sweep simulation scenarios.
 
 Bad input (a scenario with errors, a folder that is not a run) is reported with the field or the
 file it concerns and exits with status 2; nothing is written.
@@ -15,14 +15,23 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from kova_core import MICRO
 
 from .engine import ENGINES
-from .run import default_out, run_scenario
+from .run import DEFAULT_ENGINE, default_out, run_scenario
 from .scenario import Scenario, ScenarioError, load_scenario
+from .sweep import SEED_MODES, SeedMode, SweepError, run_sweep
 
 __all__ = ["main"]
 
@@ -156,9 +165,10 @@ def main() -> None:
 @click.option(
     "--engine",
     type=click.Choice(ENGINES),
-    default="exact",
+    default=DEFAULT_ENGINE,
     show_default=True,
-    help="exact: every poll and settlement round is a SimPy event (the reference).",
+    help="exact: every poll and settlement round is a SimPy event (the reference); fast: the"
+    " same outputs, skipping the polls that change nothing; auto: fast.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary table.")
 @click.option("--no-plots", is_flag=True, help="Skip the plots/ folder.")
@@ -181,7 +191,10 @@ def run(
         close()
     if quiet:
         return
-    table = Table(title=f"{loaded.name} (seed {loaded.seed}, {engine} engine)", show_header=False)
+    table = Table(
+        title=f"{loaded.name} (seed {loaded.seed}, {result.summary['engine']} engine)",
+        show_header=False,
+    )
     table.add_column("metric")
     table.add_column("value", justify="right")
     for label, key, fmt in SUMMARY_ROWS:
@@ -239,6 +252,178 @@ def compare(runs: tuple[Path, ...]) -> None:
     for label, key, fmt in SUMMARY_ROWS:
         table.add_row(label, *(_cell(s, key, fmt) for s in summaries))
     Console().print(table)
+
+
+# --------------------------------------------------------------------------- sweep
+
+
+def _sweep_progress(name: str, quiet: bool) -> tuple[Callable[[Any], None], Callable[[], None]]:
+    """A sweep's ``progress(SweepProgress)`` callback: a bar of runs once it takes > 2 s."""
+    started = time.perf_counter()
+    state: dict[str, Any] = {"bar": None, "task": None}
+
+    def report(where: Any) -> None:
+        if quiet or where.total == 0:
+            return
+        if state["bar"] is None:
+            if time.perf_counter() - started < _PROGRESS_AFTER or where.finished:
+                return
+            bar = Progress(
+                TextColumn(f"[bold]{name}[/] sweep"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("runs, {task.fields[failed]} failed"),
+                TimeElapsedColumn(),
+                TextColumn("left"),
+                TimeRemainingColumn(),
+                console=stderr,
+                transient=True,
+            )
+            bar.start()
+            state["bar"] = bar
+            state["task"] = bar.add_task("sweep", total=where.total, failed=0)
+        state["bar"].update(state["task"], completed=where.done + where.failed, failed=where.failed)
+
+    def close() -> None:
+        if state["bar"] is not None:
+            state["bar"].stop()
+
+    return report, close
+
+
+@main.command()
+@click.argument("scenario", type=click.Path(dir_okay=False))
+@click.option(
+    "--grid",
+    "grids",
+    multiple=True,
+    metavar="PATH=V1,V2,...",
+    help="A parameter and its values, e.g. fee_bps=0,250 or providers[0].pricing.floor=0.5,0.7;"
+    " repeat for a grid (the cartesian product, in the order given).",
+)
+@click.option(
+    "--replications",
+    type=click.IntRange(min=1),
+    required=True,
+    metavar="N",
+    help="Runs per grid point, each with its own seed.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    metavar="DIR",
+    help="Folder for the sweep; run the same sweep again on it to resume.",
+)
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    help="A Dask scheduler, e.g. tcp://10.0.0.5:8786, whose workers have Kova installed"
+    " [default: a local cluster].",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    help="Worker processes of the local cluster [default: one per CPU].",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(ENGINES),
+    default=DEFAULT_ENGINE,
+    show_default=True,
+    help="The engine every run uses.",
+)
+@click.option(
+    "--seeds",
+    type=click.Choice(SEED_MODES),
+    default="independent",
+    show_default=True,
+    help="independent: every run its own seed; common: replication r of every grid point"
+    " shares one seed (common random numbers).",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary table.")
+def sweep(
+    scenario: str,
+    grids: tuple[str, ...],
+    replications: int,
+    out: Path,
+    scheduler: str | None,
+    workers: int | None,
+    engine: str,
+    seeds: SeedMode,
+    quiet: bool,
+) -> None:
+    """Run SCENARIO at each point of a grid of parameter values, N times each, on Dask.
+
+    Writes runs/<run id>/ for each run, runs.parquet, summary.parquet (mean, standard deviation
+    and 95% confidence interval per grid point), plots/ and sweep.json into --out. Exits 1 if
+    any run failed (listed, and written to failures.json).
+    """
+    loaded = _load(scenario)
+    if scheduler is not None and workers is not None:
+        _fail("--workers sizes the local cluster; with --scheduler the cluster's workers run")
+    report, close = _sweep_progress(loaded.name, quiet)
+    try:
+        result = run_sweep(
+            loaded,
+            grids,
+            replications=replications,
+            out=out,
+            client=scheduler,
+            workers=workers,
+            engine=engine,
+            seeds=seeds,
+            progress=report,
+        )
+    except SweepError as exc:
+        _fail(escape(str(exc)))
+        return
+    except OSError as exc:
+        _fail(escape(f"cannot write {out}: {exc.strerror or exc}"))
+        return
+    finally:
+        close()
+    drifted = [
+        run_id
+        for run_id, conserved in zip(
+            result.runs.column("run_id").to_pylist(),
+            result.runs.column("money_conserved").to_pylist()
+            if "money_conserved" in result.runs.column_names
+            else [],
+            strict=False,
+        )
+        if conserved is False
+    ]
+    if not quiet:
+        table = Table(title=f"{loaded.name} sweep ({engine} engine)", show_header=False)
+        table.add_column("what")
+        table.add_column("value", justify="right")
+        table.add_row("grid points × replications", f"{len(result.points)} × {replications}")
+        table.add_row("runs done", str(result.done))
+        table.add_row("skipped (done before)", str(result.skipped))
+        table.add_row("failed", str(len(result.failures)))
+        table.add_row("wall time", f"{result.wall_seconds:.1f} s")
+        table.add_row("outputs", f"{result.out}/")
+        Console().print(table)
+    if result.failures:
+        stderr.print(
+            f"[bold red]{len(result.failures)} run(s) failed[/] (also in"
+            f" {result.out / 'failures.json'}):",
+            highlight=False,
+        )
+        for f in result.failures:
+            where = ", ".join(f"{p}={v}" for p, v in f.grid.items()) or "no grid"
+            stderr.print(
+                f"  {f.run_id} ({where}; seed {f.seed}): {f.error_type}: {f.message}",
+                highlight=False,
+                markup=False,
+            )
+    if drifted:
+        stderr.print(
+            f"[bold red]money was not conserved[/] in {', '.join(drifted)}", highlight=False
+        )
+    if result.failures or drifted:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover
