@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TypeVar
 
@@ -115,6 +116,19 @@ def provider_account(provider_id: int) -> str:
 
 E = TypeVar("E")
 
+
+@dataclass(frozen=True, slots=True)
+class _Tally:
+    """A deployment whose rounds are deferred: its leases' price per block, its next round and
+    how much less than a full round that one owes (leases started since the last round), and
+    the first round at which its escrow cannot pay."""
+
+    rate: int
+    first_round: int
+    gap: int
+    check: int
+
+
 _WORST_JOB_OUTCOME = (CloseReason.JOB_FAILED, CloseReason.JOB_TIMED_OUT)
 
 
@@ -124,6 +138,18 @@ class Market:
     ``fee_bps`` is the network's fee in basis points of each payment to a provider (default 0);
     ``settlement_interval`` the blocks between settlement rounds (default 60);
     ``accepted_denoms`` the denominations manifests may price in (default: all).
+
+    ``defer_rounds`` (simulators, with no fee): a round does no per-lease work for a deployment
+    whose escrow surely covers it. Each billing deployment keeps a tally (its leases' rate and
+    the first round at which its escrow may fall short, the same arithmetic as
+    :func:`job_deadline`); rounds before that only add what it owes to :attr:`accrued`, and the
+    money moves when the deployment is next touched (a deposit, a lease starting or ending, a
+    close, that round, or :meth:`flush`), as one settlement transfer per lease covering the
+    rounds in between, dated at the last of them. Every outcome (pauses, debts, write-offs,
+    refunds, each lease's ``blocks_paid`` and ``total_paid``, every balance after
+    :meth:`flush`) is the same as without it; the ledger has the per-round settlement
+    transfers of each lease merged into runs, and balances lag by :attr:`accrued` until
+    :meth:`flush`.
     """
 
     def __init__(
@@ -132,9 +158,12 @@ class Market:
         fee_bps: int = 0,
         settlement_interval: int = 60,
         accepted_denoms: Collection[str] | None = None,
+        defer_rounds: bool = False,
     ) -> None:
         if isinstance(fee_bps, bool) or not isinstance(fee_bps, int) or not 0 <= fee_bps <= BPS:
             raise InvalidAmount(f"fee_bps must be an integer from 0 to {BPS}, got {fee_bps!r}")
+        if defer_rounds and fee_bps:
+            raise InvalidAmount("defer_rounds needs fee_bps 0 (a fee is taken payment by payment)")
         if not isinstance(settlement_interval, int) or settlement_interval < 1:
             raise InvalidHeight(
                 f"settlement_interval must be a positive integer, got {settlement_interval!r}"
@@ -162,6 +191,14 @@ class Market:
         # Events of catching up (rounds, deadlines) not yet returned: a command that raises after
         # catching up leaves them here, and the next command returns them first.
         self._outbox: list[Event] = []
+        # Deferred rounds (see the class docstring): per billing deployment its tally, what the
+        # tallies add up to, and when each may next fall short.
+        self.defer_rounds = defer_rounds
+        self.accrued = 0
+        self._tallies: dict[int, _Tally] = {}
+        self._rate = 0  # Σ price per block of the leases of tallied deployments
+        self._short_of_full: dict[int, int] = {}  # round -> Σ of its first, partial claims' gap
+        self._checks: list[tuple[int, int]] = []  # (round at which it may fall short, dep id)
 
     # ------------------------------------------------------------------ queries
 
@@ -370,9 +407,11 @@ class Market:
         if self.balance(source) < amount:
             raise InsufficientBalance(source, self.balance(source), amount)
         events = self._take()
+        events += self._untally(dep, self.last_round)
         events.append(self._move(source, escrow_account(dep.id), amount, TransferReason.DEPOSIT))
         if dep.state is DeploymentState.INSUFFICIENT_FUNDS:
             events += self._try_resume(dep, height)
+        self._tally(dep)
         if dep.is_job:
             self._schedule_job(dep)
         return events
@@ -484,6 +523,7 @@ class Market:
                 f"deployment {dep.id} is paused for insufficient funds: deposit first"
             )
         events = self._take()
+        events += self._untally(dep, self.last_round)
         order.state = transition("order", order.id, order.state, "match")
         bid.state = transition("bid", bid.id, bid.state, "accept")
         self._open_orders.pop(order.id, None)
@@ -524,6 +564,7 @@ class Market:
             events += self._take()
         else:
             self._billing.add(dep.id)
+            self._tally(dep)
         return events
 
     def finish_job(self, lease_id: int, height: int, *, succeeded: bool = True) -> list[Event]:
@@ -668,6 +709,14 @@ class Market:
         self._advance(height)
         return self._take()
 
+    def flush(self) -> list[Event]:
+        """With ``defer_rounds``: move the money the rounds so far owe (every deferred payment),
+        so that balances, the ledger and each lease's totals are up to date. Otherwise nothing."""
+        events = self._take()
+        for dep_id in sorted(self._tallies):
+            events += self._materialize(self.deployments[dep_id], self.last_round)
+        return events
+
     def settle_deployment(self, deployment_id: int, height: int) -> list[Event]:
         """Settle one deployment's active leases up to ``height`` now, as a round would.
 
@@ -680,7 +729,9 @@ class Market:
         self._advance(height)
         events = self._take()
         if dep.id in self._billing:
+            events += self._untally(dep, self.last_round)
             events += self._settle(dep, height)[0]
+            self._tally(dep)
         return events
 
     # ------------------------------------------------------------------ internals: time
@@ -714,20 +765,108 @@ class Market:
     def _round(self, height: int) -> list[Event]:
         events: list[Event] = []
         paid = paused = amount = 0
-        for dep_id in sorted(self._billing):
-            dep_events, moved = self._settle(self.deployments[dep_id], height)
+        if self.defer_rounds:
+            due = self._due(height)
+            for dep_id in due:  # settled through the round before, then checked like any other
+                events += self._untally(self.deployments[dep_id], height - self.settlement_interval)
+            owed = self._rate * self.settlement_interval - self._short_of_full.pop(height, 0)
+            self.accrued += owed
+            paid, amount = len(self._tallies), owed
+            settle = due
+        else:
+            settle = sorted(self._billing)
+        for dep_id in settle:
+            dep = self.deployments[dep_id]
+            dep_events, moved = self._settle(dep, height)
             events += dep_events
             if moved is None:
                 paused += 1
             else:
                 paid += 1
                 amount += moved
+                self._tally(dep)
         events.append(
             SettlementRound(
                 height=height, deployments_paid=paid, deployments_paused=paused, amount_paid=amount
             )
         )
         return events
+
+    # ------------------------------------------------------------------ internals: deferred rounds
+
+    def _tally(self, dep: Deployment) -> None:
+        """Defer a billing deployment's rounds until the first at which its escrow may fall
+        short (it must be untallied, with every lease settled to the last round or started
+        since)."""
+        if not self.defer_rounds or dep.id not in self._billing or dep.id in self._tallies:
+            return
+        running = [
+            self.leases[i] for i in dep.lease_ids if self.leases[i].state is LeaseState.ACTIVE
+        ]
+        rate = sum(lease.price for lease in running)
+        last = self.last_round
+        # leases that started since the last round owe only part of the next one
+        gap = sum(lease.price * (lease.last_settled - last) for lease in running)
+        paid_through = job_deadline(
+            self.escrow(dep.id), [(lease.last_settled, lease.price) for lease in running]
+        )
+        assert paid_through is not None  # a billing deployment has an active lease
+        interval = self.settlement_interval
+        check = (paid_through // interval + 1) * interval  # the first round it cannot pay
+        self._tallies[dep.id] = _Tally(rate=rate, first_round=last + interval, gap=gap, check=check)
+        self._rate += rate
+        if gap:
+            self._short_of_full[last + interval] = self._short_of_full.get(last + interval, 0) + gap
+        heapq.heappush(self._checks, (check, dep.id))
+
+    def _untally(self, dep: Deployment, through: int) -> list[Event]:
+        """Settle a tallied deployment's deferred rounds up to ``through`` and drop its tally."""
+        tally = self._tallies.get(dep.id)
+        if tally is None:
+            return []
+        events = self._materialize(dep, through)
+        del self._tallies[dep.id]
+        self._rate -= tally.rate
+        if tally.gap and tally.first_round > through:  # its first round has not been counted
+            left = self._short_of_full[tally.first_round] - tally.gap
+            if left:
+                self._short_of_full[tally.first_round] = left
+            else:
+                del self._short_of_full[tally.first_round]
+        return events
+
+    def _materialize(self, dep: Deployment, through: int) -> list[Event]:
+        """Pay a tallied deployment's leases for their deferred rounds up to ``through``: one
+        settlement transfer per lease, dated ``through``."""
+        leases = [
+            self.leases[i]
+            for i in dep.lease_ids
+            if self.leases[i].state is LeaseState.ACTIVE and self.leases[i].last_settled < through
+        ]
+        if not leases:
+            return []
+        claims = [self._claim(lease, through) for lease in leases]
+        plan = plan_round(self.escrow(dep.id), claims, self.fee_bps)
+        assert plan is not None, f"deployment {dep.id}: deferred rounds it could not pay"
+        events: list[Event] = []
+        for lease, payment in zip(leases, plan, strict=True):
+            events += self._pay(
+                dep, lease, payment, through, TransferReason.SETTLEMENT, dated=through
+            )
+            lease.last_settled = through
+            self.accrued -= payment.gross
+        return events
+
+    def _due(self, height: int) -> list[int]:
+        """The tallied deployments whose escrow may fall short at this round, by id."""
+        due = []
+        checks = self._checks
+        while checks and checks[0][0] <= height:
+            check, dep_id = heapq.heappop(checks)
+            tally = self._tallies.get(dep_id)
+            if tally is not None and tally.check == check:
+                due.append(dep_id)
+        return sorted(set(due))
 
     def _settle(self, dep: Deployment, height: int) -> tuple[list[Event], int | None]:
         """Settle a billing deployment to ``height``; returns events and the amount paid
@@ -900,8 +1039,8 @@ class Market:
         self, dep: Deployment, leases: list[Lease], height: int, reason: CloseReason
     ) -> list[Event]:
         """Final settlement of some leases of one deployment, then close them."""
+        events = self._untally(dep, self.last_round)
         claims = [self._claim(lease, height) for lease in leases]
-        events: list[Event] = []
         for lease, payment in zip(
             leases, plan_close(self.escrow(dep.id), claims, self.fee_bps), strict=True
         ):
@@ -941,6 +1080,7 @@ class Market:
             )
         if not any(self.leases[i].state is LeaseState.ACTIVE for i in dep.lease_ids):
             self._billing.discard(dep.id)
+        self._tally(dep)
         return events
 
     def _fail_lease(self, lease: Lease, height: int, reason: CloseReason) -> list[Event]:
@@ -977,8 +1117,16 @@ class Market:
         )
 
     def _pay(
-        self, dep: Deployment, lease: Lease, payment: Payment, height: int, reason: str
+        self,
+        dep: Deployment,
+        lease: Lease,
+        payment: Payment,
+        height: int,
+        reason: str,
+        *,
+        dated: int | None = None,
     ) -> list[Event]:
+        """Move a payment out of escrow; ``dated`` dates its transfers (default: now)."""
         events: list[Event] = []
         claim = payment.claim
         escrow = escrow_account(dep.id)
@@ -992,6 +1140,7 @@ class Market:
                     lease.id,
                     claim.start,
                     claim.end,
+                    dated,
                 )
             )
         if payment.fee:
@@ -1004,6 +1153,7 @@ class Market:
                     lease.id,
                     claim.start,
                     claim.end,
+                    dated,
                 )
             )
         lease.total_paid += payment.gross
@@ -1019,6 +1169,7 @@ class Market:
         lease_id: int | None = None,
         start: int | None = None,
         end: int | None = None,
+        dated: int | None = None,
     ) -> Transfer:
         if source != EXTERNAL:
             held = self._balances.get(source, 0)
@@ -1028,7 +1179,7 @@ class Market:
         if destination != EXTERNAL:
             self._balances[destination] = self._balances.get(destination, 0) + amount
         entry = Transfer(
-            height=self.height,
+            height=self.height if dated is None else dated,
             source=source,
             destination=destination,
             amount=amount,

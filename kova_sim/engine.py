@@ -214,7 +214,9 @@ class Simulation:
     def __init__(self, scenario: Scenario, *, keep_events: bool = False) -> None:
         self.scenario = scenario
         self.market = Market(
-            fee_bps=scenario.fee_bps, settlement_interval=scenario.settlement_interval
+            fee_bps=scenario.fee_bps,
+            settlement_interval=scenario.settlement_interval,
+            defer_rounds=self.defers_rounds(scenario),
         )
         self.recorder = Recorder(self.market, scenario.duration, scenario.record)
         self.keep_events = keep_events
@@ -263,6 +265,11 @@ class Simulation:
                     price_per_block=sum(s.max_price for s in manifest.order_specs()),
                 )
             )
+
+    @classmethod
+    def defers_rounds(cls, scenario: Scenario) -> bool:
+        """Whether this engine lets the market defer rounds (``Market(defer_rounds=...)``)."""
+        return False
 
     # ------------------------------------------------------------------ what an engine provides
 
@@ -315,6 +322,7 @@ class Simulation:
             if progress is not None:
                 progress(now, duration)
         self._do(self.market.tick, duration)
+        self._do(self.market.flush)
         self.wall_seconds = time.perf_counter() - started
 
     # ------------------------------------------------------------------ commands and reactions
@@ -566,6 +574,11 @@ class FastSimulation(Simulation):
     """
 
     engine = "fast"
+
+    @classmethod
+    def defers_rounds(cls, scenario: Scenario) -> bool:
+        """Rounds are deferred when nothing shows the difference: a compact ledger and no fee."""
+        return scenario.record.ledger == "compact" and scenario.fee_bps == 0
 
     def __init__(self, scenario: Scenario, *, keep_events: bool = False) -> None:
         super().__init__(scenario, keep_events=keep_events)

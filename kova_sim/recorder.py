@@ -33,7 +33,7 @@ from kova_core import (
 
 from .scenario import ProviderGroup, Record
 
-__all__ = ["SCHEMAS", "Recorder"]
+__all__ = ["SCHEMAS", "Recorder", "compact_ledger"]
 
 _I = pa.int64()
 _S = pa.string()
@@ -239,9 +239,10 @@ class Recorder:
         rows["active_mean_price"].append(
             self.active_price_sum / self.active if self.active else None
         )
-        rows["escrow_held"].append(self.escrow_held)
-        rows["revenue"].append(self.revenue)
-        rows["tenant_spend"].append(self.revenue + self.fees)
+        accrued = self.market.accrued  # owed by deferred rounds, not yet moved (see Market)
+        rows["escrow_held"].append(self.escrow_held - accrued)
+        rows["revenue"].append(self.revenue + accrued)
+        rows["tenant_spend"].append(self.revenue + accrued + self.fees)
         rows["written_off"].append(self.written_off)
         rows["cpu_in_use"].append(self.cpu_in_use)
         rows["cpu_capacity"].append(self.cpu_capacity)
@@ -366,17 +367,13 @@ class Recorder:
             )  # fmt: skip
 
     def _ledger_rows(self) -> Iterable[tuple[Any, ...]]:
-        for t in self.market.ledger:
-            yield (
-                t.height,
-                t.source,
-                t.destination,
-                t.amount,
-                t.reason,
-                t.lease_id,
-                t.start,
-                t.end,
-            )
+        rows = (
+            (t.height, t.source, t.destination, t.amount, t.reason, t.lease_id, t.start, t.end)
+            for t in self.market.ledger
+        )
+        if self.recording.ledger == "all":
+            return rows
+        return compact_ledger(rows)
 
     def _provider_rows(self) -> Iterable[tuple[Any, ...]]:
         market = self.market
@@ -405,6 +402,34 @@ class Recorder:
                 self.provider_failures.get(pid, 0), float(provider.reputation),
                 str(provider.state),
             )  # fmt: skip
+
+
+def compact_ledger(rows: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Ledger rows ``(block, source, destination, amount, reason, lease_id, start, end)`` with
+    each lease's settlement transfers over consecutive rounds merged into one row (amounts
+    added, ``start`` of the first, ``end`` and ``block`` of the last), sorted by every column.
+
+    Merging depends only on which transfers there are, not their order, so a ledger whose
+    rounds were paid one by one and one whose rounds were paid in runs compact the same.
+    """
+    settlement: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
+    out: list[tuple[Any, ...]] = []
+    for row in rows:
+        if row[4] == "settlement":
+            settlement.setdefault((row[5], row[1], row[2]), []).append(row)
+        else:
+            out.append(row)
+    for group in settlement.values():
+        group.sort(key=lambda r: r[6])
+        block, source, destination, amount, reason, lease_id, start, end = group[0]
+        for row in group[1:]:
+            if row[6] == end:
+                amount, end, block = amount + row[3], row[7], row[0]
+            else:
+                out.append((block, source, destination, amount, reason, lease_id, start, end))
+                block, amount, start, end = row[0], row[3], row[6], row[7]
+        out.append((block, source, destination, amount, reason, lease_id, start, end))
+    return sorted(out, key=lambda r: tuple((v is None, v) for v in r))
 
 
 def unit_cost(resources: Any, costs: Any) -> int:

@@ -445,10 +445,16 @@ class Record(_Model):
     the earlier bid, and the accepted bid whatever its rank); ``aggregates`` (no bid rows: the
     orders table's ``bids``, ``bid_min_price``, ``bid_median_price`` and ``bid_max_price``
     columns, which every mode writes). Tenants' selection sees every bid in every mode.
+
+    ``ledger``: ``all`` (every transfer, in the order it happened); ``compact`` (each lease's
+    settlement transfers over consecutive rounds merged into one row per run, dated at its last
+    round, and the rows sorted by block, then accounts, reason and lease): the same money, in
+    far fewer rows, and it lets the fast engine defer rounds (with no fee).
     """
 
     bids: Literal["all", "top-k", "aggregates"] = "all"
     top_k: Annotated[int, Field(ge=1, le=1000)] = 5
+    ledger: Literal["all", "compact"] = "all"
 
 
 # --------------------------------------------------------------------------- the scenario

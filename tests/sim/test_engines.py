@@ -52,13 +52,15 @@ def assert_same_run(scenario: Scenario) -> dict[str, Any]:
     return exact.summary
 
 
+@pytest.mark.parametrize("ledger", ["all", "compact"])
 @pytest.mark.parametrize(
     ("name", "duration"),
     [(p.stem, "20m" if p.stem.startswith("bench-") else "4h") for p in SCENARIOS.glob("*.yaml")],
 )
-def test_shipped_scenarios_give_the_same_outputs(name, duration):
+def test_shipped_scenarios_give_the_same_outputs(name, duration, ledger):
     data = yaml.safe_load((SCENARIOS / f"{name}.yaml").read_text())
     data["duration"] = duration  # shortened: the exact engine is the slow one
+    data.setdefault("record", {})["ledger"] = ledger
     summary = assert_same_run(parse_scenario(data))
     assert summary["leases"] > 0
 
@@ -175,7 +177,8 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
         "duration": draw(st.sampled_from(["30m", "1h", "2h"])),
         "poll_interval": interval,
         "settlement_interval": draw(st.sampled_from([7, 60])),
-        "fee_bps": draw(st.sampled_from([0, 250])),
+        "fee_bps": draw(st.sampled_from([0, 0, 250])),
+        "record": {"ledger": draw(st.sampled_from(["all", "compact"]))},
         "providers": [draw(provider_group(i, interval)) for i in range(draw(st.integers(1, 3)))],
         "demand": [draw(demand_stream(i)) for i in range(draw(st.integers(1, 2)))],
     }
