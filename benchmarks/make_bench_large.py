@@ -39,7 +39,8 @@ HEADER = """\
 # region at 3.5 arrivals/h (about 252,000 orders in all), lifetimes exponential with mean 3.5
 # days, so about 29,000 leases run at once once the market has filled; deposits cover one day,
 # and 70% of paused tenants top up; undercutters fail every 10 days on average. Bids are
-# recorded as per-order aggregates only (every order draws about 100 bids).
+# recorded as per-order aggregates only (every order draws about 100 bids), and each lease's
+# settlement transfers as runs (a compact ledger).
 """
 
 
@@ -79,7 +80,7 @@ def scenario() -> dict:
         "description": "10,000 providers in 100 regions, about 252,000 orders over 30 days",
         "seed": 1,
         "duration": "30d",
-        "record": {"bids": "aggregates"},
+        "record": {"bids": "aggregates", "ledger": "compact"},
         "providers": providers,
         "demand": demand,
     }
