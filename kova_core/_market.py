@@ -150,6 +150,11 @@ class Market:
     :meth:`flush`) is the same as without it; the ledger has the per-round settlement
     transfers of each lease merged into runs, and balances lag by :attr:`accrued` until
     :meth:`flush`.
+
+    ``forget_closed_bids`` (simulators that record bids as they are placed): a bid leaves
+    :attr:`bids` once it is no longer open (accepted, lost or withdrawn), so the market's memory
+    does not grow with every bid ever placed; commands naming such a bid then raise
+    :class:`UnknownEntity`.
     """
 
     def __init__(
@@ -159,6 +164,7 @@ class Market:
         settlement_interval: int = 60,
         accepted_denoms: Collection[str] | None = None,
         defer_rounds: bool = False,
+        forget_closed_bids: bool = False,
     ) -> None:
         if isinstance(fee_bps, bool) or not isinstance(fee_bps, int) or not 0 <= fee_bps <= BPS:
             raise InvalidAmount(f"fee_bps must be an integer from 0 to {BPS}, got {fee_bps!r}")
@@ -194,6 +200,7 @@ class Market:
         # Deferred rounds (see the class docstring): per billing deployment its tally, what the
         # tallies add up to, and when each may next fall short.
         self.defer_rounds = defer_rounds
+        self.forget_closed_bids = forget_closed_bids
         self.accrued = 0
         self._tallies: dict[int, _Tally] = {}
         self._rate = 0  # Σ price per block of the leases of tallied deployments
@@ -528,6 +535,8 @@ class Market:
         bid.state = transition("bid", bid.id, bid.state, "accept")
         self._open_orders.pop(order.id, None)
         self._release(bid)
+        if self.forget_closed_bids:
+            del self.bids[bid.id]
         provider.used += order.resources
         events += self._lose_open_bids(order, height)
         lease_id = self._new_id("lease")
@@ -1225,6 +1234,8 @@ class Market:
     def _end_bid(self, bid: Bid, command: str, height: int) -> Event:
         bid.state = transition("bid", bid.id, bid.state, command)
         self._release(bid)
+        if self.forget_closed_bids:
+            del self.bids[bid.id]
         cls = BidLost if command == "lose" else BidWithdrawn
         return cls(height=height, bid_id=bid.id, order_id=bid.order_id, provider_id=bid.provider_id)
 

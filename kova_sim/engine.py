@@ -217,6 +217,8 @@ class Simulation:
             fee_bps=scenario.fee_bps,
             settlement_interval=scenario.settlement_interval,
             defer_rounds=self.defers_rounds(scenario),
+            # with per-order aggregates only, the recorder keeps what it needs as bids are placed
+            forget_closed_bids=scenario.record.bids == "aggregates",
         )
         self.recorder = Recorder(self.market, scenario.duration, scenario.record)
         self.keep_events = keep_events

@@ -8,6 +8,7 @@ bids, leases, the ledger and providers from the market's records. Tables are
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable, Iterable
 from statistics import median
 from typing import Any
@@ -16,6 +17,7 @@ import pyarrow as pa
 
 from kova_core import (
     Bid,
+    BidPlaced,
     BidState,
     DebtWrittenOff,
     DeploymentPaused,
@@ -112,6 +114,7 @@ class Recorder:
         self.market = market
         self.duration = duration
         self.recording = record or Record()
+        self.bid_prices: dict[int, array[int]] = {}  # order id -> the price of each bid on it
         self.group_of: dict[int, ProviderGroup] = {}
         self.phase_of: dict[int, int] = {}
         self.stream_of: dict[int, str] = {}  # deployment id -> stream name
@@ -137,6 +140,7 @@ class Recorder:
         self.events = 0
         self._handlers: dict[type, Callable[[Any], None]] = {
             Transfer: self._transfer,
+            BidPlaced: self._bid_placed,
             LeaseStarted: self._lease_started,
             LeasePaused: self._lease_paused,
             LeaseResumed: self._lease_resumed,
@@ -178,6 +182,12 @@ class Recorder:
                 self.revenue += t.amount
             elif t.destination == "network":
                 self.fees += t.amount
+
+    def _bid_placed(self, e: BidPlaced) -> None:
+        prices = self.bid_prices.get(e.order_id)
+        if prices is None:
+            prices = self.bid_prices[e.order_id] = array("q")
+        prices.append(e.price)
 
     def _lease_started(self, e: LeaseStarted) -> None:
         lease = self.market.leases[e.lease_id]
@@ -297,15 +307,9 @@ class Recorder:
                 self.pauses_of.get(dep.id, 0), self.resumes_of.get(dep.id, 0), dep.written_off,
             )  # fmt: skip
 
-    def _prices_by_order(self) -> dict[int, list[int]]:
-        prices: dict[int, list[int]] = {}
-        for bid in self.market.bids.values():
-            prices.setdefault(bid.order_id, []).append(bid.price)
-        return prices
-
     def _order_rows(self) -> Iterable[tuple[Any, ...]]:
         market = self.market
-        prices_of = self._prices_by_order()
+        prices_of = self.bid_prices
         for order in market.orders.values():
             dep = market.deployments[order.deployment_id]
             r = order.resources
@@ -316,7 +320,7 @@ class Recorder:
                 order.spec.replica, r.cpu, r.memory, r.storage, order.max_price,
                 order.created_at, first, None if first is None else first - order.created_at,
                 self.leases_of_order.get(order.id, 0), len(prices),
-                min(prices, default=None), float(median(prices)) if prices else None,
+                min(prices, default=None), float(median(sorted(prices))) if prices else None,
                 max(prices, default=None), str(order.state), order.closed_at,
                 None if order.close_reason is None else str(order.close_reason),
             )  # fmt: skip

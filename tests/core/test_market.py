@@ -555,3 +555,24 @@ def test_withdrawals_leave_the_system_and_cannot_overdraw() -> None:
     w.market.withdraw(tenant_account(w.tenant), 1_000 * MICRO, 2)
     assert (w.market.credited, w.market.withdrawn) == (10_000 * MICRO, 1_000 * MICRO)
     assert w.market.money_drift() == 0
+
+
+def test_a_market_that_forgets_closed_bids_keeps_only_open_ones() -> None:
+    market = Market(forget_closed_bids=True)
+    tenant = market.add_tenant("t")
+    market.credit(tenant, 100 * MICRO, 0)
+    dep = market.create_deployment(tenant, manifest(count=2), 10 * MICRO, 0)[0].deployment_id
+    first, second = market.deployments[dep].order_ids
+    p, q = big_provider(market), big_provider(market)
+    won = market.place_bid(first, p, MICRO, 1)[-1].bid_id
+    lost = market.place_bid(first, q, MICRO, 1)[-1].bid_id
+    waiting = market.place_bid(second, q, MICRO, 1)[-1].bid_id
+    events = market.accept_bid(won, 2)
+    assert [type(e).__name__ for e in events] == ["BidLost", "LeaseStarted"]
+    assert set(market.bids) == {waiting}  # the accepted and the lost bid are gone
+    assert market.leases[1].bid_id == won and market.leases[1].price == MICRO
+    with pytest.raises(UnknownEntity):
+        market.withdraw_bid(lost, 3)
+    market.withdraw_bid(waiting, 3)
+    assert market.bids == {} and market.providers[q].reserved == Resources()
+    check_invariants(market)
