@@ -54,11 +54,12 @@ class Provider:
     failed: int = 0
     open_bids: dict[int, int] = field(default_factory=dict)  # order id -> bid id
     leases: set[int] = field(default_factory=set)  # ids of its leases that are not closed
+    # Capacity not held by leases or open bids: capacity - used - reserved, kept up to date by
+    # the market whenever it changes either (read often, by every poll and bid)
+    free: Resources = field(init=False)
 
-    @property
-    def free(self) -> Resources:
-        """Capacity not held by leases or open bids."""
-        return self.capacity - self.used - self.reserved
+    def __post_init__(self) -> None:
+        self.free = self.capacity - self.used - self.reserved
 
     @property
     def reputation(self) -> Fraction:

@@ -538,6 +538,7 @@ class Market:
         if self.forget_closed_bids:
             del self.bids[bid.id]
         provider.used += order.resources
+        provider.free -= order.resources
         events += self._lose_open_bids(order, height)
         lease_id = self._new_id("lease")
         lease = Lease(
@@ -1073,6 +1074,7 @@ class Market:
             lease.closed_at, lease.close_reason = height, reason
             provider = self.providers[lease.provider_id]
             provider.used -= lease.resources
+            provider.free += lease.resources
             provider.leases.discard(lease.id)
             if reason.counts_as_completed:
                 provider.completed += 1
@@ -1214,6 +1216,7 @@ class Market:
         order.open_bids[bid_id] = price
         provider.open_bids[order.id] = bid_id
         provider.reserved += order.resources
+        provider.free -= order.resources
         return BidPlaced(
             height=height,
             bid_id=bid_id,
@@ -1230,6 +1233,7 @@ class Market:
         del order.open_bids[bid.id]
         del provider.open_bids[order.id]
         provider.reserved -= order.resources
+        provider.free += order.resources
 
     def _end_bid(self, bid: Bid, command: str, height: int) -> Event:
         bid.state = transition("bid", bid.id, bid.state, command)

@@ -119,6 +119,7 @@ def check_invariants(market: Market) -> None:
         reserved = sum((market.orders[b.order_id].resources for b in open_bids), Resources())
         assert p.used == used and p.reserved == reserved, p
         assert (p.used + p.reserved).fits_in(p.capacity), p
+        assert p.free == p.capacity - p.used - p.reserved, p
         assert p.leases == {x.id for x in live}
 
     # Every state is legal and the entities agree with each other.
