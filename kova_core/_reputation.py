@@ -9,6 +9,7 @@ never depend on float rounding.
 from __future__ import annotations
 
 from fractions import Fraction
+from functools import lru_cache
 
 __all__ = ["PRIOR_COMPLETED", "PRIOR_FAILED", "reputation_score"]
 
@@ -18,6 +19,7 @@ PRIOR_FAILED = 1
 """Pseudo-count of failed leases every provider starts with."""
 
 
+@lru_cache(maxsize=65_536)  # every bid a tenant looks at asks for one; records repeat
 def reputation_score(completed: int, failed: int) -> Fraction:
     """The reputation score in (0, 1) of a provider with this record.
 
