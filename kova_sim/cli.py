@@ -63,6 +63,20 @@ def _hours(blocks: int) -> str:
     return f"{blocks / 3600:.1f} h"
 
 
+def _progress_bar(title: TextColumn, *what: Any) -> Progress:
+    """A transient progress bar on stderr: the title, the bar, what is done, time spent and left."""
+    return Progress(
+        title,
+        BarColumn(),
+        *what,
+        TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
+        console=stderr,
+        transient=True,
+    )
+
+
 def _progress_reporter(scenario: Scenario, quiet: bool) -> tuple[Callable[[int, int], None], Any]:
     """A ``progress(now, duration)`` callback that shows a bar once a run takes > 2 s."""
     started = time.perf_counter()
@@ -74,15 +88,9 @@ def _progress_reporter(scenario: Scenario, quiet: bool) -> tuple[Callable[[int, 
         if state["bar"] is None:
             if time.perf_counter() - started < _PROGRESS_AFTER or now >= duration:
                 return
-            bar = Progress(
+            bar = _progress_bar(
                 TextColumn(f"[bold]{scenario.name}[/]"),
-                BarColumn(),
                 TextColumn("{task.fields[sim]} of " + _hours(duration) + " simulated"),
-                TimeElapsedColumn(),
-                TextColumn("left"),
-                TimeRemainingColumn(),
-                console=stderr,
-                transient=True,
             )
             bar.start()
             state["bar"] = bar
@@ -268,16 +276,10 @@ def _sweep_progress(name: str, quiet: bool) -> tuple[Callable[[Any], None], Call
         if state["bar"] is None:
             if time.perf_counter() - started < _PROGRESS_AFTER or where.finished:
                 return
-            bar = Progress(
+            bar = _progress_bar(
                 TextColumn(f"[bold]{name}[/] sweep"),
-                BarColumn(),
                 MofNCompleteColumn(),
                 TextColumn("runs, {task.fields[failed]} failed"),
-                TimeElapsedColumn(),
-                TextColumn("left"),
-                TimeRemainingColumn(),
-                console=stderr,
-                transient=True,
             )
             bar.start()
             state["bar"] = bar
