@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from kova_core import InsufficientBalance, KovaError, format_micro
 
 from .clock import BlockClock
-from .db import retriable, transact
+from .db import retriable, snapshot_reader, transact
 from .ledger import balance
 from .market import Settings, catch_up
 from .metrics import METRICS, Metrics, metrics_middleware, serve_metrics
@@ -38,6 +38,8 @@ __all__ = ["ApiError", "RequestBody", "core_error", "create_app", "hash_token"]
 
 MAX_BODY = 1024 * 1024  # bytes; larger requests get 413
 ENGINE: web.AppKey[AsyncEngine] = web.AppKey("engine", AsyncEngine)
+READER: web.AppKey[AsyncEngine] = web.AppKey("reader", AsyncEngine)
+"""Reads of several statements go through this one: one snapshot each (``snapshot_reader``)."""
 CLOCK: web.AppKey[BlockClock] = web.AppKey("clock", BlockClock)
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
 WORK: web.AppKey[WorkSettings] = web.AppKey("work", WorkSettings)
@@ -196,7 +198,7 @@ async def authenticate(request: web.Request) -> Any:
     cache = request.app[CACHES].accounts
     row = cache.get(digest)
     if row is None:
-        async with request.app[ENGINE].connect() as connection:
+        async with request.app[READER].connect() as connection:
             row = (
                 await connection.execute(select(accounts).where(accounts.c.token_hash == digest))
             ).first()
@@ -217,7 +219,7 @@ def _ledger_name(row: Any) -> str:
 
 async def healthz(request: web.Request) -> web.Response:
     """Liveness and the database's readiness."""
-    async with request.app[ENGINE].connect() as connection:
+    async with request.app[READER].connect() as connection:
         await connection.execute(text("SELECT 1"))
     return web.json_response({"status": "ok", "height": request.app[CLOCK].height()})
 
@@ -225,7 +227,7 @@ async def healthz(request: web.Request) -> web.Response:
 async def status(request: web.Request) -> web.Response:
     """The network at a glance: height, block length, accounts by role."""
     clock = request.app[CLOCK]
-    async with request.app[ENGINE].connect() as connection:
+    async with request.app[READER].connect() as connection:
         by_role = select(accounts.c.role, func.count()).group_by(accounts.c.role)
         counts = dict((await connection.execute(by_role)).all())
     return web.json_response(
@@ -270,7 +272,7 @@ async def create_account(request: web.Request) -> web.Response:
 async def me(request: web.Request) -> web.Response:
     """The caller's account and balance (micro-units, and units as an exact string)."""
     row = await authenticate(request)
-    async with request.app[ENGINE].connect() as connection:
+    async with request.app[READER].connect() as connection:
         held = await balance(connection, _ledger_name(row))
     return web.json_response(
         {
@@ -300,7 +302,7 @@ async def my_transactions(request: web.Request) -> web.Response:
     limit = _int_query(request, "limit", 100, 1, 1000)
     before = _int_query(request, "before", 2**63 - 1, 1, 2**63 - 1)
     name = _ledger_name(row)
-    async with request.app[ENGINE].connect() as connection:
+    async with request.app[READER].connect() as connection:
         rows = (
             await connection.execute(
                 select(transfers)
@@ -360,6 +362,7 @@ def create_app(
     app = web.Application(middlewares=[metrics_middleware, json_errors], client_max_size=MAX_BODY)
     app[METRICS] = Metrics()
     app[ENGINE] = engine
+    app[READER] = snapshot_reader(engine)
     app[CLOCK] = clock
     app[SETTINGS] = settings
     app[WORK] = work or WorkSettings()

@@ -116,6 +116,16 @@ def async_engine(url: str) -> AsyncEngine:
     return engine
 
 
+def snapshot_reader(engine: AsyncEngine) -> AsyncEngine:
+    """The engine for reads that take several statements: on PostgreSQL each of its
+    transactions is REPEATABLE READ, so all its statements see one snapshot (a deployment, its
+    orders and its leases as of one moment, never a lease closed by a commit that its order's
+    row predates). A SQLite transaction is serializable already."""
+    if engine.dialect.name == "postgresql":
+        return engine.execution_options(isolation_level="REPEATABLE READ")
+    return engine
+
+
 def _alembic(url: str) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))

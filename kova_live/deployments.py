@@ -35,6 +35,7 @@ from .app import (
     CACHES,
     CLOCK,
     ENGINE,
+    READER,
     SETTINGS,
     WORK,
     ApiError,
@@ -247,7 +248,7 @@ async def create_deployment(request: web.Request) -> web.Response:
 async def list_deployments(request: web.Request) -> web.Response:
     """The caller's deployments and jobs, newest first."""
     tenant = await _account(request, "tenant")
-    async with request.app[ENGINE].connect() as connection:
+    async with request.app[READER].connect() as connection:
         rows = (
             await connection.execute(
                 select(deployments)
@@ -274,12 +275,14 @@ async def show_deployment(request: web.Request) -> web.Response:
     tenant = await _account(request, "tenant")
     dep_id = _id(request, "deployment")
 
-    async def work(connection: AsyncConnection) -> dict[str, Any]:
+    async def settle(connection: AsyncConnection) -> None:
         await market.catch_up(connection, request.app[CLOCK].height(), request.app[SETTINGS])
-        row = await _owned(connection, dep_id, tenant.id, lock=False)
-        return await _view(request, connection, row)
 
-    return web.json_response(await transact(request.app[ENGINE], work))
+    await transact(request.app[ENGINE], settle)
+    # then read it as of one moment: the deployment, its orders and its leases in one snapshot
+    async with request.app[READER].connect() as connection:
+        row = await _owned(connection, dep_id, tenant.id, lock=False)
+        return web.json_response(await _view(request, connection, row))
 
 
 async def deposit(request: web.Request) -> web.Response:
@@ -325,7 +328,7 @@ async def deployment_bids(request: web.Request) -> web.Response:
     block, the provider's record (completed and failed leases, reputation), response time."""
     tenant = await _account(request, "tenant")
     dep_id = _id(request, "deployment")
-    async with request.app[ENGINE].connect() as connection:
+    async with request.app[READER].connect() as connection:
         await _owned(connection, dep_id, tenant.id, lock=False)
         rows = (
             await connection.execute(
@@ -397,7 +400,7 @@ async def open_orders(request: web.Request) -> web.Response:
     caches = request.app[CACHES]
     key = (request.app[CLOCK].height(), caches.orders_version)
     if caches.open_orders is None or caches.open_orders[0] != key:
-        async with request.app[ENGINE].connect() as connection:
+        async with request.app[READER].connect() as connection:
             rows = (
                 await connection.execute(
                     select(orders)
@@ -472,7 +475,7 @@ async def candidates(request: web.Request) -> web.Response:
     "why are there no bids?" (offline, placement attributes, free capacity)."""
     tenant = await _account(request, "tenant")
     order_id = _id(request, "order")
-    async with request.app[ENGINE].connect() as connection:
+    async with request.app[READER].connect() as connection:
         order = (await connection.execute(select(orders).where(orders.c.id == order_id))).first()
         if order is None:
             raise ApiError(404, "not_found", f"no order {order_id}")
@@ -520,7 +523,7 @@ async def my_leases(request: web.Request) -> web.Response:
     query = select(leases).where(leases.c.provider_id == provider.id)
     if state is not None:
         query = query.where(leases.c.state == state)
-    async with request.app[ENGINE].connect() as connection:
+    async with request.app[READER].connect() as connection:
         rows = (await connection.execute(query.order_by(leases.c.id.desc()).limit(1000))).all()
     return web.json_response({"leases": [_lease_view(r) for r in rows]})
 
@@ -528,7 +531,7 @@ async def my_leases(request: web.Request) -> web.Response:
 async def public_providers(request: web.Request) -> web.Response:
     """Every provider that has sent a heartbeat: attributes, capacity, state and reputation
     (public: no token needed)."""
-    async with request.app[ENGINE].connect() as connection:
+    async with request.app[READER].connect() as connection:
         rows = (
             await connection.execute(select(provider_nodes).order_by(provider_nodes.c.provider_id))
         ).all()

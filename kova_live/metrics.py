@@ -63,11 +63,11 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 async def serve_metrics(request: web.Request) -> web.Response:
     """The metrics, read fresh from the database."""
-    from .app import CLOCK, ENGINE
+    from .app import CLOCK, READER
 
     m = request.app[METRICS]
     m.height.set(request.app[CLOCK].height())
-    async with request.app[ENGINE].connect() as connection:
+    async with request.app[READER].connect() as connection:
         for gauge, column in (
             (m.accounts, accounts.c.role),
             (m.deployments, deployments.c.state),
