@@ -19,7 +19,7 @@ import yaml
 REGIONS = 100
 PER_GROUP = 20
 RATE_PER_REGION = "3.5/h"  # 350/h in all: about 252,000 orders in 30 days
-LIFETIME = "3.5d"  # mean; with 350/h about 29,000 leases run at once once the market fills
+LIFETIME = "4d"  # mean; with 350/h about 33,000 deployments run at once once the market fills
 
 STRATEGIES = [
     ("fixed", {"strategy": "fixed", "price_per_block": 1}, None),
@@ -36,9 +36,10 @@ HEADER = """\
 #
 # Question: how does a market of 10,000 providers in 100 regions behave over 30 days?
 # 100 regions x 5 pricing strategies x 20 providers (16 cores each); one deployment stream per
-# region at 3.5 arrivals/h (about 252,000 orders in all), lifetimes exponential with mean 3.5
-# days, so about 29,000 leases run at once once the market has filled; deposits cover one day,
-# and 70% of paused tenants top up; undercutters fail every 10 days on average. Bids are
+# region at 3.5 arrivals/h (about 252,000 orders in all), lifetimes exponential with mean 4
+# days, so about 33,000 deployments run at once once the market has filled; deposits cover two
+# days, and 90% of paused tenants top up (a day more each time), so most of them are active,
+# not paused; undercutters fail every 10 days on average. Bids are
 # recorded as per-order aggregates only (every order draws about 100 bids), and each lease's
 # settlement transfers as runs (a compact ledger).
 """
@@ -70,8 +71,8 @@ def scenario() -> dict:
                 "resources": {"cpu": 1, "memory": "2Gi", "storage": "10Gi"},
                 "max_price": 1.5,
                 "lifetime": {"distribution": "exponential", "mean": LIFETIME},
-                "deposit": {"blocks": "1d"},
-                "top_up": {"policy": "when-paused", "probability": 0.7, "delay": "10m",
+                "deposit": {"blocks": "2d"},
+                "top_up": {"policy": "when-paused", "probability": 0.9, "delay": "10m",
                            "blocks": "1d"},
             }
         )  # fmt: skip
