@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """How fast the exact engine (the reference) runs scenarios. Prints figures; asserts nothing.
 
-    .venv/bin/python benchmarks/sim_exact.py [SCENARIO ...]   (default: scenarios/*.yaml)
+    .venv/bin/python benchmarks/sim_exact.py [SCENARIO ...] (default: scenarios/*.yaml but bench-*)
 
 Each scenario runs in a fresh Python process (multiprocessing "spawn", one after another, never
 two at once), through ``kova_sim.run.run_scenario`` with no output folder: the simulation, then
@@ -165,13 +165,17 @@ def main() -> None:
         "scenarios",
         nargs="*",
         metavar="SCENARIO",
-        help="scenario files (default: scenarios/*.yaml)",
+        help="scenario files (default: scenarios/*.yaml but bench-*.yaml)",
     )
     parser.add_argument(
         "--no-commands", action="store_true", help="do not wrap Market commands to count them"
     )
     args = parser.parse_args()
-    paths = args.scenarios or sorted(str(p) for p in (ROOT / "scenarios").glob("*.yaml"))
+    paths = args.scenarios or sorted(
+        str(p)
+        for p in (ROOT / "scenarios").glob("*.yaml")
+        if not p.name.startswith("bench-")  # research scale: for sim_scale.py and the fast engine
+    )
     if not paths:
         parser.error("no scenario files given or found in scenarios/")
     from kova_sim.scenario import ScenarioError, load_scenario
