@@ -573,6 +573,10 @@ class FastSimulation(Simulation):
     next command at or after the deadline (often a poll) carries it out first. Here a tick is
     scheduled at each deadline (:meth:`kova_core.Market.next_deadline`), before any poll of
     that block, so the capacity it frees is seen by the same polls.
+
+    With a compact ledger and no fee (:meth:`defers_rounds`) the market also defers rounds
+    (``Market(defer_rounds=True)``): no per-lease work in a round for a deployment whose escrow
+    surely covers it; the tables are the same once the run ends with ``Market.flush``.
     """
 
     engine = "fast"
