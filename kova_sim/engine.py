@@ -189,6 +189,7 @@ lifetimes ending, top-ups, arrivals, tenants reviewing bids, providers polling. 
 the key orders them: provider id, lease id, deployment id, stream index, the review's serial."""
 
 _KEY_BITS = 40
+ONLINE = ProviderState.ONLINE
 
 
 def priority(rank: int, key: int) -> int:
@@ -636,6 +637,7 @@ class FastSimulation(Simulation):
         return found
 
     def _after(self, events: list[Event]) -> None:
+        """Keep candidates and scheduled polls up to date with a command's events."""
         market = self.market
         touched: set[int] = set()
         for event in events:
@@ -648,8 +650,10 @@ class FastSimulation(Simulation):
                 providers = market.providers
                 for pid in self._matching_providers(order_id):
                     self._candidates[pid].add(order_id)
-                    if pid not in self._poll_at and needs.fits_in(providers[pid].free):
-                        touched.add(pid)
+                    if pid not in self._poll_at:
+                        provider = providers[pid]
+                        if provider.state is ONLINE and needs.fits_in(provider.free):
+                            self._schedule_poll(pid)
             elif kind is BidPlaced:
                 self._candidates[event.provider_id].discard(event.order_id)  # type: ignore[attr-defined]
             elif kind is BidWithdrawn:
@@ -690,8 +694,12 @@ class FastSimulation(Simulation):
             return
         free = provider.free
         orders = self.market.orders
-        if not any(orders[o].resources.fits_in(free) for o in candidates):
-            return
+        if any(orders[o].resources.fits_in(free) for o in candidates):
+            self._schedule_poll(pid)
+
+    def _schedule_poll(self, pid: int) -> None:
+        """Schedule the provider's poll at its next poll block still to come (this one, if its
+        place in the block is not yet passed)."""
         info = self.providers[pid]
         interval = self.scenario.poll_interval
         now = self._now
