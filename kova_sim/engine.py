@@ -330,8 +330,8 @@ class Simulation:
 
     # ------------------------------------------------------------------ commands and reactions
 
-    def _do(self, command: Callable[..., list[Event]], *args: Any) -> list[Event]:
-        events = command(*args)
+    def _do(self, command: Callable[..., list[Event]], *args: Any, **kwargs: Any) -> list[Event]:
+        events = command(*args, **kwargs)
         if events:
             self.recorder.record(events)
             if self.keep_events:
@@ -381,9 +381,7 @@ class Simulation:
         self._schedule(self.scenario.settlement_interval, SETTLE, 0, self._settle)
 
     def _poll(self, info: ProviderInfo, orders: Iterable[int] | None = None) -> None:
-        self._do(
-            lambda: self.market.poll(info.id, info.strategy, info.rng, self.now, orders=orders)
-        )
+        self._do(self.market.poll, info.id, info.strategy, info.rng, self.now, orders=orders)
 
     def _schedule_failure(self, info: ProviderInfo) -> None:
         failures = info.group.failures
