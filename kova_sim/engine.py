@@ -594,8 +594,7 @@ class FastSimulation(Simulation):
         self._candidates: dict[int, set[int]] = {pid: set() for pid in self.providers}
         self._poll_at: dict[int, int] = {}  # provider id -> block of its scheduled poll
         self._deadline_at: int | None = None  # block of the scheduled deadline tick
-        self._matching: dict[int, list[int]] = {}  # order id -> providers matching its placement
-        self._matching_by_stream: dict[int, list[int]] = {}
+        self._matching: dict[int, list[int]] = {}  # stream -> providers matching its placement
         self.polls = 0
 
     @property
@@ -618,20 +617,16 @@ class FastSimulation(Simulation):
     # ------------------------------------------------------------------ polls on demand
 
     def _matching_providers(self, order_id: int) -> list[int]:
-        found = self._matching.get(order_id)
+        """The providers whose placement an order matches (the same for all of its stream)."""
+        order = self.market.orders[order_id]
+        stream = id(self.tenancies[order.deployment_id].stream)
+        found = self._matching.get(stream)
         if found is None:
-            dep_id = self.market.orders[order_id].deployment_id
-            stream = id(self.tenancies[dep_id].stream)
-            found = self._matching_by_stream.get(stream)
-            if found is None:
-                spec = self.market.orders[order_id].spec
-                found = [
-                    p.id
-                    for p in self.market.providers.values()
-                    if not provider_matches(spec, p.attributes, p.auditors, p.gpu_models)
-                ]
-                self._matching_by_stream[stream] = found
-            self._matching[order_id] = found
+            found = self._matching[stream] = [
+                p.id
+                for p in self.market.providers.values()
+                if not provider_matches(order.spec, p.attributes, p.auditors, p.gpu_models)
+            ]
         return found
 
     def _after(self, events: list[Event]) -> None:
@@ -663,7 +658,7 @@ class FastSimulation(Simulation):
                 touched.add(event.provider_id)  # type: ignore[attr-defined]
             elif kind is LeaseStarted or kind is OrderClosed:
                 order_id = event.order_id  # type: ignore[attr-defined]
-                for pid in self._matching.pop(order_id, ()):
+                for pid in self._matching_providers(order_id):
                     self._candidates[pid].discard(order_id)
         for pid in sorted(touched):
             self._arm(pid)
