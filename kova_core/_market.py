@@ -647,33 +647,40 @@ class Market:
         events = self._take()
         if provider.state is not ProviderState.ONLINE:
             return events
-        free = provider.free
+        open_orders = self._open_orders
         if orders is None:
             visit = self.open_orders()
         else:
-            visit = [self._open_orders[i] for i in sorted(orders) if i in self._open_orders]
+            visit = [open_orders[i] for i in sorted(orders) if i in open_orders]
+        mine = provider.open_bids
+        attributes, auditors, gpu_models = (
+            provider.attributes,
+            provider.auditors,
+            provider.gpu_models,
+        )
         for order in visit:
-            if order.id in provider.open_bids or not order.resources.fits_in(free):
+            spec = order.spec
+            needs = spec.resources
+            free = provider.free
+            if order.id in mine or not needs.fits_in(free):
                 continue
-            if provider_matches(
-                order.spec, provider.attributes, provider.auditors, provider.gpu_models
-            ):
+            if provider_matches(spec, attributes, auditors, gpu_models):
                 continue
+            others = order.open_bids
             ctx = PricingContext(
                 order_id=order.id,
-                resources=order.resources,
-                max_price=order.max_price,
+                resources=needs,
+                max_price=spec.max_price,
                 order_created_at=order.created_at,
                 height=height,
                 capacity=provider.capacity,
                 free=free,
                 # the provider has no open bid here (skipped above): every open bid competes
-                best_price=min(order.open_bids.values(), default=None),
+                best_price=min(others.values()) if others else None,
             )
             price = auto_bid_price(strategy, ctx, rng)
             if price is not None:
                 events.append(self._place_bid(order, provider, price, height))
-                free = provider.free
         return events
 
     def fail_provider(self, provider_id: int, height: int) -> list[Event]:
@@ -1244,7 +1251,30 @@ class Market:
         return cls(height=height, bid_id=bid.id, order_id=bid.order_id, provider_id=bid.provider_id)
 
     def _lose_open_bids(self, order: Order, height: int) -> list[Event]:
-        return [self._end_bid(self.bids[b], "lose", height) for b in sorted(order.open_bids)]
+        """Every open bid on ``order`` is lost (the order is leased or closed), by bid id."""
+        if not order.open_bids:
+            return []
+        bids = self.bids
+        providers = self.providers
+        needs = order.spec.resources
+        forget = self.forget_closed_bids
+        events: list[Event] = []
+        for bid_id in sorted(order.open_bids):
+            bid = bids[bid_id]
+            bid.state = transition("bid", bid_id, bid.state, "lose")
+            provider = providers[bid.provider_id]
+            del provider.open_bids[order.id]
+            provider.reserved -= needs
+            provider.free += needs
+            if forget:
+                del bids[bid_id]
+            events.append(
+                BidLost(
+                    height=height, bid_id=bid_id, order_id=order.id, provider_id=bid.provider_id
+                )
+            )
+        order.open_bids.clear()
+        return events
 
     def _new_id(self, kind: str) -> int:
         value = self._next_id.get(kind, 1)

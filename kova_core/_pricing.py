@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import ClassVar, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -36,9 +36,9 @@ __all__ = [
 GIB = 1024**3
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PricingContext:
-    """What a provider sees when it prices one order.
+class PricingContext(NamedTuple):
+    """What a provider sees when it prices one order (read-only; a named tuple, since the
+    auto-bidder builds one per order it prices).
 
     ``free`` is the provider's capacity not held by leases or open bids; ``best_price`` is the
     lowest open bid on the order from another provider (``None`` if there is none).

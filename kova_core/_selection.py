@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import ClassVar, NamedTuple, Protocol, runtime_checkable
 
 from ._errors import StrategyConfigError
 from ._registry import build
@@ -27,9 +27,9 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class BidView:
-    """An open bid as a tenant sees it."""
+class BidView(NamedTuple):
+    """An open bid as a tenant sees it (read-only; a named tuple, built for every open bid a
+    tenant reviews)."""
 
     bid_id: int
     provider_id: int

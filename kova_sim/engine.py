@@ -333,15 +333,19 @@ class Simulation:
     def _do(self, command: Callable[..., list[Event]], *args: Any, **kwargs: Any) -> list[Event]:
         events = command(*args, **kwargs)
         if events:
-            self.recorder.record(events)
-            if self.keep_events:
-                self.events.extend(events)
-            for event in events:
-                react = self._reactions.get(type(event))
-                if react is not None:
-                    react(self, event)
-            self._after(events)
+            self._handle(events)
         return events
+
+    def _handle(self, events: list[Event]) -> None:
+        """Record a command's events, react to them, and let the engine look at them."""
+        self.recorder.record(events)
+        if self.keep_events:
+            self.events.extend(events)
+        for event in events:
+            react = self._reactions.get(type(event))
+            if react is not None:
+                react(self, event)
+        self._after(events)
 
     def _on_lease_started(self, event: LeaseStarted) -> None:
         tenancy = self.tenancies[event.deployment_id]
@@ -593,6 +597,7 @@ class FastSimulation(Simulation):
         self._position = (0, 0)  # (time, priority) of the action being carried out
         self._candidates: dict[int, set[int]] = {pid: set() for pid in self.providers}
         self._poll_at: dict[int, int] = {}  # provider id -> block of its scheduled poll
+        self._batches: dict[int, list[int]] = {}  # block -> heap of the providers polling then
         self._deadline_at: int | None = None  # block of the scheduled deadline tick
         self._matching: dict[int, list[int]] = {}  # stream -> providers matching its placement
         self.polls = 0
@@ -700,13 +705,45 @@ class FastSimulation(Simulation):
         if at == now and priority(POLL, pid) <= self._position[1] and self._position[0] == now:
             at += interval
         self._poll_at[pid] = at
-        self._schedule(at - now, POLL, pid, lambda: self._fast_poll(info))
+        batch = self._batches.get(at)
+        if batch is None:
+            self._batches[at] = [pid]
+            self._schedule(at - now, POLL, 0, lambda: self._poll_batch(at))
+        else:
+            heapq.heappush(batch, pid)
 
-    def _fast_poll(self, info: ProviderInfo) -> None:
-        del self._poll_at[info.id]
-        self.polls += 1
-        self._poll(info, self._candidates[info.id])
-        self._arm(info.id)
+    def _poll_batch(self, at: int) -> None:
+        """The polls of block ``at``, by provider id: the last actions of the block.
+
+        Each poll is the exact engine's, at the same place in the block. A poll that only
+        placed bids needs no reaction and no rescheduling but its own, so its events are just
+        recorded; any other (a deadline the poll's command reached first) goes the full way.
+        """
+        batch = self._batches[at]
+        market = self.market
+        candidates = self._candidates
+        providers = self.providers
+        record = self.recorder.record
+        keep = self.keep_events
+        while batch:
+            pid = heapq.heappop(batch)
+            self._position = (at, priority(POLL, pid))
+            del self._poll_at[pid]
+            self.polls += 1
+            info = providers[pid]
+            mine = candidates[pid]
+            events = market.poll(pid, info.strategy, info.rng, at, orders=mine)
+            if events:
+                if all(type(event) is BidPlaced for event in events):
+                    record(events)
+                    if keep:
+                        self.events.extend(events)
+                    for event in events:
+                        mine.discard(event.order_id)  # type: ignore[attr-defined]
+                else:
+                    self._handle(events)
+            self._arm(pid)
+        del self._batches[at]
 
 
 def make_simulation(
