@@ -2,7 +2,7 @@
 """The simulator at research scale: the fast engine against its targets. Prints figures (and
 writes them to a JSON file); asserts nothing.
 
-    .venv/bin/python benchmarks/sim_scale.py [--parts mid,growth,large] [--json FILE]
+    .venv/bin/python benchmarks/sim_scale.py [--parts floor,mid,growth,large] [--json FILE]
                                               [--large-limit SECONDS]
 
 Each run is one fresh spawned process (never two at once), so its peak memory is its own
@@ -20,6 +20,11 @@ Each run is one fresh spawned process (never two at once), so its peak memory is
   not done: the simulated time reached, orders and leases so far, the peak of concurrently
   active leases, peak memory, and, if stopped, a straight-line projection of the full run's
   wall time (a lower bound: the per-block cost grows as leases accumulate).
+- ``floor``: what one bid costs at the least in the core's model, where every bid is a ``Bid``
+  record with a ``BidPlaced`` and a ``BidLost`` (or ``LeaseStarted``) event and reserves and
+  releases its resources: those five objects built once per bid, nothing else (no pricing, no
+  scheduling, no recording), in microseconds. Times the bids of ``mid`` and ``large`` it is a
+  lower bound of any engine over this core, printed next to their targets.
 """
 
 from __future__ import annotations
@@ -85,7 +90,7 @@ def measure(
         "stopped": stopped,
         "wall": wall,
         "orders": len(sim.market.orders),
-        "bids": len(sim.market.bids),
+        "bids": sum(len(prices) for prices in sim.recorder.bid_prices.values()),  # placed
         "leases": len(sim.market.leases),
         "peak_active_leases": max(rows["active_leases"], default=0),
         "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -106,10 +111,10 @@ def measure(
     return figures
 
 
-def in_child(*args: Any) -> dict[str, Any]:
-    """``measure`` in a fresh spawned process."""
+def in_child(*args: Any, function: Any = measure) -> dict[str, Any]:
+    """``function`` (``measure`` by default) in a fresh spawned process."""
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-        return pool.submit(measure, *args).result()
+        return pool.submit(function, *args).result()
 
 
 def _say(text: str) -> None:
@@ -166,8 +171,43 @@ def large(limit: float) -> dict[str, Any]:
     return figures
 
 
+def floor() -> dict[str, Any]:
+    """Microseconds per bid of the objects the core makes for every bid (see the docstring)."""
+    import timeit
+
+    from kova_core import BidLost, BidPlaced, Resources
+    from kova_core._entities import Bid
+
+    _say("floor: the core's objects per bid ...")
+    needs, free = Resources(1000, 2**31, 10 * 2**30, 0), Resources(16_000, 2**36, 2**40, 0)
+
+    def one_bid() -> None:
+        Bid(id=1, order_id=2, provider_id=3, price=4, height=5, response_time=6)
+        BidPlaced(height=5, bid_id=1, order_id=2, provider_id=3, price=4, response_time=6)
+        reserved = free - needs
+        reserved + needs
+        BidLost(height=9, bid_id=1, order_id=2, provider_id=3)
+
+    n = 200_000
+    best = min(timeit.repeat(one_bid, number=n, repeat=5)) / n
+    return {"per_bid_us": best * 1e6}
+
+
+def _floor_line(results: dict[str, Any], bids: int, target: float) -> str:
+    per_bid = results["floor"]["per_bid_us"]
+    bound = bids * per_bid / 1e6
+    return (
+        f"  the core's objects alone for {bids:,} bids: {bound:.1f} s"
+        f" ({per_bid:.2f} us a bid; the target allows {target:.1f} s in all)"
+    )
+
+
 def report(results: dict[str, Any]) -> str:
     out = []
+    if "floor" in results:
+        out.append(
+            f"floor: {results['floor']['per_bid_us']:.2f} us a bid for the core's objects alone"
+        )
     if "mid" in results:
         m = results["mid"]
         out += [
@@ -180,6 +220,8 @@ def report(results: dict[str, Any]) -> str:
             "  outputs identical: "
             + ("yes" if m["identical"] else f"NO ({', '.join(m['differing_tables'])})"),
         ]
+        if "floor" in results:
+            out.append(_floor_line(results, m["fast"]["bids"], m["exact"]["wall"] / 50))
     if "growth" in results:
         g = results["growth"]
         out.append("growth (fast engine, 1 day):")
@@ -199,9 +241,11 @@ def report(results: dict[str, Any]) -> str:
             "large (bench-large: 10,000 providers, 30 days):",
             f"  simulated {r['simulated'] / 86_400:.2f} of {r['duration'] / 86_400:.0f} days"
             f" ({100 * done:.1f}%) in {r['wall']:.1f} s; peak RSS {r['peak_rss']:.0f} MiB",
-            f"  orders {r['orders']:,}, leases {r['leases']:,}, peak active leases"
-            f" {r['peak_active_leases']:,}",
+            f"  orders {r['orders']:,}, bids {r['bids']:,}, leases {r['leases']:,},"
+            f" peak active leases {r['peak_active_leases']:,}",
         ]
+        if "floor" in results and not r["stopped"]:
+            out.append(_floor_line(results, r["bids"], 60.0))
         if r["stopped"]:
             out.append(
                 f"  stopped; full run projected at >= {r['projected_wall']:,.0f} s (target <= 60 s)"
@@ -211,15 +255,17 @@ def report(results: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="mid,growth,large")
+    parser.add_argument("--parts", default="floor,mid,growth,large")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "sim_scale.json")
     parser.add_argument("--large-limit", type=float, default=600.0)
     args = parser.parse_args()
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-    unknown = set(parts) - {"mid", "growth", "large"}
+    unknown = set(parts) - {"floor", "mid", "growth", "large"}
     if unknown:
-        parser.error(f"unknown parts: {', '.join(sorted(unknown))} (mid, growth, large)")
+        parser.error(f"unknown parts: {', '.join(sorted(unknown))} (floor, mid, growth, large)")
     results: dict[str, Any] = {}
+    if "floor" in parts:
+        results["floor"] = in_child(function=floor)
     if "mid" in parts:
         results["mid"] = mid()
     if "growth" in parts:

@@ -39,13 +39,15 @@ draws alone (:func:`generator`).
 
 from __future__ import annotations
 
+import gc
 import heapq
 import math
 import time
 import zlib
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from functools import partial
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import simpy
@@ -67,6 +69,7 @@ from kova_core import (
     OrderReopened,
     OrderState,
     PricingStrategy,
+    Provider,
     ProviderRecovered,
     ProviderState,
     SelectionPolicy,
@@ -148,6 +151,15 @@ class _Tenancy:
     duration: int  # lifetime (deployment) or runtime (job), in blocks
     started: bool = False
     reviewing: set[int] = field(default_factory=set)  # orders a review loop is looking after
+
+
+class _Review(NamedTuple):
+    """One review loop: whose orders, its place among reviews, and when the tenant gives up."""
+
+    dep_id: int
+    tenancy: _Tenancy
+    serial: int
+    give_up: int
 
 
 def manifest_for(stream: DemandStream, run_length: int) -> dict[str, Any]:
@@ -319,11 +331,20 @@ class Simulation:
         duration = self.scenario.duration
         step = step or duration
         now = 0
-        while now < duration:
-            now = min(duration, now + step)
-            self._run_until(now)
-            if progress is not None:
-                progress(now, duration)
+        # Neither engine makes reference cycles (tests/sim/test_engines.py checks), so Python's
+        # cyclic collector would only walk the millions of live objects of a large run, again
+        # and again, finding nothing: it is paused for the run and restored after.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            while now < duration:
+                now = min(duration, now + step)
+                self._run_until(now)
+                if progress is not None:
+                    progress(now, duration)
+        finally:
+            if collecting:
+                gc.enable()
         self._do(self.market.tick, duration)
         self._do(self.market.flush)
         self.wall_seconds = time.perf_counter() - started
@@ -452,14 +473,17 @@ class Simulation:
         self._reviews += 1
         serial = self._reviews
         give_up = self.now + tenancy.stream.stream.patience
-        window = tenancy.stream.stream.review_window
+        self._schedule_look(_Review(dep_id, tenancy, serial, give_up), fresh)
 
-        def look(waiting: list[int]) -> None:
-            still = self._look(dep_id, tenancy, waiting, give_up)
-            if still:
-                self._schedule(window, REVIEW, serial, lambda: look(still))
+    def _schedule_look(self, review: _Review, waiting: list[int]) -> None:
+        # a plain partial, not a closure that schedules itself: no reference cycle (see run)
+        window = review.tenancy.stream.stream.review_window
+        self._schedule(window, REVIEW, review.serial, partial(self._look_again, review, waiting))
 
-        self._schedule(window, REVIEW, serial, lambda: look(fresh))
+    def _look_again(self, review: _Review, waiting: list[int]) -> None:
+        still = self._look(review.dep_id, review.tenancy, waiting, review.give_up)
+        if still:
+            self._schedule_look(review, still)
 
     def _look(self, dep_id: int, tenancy: _Tenancy, waiting: list[int], give_up: int) -> list[int]:
         """One look at the bids: accept, give up, or keep waiting; returns the orders left."""
@@ -599,7 +623,9 @@ class FastSimulation(Simulation):
         self._poll_at: dict[int, int] = {}  # provider id -> block of its scheduled poll
         self._batches: dict[int, list[int]] = {}  # block -> heap of the providers polling then
         self._deadline_at: int | None = None  # block of the scheduled deadline tick
-        self._matching: dict[int, list[int]] = {}  # stream -> providers matching its placement
+        # stream -> (provider id, its candidates, the provider) for each provider matching the
+        # stream's placement, by id
+        self._matching: dict[int, list[tuple[int, set[int], Provider]]] = {}
         self.polls = 0
 
     @property
@@ -621,14 +647,15 @@ class FastSimulation(Simulation):
 
     # ------------------------------------------------------------------ polls on demand
 
-    def _matching_providers(self, order_id: int) -> list[int]:
-        """The providers whose placement an order matches (the same for all of its stream)."""
+    def _matching_providers(self, order_id: int) -> list[tuple[int, set[int], Provider]]:
+        """The providers whose placement an order matches (the same for all of its stream), each
+        with its candidates."""
         order = self.market.orders[order_id]
         stream = id(self.tenancies[order.deployment_id].stream)
         found = self._matching.get(stream)
         if found is None:
             found = self._matching[stream] = [
-                p.id
+                (p.id, self._candidates[p.id], p)
                 for p in self.market.providers.values()
                 if not provider_matches(order.spec, p.attributes, p.auditors, p.gpu_models)
             ]
@@ -645,13 +672,15 @@ class FastSimulation(Simulation):
                 # only this order can arm it
                 order_id = event.order_id  # type: ignore[attr-defined]
                 needs = market.orders[order_id].resources
-                providers = market.providers
-                for pid in self._matching_providers(order_id):
-                    self._candidates[pid].add(order_id)
-                    if pid not in self._poll_at:
-                        provider = providers[pid]
-                        if provider.state is ONLINE and needs.fits_in(provider.free):
-                            self._schedule_poll(pid)
+                poll_at = self._poll_at
+                for pid, mine, provider in self._matching_providers(order_id):
+                    mine.add(order_id)
+                    if (
+                        pid not in poll_at
+                        and provider.state is ONLINE
+                        and needs.fits_in(provider.free)
+                    ):
+                        self._schedule_poll(pid)
             elif kind is BidPlaced:
                 self._candidates[event.provider_id].discard(event.order_id)  # type: ignore[attr-defined]
             elif kind is BidWithdrawn:
@@ -663,8 +692,8 @@ class FastSimulation(Simulation):
                 touched.add(event.provider_id)  # type: ignore[attr-defined]
             elif kind is LeaseStarted or kind is OrderClosed:
                 order_id = event.order_id  # type: ignore[attr-defined]
-                for pid in self._matching_providers(order_id):
-                    self._candidates[pid].discard(order_id)
+                for _, mine, _ in self._matching_providers(order_id):
+                    mine.discard(order_id)
         for pid in sorted(touched):
             self._arm(pid)
         self._watch_deadline()

@@ -3,11 +3,13 @@
 Every shipped scenario (shortened to keep the suite quick) and hypothesis-generated small
 scenarios (random provider groups, strategies, demand, deposits, top-ups, failures, selection
 policies and timings) run under both engines; every table and the summary (but for the engine's
-name) must be equal.
+name) must be equal. Neither engine may leave cyclic garbage behind during a run (the run pauses
+Python's cyclic collector on that promise).
 """
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from hypothesis import strategies as st
 
 from kova_sim.engine import ExactSimulation, FastSimulation
 from kova_sim.outputs import TABLES
-from kova_sim.run import run_scenario
+from kova_sim.run import RunResult, run_scenario
 from kova_sim.scenario import Scenario, parse_scenario
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
@@ -38,10 +40,36 @@ def first_difference(name: str, exact: pa.Table, fast: pa.Table) -> str:
     return f"{name}: schemas differ"
 
 
+def run_without_cycles(scenario: Scenario, engine: str) -> RunResult:
+    """Run ``scenario``; assert the run made no reference cycles that became garbage.
+
+    ``Simulation.run`` pauses Python's cyclic collector for the run on that promise: what the
+    collector finds at the run's last step (the simulation still alive) must be nothing.
+    """
+    gc.collect()  # what earlier runs left
+    found: list[str] = []
+
+    def progress(now: int, duration: int) -> None:
+        if now == duration:
+            assert not gc.isenabled(), "the collector runs during the run"
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            try:
+                gc.collect()
+                found.extend(sorted({type(o).__name__ for o in gc.garbage}))
+                gc.garbage.clear()
+            finally:
+                gc.set_debug(0)
+
+    result = run_scenario(scenario, None, engine=engine, progress=progress)
+    assert gc.isenabled()
+    assert not found, f"the {engine} engine left cyclic garbage: {', '.join(found)}"
+    return result
+
+
 def assert_same_run(scenario: Scenario) -> dict[str, Any]:
     """Run both engines; assert every table and the summary are equal; return the summary."""
-    exact = run_scenario(scenario, None, engine="exact")
-    fast = run_scenario(scenario, None, engine="fast")
+    exact = run_without_cycles(scenario, "exact")
+    fast = run_without_cycles(scenario, "fast")
     assert isinstance(exact.simulation, ExactSimulation)
     assert isinstance(fast.simulation, FastSimulation)
     for name in TABLES:
