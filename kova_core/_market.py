@@ -650,6 +650,9 @@ class Market:
         open_orders = self._open_orders
         if orders is None:
             visit = self.open_orders()
+        elif len(orders) == 1:  # the usual case for a driver that passes orders: skip the sort
+            (only,) = orders
+            visit = [open_orders[only]] if only in open_orders else []
         else:
             visit = [open_orders[i] for i in sorted(orders) if i in open_orders]
         mine = provider.open_bids

@@ -754,10 +754,12 @@ class FastSimulation(Simulation):
         providers = self.providers
         record = self.recorder.record
         keep = self.keep_events
+        poll_at = self._poll_at
+        first = priority(POLL, 0)
         while batch:
             pid = heapq.heappop(batch)
-            self._position = (at, priority(POLL, pid))
-            del self._poll_at[pid]
+            self._position = (at, first + pid)
+            del poll_at[pid]
             self.polls += 1
             info = providers[pid]
             mine = candidates[pid]
@@ -771,7 +773,8 @@ class FastSimulation(Simulation):
                         mine.discard(event.order_id)  # type: ignore[attr-defined]
                 else:
                     self._handle(events)
-            self._arm(pid)
+            if mine:
+                self._arm(pid)
         del self._batches[at]
 
 
