@@ -5,9 +5,12 @@ Theory of operation
 Time is the block height (integers only). One :class:`kova_core.Market` holds the state; the
 engine issues its commands at their heights and reads the events each command returns:
 
-- **settlement**: the market is ticked at every ``settlement_interval``-th block. (The core
-  also catches up any round or job deadline due before a command, so a command at a round's
-  block always sees that round done first.)
+- **settlement**: the market is ticked at every ``settlement_interval``-th block, and at every
+  job deadline (a job stopped because its escrow or its maximum runtime ends), which is the one
+  change the market makes without a command (:meth:`kova_core.Market.next_deadline`). So what
+  happens at a round's or a deadline's block sees it done first. (The core would also catch up
+  a round or deadline due before any command, but a check the engine makes before a command,
+  such as "is this job's lease still running?", must see it done too.)
 - **providers**: each provider polls every ``poll_interval`` blocks from its phase, bidding with
   its group's pricing strategy; with a failure model, it fails after an exponential time (its
   leases fail and their orders reopen) and comes back after an exponential repair time.
@@ -234,6 +237,7 @@ class Simulation:
             forget_closed_bids=scenario.record.bids == "aggregates",
         )
         self.recorder = Recorder(self.market, scenario.duration, scenario.record)
+        self._deadline_at: int | None = None  # block of the scheduled deadline tick
         self.keep_events = keep_events
         self.events: list[Event] = []
         self.providers: dict[int, ProviderInfo] = {}
@@ -367,6 +371,26 @@ class Simulation:
             if react is not None:
                 react(self, event)
         self._after(events)
+        self._watch_deadline()
+
+    def _watch_deadline(self) -> None:
+        """Schedule a tick at the market's next job deadline, unless one is scheduled by then.
+
+        A job deadline is the one change the market makes without a command. Ticked at its
+        block, just after the round, it is carried out before anything else of that block, so
+        what the tenant or the job does at that block sees the job already stopped.
+        """
+        deadline = self.market.next_deadline()
+        if deadline is not None and (self._deadline_at is None or deadline < self._deadline_at):
+            self._deadline_at = deadline
+            self._schedule(deadline - self.now, SETTLE, 1, self._deadline_tick)
+
+    def _deadline_tick(self) -> None:
+        now = self.now
+        if self._deadline_at == now:
+            self._deadline_at = None
+        self._do(self.market.tick, now)
+        self._watch_deadline()
 
     def _on_lease_started(self, event: LeaseStarted) -> None:
         tenancy = self.tenancies[event.deployment_id]
@@ -596,11 +620,6 @@ class FastSimulation(Simulation):
     place within the block as the exact engine's) only while one of them fits. Everything else
     is the same code in the same order.
 
-    Job deadlines are the one change the market makes without a command: the exact engine's
-    next command at or after the deadline (often a poll) carries it out first. Here a tick is
-    scheduled at each deadline (:meth:`kova_core.Market.next_deadline`), before any poll of
-    that block, so the capacity it frees is seen by the same polls.
-
     With a compact ledger and no fee (:meth:`defers_rounds`) the market also defers rounds
     (``Market(defer_rounds=True)``): no per-lease work in a round for a deployment whose escrow
     surely covers it; the tables are the same once the run ends with ``Market.flush``.
@@ -622,7 +641,6 @@ class FastSimulation(Simulation):
         self._candidates: dict[int, set[int]] = {pid: set() for pid in self.providers}
         self._poll_at: dict[int, int] = {}  # provider id -> block of its scheduled poll
         self._batches: dict[int, list[int]] = {}  # block -> heap of the providers polling then
-        self._deadline_at: int | None = None  # block of the scheduled deadline tick
         # stream -> (provider id, its candidates, the provider) for each provider matching the
         # stream's placement, by id
         self._matching: dict[int, list[tuple[int, set[int], Provider]]] = {}
@@ -696,20 +714,6 @@ class FastSimulation(Simulation):
                     mine.discard(order_id)
         for pid in sorted(touched):
             self._arm(pid)
-        self._watch_deadline()
-
-    def _watch_deadline(self) -> None:
-        """Schedule a tick at the market's next job deadline, unless one is scheduled by then."""
-        deadline = self.market.next_deadline()
-        if deadline is not None and (self._deadline_at is None or deadline < self._deadline_at):
-            self._deadline_at = deadline
-            self._schedule(deadline - self._now, SETTLE, 1, self._deadline_tick)
-
-    def _deadline_tick(self) -> None:
-        if self._deadline_at == self._now:
-            self._deadline_at = None
-        self._do(self.market.tick, self._now)
-        self._watch_deadline()
 
     def _arm(self, pid: int) -> None:
         """Schedule the provider's next poll if it may bid (and none is scheduled)."""

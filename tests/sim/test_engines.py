@@ -93,6 +93,38 @@ def test_shipped_scenarios_give_the_same_outputs(name, duration, ledger):
     assert summary["leases"] > 0
 
 
+def test_a_job_ending_at_its_deadline_is_stopped_first_by_both_engines():
+    """A job whose runtime ends at the very block its max_runtime does: the market's deadline
+    comes first in the block, so the job times out, and the job's own end finds it stopped.
+    (The exact engine used to carry the deadline out inside the job's end and crash.)"""
+    data = {
+        "name": "deadline-tie",
+        "duration": "1h",
+        "providers": [
+            {
+                "count": 1,
+                "capacity": {"cpu": 4, "memory": "8Gi", "storage": "50Gi"},
+                "pricing": {"strategy": "fixed", "price_per_block": 1},
+            }
+        ],
+        "demand": [
+            {
+                "kind": "job",
+                "arrivals": {"process": "scheduled", "at": [0]},
+                "resources": {"cpu": 1, "memory": "1Gi", "storage": "1Gi"},
+                "max_price": 1,
+                "runtime": {"distribution": "fixed", "value": "10m"},
+                "max_runtime": "10m",
+            }
+        ],
+    }
+    summary = assert_same_run(parse_scenario(data))
+    assert summary["leases"] == 1
+    leases = run_scenario(parse_scenario(data), None, engine="exact").tables["leases"]
+    assert leases["close_reason"].to_pylist() == ["job_timed_out"]
+    assert leases["closed_at"].to_pylist() == [leases["created_at"][0].as_py() + 600]
+
+
 def test_the_fast_engine_skips_polls(small_scenario_data):
     """Most polls find nothing new to bid on; the fast engine does not make them."""
     scenario = parse_scenario(small_scenario_data)
