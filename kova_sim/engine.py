@@ -23,10 +23,10 @@ engine issues its commands at their heights and reads the events each command re
   (``redeploy``) or the deployment is closed (``close``).
 
 Things that happen at the same block happen in a fixed order, whatever the engine (the ranks
-:data:`SETTLE` … :data:`POLL`, then a key such as the provider id): settlement first, then
-failures, jobs finishing, lifetimes ending, top-ups, arrivals, reviews, and polls last, so a poll
-sees the orders that opened in its block. Two engines share all of this (:class:`Simulation`)
-and differ only in which moments they visit:
+:data:`SETTLE` … :data:`POLL`, then a key such as the provider id): settlement first, job
+deadlines, then failures, jobs finishing, lifetimes ending, top-ups, arrivals, reviews, and polls
+last, so a poll sees the orders that opened in its block. Two engines share all of this
+(:class:`Simulation`) and differ only in which moments they visit:
 
 - ``exact`` (:class:`ExactSimulation`): SimPy's clock, and every poll of every provider is an
   event, whether or not it finds anything to bid on. The reference.
