@@ -629,7 +629,7 @@ class Market:
         rng: np.random.Generator,
         height: int,
         *,
-        orders: Iterable[int] | None = None,
+        orders: Collection[int] | None = None,
     ) -> list[Event]:
         """One auto-bidder poll: the provider bids on every open order it can serve.
 
