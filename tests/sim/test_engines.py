@@ -2,9 +2,9 @@
 
 Every shipped scenario (shortened to keep the suite quick) and hypothesis-generated small
 scenarios (random provider groups, strategies, demand, deposits, top-ups, failures, selection
-policies and timings) run under both engines; every table and the summary (but for the engine's
-name) must be equal. Neither engine may leave cyclic garbage behind during a run (the run pauses
-Python's cyclic collector on that promise).
+policies, timings, ledger and bid recording modes) run under both engines; every table and the
+summary (but for the engine's name) must be equal. Neither engine may leave cyclic garbage
+behind during a run (the run pauses Python's cyclic collector on that promise).
 """
 
 from __future__ import annotations
@@ -238,7 +238,11 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
         "poll_interval": interval,
         "settlement_interval": draw(st.sampled_from([7, 60])),
         "fee_bps": draw(st.sampled_from([0, 0, 250])),
-        "record": {"ledger": draw(st.sampled_from(["all", "compact"]))},
+        "record": {
+            "ledger": draw(st.sampled_from(["all", "compact"])),
+            "bids": draw(st.sampled_from(["all", "top-k", "aggregates"])),
+            "top_k": draw(st.integers(1, 3)),
+        },
         "providers": [draw(provider_group(i, interval)) for i in range(draw(st.integers(1, 3)))],
         "demand": [draw(demand_stream(i)) for i in range(draw(st.integers(1, 2)))],
     }
