@@ -629,7 +629,7 @@ class Market:
         rng: np.random.Generator,
         height: int,
         *,
-        orders: Collection[int] | None = None,
+        orders: Iterable[int] | None = None,
     ) -> list[Event]:
         """One auto-bidder poll: the provider bids on every open order it can serve.
 
@@ -650,9 +650,6 @@ class Market:
         open_orders = self._open_orders
         if orders is None:
             visit = self.open_orders()
-        elif len(orders) == 1:  # the usual case for a driver that passes orders: skip the sort
-            (only,) = orders
-            visit = [open_orders[only]] if only in open_orders else []
         else:
             visit = [open_orders[i] for i in sorted(orders) if i in open_orders]
         mine = provider.open_bids
@@ -1254,30 +1251,7 @@ class Market:
         return cls(height=height, bid_id=bid.id, order_id=bid.order_id, provider_id=bid.provider_id)
 
     def _lose_open_bids(self, order: Order, height: int) -> list[Event]:
-        """Every open bid on ``order`` is lost (the order is leased or closed), by bid id."""
-        if not order.open_bids:
-            return []
-        bids = self.bids
-        providers = self.providers
-        needs = order.spec.resources
-        forget = self.forget_closed_bids
-        events: list[Event] = []
-        for bid_id in sorted(order.open_bids):
-            bid = bids[bid_id]
-            bid.state = transition("bid", bid_id, bid.state, "lose")
-            provider = providers[bid.provider_id]
-            del provider.open_bids[order.id]
-            provider.reserved -= needs
-            provider.free += needs
-            if forget:
-                del bids[bid_id]
-            events.append(
-                BidLost(
-                    height=height, bid_id=bid_id, order_id=order.id, provider_id=bid.provider_id
-                )
-            )
-        order.open_bids.clear()
-        return events
+        return [self._end_bid(self.bids[b], "lose", height) for b in sorted(order.open_bids)]
 
     def _new_id(self, kind: str) -> int:
         value = self._next_id.get(kind, 1)
