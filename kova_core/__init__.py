@@ -83,6 +83,7 @@ from ._pricing import (
     Undercut,
     UtilisationPrice,
     auto_bid_price,
+    prices_alike,
     pricing_strategy,
 )
 from ._reputation import reputation_score
@@ -217,6 +218,7 @@ __all__ = [
     "parse_size",
     "plan_close",
     "plan_round",
+    "prices_alike",
     "pricing_strategy",
     "provider_account",
     "provider_matches",

@@ -22,7 +22,7 @@ decided by the pure functions of ``_settlement``; lifecycles by the tables of ``
 from __future__ import annotations
 
 import heapq
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TypeVar
@@ -69,7 +69,7 @@ from ._events import (
 )
 from ._manifest import Manifest
 from ._money import require_amount
-from ._pricing import PricingContext, PricingStrategy, auto_bid_price
+from ._pricing import PricingContext, PricingStrategy, auto_bid_price, prices_alike
 from ._resources import Resources
 from ._selection import BidView
 from ._settlement import BPS, Claim, Payment, job_deadline, owed, plan_close, plan_round
@@ -652,36 +652,124 @@ class Market:
             visit = self.open_orders()
         else:
             visit = [open_orders[i] for i in sorted(orders) if i in open_orders]
-        mine = provider.open_bids
-        attributes, auditors, gpu_models = (
-            provider.attributes,
-            provider.auditors,
-            provider.gpu_models,
-        )
         for order in visit:
-            spec = order.spec
-            needs = spec.resources
-            free = provider.free
-            if order.id in mine or not needs.fits_in(free):
-                continue
-            if provider_matches(spec, attributes, auditors, gpu_models):
-                continue
-            others = order.open_bids
-            ctx = PricingContext(
-                order_id=order.id,
-                resources=needs,
-                max_price=spec.max_price,
-                order_created_at=order.created_at,
-                height=height,
-                capacity=provider.capacity,
-                free=free,
-                # the provider has no open bid here (skipped above): every open bid competes
-                best_price=min(others.values()) if others else None,
-            )
-            price = auto_bid_price(strategy, ctx, rng)
-            if price is not None:
-                events.append(self._place_bid(order, provider, price, height))
+            placed = self._poll_order(provider, order, strategy, rng, height)
+            if placed is not None:
+                events.append(placed)
         return events
+
+    def poll_late(
+        self,
+        order_id: int,
+        polls: Sequence[tuple[int, int, PricingStrategy, np.random.Generator]],
+    ) -> tuple[list[Event], list[bool]]:
+        """Polls of one order, carried out after their time by a driver that defers polls (see
+        ``kova_sim``'s fast engine): each ``(height, provider id, strategy, generator)``, in the
+        order they happened, bids on the order as :meth:`poll` would have at that height.
+        Returns the events and, for each poll, whether it placed a bid.
+
+        The driver promises what the market cannot check: each provider matches the order's
+        placement; nothing such a poll reads (the provider's state and free capacity, the
+        order's state and open bids, the generator) changed between its height and now but
+        through these polls; and the heights are not before the last command that changed any
+        of it. Bids move no money and change no round, so carrying them out late changes
+        nothing else. Heights after the market's move the market to the last of them first.
+        Raises :class:`UnknownEntity`, :class:`InvalidHeight` (not a non-negative integer).
+        """
+        order = self._order(order_id)
+        if not polls:
+            return [], []
+        last = max(poll[0] for poll in polls)
+        if last > self.height:
+            self._advance(last)
+        elif min(poll[0] for poll in polls) < 0:
+            raise InvalidHeight(f"heights must be non-negative, got {polls!r}")
+        events = self._take()
+        placed = [False] * len(polls)
+        if order.state is not OrderState.OPEN:
+            return events, placed
+        spec = order.spec
+        needs = spec.resources
+        max_price = spec.max_price
+        others = order.open_bids
+        best = min(others.values()) if others else None
+        providers = self.providers
+        fits: dict[Resources, bool] = {}
+        # a strategy that reads only the order, the capacity and the free capacity prices
+        # the same for the same capacity and free capacity (see PricingStrategy.reads)
+        known: dict[tuple[int, Resources, Resources], int | None] = {}
+        for i, (height, provider_id, strategy, rng) in enumerate(polls):
+            provider = providers[provider_id]
+            if provider.state is not ProviderState.ONLINE or order_id in provider.open_bids:
+                continue
+            free = provider.free
+            room = fits.get(free)
+            if room is None:
+                room = fits[free] = needs.fits_in(free)
+            if not room:
+                continue
+            if prices_alike(strategy):
+                key = (id(strategy), provider.capacity, free)
+                if key in known:
+                    price = known[key]
+                else:
+                    price = known[key] = auto_bid_price(
+                        strategy,
+                        PricingContext(
+                            order_id, needs, max_price, order.created_at, height,
+                            provider.capacity, free, best,
+                        ),
+                        rng,
+                    )  # fmt: skip
+            else:
+                price = auto_bid_price(
+                    strategy,
+                    PricingContext(
+                        order_id, needs, max_price, order.created_at, height,
+                        provider.capacity, free, best,
+                    ),
+                    rng,
+                )  # fmt: skip
+            if price is None:
+                continue
+            events.append(self._place_bid(order, provider, price, height))
+            placed[i] = True
+            if best is None or price < best:
+                best = price
+        return events, placed
+
+    def _poll_order(
+        self,
+        provider: Provider,
+        order: Order,
+        strategy: PricingStrategy,
+        rng: np.random.Generator,
+        height: int,
+    ) -> BidPlaced | None:
+        """One online provider's poll of one open order: its bid, if it places one."""
+        spec = order.spec
+        needs = spec.resources
+        free = provider.free
+        if order.id in provider.open_bids or not needs.fits_in(free):
+            return None
+        if provider_matches(spec, provider.attributes, provider.auditors, provider.gpu_models):
+            return None
+        others = order.open_bids
+        ctx = PricingContext(
+            order_id=order.id,
+            resources=needs,
+            max_price=spec.max_price,
+            order_created_at=order.created_at,
+            height=height,
+            capacity=provider.capacity,
+            free=free,
+            # the provider has no open bid here (checked above): every open bid competes
+            best_price=min(others.values()) if others else None,
+        )
+        price = auto_bid_price(strategy, ctx, rng)
+        if price is None:
+            return None
+        return self._place_bid(order, provider, price, height)
 
     def fail_provider(self, provider_id: int, height: int) -> list[Event]:
         """A provider is lost: its open bids are withdrawn and each of its leases fails

@@ -30,6 +30,7 @@ __all__ = [
     "Undercut",
     "UtilisationPrice",
     "auto_bid_price",
+    "prices_alike",
     "pricing_strategy",
 ]
 
@@ -56,13 +57,37 @@ class PricingContext(NamedTuple):
 
 @runtime_checkable
 class PricingStrategy(Protocol):
-    """A provider's pricing: ``price`` returns micro-units per block, or ``None`` for no bid."""
+    """A provider's pricing: ``price`` returns micro-units per block, or ``None`` for no bid.
+
+    A strategy may also say which parts of its input it reads, as a class attribute ``reads``
+    (a frozenset of :class:`PricingContext` field names, plus ``"rng"`` if it draws). One that
+    reads nothing but ``resources``, ``max_price``, ``capacity`` and ``free`` gives the same
+    price for the same values, so a market pricing many polls of one order at once prices each
+    such strategy once per capacity and free capacity (:func:`prices_alike`). Without
+    ``reads``, a strategy is assumed to read everything.
+    """
 
     name: ClassVar[str]
 
     def price(self, ctx: PricingContext, rng: np.random.Generator) -> int | None:
         """Price the order in ``ctx``; ``rng`` is the only source of randomness allowed."""
         ...
+
+
+_ALIKE_READS = frozenset({"resources", "max_price", "capacity", "free"})
+_alike: dict[type, bool] = {}
+
+
+def prices_alike(strategy: PricingStrategy) -> bool:
+    """Whether ``strategy`` prices an order the same for the same capacity and free capacity:
+    it declares ``reads`` within the order's resources and maximum price, the capacity and the
+    free capacity (no generator, no competing bid, no height)."""
+    kind = type(strategy)
+    known = _alike.get(kind)
+    if known is None:
+        reads = getattr(kind, "reads", None)
+        known = _alike[kind] = reads is not None and frozenset(reads) <= _ALIKE_READS
+    return known
 
 
 def auto_bid_price(
@@ -86,6 +111,7 @@ class FixedPrice:
     """Always the same price per block: the seed's default, $1/block."""
 
     name: ClassVar[str] = "fixed"
+    reads: ClassVar[frozenset[str]] = frozenset()
     price_per_block: int = MICRO
 
     def price(self, ctx: PricingContext, rng: np.random.Generator) -> int | None:
@@ -101,6 +127,7 @@ class CostPlus:
     """
 
     name: ClassVar[str] = "cost-plus"
+    reads: ClassVar[frozenset[str]] = frozenset({"resources"})
     cpu_cost: int = 0  # micro per core per block
     memory_cost: int = 0  # micro per GiB per block
     storage_cost: int = 0  # micro per GiB per block
@@ -133,6 +160,7 @@ class UtilisationPrice:
     """
 
     name: ClassVar[str] = "utilisation"
+    reads: ClassVar[frozenset[str]] = frozenset({"resources", "capacity", "free"})
     base: int = MICRO // 2
     peak: int = 2 * MICRO
 
@@ -163,6 +191,7 @@ class Undercut:
     """
 
     name: ClassVar[str] = "undercut"
+    reads: ClassVar[frozenset[str]] = frozenset({"best_price", "max_price"})
     floor: int = MICRO // 2
     step: int = 10_000
     start: int | None = None
@@ -179,6 +208,7 @@ class RandomBand:
     """A price drawn uniformly from ``[low, high]`` with the generator it is given."""
 
     name: ClassVar[str] = "random-band"
+    reads: ClassVar[frozenset[str]] = frozenset({"rng"})
     low: int = MICRO // 2
     high: int = 3 * MICRO // 2
 

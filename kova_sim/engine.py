@@ -143,6 +143,7 @@ class StreamInfo:
     top_up_rng: np.random.Generator
     tenant_ids: list[int]
     price_per_block: int  # Σ max price of its replicas: what deposits are counted in
+    index: int  # its place in the scenario's demand
     arrivals: int = 0
 
 
@@ -269,7 +270,7 @@ class Simulation:
                     phase=phase,
                 )
                 self.recorder.add_provider(pid, group, phase)
-        for stream in scenario.demand:
+        for index, stream in enumerate(scenario.demand):
             manifest = parse_manifest(manifest_for(stream, scenario.duration))
             tenants = [self.market.add_tenant(f"{stream.name}-{i}") for i in range(stream.tenants)]
             self.streams.append(
@@ -282,6 +283,7 @@ class Simulation:
                     top_up_rng=generator(seed, _STREAMS, _key(stream.name), _TOP_UPS),
                     tenant_ids=tenants,
                     price_per_block=sum(s.max_price for s in manifest.order_specs()),
+                    index=index,
                 )
             )
 
@@ -310,6 +312,21 @@ class Simulation:
 
     def _after(self, events: list[Event]) -> None:
         """Look at a command's events once they are recorded (the fast engine tracks polls)."""
+
+    def _finish(self, duration: int) -> None:
+        """Before the last tick: carry out what the engine deferred to before ``duration``."""
+
+    def _touch_provider(self, provider_id: int) -> None:
+        """The action being carried out may read or change this provider (or its orders).
+
+        Every action calls one of these ``_touch_*`` first (the fast engine carries out the
+        polls it deferred that the action could see; see :class:`FastSimulation`)."""
+
+    def _touch_stream(self, stream: StreamInfo) -> None:
+        """The action may read or change this stream's deployments, orders, bids and leases."""
+
+    def _touch_all(self) -> None:
+        """The action may read or change anything."""
 
     # ------------------------------------------------------------------ running
 
@@ -349,6 +366,7 @@ class Simulation:
         finally:
             if collecting:
                 gc.enable()
+        self._finish(duration)
         self._do(self.market.tick, duration)
         self._do(self.market.flush)
         self.wall_seconds = time.perf_counter() - started
@@ -386,6 +404,7 @@ class Simulation:
             self._schedule(deadline - self.now, SETTLE, 1, self._deadline_tick)
 
     def _deadline_tick(self) -> None:
+        self._touch_all()  # the job stopped frees its providers' capacity
         now = self.now
         if self._deadline_at == now:
             self._deadline_at = None
@@ -426,6 +445,11 @@ class Simulation:
     # ------------------------------------------------------------------ the network
 
     def _settle(self) -> None:
+        # a round pauses and resumes, which no poll reads; a job deadline at this block, which
+        # the round's catch-up carries out, frees capacity
+        deadline = self.market.next_deadline()
+        if deadline is not None and deadline <= self.now:
+            self._touch_all()
         self._do(self.market.tick, self.now)
         self._schedule(self.scenario.settlement_interval, SETTLE, 0, self._settle)
 
@@ -444,6 +468,7 @@ class Simulation:
         failures = info.group.failures
         assert failures is not None
         info.failures += 1
+        self._touch_provider(info.id)
         self._do(self.market.fail_provider, info.id, self.now)
         self._schedule(
             _ceil(info.failure_rng.exponential(failures.mttr)), FAILURE, info.id,
@@ -451,6 +476,7 @@ class Simulation:
         )  # fmt: skip
 
     def _recover(self, info: ProviderInfo) -> None:
+        self._touch_provider(info.id)
         self._do(self.market.recover_provider, info.id, self.now)
         self._schedule_failure(info)
 
@@ -468,6 +494,7 @@ class Simulation:
         self._schedule(at - self.now, ARRIVAL, index, arrive)
 
     def _arrive(self, info: StreamInfo) -> None:
+        self._touch_stream(info)
         stream = info.stream
         tenant = info.tenant_ids[info.arrivals % len(info.tenant_ids)]
         info.arrivals += 1
@@ -505,6 +532,7 @@ class Simulation:
         self._schedule(window, REVIEW, review.serial, partial(self._look_again, review, waiting))
 
     def _look_again(self, review: _Review, waiting: list[int]) -> None:
+        self._touch_stream(review.tenancy.stream)
         still = self._look(review.dep_id, review.tenancy, waiting, review.give_up)
         if still:
             self._schedule_look(review, still)
@@ -546,14 +574,17 @@ class Simulation:
 
     def _close(self, dep_id: int) -> None:
         """The tenant closes its deployment now, unless it is closed already."""
+        self._touch_stream(self.tenancies[dep_id].stream)
         if self.market.deployments[dep_id].state is not DeploymentState.CLOSED:
             self._do(self.market.close_deployment, dep_id, self.now)
 
     def _job_end(self, lease_id: int) -> None:
+        self._touch_stream(self.tenancies[self.market.leases[lease_id].deployment_id].stream)
         if self.market.leases[lease_id].state is not LeaseState.CLOSED:
             self._do(self.market.finish_job, lease_id, self.now)
 
     def _top_up(self, dep_id: int, tenancy: _Tenancy) -> None:
+        self._touch_stream(tenancy.stream)
         market = self.market
         dep = market.deployments[dep_id]
         if dep.state is not DeploymentState.INSUFFICIENT_FUNDS:
@@ -641,9 +672,18 @@ class FastSimulation(Simulation):
         self._candidates: dict[int, set[int]] = {pid: set() for pid in self.providers}
         self._poll_at: dict[int, int] = {}  # provider id -> block of its scheduled poll
         self._batches: dict[int, list[int]] = {}  # block -> heap of the providers polling then
-        # stream -> (provider id, its candidates, the provider) for each provider matching the
-        # stream's placement, by id
-        self._matching: dict[int, list[tuple[int, set[int], Provider]]] = {}
+        # stream index -> (provider id, its candidates, the provider) for each provider matching
+        # the stream's placement, by id
+        self._matching: list[list[tuple[int, set[int], Provider]]] = []
+        # Deferred polls (see the class docstring): the part of the market each provider and
+        # stream belongs to, each part's deferred polls as a heap of (block, provider id, token,
+        # order id), and each deferring provider's (order id, token).
+        self._part_of_provider: dict[int, int] = {}
+        self._part_of_stream: list[int] = []
+        self._deferred: list[list[tuple[int, int, int, int]]] = []
+        self._lazy: dict[int, tuple[int, int]] = {}
+        self._tokens = 0
+        self._find_parts()
         self.polls = 0
 
     @property
@@ -665,19 +705,48 @@ class FastSimulation(Simulation):
 
     # ------------------------------------------------------------------ polls on demand
 
+    def _find_parts(self) -> None:
+        """Each stream's matching providers, and the parts of the market: the providers and
+        streams connected by matching (a provider can bid only on its own part's orders)."""
+        market = self.market
+        parent = list(range(len(self.streams) + len(self.providers)))
+
+        def root(i: int) -> int:
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        pids = sorted(self.providers)
+        node = {pid: len(self.streams) + n for n, pid in enumerate(pids)}
+        by_group: dict[int, list[int]] = {}
+        for pid in pids:
+            by_group.setdefault(id(self.providers[pid].group), []).append(pid)
+        for index, info in enumerate(self.streams):
+            spec = info.manifest.order_specs()[0]
+            matching: list[tuple[int, set[int], Provider]] = []
+            for members in by_group.values():
+                # a group's providers share attributes and GPU models: one check for all
+                first = market.providers[members[0]]
+                if provider_matches(spec, first.attributes, first.auditors, first.gpu_models):
+                    continue
+                for pid in members:
+                    matching.append((pid, self._candidates[pid], market.providers[pid]))
+                    parent[root(node[pid])] = root(index)
+            matching.sort(key=lambda entry: entry[0])
+            self._matching.append(matching)
+        parts: dict[int, int] = {}
+        for index in range(len(self.streams)):
+            self._part_of_stream.append(parts.setdefault(root(index), len(parts)))
+        for pid in pids:
+            self._part_of_provider[pid] = parts.setdefault(root(node[pid]), len(parts))
+        self._deferred = [[] for _ in parts]
+
     def _matching_providers(self, order_id: int) -> list[tuple[int, set[int], Provider]]:
         """The providers whose placement an order matches (the same for all of its stream), each
         with its candidates."""
         order = self.market.orders[order_id]
-        stream = id(self.tenancies[order.deployment_id].stream)
-        found = self._matching.get(stream)
-        if found is None:
-            found = self._matching[stream] = [
-                (p.id, self._candidates[p.id], p)
-                for p in self.market.providers.values()
-                if not provider_matches(order.spec, p.attributes, p.auditors, p.gpu_models)
-            ]
-        return found
+        return self._matching[self.tenancies[order.deployment_id].stream.index]
 
     def _after(self, events: list[Event]) -> None:
         """Keep candidates and scheduled polls up to date with a command's events."""
@@ -691,27 +760,40 @@ class FastSimulation(Simulation):
                 order_id = event.order_id  # type: ignore[attr-defined]
                 needs = market.orders[order_id].resources
                 poll_at = self._poll_at
+                lazy = self._lazy
                 for pid, mine, provider in self._matching_providers(order_id):
                     mine.add(order_id)
-                    if (
+                    if pid in lazy:
+                        self._undefer(pid)  # a second candidate: an ordinary poll
+                    elif (
                         pid not in poll_at
                         and provider.state is ONLINE
                         and needs.fits_in(provider.free)
                     ):
-                        self._schedule_poll(pid)
+                        if len(mine) == 1:
+                            self._defer(pid, order_id)
+                        else:
+                            self._schedule_poll(pid)
             elif kind is BidPlaced:
                 self._candidates[event.provider_id].discard(event.order_id)  # type: ignore[attr-defined]
             elif kind is BidWithdrawn:
                 pid = event.provider_id  # type: ignore[attr-defined]
                 if market.orders[event.order_id].state is OrderState.OPEN:  # type: ignore[attr-defined]
                     self._candidates[pid].add(event.order_id)  # type: ignore[attr-defined]
+                    if pid in self._lazy:
+                        self._undefer(pid)
                 touched.add(pid)
             elif kind is BidLost or kind is LeaseClosed or kind is ProviderRecovered:
                 touched.add(event.provider_id)  # type: ignore[attr-defined]
             elif kind is LeaseStarted or kind is OrderClosed:
                 order_id = event.order_id  # type: ignore[attr-defined]
-                for _, mine, _ in self._matching_providers(order_id):
+                lazy = self._lazy
+                for pid, mine, _ in self._matching_providers(order_id):
                     mine.discard(order_id)
+                    deferred = lazy.get(pid)
+                    if deferred is not None and deferred[0] == order_id:
+                        # its poll would find nothing: it is not made
+                        del lazy[pid], self._poll_at[pid]
         for pid in sorted(touched):
             self._arm(pid)
 
@@ -728,15 +810,21 @@ class FastSimulation(Simulation):
         if any(orders[o].resources.fits_in(free) for o in candidates):
             self._schedule_poll(pid)
 
-    def _schedule_poll(self, pid: int) -> None:
-        """Schedule the provider's poll at its next poll block still to come (this one, if its
-        place in the block is not yet passed)."""
-        info = self.providers[pid]
+    def _next_poll(self, pid: int) -> int:
+        """The provider's next poll block still to come (this one, if its place in the block is
+        not yet passed)."""
         interval = self.scenario.poll_interval
         now = self._now
-        at = now + (info.phase - now) % interval
+        at = now + (self.providers[pid].phase - now) % interval
         if at == now and priority(POLL, pid) <= self._position[1] and self._position[0] == now:
             at += interval
+        return at
+
+    def _schedule_poll(self, pid: int, at: int | None = None) -> None:
+        """Schedule the provider's poll at block ``at`` (default: its next poll block)."""
+        if at is None:
+            at = self._next_poll(pid)
+        now = self._now
         self._poll_at[pid] = at
         batch = self._batches.get(at)
         if batch is None:
@@ -760,9 +848,14 @@ class FastSimulation(Simulation):
         keep = self.keep_events
         poll_at = self._poll_at
         first = priority(POLL, 0)
+        part_of = self._part_of_provider
+        deferred = self._deferred
         while batch:
             pid = heapq.heappop(batch)
             self._position = (at, first + pid)
+            pending = deferred[part_of[pid]]
+            if pending and pending[0][0] <= at:
+                self._catch_up(pending)
             del poll_at[pid]
             self.polls += 1
             info = providers[pid]
@@ -780,6 +873,98 @@ class FastSimulation(Simulation):
             if mine:
                 self._arm(pid)
         del self._batches[at]
+
+
+    # ------------------------------------------------------------------ deferred polls
+
+    def _defer(self, pid: int, order_id: int) -> None:
+        """Defer the polls of a provider whose one candidate is ``order_id``."""
+        at = self._next_poll(pid)
+        self._tokens += 1
+        self._lazy[pid] = (order_id, self._tokens)
+        self._poll_at[pid] = at
+        heapq.heappush(
+            self._deferred[self._part_of_provider[pid]], (at, pid, self._tokens, order_id)
+        )
+
+    def _undefer(self, pid: int) -> None:
+        """A deferring provider's next poll becomes an ordinary scheduled one, at the same block
+        (its part has been caught up to now: that poll is still to come)."""
+        del self._lazy[pid]
+        self._schedule_poll(pid, self._poll_at[pid])
+
+    def _touch_provider(self, provider_id: int) -> None:
+        pending = self._deferred[self._part_of_provider[provider_id]]
+        if pending:
+            self._catch_up(pending)
+
+    def _touch_stream(self, stream: StreamInfo) -> None:
+        pending = self._deferred[self._part_of_stream[stream.index]]
+        if pending:
+            self._catch_up(pending)
+
+    def _touch_all(self) -> None:
+        for pending in self._deferred:
+            if pending:
+                self._catch_up(pending)
+
+    def _finish(self, duration: int) -> None:
+        self._position = (duration, 0)
+        self._touch_all()
+
+    def _catch_up(self, pending: list[tuple[int, int, int, int]]) -> None:
+        """Carry out a part's deferred polls that come before the action being carried out, as
+        the exact engine would have at their time.
+
+        A provider defers its polls while one open order is its only candidate; each action
+        that could read or change its part of the market catches that part up first, so what
+        such a poll reads (the provider's state and free capacity, the order and its open bids,
+        the provider's generator) is what it was at the poll's block. Polls of different orders
+        read nothing of each other's, so each order's are carried out together, in their
+        order (block, then provider id): a provider that did not bid polls again an interval
+        later, which keeps that order.
+        """
+        now, place = self._position
+        first = priority(POLL, 0)
+        lazy = self._lazy
+        due: dict[int, list[tuple[int, int, int]]] = {}
+        while pending:
+            at, pid, token, order_id = pending[0]
+            if at > now or (at == now and first + pid >= place):
+                break
+            heapq.heappop(pending)
+            if lazy.get(pid) == (order_id, token):  # else it stopped deferring since
+                due.setdefault(order_id, []).append((at, pid, token))
+        market = self.market
+        poll_at = self._poll_at
+        providers = self.providers
+        interval = self.scenario.poll_interval
+        for order_id, polls in due.items():
+            while polls:
+                self.polls += len(polls)
+                batch = [
+                    (at, pid, providers[pid].strategy, providers[pid].rng) for at, pid, _ in polls
+                ]
+                events, placed = market.poll_late(order_id, batch)
+                if events:
+                    self._handle(events)
+                needs = market.orders[order_id].resources
+                again = []
+                for (at, pid, token), bid in zip(polls, placed, strict=True):
+                    if lazy.get(pid) != (order_id, token):
+                        continue  # the events ended its deferral (the order closed)
+                    provider = market.providers[pid]
+                    if bid or provider.state is not ONLINE or not needs.fits_in(provider.free):
+                        # done, or as _arm: a change to it schedules its next poll
+                        del lazy[pid], poll_at[pid]
+                        continue
+                    at += interval  # it polls again, as the exact engine's would
+                    poll_at[pid] = at
+                    if at < now or (at == now and first + pid < place):
+                        again.append((at, pid, token))
+                    else:
+                        heapq.heappush(pending, (at, pid, token, order_id))
+                polls = again
 
 
 def make_simulation(

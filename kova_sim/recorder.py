@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from statistics import median
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from kova_core import (
@@ -325,14 +326,34 @@ class Recorder:
                 None if order.close_reason is None else str(order.close_reason),
             )  # fmt: skip
 
-    def _recorded_bids(self) -> Iterable[Bid]:
-        """The bids the scenario's ``record.bids`` keeps, by id."""
+    def _published_ids(self) -> dict[int, int]:
+        """Each bid's id in the bids table: bids numbered by block, then provider, then order.
+
+        That is the order polls place them in, so it is the market's own numbering when every
+        poll is carried out at its time (the exact engine); an engine that carries some polls
+        out late (the fast one) numbers them otherwise inside, and publishes the same ids.
+        """
         bids = self.market.bids
+        if not bids:
+            return {}
+        ids = np.fromiter(bids.keys(), dtype=np.int64, count=len(bids))
+        keys = np.array(
+            [(b.height, b.provider_id, b.order_id) for b in bids.values()], dtype=np.int64
+        )
+        order = np.lexsort((keys[:, 2], keys[:, 1], keys[:, 0]))
+        published = np.empty_like(ids)
+        published[order] = np.arange(1, len(ids) + 1, dtype=np.int64)
+        return dict(zip(ids.tolist(), published.tolist(), strict=True))
+
+    def _recorded_bids(self) -> list[tuple[int, Bid]]:
+        """The bids the scenario's ``record.bids`` keeps, each with its published id, by it."""
         mode = self.recording.bids
-        if mode == "all":
-            return bids.values()
         if mode == "aggregates":
-            return ()
+            return []
+        bids = self.market.bids
+        published = self._published_ids()
+        if mode == "all":
+            return sorted((published[b.id], b) for b in bids.values())
         by_order: dict[int, list[Bid]] = {}
         for bid in bids.values():
             by_order.setdefault(bid.order_id, []).append(bid)
@@ -342,12 +363,12 @@ class Recorder:
             chosen = {b.id for b in cheapest}
             kept += cheapest
             kept += [b for b in order_bids if b.state is BidState.ACCEPTED and b.id not in chosen]
-        return sorted(kept, key=lambda b: b.id)
+        return sorted((published[b.id], b) for b in kept)
 
     def _bid_rows(self) -> Iterable[tuple[Any, ...]]:
-        for b in self._recorded_bids():
+        for bid_id, b in self._recorded_bids():
             yield (
-                b.id,
+                bid_id,
                 b.order_id,
                 b.provider_id,
                 b.price,
