@@ -13,9 +13,10 @@ from dataclasses import dataclass, fields
 from ._state import CloseReason
 
 __all__ = [
-    "BidLost",
     "BidPlaced",
     "BidWithdrawn",
+    "BidsLost",
+    "BidsPlaced",
     "DebtWrittenOff",
     "DeploymentClosed",
     "DeploymentCreated",
@@ -155,12 +156,27 @@ class BidPlaced(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class BidLost(Event):
-    """Another bid on the order was accepted, or the order closed. Reservation released."""
+class BidsPlaced(Event):
+    """Several providers bid on one order, in polls carried out together
+    (:meth:`~kova_core.Market.poll_late`): bid ``bid_ids[i]`` is provider ``provider_ids[i]``'s,
+    ``prices[i]`` micro per block, placed at ``heights[i]``; each reserves the order's
+    resources. ``height`` is the last of ``heights``."""
 
-    bid_id: int
     order_id: int
-    provider_id: int
+    bid_ids: tuple[int, ...]
+    provider_ids: tuple[int, ...]
+    prices: tuple[int, ...]
+    heights: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BidsLost(Event):
+    """Another bid on the order was accepted, or the order closed: its open bids (by id, each
+    with its provider) are lost, and their reservations released."""
+
+    order_id: int
+    bid_ids: tuple[int, ...]
+    provider_ids: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

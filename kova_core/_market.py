@@ -45,8 +45,9 @@ from ._errors import (
     UnknownEntity,
 )
 from ._events import (
-    BidLost,
     BidPlaced,
+    BidsLost,
+    BidsPlaced,
     BidWithdrawn,
     DebtWrittenOff,
     DeploymentClosed,
@@ -693,8 +694,17 @@ class Market:
         max_price = spec.max_price
         others = order.open_bids
         best = min(others.values()) if others else None
-        providers = self.providers
+        providers, bids, created_at = self.providers, self.bids, order.created_at
+        next_id = self._next_id.get("bid", 1)
+        bid_ids: list[int] = []
+        provider_ids: list[int] = []
+        prices: list[int] = []
+        heights: list[int] = []
+        # many providers share free capacities and reservations: each check, sum and
+        # difference is made once
         fits: dict[Resources, bool] = {}
+        plus: dict[Resources, Resources] = {}
+        minus: dict[Resources, Resources] = {}
         # a strategy that reads only the order, the capacity and the free capacity prices
         # the same for the same capacity and free capacity (see PricingStrategy.reads)
         known: dict[tuple[int, Resources, Resources], int | None] = {}
@@ -732,10 +742,46 @@ class Market:
                 )  # fmt: skip
             if price is None:
                 continue
-            events.append(self._place_bid(order, provider, price, height))
+            # the bid, as _place_bid makes it (one event for all of them)
+            bid_id = next_id
+            next_id += 1
+            bids[bid_id] = Bid(
+                id=bid_id,
+                order_id=order_id,
+                provider_id=provider_id,
+                price=price,
+                height=height,
+                response_time=height - created_at,
+            )
+            others[bid_id] = price
+            provider.open_bids[order_id] = bid_id
+            reserved = provider.reserved
+            more = plus.get(reserved)
+            if more is None:
+                more = plus[reserved] = reserved + needs
+            less = minus.get(free)
+            if less is None:
+                less = minus[free] = free - needs
+            provider.reserved, provider.free = more, less
+            bid_ids.append(bid_id)
+            provider_ids.append(provider_id)
+            prices.append(price)
+            heights.append(height)
             placed[i] = True
             if best is None or price < best:
                 best = price
+        self._next_id["bid"] = next_id
+        if bid_ids:
+            events.append(
+                BidsPlaced(
+                    height=heights[-1],
+                    order_id=order_id,
+                    bid_ids=tuple(bid_ids),
+                    provider_ids=tuple(provider_ids),
+                    prices=tuple(prices),
+                    heights=tuple(heights),
+                )
+            )
         return events, placed
 
     def _poll_order(
@@ -1331,15 +1377,49 @@ class Market:
         provider.free += order.resources
 
     def _end_bid(self, bid: Bid, command: str, height: int) -> Event:
+        """A provider's bid is withdrawn (``command`` names it)."""
         bid.state = transition("bid", bid.id, bid.state, command)
         self._release(bid)
         if self.forget_closed_bids:
             del self.bids[bid.id]
-        cls = BidLost if command == "lose" else BidWithdrawn
-        return cls(height=height, bid_id=bid.id, order_id=bid.order_id, provider_id=bid.provider_id)
+        return BidWithdrawn(
+            height=height, bid_id=bid.id, order_id=bid.order_id, provider_id=bid.provider_id
+        )
 
     def _lose_open_bids(self, order: Order, height: int) -> list[Event]:
-        return [self._end_bid(self.bids[b], "lose", height) for b in sorted(order.open_bids)]
+        """Every open bid on the order is lost (by id), releasing its reservation."""
+        if not order.open_bids:
+            return []
+        bid_ids = sorted(order.open_bids)
+        order.open_bids.clear()
+        bids, providers, needs = self.bids, self.providers, order.resources
+        forget = self.forget_closed_bids
+        provider_ids = []
+        # the same resources come back to many providers: each sum or difference is made once
+        less: dict[Resources, Resources] = {}
+        more: dict[Resources, Resources] = {}
+        for bid_id in bid_ids:
+            bid = bids.pop(bid_id) if forget else bids[bid_id]
+            bid.state = BidState.LOST  # open, so "lose" is allowed (see _state)
+            provider = providers[bid.provider_id]
+            provider_ids.append(provider.id)
+            del provider.open_bids[order.id]
+            reserved, free = provider.reserved, provider.free
+            fewer = less.get(reserved)
+            if fewer is None:
+                fewer = less[reserved] = reserved - needs
+            freer = more.get(free)
+            if freer is None:
+                freer = more[free] = free + needs
+            provider.reserved, provider.free = fewer, freer
+        return [
+            BidsLost(
+                height=height,
+                order_id=order.id,
+                bid_ids=tuple(bid_ids),
+                provider_ids=tuple(provider_ids),
+            )
+        ]
 
     def _new_id(self, kind: str) -> int:
         value = self._next_id.get(kind, 1)

@@ -56,8 +56,9 @@ import numpy as np
 import simpy
 
 from kova_core import (
-    BidLost,
     BidPlaced,
+    BidsLost,
+    BidsPlaced,
     BidWithdrawn,
     DeploymentPaused,
     DeploymentState,
@@ -774,6 +775,13 @@ class FastSimulation(Simulation):
                             self._defer(pid, order_id)
                         else:
                             self._schedule_poll(pid)
+            elif kind is BidsPlaced:
+                candidates = self._candidates
+                order_id = event.order_id  # type: ignore[attr-defined]
+                for pid in event.provider_ids:  # type: ignore[attr-defined]
+                    candidates[pid].discard(order_id)
+            elif kind is BidsLost:
+                touched.update(event.provider_ids)  # type: ignore[attr-defined]
             elif kind is BidPlaced:
                 self._candidates[event.provider_id].discard(event.order_id)  # type: ignore[attr-defined]
             elif kind is BidWithdrawn:
@@ -783,7 +791,7 @@ class FastSimulation(Simulation):
                     if pid in self._lazy:
                         self._undefer(pid)
                 touched.add(pid)
-            elif kind is BidLost or kind is LeaseClosed or kind is ProviderRecovered:
+            elif kind is LeaseClosed or kind is ProviderRecovered:
                 touched.add(event.provider_id)  # type: ignore[attr-defined]
             elif kind is LeaseStarted or kind is OrderClosed:
                 order_id = event.order_id  # type: ignore[attr-defined]

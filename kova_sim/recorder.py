@@ -19,6 +19,7 @@ import pyarrow as pa
 from kova_core import (
     Bid,
     BidPlaced,
+    BidsPlaced,
     BidState,
     DebtWrittenOff,
     DeploymentPaused,
@@ -142,6 +143,7 @@ class Recorder:
         self._handlers: dict[type, Callable[[Any], None]] = {
             Transfer: self._transfer,
             BidPlaced: self._bid_placed,
+            BidsPlaced: self._bids_placed,
             LeaseStarted: self._lease_started,
             LeasePaused: self._lease_paused,
             LeaseResumed: self._lease_resumed,
@@ -189,6 +191,12 @@ class Recorder:
         if prices is None:
             prices = self.bid_prices[e.order_id] = array("q")
         prices.append(e.price)
+
+    def _bids_placed(self, e: BidsPlaced) -> None:
+        prices = self.bid_prices.get(e.order_id)
+        if prices is None:
+            prices = self.bid_prices[e.order_id] = array("q")
+        prices.extend(e.prices)
 
     def _lease_started(self, e: LeaseStarted) -> None:
         lease = self.market.leases[e.lease_id]

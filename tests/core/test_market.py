@@ -8,8 +8,8 @@ import pytest
 from kova_core import (
     MICRO,
     NETWORK,
-    BidLost,
     BidPlaced,
+    BidsLost,
     BidState,
     BidWithdrawn,
     CloseReason,
@@ -221,7 +221,7 @@ def test_accepting_a_bid_starts_a_lease_and_the_other_bids_lose() -> None:
     w.market.place_bid(order, q, MICRO - 1, 12)
     events = w.market.accept_bid(2, 20)
     assert events == [
-        BidLost(height=20, bid_id=1, order_id=order, provider_id=p),
+        BidsLost(height=20, order_id=order, bid_ids=(1,), provider_ids=(p,)),
         LeaseStarted(
             height=20, lease_id=1, deployment_id=dep, order_id=order, provider_id=q, price=MICRO - 1
         ),
@@ -392,7 +392,7 @@ def test_an_expired_order_closes_and_its_bids_lose() -> None:
     w.market.place_bid(order, p, MICRO, 1)
     events = w.market.expire_order(order, 59)
     assert events == [
-        BidLost(height=59, bid_id=1, order_id=order, provider_id=p),
+        BidsLost(height=59, order_id=order, bid_ids=(1,), provider_ids=(p,)),
         OrderClosed(height=59, order_id=order, deployment_id=dep, reason=CloseReason.EXPIRED),
     ]
     assert w.market.providers[p].reserved == Resources()
@@ -568,7 +568,7 @@ def test_a_market_that_forgets_closed_bids_keeps_only_open_ones() -> None:
     lost = market.place_bid(first, q, MICRO, 1)[-1].bid_id
     waiting = market.place_bid(second, q, MICRO, 1)[-1].bid_id
     events = market.accept_bid(won, 2)
-    assert [type(e).__name__ for e in events] == ["BidLost", "LeaseStarted"]
+    assert [type(e).__name__ for e in events] == ["BidsLost", "LeaseStarted"]
     assert set(market.bids) == {waiting}  # the accepted and the lost bid are gone
     assert market.leases[1].bid_id == won and market.leases[1].price == MICRO
     with pytest.raises(UnknownEntity):
