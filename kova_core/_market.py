@@ -116,6 +116,7 @@ def provider_account(provider_id: int) -> str:
 
 
 E = TypeVar("E")
+_new_view = tuple.__new__
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,21 +257,18 @@ class Market:
     def bid_views(self, order_id: int) -> list[BidView]:
         """The open bids on an order as a tenant sees them (price, reputation, response), by id."""
         order = self._order(order_id)
+        bids, providers = self.bids, self.providers
         views = []
         for bid_id in sorted(order.open_bids):
-            bid = self.bids[bid_id]
-            provider = self.providers[bid.provider_id]
-            views.append(
-                BidView(
-                    bid_id=bid.id,
-                    provider_id=bid.provider_id,
-                    price=bid.price,
-                    response_time=bid.response_time,
-                    reputation=provider.reputation,
-                    completed=provider.completed,
-                    failed=provider.failed,
-                )
-            )
+            bid = bids[bid_id]
+            provider = providers[bid.provider_id]
+            # positional: BidView(bid_id, provider_id, price, response_time, reputation,
+            # completed, failed), built once per open bid a tenant reviews
+            view = (
+                bid_id, bid.provider_id, bid.price, bid.response_time,
+                provider.reputation, provider.completed, provider.failed,
+            )  # fmt: skip
+            views.append(_new_view(BidView, view))
         return views
 
     # ------------------------------------------------------------------ accounts
@@ -718,28 +716,24 @@ class Market:
                 room = fits[free] = needs.fits_in(free)
             if not room:
                 continue
-            if prices_alike(strategy):
+            alike = prices_alike(strategy)
+            if alike:
                 key = (id(strategy), provider.capacity, free)
-                if key in known:
-                    price = known[key]
-                else:
-                    price = known[key] = auto_bid_price(
-                        strategy,
-                        PricingContext(
-                            order_id, needs, max_price, order.created_at, height,
-                            provider.capacity, free, best,
-                        ),
-                        rng,
-                    )  # fmt: skip
+                price = known.get(key, 0)
             else:
-                price = auto_bid_price(
-                    strategy,
+                price = 0
+            if price == 0:  # not known yet (0 is never a price): auto_bid_price, inlined
+                price = strategy.price(
                     PricingContext(
-                        order_id, needs, max_price, order.created_at, height,
-                        provider.capacity, free, best,
+                        order_id, needs, max_price, created_at, height, provider.capacity,
+                        free, best,
                     ),
                     rng,
-                )  # fmt: skip
+                )
+                valid = price is not None and 0 < price <= max_price
+                price = int(price) if valid else None  # type: ignore[arg-type]
+                if alike:
+                    known[key] = price
             if price is None:
                 continue
             # the bid, as _place_bid makes it (one event for all of them)

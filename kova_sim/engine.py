@@ -158,6 +158,17 @@ class _Tenancy:
     reviewing: set[int] = field(default_factory=set)  # orders a review loop is looking after
 
 
+@dataclass(slots=True)
+class _Cohort:
+    """The deferred polls of one order: the providers whose one candidate it was when it
+    opened, each one's next poll (block, provider id), in that order (see
+    ``FastSimulation._catch_up``)."""
+
+    order_id: int
+    token: int
+    polls: list[tuple[int, int]]
+
+
 class _Review(NamedTuple):
     """One review loop: whose orders, its place among reviews, and when the tenant gives up."""
 
@@ -251,6 +262,9 @@ class Simulation:
         self._ran = False
         seed = scenario.seed
         for group in scenario.providers:
+            # one strategy object per group (strategies are immutable): a market pricing many
+            # polls at once prices a strategy that says it prices alike once per free capacity
+            strategy = group.pricing.build(group.costs)
             for i in range(group.count):
                 pid = self.market.add_provider(
                     capacity=group.capacity.resources(),
@@ -265,7 +279,7 @@ class Simulation:
                 self.providers[pid] = ProviderInfo(
                     id=pid,
                     group=group,
-                    strategy=group.pricing.build(group.costs),
+                    strategy=strategy,
                     rng=generator(seed, *key, _PRICING),
                     failure_rng=generator(seed, *key, _FAILURES),
                     phase=phase,
@@ -676,12 +690,12 @@ class FastSimulation(Simulation):
         # stream index -> (provider id, its candidates, the provider) for each provider matching
         # the stream's placement, by id
         self._matching: list[list[tuple[int, set[int], Provider]]] = []
-        # Deferred polls (see the class docstring): the part of the market each provider and
-        # stream belongs to, each part's deferred polls as a heap of (block, provider id, token,
-        # order id), and each deferring provider's (order id, token).
+        # Deferred polls (see _catch_up): the part of the market each provider and stream
+        # belongs to, each part's cohorts of deferred polls as a heap by their next poll (block,
+        # provider id, token, cohort), and each deferring provider's (order id, token).
         self._part_of_provider: dict[int, int] = {}
         self._part_of_stream: list[int] = []
-        self._deferred: list[list[tuple[int, int, int, int]]] = []
+        self._deferred: list[list[tuple[int, int, int, _Cohort]]] = []
         self._lazy: dict[int, tuple[int, int]] = {}
         self._tokens = 0
         self._find_parts()
@@ -762,6 +776,7 @@ class FastSimulation(Simulation):
                 needs = market.orders[order_id].resources
                 poll_at = self._poll_at
                 lazy = self._lazy
+                deferring = []
                 for pid, mine, provider in self._matching_providers(order_id):
                     mine.add(order_id)
                     if pid in lazy:
@@ -772,9 +787,11 @@ class FastSimulation(Simulation):
                         and needs.fits_in(provider.free)
                     ):
                         if len(mine) == 1:
-                            self._defer(pid, order_id)
+                            deferring.append(pid)
                         else:
                             self._schedule_poll(pid)
+                if deferring:
+                    self._defer(order_id, deferring)
             elif kind is BidsPlaced:
                 candidates = self._candidates
                 order_id = event.order_id  # type: ignore[attr-defined]
@@ -885,14 +902,24 @@ class FastSimulation(Simulation):
 
     # ------------------------------------------------------------------ deferred polls
 
-    def _defer(self, pid: int, order_id: int) -> None:
-        """Defer the polls of a provider whose one candidate is ``order_id``."""
-        at = self._next_poll(pid)
+    def _defer(self, order_id: int, pids: list[int]) -> None:
+        """Defer the polls of the providers whose one candidate is ``order_id`` (just opened):
+        one cohort, its polls in their order (block, provider id), each provider's next."""
         self._tokens += 1
-        self._lazy[pid] = (order_id, self._tokens)
-        self._poll_at[pid] = at
+        token = self._tokens
+        mark = (order_id, token)
+        lazy, poll_at = self._lazy, self._poll_at
+        polls = []
+        for pid in pids:
+            at = self._next_poll(pid)
+            lazy[pid] = mark
+            poll_at[pid] = at
+            polls.append((at, pid))
+        polls.sort()
+        at, pid = polls[0]
         heapq.heappush(
-            self._deferred[self._part_of_provider[pid]], (at, pid, self._tokens, order_id)
+            self._deferred[self._part_of_provider[pid]],
+            (at, pid, token, _Cohort(order_id, token, polls)),
         )
 
     def _undefer(self, pid: int) -> None:
@@ -920,7 +947,7 @@ class FastSimulation(Simulation):
         self._position = (duration, 0)
         self._touch_all()
 
-    def _catch_up(self, pending: list[tuple[int, int, int, int]]) -> None:
+    def _catch_up(self, pending: list[tuple[int, int, int, _Cohort]]) -> None:
         """Carry out a part's deferred polls that come before the action being carried out, as
         the exact engine would have at their time.
 
@@ -928,38 +955,50 @@ class FastSimulation(Simulation):
         that could read or change its part of the market catches that part up first, so what
         such a poll reads (the provider's state and free capacity, the order and its open bids,
         the provider's generator) is what it was at the poll's block. Polls of different orders
-        read nothing of each other's, so each order's are carried out together, in their
-        order (block, then provider id): a provider that did not bid polls again an interval
-        later, which keeps that order.
+        read nothing of each other's, so each order's are carried out together
+        (``Market.poll_late``), in their order (block, then provider id): a provider that did
+        not bid polls again an interval later, which keeps that order.
         """
         now, place = self._position
         first = priority(POLL, 0)
-        lazy = self._lazy
-        due: dict[int, list[tuple[int, int, int]]] = {}
+        due: list[_Cohort] = []
         while pending:
-            at, pid, token, order_id = pending[0]
+            at, pid, _, cohort = pending[0]
             if at > now or (at == now and first + pid >= place):
                 break
             heapq.heappop(pending)
-            if lazy.get(pid) == (order_id, token):  # else it stopped deferring since
-                due.setdefault(order_id, []).append((at, pid, token))
+            due.append(cohort)
         market = self.market
+        lazy = self._lazy
         poll_at = self._poll_at
         providers = self.providers
         interval = self.scenario.poll_interval
-        for order_id, polls in due.items():
+        for cohort in due:
+            order_id, mark = cohort.order_id, (cohort.order_id, cohort.token)
+            polls: list[tuple[int, int]] = []
+            rest: list[tuple[int, int]] = []
+            for entry in cohort.polls:
+                if lazy.get(entry[1]) != mark:
+                    continue  # it stopped deferring since
+                at, pid = entry
+                if at < now or (at == now and first + pid < place):
+                    polls.append(entry)
+                else:
+                    rest.append(entry)
             while polls:
                 self.polls += len(polls)
+                infos = [providers[pid] for _, pid in polls]
                 batch = [
-                    (at, pid, providers[pid].strategy, providers[pid].rng) for at, pid, _ in polls
+                    (at, info.id, info.strategy, info.rng)
+                    for (at, _), info in zip(polls, infos, strict=True)
                 ]
                 events, placed = market.poll_late(order_id, batch)
                 if events:
                     self._handle(events)
                 needs = market.orders[order_id].resources
                 again = []
-                for (at, pid, token), bid in zip(polls, placed, strict=True):
-                    if lazy.get(pid) != (order_id, token):
+                for (at, pid), bid in zip(polls, placed, strict=True):
+                    if lazy.get(pid) != mark:
                         continue  # the events ended its deferral (the order closed)
                     provider = market.providers[pid]
                     if bid or provider.state is not ONLINE or not needs.fits_in(provider.free):
@@ -969,10 +1008,13 @@ class FastSimulation(Simulation):
                     at += interval  # it polls again, as the exact engine's would
                     poll_at[pid] = at
                     if at < now or (at == now and first + pid < place):
-                        again.append((at, pid, token))
+                        again.append((at, pid))
                     else:
-                        heapq.heappush(pending, (at, pid, token, order_id))
+                        rest.append((at, pid))
                 polls = again
+            if rest:
+                cohort.polls = rest
+                heapq.heappush(pending, (rest[0][0], rest[0][1], cohort.token, cohort))
 
 
 def make_simulation(
