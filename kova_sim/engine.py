@@ -31,8 +31,10 @@ last, so a poll sees the orders that opened in its block. Two engines share all 
 - ``exact`` (:class:`ExactSimulation`): SimPy's clock, and every poll of every provider is an
   event, whether or not it finds anything to bid on. The reference.
 - ``fast`` (:class:`FastSimulation`): its own event heap, and a provider polls only when the
-  poll can change something; every other action is the same, in the same order, so the outputs
-  are identical (the suite checks this table by table).
+  poll can change something, many of them late and together, one order at a time, when
+  nothing could see the difference; every other action is the same, in the same order, so the
+  outputs are identical (the suite checks this table by table; the bids table numbers bids by
+  block, provider and order, as the exact engine places them).
 
 Every random draw comes from a generator seeded from the scenario's seed and keyed by what it is
 for (a provider's phase, its prices, its failures; a stream's arrivals, durations, top-ups), so
@@ -665,6 +667,14 @@ class FastSimulation(Simulation):
     the core's events, and schedules a provider's poll (at its next poll block, in the same
     place within the block as the exact engine's) only while one of them fits. Everything else
     is the same code in the same order.
+
+    A provider whose one candidate is an order that just opened (the usual case: most
+    providers have nothing else to bid on) does not poll at its time at all: its polls are
+    *deferred*, kept with the order's other deferred polls (a cohort), and carried out together
+    (``Market.poll_late``) the moment an action could see them or change what they read: any
+    action of the same *part* of the market (the providers and streams connected by placement;
+    each action says which part it touches, see ``_touch_*``), or the end of the run. A
+    provider that gets a second candidate polls at its time again.
 
     With a compact ledger and no fee (:meth:`defers_rounds`) the market also defers rounds
     (``Market(defer_rounds=True)``): no per-lease work in a round for a deployment whose escrow
