@@ -708,6 +708,7 @@ class FastSimulation(Simulation):
         self._deferred: list[list[tuple[int, int, int, _Cohort]]] = []
         self._lazy: dict[int, tuple[int, int]] = {}
         self._tokens = 0
+        self._phase = {pid: info.phase for pid, info in self.providers.items()}
         self._find_parts()
         self.polls = 0
 
@@ -918,10 +919,17 @@ class FastSimulation(Simulation):
         self._tokens += 1
         token = self._tokens
         mark = (order_id, token)
-        lazy, poll_at = self._lazy, self._poll_at
+        lazy, poll_at, phase = self._lazy, self._poll_at, self._phase
+        interval = self.scenario.poll_interval
+        now = self._now
+        # as _next_poll: a provider whose place in this block has passed polls a block later
+        position_at, position = self._position
+        passed = position - priority(POLL, 0) if position_at == now else -1
         polls = []
         for pid in pids:
-            at = self._next_poll(pid)
+            at = now + (phase[pid] - now) % interval
+            if at == now and pid <= passed:
+                at += interval
             lazy[pid] = mark
             poll_at[pid] = at
             polls.append((at, pid))
