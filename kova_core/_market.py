@@ -699,24 +699,29 @@ class Market:
         prices: list[int] = []
         heights: list[int] = []
         # many providers share free capacities and reservations: each check, sum and
-        # difference is made once
-        fits: dict[Resources, bool] = {}
+        # difference is made once (``left``: the free capacity after a bid, None if it does
+        # not fit)
+        left: dict[Resources, Resources | None] = {}
         plus: dict[Resources, Resources] = {}
-        minus: dict[Resources, Resources] = {}
         # a strategy that reads only the order, the capacity and the free capacity prices
         # the same for the same capacity and free capacity (see PricingStrategy.reads)
         known: dict[tuple[int, Resources, Resources], int | None] = {}
+        alike_of: dict[int, bool] = {}
+        online = ProviderState.ONLINE
         for i, (height, provider_id, strategy, rng) in enumerate(polls):
             provider = providers[provider_id]
-            if provider.state is not ProviderState.ONLINE or order_id in provider.open_bids:
+            if provider.state is not online or order_id in provider.open_bids:
                 continue
             free = provider.free
-            room = fits.get(free)
-            if room is None:
-                room = fits[free] = needs.fits_in(free)
-            if not room:
+            if free in left:
+                less = left[free]
+            else:
+                less = left[free] = free - needs if needs.fits_in(free) else None
+            if less is None:
                 continue
-            alike = prices_alike(strategy)
+            alike = alike_of.get(id(strategy))
+            if alike is None:
+                alike = alike_of[id(strategy)] = prices_alike(strategy)
             if alike:
                 key = (id(strategy), provider.capacity, free)
                 price = known.get(key, 0)
@@ -753,9 +758,6 @@ class Market:
             more = plus.get(reserved)
             if more is None:
                 more = plus[reserved] = reserved + needs
-            less = minus.get(free)
-            if less is None:
-                less = minus[free] = free - needs
             provider.reserved, provider.free = more, less
             bid_ids.append(bid_id)
             provider_ids.append(provider_id)
