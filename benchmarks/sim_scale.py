@@ -2,7 +2,7 @@
 """The simulator at research scale: the fast engine against its targets. Prints figures (and
 writes them to a JSON file); asserts nothing.
 
-    .venv/bin/python benchmarks/sim_scale.py [--parts floor,mid,growth,large] [--json FILE]
+    .venv/bin/python benchmarks/sim_scale.py [--parts floor,solo,mid,growth,large] [--json FILE]
                                               [--large-limit SECONDS]
 
 Each run is one fresh spawned process (never two at once), so its peak memory is its own
@@ -11,6 +11,9 @@ Each run is one fresh spawned process (never two at once), so its peak memory is
 - ``mid``: ``benchmarks/scenarios/mid.yaml`` (500 providers, about 10,000 orders, 7 days)
   under the exact and the fast engine: wall time of each, the ratio, and whether every table
   and the summary are identical (SHA-256 of each table's Arrow IPC bytes).
+- ``solo``: ``mid.yaml`` with one provider per group (100 times the capacity), under the fast
+  engine: the same orders, each leased with about one bid, so its wall time is the order-level
+  work alone; next to ``mid`` it says how much of the 50x target is left for the bids.
 - ``growth``: the fast engine on ``mid.yaml`` cut to one day, at three sizes that double
   providers and arrivals together (so providers x orders grows 4x a step): wall time per size
   and the exponent of a least-squares fit of log(wall) on log(providers x orders). 1 means
@@ -164,6 +167,23 @@ def growth() -> dict[str, Any]:
     return {"sizes": sizes, "exponent": slope}
 
 
+def solo() -> dict[str, Any]:
+    """``mid.yaml`` with one bidder per order: each group one provider, 100 times the capacity,
+    so the same orders arrive and are leased with about one bid each. Its wall time is the
+    order-level work (arrivals, reviews, leases, closes, rounds) without the bids."""
+    from kova_sim.scenario import load_scenario
+
+    _say("solo: fast engine on mid.yaml with one provider per group ...")
+    base = load_scenario(MID)
+    groups = []
+    for g in base.providers:
+        capacity = g.capacity.model_copy(
+            update={k: getattr(g.capacity, k) * 100 for k in ("cpu", "memory", "storage")}
+        )
+        groups.append(g.model_copy(update={"count": 1, "capacity": capacity}))
+    return in_child(str(MID), "fast", {"providers": groups})
+
+
 def large(limit: float) -> dict[str, Any]:
     _say(f"large: fast engine on {LARGE.name}, at most {limit:.0f} s ...")
     figures = in_child(str(LARGE), "fast", None, limit)
@@ -228,6 +248,13 @@ def report(results: dict[str, Any]) -> str:
         ]
         if "floor" in results:
             out.append(_floor_line(results, m["fast"]["bids"], m["exact"]["wall"] / 50))
+        if "solo" in results:
+            target, alone = m["exact"]["wall"] / 50, results["solo"]["wall"]
+            left = (target - alone) / m["fast"]["bids"] * 1e6
+            out.append(
+                f"  the same orders with one bidder each ({results['solo']['bids']:,} bids):"
+                f" {alone:.1f} s; the target leaves {left:.2f} us for each of mid's bids"
+            )
     if "growth" in results:
         g = results["growth"]
         out.append("growth (fast engine, 1 day):")
@@ -261,17 +288,20 @@ def report(results: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="floor,mid,growth,large")
+    parser.add_argument("--parts", default="floor,solo,mid,growth,large")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "sim_scale.json")
     parser.add_argument("--large-limit", type=float, default=600.0)
     args = parser.parse_args()
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-    unknown = set(parts) - {"floor", "mid", "growth", "large"}
+    known = ("floor", "solo", "mid", "growth", "large")
+    unknown = set(parts) - set(known)
     if unknown:
-        parser.error(f"unknown parts: {', '.join(sorted(unknown))} (floor, mid, growth, large)")
+        parser.error(f"unknown parts: {', '.join(sorted(unknown))} ({', '.join(known)})")
     results: dict[str, Any] = {}
     if "floor" in parts:
         results["floor"] = in_child(function=floor)
+    if "solo" in parts:
+        results["solo"] = solo()
     if "mid" in parts:
         results["mid"] = mid()
     if "growth" in parts:

@@ -176,8 +176,8 @@ def main() -> None:
     default=DEFAULT_ENGINE,
     show_default=True,
     help="exact: every poll and settlement round is a SimPy event (the reference); fast: the"
-    " same outputs, skipping the polls that change nothing and, with a compact ledger, the"
-    " per-lease work of rounds; auto: fast.",
+    " same outputs, skipping the polls that change nothing, carrying each order's polls out"
+    " together and, with a compact ledger, skipping the per-lease work of rounds; auto: fast.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary table.")
 @click.option("--no-plots", is_flag=True, help="Skip the plots/ folder.")
