@@ -710,7 +710,8 @@ class FastSimulation(Simulation):
         self._tokens = 0
         self._phase = {pid: info.phase for pid, info in self.providers.items()}
         self._find_parts()
-        self.polls = 0
+        self.polls = 0  # polls carried out (at their time or late)
+        self.deferred_polls = 0  # of those, the ones carried out late
 
     @property
     def now(self) -> int:
@@ -1005,6 +1006,7 @@ class FastSimulation(Simulation):
                     rest.append(entry)
             while polls:
                 self.polls += len(polls)
+                self.deferred_polls += len(polls)
                 infos = [providers[pid] for _, pid in polls]
                 batch = [
                     (at, info.id, info.strategy, info.rng)

@@ -136,6 +136,69 @@ def test_the_fast_engine_skips_polls(small_scenario_data):
     assert fast.actions < exact.actions
 
 
+def regions_scenario(regions: list[str], *, anywhere: bool = False) -> dict[str, Any]:
+    """Eight providers and one deployment stream per region; with ``anywhere``, also a group of
+    providers without attributes and a stream without placement attributes, which every
+    provider can serve (so one part of the market, not one per region)."""
+    providers = [
+        {
+            "name": f"p-{region}",
+            "count": 8,
+            "capacity": {"cpu": 8, "memory": "32Gi", "storage": "100Gi"},
+            "attributes": {"region": region},
+            "pricing": {"strategy": strategy, **params},
+        }
+        for region, (strategy, params) in zip(
+            regions,
+            [("undercut", {"floor": 0.5, "step": 0.05}), ("random-band", {"low": 0.5, "high": 2})],
+            strict=False,
+        )
+    ]
+    if anywhere:
+        providers.append(
+            {"name": "anywhere", "count": 2, "capacity": {"cpu": 8, "memory": "32Gi",
+             "storage": "100Gi"}, "pricing": {"strategy": "utilisation", "base": 0.5, "peak": 2}}
+        )  # fmt: skip
+    demand = [
+        {
+            "name": f"web-{region}",
+            "arrivals": {"process": "poisson", "rate": "6/h"},
+            "attributes": {"region": region},
+            "resources": {"cpu": 1, "memory": "1Gi", "storage": "5Gi"},
+            "max_price": 1.5,
+            "lifetime": {"distribution": "exponential", "mean": "1h"},
+            "deposit": {"blocks": "30m"},
+            "top_up": {"policy": "when-paused", "probability": 0.5, "delay": "5m"},
+        }
+        for region in regions
+    ]
+    if anywhere:
+        demand.append({**demand[0], "name": "web-anywhere", "attributes": {}})
+    return {"name": "regions", "seed": 3, "duration": "6h", "providers": providers,
+            "demand": demand, "record": {"bids": "all"}}  # fmt: skip
+
+
+def test_the_parts_of_a_market_are_its_providers_and_streams_connected_by_placement():
+    apart = FastSimulation(parse_scenario(regions_scenario(["eu", "us"])))
+    assert apart._part_of_stream == [0, 1]
+    assert {apart._part_of_provider[p] for p in range(1, 9)} == {0}
+    assert {apart._part_of_provider[p] for p in range(9, 17)} == {1}
+    joined = FastSimulation(parse_scenario(regions_scenario(["eu", "us"], anywhere=True)))
+    assert joined._part_of_stream == [0, 0, 0]
+    assert set(joined._part_of_provider.values()) == {0}
+
+
+@pytest.mark.parametrize("anywhere", [False, True])
+def test_polls_of_a_providers_one_candidate_are_deferred_with_the_same_outputs(anywhere):
+    """With one order open at a time per region, nearly every poll is deferred and carried out
+    late, an order's polls together; the outputs (bid ids included) are the exact engine's."""
+    scenario = parse_scenario(regions_scenario(["eu", "us"], anywhere=anywhere))
+    assert_same_run(scenario)
+    fast = run_scenario(scenario, None, engine="fast").simulation
+    assert isinstance(fast, FastSimulation)
+    assert fast.deferred_polls > 0.8 * fast.polls > 0
+
+
 # --------------------------------------------------------------------------- generated scenarios
 
 MONEY = st.sampled_from([0.2, 0.5, 0.75, 1, 1.25, 1.5, 2, 3])
