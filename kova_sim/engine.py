@@ -168,7 +168,7 @@ class _Cohort:
 
     order_id: int
     token: int
-    polls: list[tuple[int, int]]
+    polls: list[tuple[int, int, PricingStrategy, np.random.Generator]]  # block, provider id, …
 
 
 class _Review(NamedTuple):
@@ -831,8 +831,10 @@ class FastSimulation(Simulation):
                     if deferred is not None and deferred[0] == order_id:
                         # its poll would find nothing: it is not made
                         del lazy[pid], self._poll_at[pid]
+        candidates = self._candidates
         for pid in sorted(touched):
-            self._arm(pid)
+            if candidates[pid]:  # else _arm has nothing to schedule
+                self._arm(pid)
 
     def _arm(self, pid: int) -> None:
         """Schedule the provider's next poll if it may bid (and none is scheduled)."""
@@ -920,7 +922,7 @@ class FastSimulation(Simulation):
         self._tokens += 1
         token = self._tokens
         mark = (order_id, token)
-        lazy, poll_at, phase = self._lazy, self._poll_at, self._phase
+        lazy, poll_at, phase, infos = self._lazy, self._poll_at, self._phase, self.providers
         interval = self.scenario.poll_interval
         now = self._now
         # as _next_poll: a provider whose place in this block has passed polls a block later
@@ -933,9 +935,10 @@ class FastSimulation(Simulation):
                 at += interval
             lazy[pid] = mark
             poll_at[pid] = at
-            polls.append((at, pid))
-        polls.sort()
-        at, pid = polls[0]
+            info = infos[pid]
+            polls.append((at, pid, info.strategy, info.rng))  # as Market.poll_late takes them
+        polls.sort()  # by block, then provider id (each provider once: nothing else compared)
+        at, pid = polls[0][:2]
         heapq.heappush(
             self._deferred[self._part_of_provider[pid]],
             (at, pid, token, _Cohort(order_id, token, polls)),
@@ -990,16 +993,15 @@ class FastSimulation(Simulation):
         market = self.market
         lazy = self._lazy
         poll_at = self._poll_at
-        providers = self.providers
         interval = self.scenario.poll_interval
         for cohort in due:
             order_id, mark = cohort.order_id, (cohort.order_id, cohort.token)
-            polls: list[tuple[int, int]] = []
-            rest: list[tuple[int, int]] = []
+            polls: list[tuple[int, int, PricingStrategy, np.random.Generator]] = []
+            rest: list[tuple[int, int, PricingStrategy, np.random.Generator]] = []
             for entry in cohort.polls:
-                if lazy.get(entry[1]) != mark:
+                at, pid = entry[0], entry[1]
+                if lazy.get(pid) != mark:
                     continue  # it stopped deferring since
-                at, pid = entry
                 if at < now or (at == now and first + pid < place):
                     polls.append(entry)
                 else:
@@ -1007,17 +1009,12 @@ class FastSimulation(Simulation):
             while polls:
                 self.polls += len(polls)
                 self.deferred_polls += len(polls)
-                infos = [providers[pid] for _, pid in polls]
-                batch = [
-                    (at, info.id, info.strategy, info.rng)
-                    for (at, _), info in zip(polls, infos, strict=True)
-                ]
-                events, placed = market.poll_late(order_id, batch)
+                events, placed = market.poll_late(order_id, polls)
                 if events:
                     self._handle(events)
                 needs = market.orders[order_id].resources
                 again = []
-                for (at, pid), bid in zip(polls, placed, strict=True):
+                for (at, pid, strategy, rng), bid in zip(polls, placed, strict=True):
                     if lazy.get(pid) != mark:
                         continue  # the events ended its deferral (the order closed)
                     provider = market.providers[pid]
@@ -1028,9 +1025,9 @@ class FastSimulation(Simulation):
                     at += interval  # it polls again, as the exact engine's would
                     poll_at[pid] = at
                     if at < now or (at == now and first + pid < place):
-                        again.append((at, pid))
+                        again.append((at, pid, strategy, rng))
                     else:
-                        rest.append((at, pid))
+                        rest.append((at, pid, strategy, rng))
                 polls = again
             if rest:
                 cohort.polls = rest
