@@ -11,7 +11,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from kova_live.db import async_engine
+from kova_live.db import async_engine, snapshot_reader
 from kova_live.schema import balances, bids, deployments, leases, settlement_rounds, transfers
 
 from .conftest import Server, credit, fresh_database
@@ -48,9 +48,12 @@ async def load(url, tenant, provider, acknowledged, stop):
 
 
 async def state(database_url):
+    """What the database holds, read in one transaction that sees one snapshot: the restarted
+    server keeps settling while this reads, and the ledger and the balances must come from the
+    same moment (on PostgreSQL, statements under READ COMMITTED each see their own)."""
     engine = async_engine(database_url)
     try:
-        async with engine.connect() as c:
+        async with snapshot_reader(engine).connect() as c:
             found = {
                 "deployments": set((await c.execute(select(deployments.c.id))).scalars()),
                 "bids": set((await c.execute(select(bids.c.id))).scalars()),
@@ -76,40 +79,42 @@ def test_kill_9_under_load_loses_no_acknowledged_command(backend, tmp_path):
             account["headers"] = {"Authorization": f"Bearer {account['token']}"}
         credit(url, tenant["account"], 10**12)
         server.client.post("/v1/providers/heartbeat", headers=provider["headers"], json={"capacity": BIG})
-        for _ in range(5):
-            async def round_of_load(server=server):
-                stop = asyncio.Event()
-                workers = [asyncio.create_task(load(server.url, tenant, provider, acknowledged, stop))
-                           for _ in range(4)]  # fmt: skip
-                await asyncio.sleep(rng.uniform(0.8, 2.0))
-                server.process.send_signal(signal.SIGKILL)  # mid-flight, no warning
-                server.process.wait()
-                stop.set()
-                await asyncio.gather(*workers)
+        try:
+            for _ in range(5):
+                async def round_of_load(server=server):
+                    stop = asyncio.Event()
+                    workers = [asyncio.create_task(load(server.url, tenant, provider, acknowledged, stop))
+                               for _ in range(4)]  # fmt: skip
+                    await asyncio.sleep(rng.uniform(0.8, 2.0))
+                    server.process.send_signal(signal.SIGKILL)  # mid-flight, no warning
+                    server.process.wait()
+                    stop.set()
+                    await asyncio.gather(*workers)
 
-            asyncio.run(round_of_load())
-            server.stop()
-            server = Server(url, tmp_path / "data", block_seconds=0.01)  # restart on the same data
-            found, moves, held, rounds = asyncio.run(state(url))
-            for kind in ("deployments", "bids", "leases"):
-                assert acknowledged[kind] <= found[kind], f"acknowledged {kind} lost"
-            summed = {}
-            for t in moves:
-                summed[t.source] = summed.get(t.source, 0) - t.amount
-                summed[t.destination] = summed.get(t.destination, 0) + t.amount
-            summed.pop("external")
-            assert {k: v for k, v in summed.items() if v} == {k: v for k, v in held.items() if v}
-            deposited = {}
-            for t in moves:
-                if t.reason == "deposit" and t.amount == 7_000:
-                    key = int(t.destination.split(":")[1])
-                    deposited[key] = deposited.get(key, 0) + 1
-            for dep_id, _ in acknowledged["deposits"]:
-                assert deposited.get(dep_id, 0) >= 1, f"acknowledged deposit into {dep_id} lost"
-            paid = sorted((t.lease_id, t.start_block, t.end_block) for t in moves
-                          if t.lease_id is not None and t.destination.startswith("provider:"))  # fmt: skip
-            for (a_lease, _, a_end), (b_lease, b_start, _) in itertools.pairwise(paid):
-                assert a_lease != b_lease or b_start >= a_end, f"lease {a_lease} paid twice"
-            assert len(rounds) == len(set(rounds))
-        server.stop()
+                asyncio.run(round_of_load())
+                server.stop()
+                server = Server(url, tmp_path / "data", block_seconds=0.01)  # restart on the same data
+                found, moves, held, rounds = asyncio.run(state(url))
+                for kind in ("deployments", "bids", "leases"):
+                    assert acknowledged[kind] <= found[kind], f"acknowledged {kind} lost"
+                summed = {}
+                for t in moves:
+                    summed[t.source] = summed.get(t.source, 0) - t.amount
+                    summed[t.destination] = summed.get(t.destination, 0) + t.amount
+                summed.pop("external")
+                assert {k: v for k, v in summed.items() if v} == {k: v for k, v in held.items() if v}
+                deposited = {}
+                for t in moves:
+                    if t.reason == "deposit" and t.amount == 7_000:
+                        key = int(t.destination.split(":")[1])
+                        deposited[key] = deposited.get(key, 0) + 1
+                for dep_id, _ in acknowledged["deposits"]:
+                    assert deposited.get(dep_id, 0) >= 1, f"acknowledged deposit into {dep_id} lost"
+                paid = sorted((t.lease_id, t.start_block, t.end_block) for t in moves
+                              if t.lease_id is not None and t.destination.startswith("provider:"))  # fmt: skip
+                for (a_lease, _, a_end), (b_lease, b_start, _) in itertools.pairwise(paid):
+                    assert a_lease != b_lease or b_start >= a_end, f"lease {a_lease} paid twice"
+                assert len(rounds) == len(set(rounds))
+        finally:
+            server.stop()  # the last one, even when a check failed: no process left behind
     assert len(acknowledged["leases"]) > 20  # the load really ran
