@@ -692,8 +692,7 @@ class Market:
         max_price = spec.max_price
         others = order.open_bids
         best = min(others.values()) if others else None
-        providers, bids, created_at = self.providers, self.bids, order.created_at
-        next_id = self._next_id.get("bid", 1)
+        providers, created_at = self.providers, order.created_at
         bid_ids: list[int] = []
         provider_ids: list[int] = []
         prices: list[int] = []
@@ -727,38 +726,24 @@ class Market:
                 price = known.get(key, 0)
             else:
                 price = 0
-            if price == 0:  # not known yet (0 is never a price): auto_bid_price, inlined
-                price = strategy.price(
+            if price == 0:  # not known yet (0 is never a price)
+                price = auto_bid_price(
+                    strategy,
                     PricingContext(
                         order_id, needs, max_price, created_at, height, provider.capacity,
                         free, best,
                     ),
                     rng,
-                )
-                valid = price is not None and 0 < price <= max_price
-                price = int(price) if valid else None  # type: ignore[arg-type]
+                )  # fmt: skip
                 if alike:
                     known[key] = price
             if price is None:
                 continue
-            # the bid, as _place_bid makes it (one event for all of them)
-            bid_id = next_id
-            next_id += 1
-            bids[bid_id] = Bid(
-                id=bid_id,
-                order_id=order_id,
-                provider_id=provider_id,
-                price=price,
-                height=height,
-                response_time=height - created_at,
-            )
-            others[bid_id] = price
-            provider.open_bids[order_id] = bid_id
             reserved = provider.reserved
             more = plus.get(reserved)
             if more is None:
                 more = plus[reserved] = reserved + needs
-            provider.reserved, provider.free = more, less
+            bid_id = self._make_bid(order, provider, price, height, more, less)
             bid_ids.append(bid_id)
             provider_ids.append(provider_id)
             prices.append(price)
@@ -766,7 +751,6 @@ class Market:
             placed[i] = True
             if best is None or price < best:
                 best = price
-        self._next_id["bid"] = next_id
         if bid_ids:
             events.append(
                 BidsPlaced(
@@ -1340,37 +1324,58 @@ class Market:
         return entry
 
     def _place_bid(self, order: Order, provider: Provider, price: int, height: int) -> BidPlaced:
-        bid_id = self._new_id("bid")
-        response = height - order.created_at
-        self.bids[bid_id] = Bid(
-            id=bid_id,
-            order_id=order.id,
-            provider_id=provider.id,
-            price=price,
-            height=height,
-            response_time=response,
+        needs = order.resources
+        bid_id = self._make_bid(
+            order, provider, price, height, provider.reserved + needs, provider.free - needs
         )
-        order.open_bids[bid_id] = price
-        provider.open_bids[order.id] = bid_id
-        provider.reserved += order.resources
-        provider.free -= order.resources
         return BidPlaced(
             height=height,
             bid_id=bid_id,
             order_id=order.id,
             provider_id=provider.id,
             price=price,
-            response_time=response,
+            response_time=height - order.created_at,
         )
 
-    def _release(self, bid: Bid) -> None:
-        """A bid is no longer open: unlist it and release the resources it reserved."""
+    def _make_bid(
+        self,
+        order: Order,
+        provider: Provider,
+        price: int,
+        height: int,
+        reserved: Resources,
+        free: Resources,
+    ) -> int:
+        """Record a bid, list it on its order and its provider, and reserve its resources:
+        ``reserved`` and ``free`` are the provider's once it is made (a caller placing many
+        bids looks them up). Returns its id."""
+        bid_id = self._new_id("bid")
+        self.bids[bid_id] = Bid(
+            id=bid_id,
+            order_id=order.id,
+            provider_id=provider.id,
+            price=price,
+            height=height,
+            response_time=height - order.created_at,
+        )
+        order.open_bids[bid_id] = price
+        provider.open_bids[order.id] = bid_id
+        provider.reserved, provider.free = reserved, free
+        return bid_id
+
+    def _release(
+        self, bid: Bid, reserved: Resources | None = None, free: Resources | None = None
+    ) -> None:
+        """A bid is no longer open: unlist it and release the resources it reserved
+        (``reserved`` and ``free``: the provider's after, if the caller looked them up)."""
         order = self.orders[bid.order_id]
         provider = self.providers[bid.provider_id]
         del order.open_bids[bid.id]
         del provider.open_bids[order.id]
-        provider.reserved -= order.resources
-        provider.free += order.resources
+        if reserved is None or free is None:
+            reserved = provider.reserved - order.resources
+            free = provider.free + order.resources
+        provider.reserved, provider.free = reserved, free
 
     def _end_bid(self, bid: Bid, command: str, height: int) -> Event:
         """A provider's bid is withdrawn (``command`` names it)."""
@@ -1387,19 +1392,16 @@ class Market:
         if not order.open_bids:
             return []
         bid_ids = sorted(order.open_bids)
-        order.open_bids.clear()
         bids, providers, needs = self.bids, self.providers, order.resources
-        forget = self.forget_closed_bids
         provider_ids = []
         # the same resources come back to many providers: each sum or difference is made once
         less: dict[Resources, Resources] = {}
         more: dict[Resources, Resources] = {}
         for bid_id in bid_ids:
-            bid = bids.pop(bid_id) if forget else bids[bid_id]
-            bid.state = BidState.LOST  # open, so "lose" is allowed (see _state)
+            bid = bids[bid_id]
+            bid.state = transition("bid", bid_id, bid.state, "lose")
             provider = providers[bid.provider_id]
             provider_ids.append(provider.id)
-            del provider.open_bids[order.id]
             reserved, free = provider.reserved, provider.free
             fewer = less.get(reserved)
             if fewer is None:
@@ -1407,7 +1409,9 @@ class Market:
             freer = more.get(free)
             if freer is None:
                 freer = more[free] = free + needs
-            provider.reserved, provider.free = fewer, freer
+            self._release(bid, fewer, freer)
+            if self.forget_closed_bids:
+                del bids[bid_id]
         return [
             BidsLost(
                 height=height,
