@@ -1390,6 +1390,7 @@ class Market:
     def _lose_open_bids(self, order: Order, height: int) -> list[Event]:
         """Every open bid on the order is lost (by id), releasing its reservation."""
         if not order.open_bids:
+            order.open_bids.clear()  # it may keep the table of bids withdrawn one by one
             return []
         bid_ids = sorted(order.open_bids)
         bids, providers, needs = self.bids, self.providers, order.resources
@@ -1412,6 +1413,7 @@ class Market:
             self._release(bid, fewer, freer)
             if self.forget_closed_bids:
                 del bids[bid_id]
+        order.open_bids.clear()  # empty already; this frees its table, which deletions keep
         return [
             BidsLost(
                 height=height,
