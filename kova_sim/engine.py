@@ -708,7 +708,6 @@ class FastSimulation(Simulation):
         self._deferred: list[list[tuple[int, int, int, _Cohort]]] = []
         self._lazy: dict[int, tuple[int, int]] = {}
         self._tokens = 0
-        self._phase = {pid: info.phase for pid, info in self.providers.items()}
         self._find_parts()
         self.polls = 0  # polls carried out (at their time or late)
         self.deferred_polls = 0  # of those, the ones carried out late
@@ -913,7 +912,6 @@ class FastSimulation(Simulation):
                 self._arm(pid)
         del self._batches[at]
 
-
     # ------------------------------------------------------------------ deferred polls
 
     def _defer(self, order_id: int, pids: list[int]) -> None:
@@ -922,17 +920,10 @@ class FastSimulation(Simulation):
         self._tokens += 1
         token = self._tokens
         mark = (order_id, token)
-        lazy, poll_at, phase, infos = self._lazy, self._poll_at, self._phase, self.providers
-        interval = self.scenario.poll_interval
-        now = self._now
-        # as _next_poll: a provider whose place in this block has passed polls a block later
-        position_at, position = self._position
-        passed = position - priority(POLL, 0) if position_at == now else -1
+        lazy, poll_at, infos = self._lazy, self._poll_at, self.providers
         polls = []
         for pid in pids:
-            at = now + (phase[pid] - now) % interval
-            if at == now and pid <= passed:
-                at += interval
+            at = self._next_poll(pid)
             lazy[pid] = mark
             poll_at[pid] = at
             info = infos[pid]

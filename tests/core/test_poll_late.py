@@ -60,9 +60,7 @@ def test_late_polls_place_the_bids_timely_polls_would(data: st.DataObject, n: in
     strategy_of = data.draw(st.lists(st.integers(0, len(STRATEGIES) - 1), min_size=n, max_size=n))
     held = data.draw(st.lists(st.booleans(), min_size=n, max_size=n))
     heights = sorted(data.draw(st.lists(st.integers(1, 100), min_size=1, max_size=20)))
-    pollers = data.draw(
-        st.lists(st.integers(1, n), min_size=len(heights), max_size=len(heights))
-    )
+    pollers = data.draw(st.lists(st.integers(1, n), min_size=len(heights), max_size=len(heights)))
     seed = data.draw(st.integers(0, 2**32))
     timely, order = build(cpus, strategy_of, held)
     late, _ = build(cpus, strategy_of, held)
