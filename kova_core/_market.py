@@ -506,7 +506,7 @@ class Market:
         if bid.state is not BidState.OPEN:
             transition("bid", bid.id, bid.state, "withdraw")
         events = self._take()
-        events.append(self._end_bid(bid, "withdraw", height))
+        events.append(self._withdraw(bid, height))
         return events
 
     def accept_bid(self, bid_id: int, height: int) -> list[Event]:
@@ -678,11 +678,12 @@ class Market:
         order = self._order(order_id)
         if not polls:
             return [], []
-        last = max(poll[0] for poll in polls)
+        heights_given = [poll[0] for poll in polls]
+        if any(isinstance(h, bool) or not isinstance(h, int) or h < 0 for h in heights_given):
+            raise InvalidHeight(f"heights must be non-negative integers, got {heights_given!r}")
+        last = max(heights_given)
         if last > self.height:
             self._advance(last)
-        elif min(poll[0] for poll in polls) < 0:
-            raise InvalidHeight(f"heights must be non-negative, got {polls!r}")
         events = self._take()
         placed = [False] * len(polls)
         if order.state is not OrderState.OPEN:
@@ -811,7 +812,7 @@ class Market:
         events.append(ProviderLost(height=height, provider_id=provider.id))
         for order_id in sorted(provider.open_bids):
             events.append(
-                self._end_bid(self.bids[provider.open_bids[order_id]], "withdraw", height)
+                self._withdraw(self.bids[provider.open_bids[order_id]], height)
             )
         for lease_id in sorted(provider.leases):
             events += self._fail_lease(self.leases[lease_id], height, CloseReason.PROVIDER_LOST)
@@ -1377,9 +1378,9 @@ class Market:
             free = provider.free + order.resources
         provider.reserved, provider.free = reserved, free
 
-    def _end_bid(self, bid: Bid, command: str, height: int) -> Event:
-        """A provider's bid is withdrawn (``command`` names it)."""
-        bid.state = transition("bid", bid.id, bid.state, command)
+    def _withdraw(self, bid: Bid, height: int) -> Event:
+        """A provider's open bid is withdrawn, releasing its reservation."""
+        bid.state = transition("bid", bid.id, bid.state, "withdraw")
         self._release(bid)
         if self.forget_closed_bids:
             del self.bids[bid.id]

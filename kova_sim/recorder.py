@@ -187,16 +187,16 @@ class Recorder:
                 self.fees += t.amount
 
     def _bid_placed(self, e: BidPlaced) -> None:
-        prices = self.bid_prices.get(e.order_id)
-        if prices is None:
-            prices = self.bid_prices[e.order_id] = array("q")
-        prices.append(e.price)
+        self._prices_of(e.order_id).append(e.price)
 
     def _bids_placed(self, e: BidsPlaced) -> None:
-        prices = self.bid_prices.get(e.order_id)
+        self._prices_of(e.order_id).extend(e.prices)
+
+    def _prices_of(self, order_id: int) -> array[int]:
+        prices = self.bid_prices.get(order_id)
         if prices is None:
-            prices = self.bid_prices[e.order_id] = array("q")
-        prices.extend(e.prices)
+            prices = self.bid_prices[order_id] = array("q")
+        return prices
 
     def _lease_started(self, e: LeaseStarted) -> None:
         lease = self.market.leases[e.lease_id]
