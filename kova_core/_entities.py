@@ -117,11 +117,12 @@ class Order:
         return self.spec.max_price
 
 
-@dataclass(slots=True, kw_only=True)
+@dataclass(slots=True)
 class Bid:
     """A provider's offer on an order: ``price`` per block, placed at ``height``.
 
-    ``response_time`` is ``height - order.created_at`` in blocks.
+    ``response_time`` is ``height - order.created_at`` in blocks. Its fields may be given by
+    position (the market makes one per bid placed, so it does, in this order).
     """
 
     id: int

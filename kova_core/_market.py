@@ -71,6 +71,7 @@ from ._events import (
 from ._manifest import Manifest
 from ._money import require_amount
 from ._pricing import PricingContext, PricingStrategy, auto_bid_price, prices_alike
+from ._reputation import reputation_score
 from ._resources import Resources
 from ._selection import BidView
 from ._settlement import BPS, Claim, Payment, job_deadline, owed, plan_close, plan_round
@@ -261,12 +262,14 @@ class Market:
         views = []
         for bid_id in sorted(order.open_bids):
             bid = bids[bid_id]
-            provider = providers[bid.provider_id]
+            provider_id = bid.provider_id
+            provider = providers[provider_id]
+            completed, failed = provider.completed, provider.failed
             # positional: BidView(bid_id, provider_id, price, response_time, reputation,
             # completed, failed), built once per open bid a tenant reviews
             view = (
-                bid_id, bid.provider_id, bid.price, bid.response_time,
-                provider.reputation, provider.completed, provider.failed,
+                bid_id, provider_id, bid.price, bid.response_time,
+                reputation_score(completed, failed), completed, failed,
             )  # fmt: skip
             views.append(_new_view(BidView, view))
         return views
@@ -679,7 +682,7 @@ class Market:
         if not polls:
             return [], []
         heights_given = [poll[0] for poll in polls]
-        if any(isinstance(h, bool) or not isinstance(h, int) or h < 0 for h in heights_given):
+        if set(map(type, heights_given)) != {int} or min(heights_given) < 0:
             raise InvalidHeight(f"heights must be non-negative integers, got {heights_given!r}")
         last = max(heights_given)
         if last > self.height:
@@ -708,6 +711,8 @@ class Market:
         known: dict[tuple[int, Resources, Resources], int | None] = {}
         alike_of: dict[int, bool] = {}
         online = ProviderState.ONLINE
+        next_ids = self._next_id
+        next_id = next_ids.get("bid", 1)
         for i, (height, provider_id, strategy, rng) in enumerate(polls):
             provider = providers[provider_id]
             if provider.state is not online or order_id in provider.open_bids:
@@ -744,7 +749,10 @@ class Market:
             more = plus.get(reserved)
             if more is None:
                 more = plus[reserved] = reserved + needs
-            bid_id = self._make_bid(order, provider, price, height, more, less)
+            bid_id = next_id
+            next_id += 1
+            next_ids["bid"] = next_id
+            self._make_bid(bid_id, order, provider, price, height, more, less)
             bid_ids.append(bid_id)
             provider_ids.append(provider_id)
             prices.append(price)
@@ -1326,8 +1334,9 @@ class Market:
 
     def _place_bid(self, order: Order, provider: Provider, price: int, height: int) -> BidPlaced:
         needs = order.resources
-        bid_id = self._make_bid(
-            order, provider, price, height, provider.reserved + needs, provider.free - needs
+        bid_id = self._new_id("bid")
+        self._make_bid(
+            bid_id, order, provider, price, height, provider.reserved + needs, provider.free - needs
         )
         return BidPlaced(
             height=height,
@@ -1340,29 +1349,25 @@ class Market:
 
     def _make_bid(
         self,
+        bid_id: int,
         order: Order,
         provider: Provider,
         price: int,
         height: int,
         reserved: Resources,
         free: Resources,
-    ) -> int:
-        """Record a bid, list it on its order and its provider, and reserve its resources:
-        ``reserved`` and ``free`` are the provider's once it is made (a caller placing many
-        bids looks them up). Returns its id."""
-        bid_id = self._new_id("bid")
+    ) -> None:
+        """Record bid ``bid_id`` (a new id), list it on its order and its provider, and reserve
+        its resources: ``reserved`` and ``free`` are the provider's once it is made (a caller
+        placing many bids looks them up)."""
+        order_id = order.id
+        # Bid(id, order_id, provider_id, price, height, response_time)
         self.bids[bid_id] = Bid(
-            id=bid_id,
-            order_id=order.id,
-            provider_id=provider.id,
-            price=price,
-            height=height,
-            response_time=height - order.created_at,
+            bid_id, order_id, provider.id, price, height, height - order.created_at
         )
         order.open_bids[bid_id] = price
-        provider.open_bids[order.id] = bid_id
+        provider.open_bids[order_id] = bid_id
         provider.reserved, provider.free = reserved, free
-        return bid_id
 
     def _release(
         self, bid: Bid, reserved: Resources | None = None, free: Resources | None = None
@@ -1389,21 +1394,32 @@ class Market:
         )
 
     def _lose_open_bids(self, order: Order, height: int) -> list[Event]:
-        """Every open bid on the order is lost (by id), releasing its reservation."""
-        if not order.open_bids:
-            order.open_bids.clear()  # it may keep the table of bids withdrawn one by one
+        """Every open bid on the order is lost (by id), releasing its reservation.
+
+        This is :meth:`_release` for all of them at once: the order's list of open bids is
+        emptied in one go, and the same resources come back to many providers, so each sum
+        and difference is made once."""
+        open_bids = order.open_bids
+        if not open_bids:
+            open_bids.clear()  # it may keep the table of bids withdrawn one by one
             return []
-        bid_ids = sorted(order.open_bids)
-        bids, providers, needs = self.bids, self.providers, order.resources
+        bid_ids = sorted(open_bids)
+        bids, providers, needs, order_id = self.bids, self.providers, order.resources, order.id
+        forget = self.forget_closed_bids
+        is_open = BidState.OPEN
+        lost = transition("bid", None, is_open, "lose")
         provider_ids = []
-        # the same resources come back to many providers: each sum or difference is made once
         less: dict[Resources, Resources] = {}
         more: dict[Resources, Resources] = {}
         for bid_id in bid_ids:
             bid = bids[bid_id]
-            bid.state = transition("bid", bid_id, bid.state, "lose")
-            provider = providers[bid.provider_id]
-            provider_ids.append(provider.id)
+            if bid.state is not is_open:  # never: a bid listed on its order is open
+                transition("bid", bid_id, bid.state, "lose")
+            bid.state = lost
+            provider_id = bid.provider_id
+            provider_ids.append(provider_id)
+            provider = providers[provider_id]
+            del provider.open_bids[order_id]
             reserved, free = provider.reserved, provider.free
             fewer = less.get(reserved)
             if fewer is None:
@@ -1411,14 +1427,14 @@ class Market:
             freer = more.get(free)
             if freer is None:
                 freer = more[free] = free + needs
-            self._release(bid, fewer, freer)
-            if self.forget_closed_bids:
+            provider.reserved, provider.free = fewer, freer
+            if forget:
                 del bids[bid_id]
-        order.open_bids.clear()  # empty already; this frees its table, which deletions keep
+        open_bids.clear()  # also frees its table, which deletions one by one would keep
         return [
             BidsLost(
                 height=height,
-                order_id=order.id,
+                order_id=order_id,
                 bid_ids=tuple(bid_ids),
                 provider_ids=tuple(provider_ids),
             )
