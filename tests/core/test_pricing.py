@@ -390,6 +390,17 @@ def test_random_band_is_reproducible_from_the_seed() -> None:
     assert all(isinstance(p, int) for p in draws(strategy, seed=42))
 
 
+@given(st.integers(0, 2**62), st.integers(0, 2**62), st.integers(0, 2**32))
+def test_random_band_draws_what_numpy_integers_draws(a: int, b: int, seed: int) -> None:
+    # the documented draw, uniform on [low, high] with NumPy's default integer type: a faster
+    # spelling must not change a single price, nor the generator's state after it
+    low, high = min(a, b), max(a, b)
+    ours, reference = rng(seed), rng(seed)
+    prices = [RandomBand(low=low, high=high).price(context(), ours) for _ in range(5)]
+    assert prices == [int(reference.integers(low, high, endpoint=True)) for _ in range(5)]
+    assert ours.bit_generator.state == reference.bit_generator.state
+
+
 def test_random_band_defaults() -> None:
     assert (RandomBand().low, RandomBand().high) == (500_000, 1_500_000)
 
