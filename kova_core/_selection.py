@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from operator import itemgetter
 from typing import ClassVar, NamedTuple, Protocol, runtime_checkable
 
 from ._errors import StrategyConfigError
@@ -40,6 +41,20 @@ class BidView(NamedTuple):
     failed: int = 0
 
 
+# Keys of the policies that compare plain fields (a policy sees an order's every bid):
+# (price, response_time, bid_id) and (response_time, price, bid_id), read by position
+_PRICE_RESPONSE_ID = itemgetter(
+    BidView._fields.index("price"),
+    BidView._fields.index("response_time"),
+    BidView._fields.index("bid_id"),
+)
+_RESPONSE_PRICE_ID = itemgetter(
+    BidView._fields.index("response_time"),
+    BidView._fields.index("price"),
+    BidView._fields.index("bid_id"),
+)
+
+
 @runtime_checkable
 class SelectionPolicy(Protocol):
     """A tenant's choice among the open bids on an order."""
@@ -59,7 +74,7 @@ class Cheapest:
 
     def choose(self, bids: Sequence[BidView]) -> BidView | None:
         """Return the cheapest bid."""
-        return min(bids, key=lambda b: (b.price, b.response_time, b.bid_id), default=None)
+        return min(bids, key=_PRICE_RESPONSE_ID, default=None)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,7 +98,7 @@ class Fastest:
 
     def choose(self, bids: Sequence[BidView]) -> BidView | None:
         """Return the bid that came soonest after the order opened."""
-        return min(bids, key=lambda b: (b.response_time, b.price, b.bid_id), default=None)
+        return min(bids, key=_RESPONSE_PRICE_ID, default=None)
 
 
 def _closeness(value: int, low: int, high: int) -> Fraction:
