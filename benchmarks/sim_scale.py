@@ -189,11 +189,11 @@ def solo() -> dict[str, Any]:
     return in_child(str(MID), "fast", {"providers": groups})
 
 
-def large_solo(limit: float) -> dict[str, Any]:
-    """``bench-large.yaml`` with one bidder per order (see the docstring)."""
+def large_solo_changes() -> dict[str, Any]:
+    """The changes that make ``bench-large.yaml`` the ``large-solo`` part's scenario: each
+    region's first group alone, one provider with 100 times the capacity (the region's)."""
     from kova_sim.scenario import load_scenario
 
-    _say(f"large-solo: fast engine on {LARGE.name} with one provider per region ...")
     base = load_scenario(LARGE)
     groups, regions = [], set()
     for g in base.providers:
@@ -205,7 +205,13 @@ def large_solo(limit: float) -> dict[str, Any]:
             update={k: getattr(g.capacity, k) * 100 for k in ("cpu", "memory", "storage")}
         )
         groups.append(g.model_copy(update={"count": 1, "capacity": capacity}))
-    return in_child(str(LARGE), "fast", {"providers": groups}, limit)
+    return {"providers": groups}
+
+
+def large_solo(limit: float) -> dict[str, Any]:
+    """``bench-large.yaml`` with one bidder per order (see the docstring)."""
+    _say(f"large-solo: fast engine on {LARGE.name} with one provider per region ...")
+    return in_child(str(LARGE), "fast", large_solo_changes(), limit)
 
 
 def large(limit: float) -> dict[str, Any]:

@@ -57,6 +57,32 @@ def test_bench_large_is_what_its_generator_writes(tmp_path):
     assert out.read_text() == (SCENARIOS / "bench-large.yaml").read_text()
 
 
+def test_large_solo_keeps_each_regions_capacity_in_one_provider():
+    # benchmarks/sim_scale.py --parts large-solo: bench-large's orders with one bidder each
+    import importlib.util
+
+    path = SCENARIOS.parent / "benchmarks" / "sim_scale.py"
+    spec = importlib.util.spec_from_file_location("sim_scale", path)
+    sim_scale = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sim_scale)
+    base = load_scenario(SCENARIOS / "bench-large.yaml")
+    solo = base.model_copy(update=sim_scale.large_solo_changes())
+
+    def by_region(scenario):
+        totals = {}
+        for g in scenario.providers:
+            cpu, count = totals.get(g.attributes["region"], (0, 0))
+            totals[g.attributes["region"]] = (cpu + g.capacity.cpu * g.count, count + g.count)
+        return totals
+
+    assert {r: cpu for r, (cpu, _) in by_region(solo).items()} == {
+        r: cpu for r, (cpu, _) in by_region(base).items()
+    }
+    assert all(count == 1 for _, count in by_region(solo).values())
+    assert len(solo.providers) == len({s.attributes["region"] for s in base.demand}) == 100
+    assert solo.demand == base.demand
+
+
 @pytest.fixture(scope="module", params=SHIPPED)
 def shipped(request):
     path = SCENARIOS / f"{request.param}.yaml"
