@@ -1394,11 +1394,9 @@ class Market:
         )
 
     def _lose_open_bids(self, order: Order, height: int) -> list[Event]:
-        """Every open bid on the order is lost (by id), releasing its reservation.
-
-        This is :meth:`_release` for all of them at once: the order's list of open bids is
-        emptied in one go, and the same resources come back to many providers, so each sum
-        and difference is made once."""
+        """Every open bid on the order is lost (by id), releasing its reservation through
+        :meth:`_release`; the same resources come back to many providers, so each sum and
+        difference is made once."""
         open_bids = order.open_bids
         if not open_bids:
             open_bids.clear()  # it may keep the table of bids withdrawn one by one
@@ -1419,7 +1417,6 @@ class Market:
             provider_id = bid.provider_id
             provider_ids.append(provider_id)
             provider = providers[provider_id]
-            del provider.open_bids[order_id]
             reserved, free = provider.reserved, provider.free
             fewer = less.get(reserved)
             if fewer is None:
@@ -1427,10 +1424,10 @@ class Market:
             freer = more.get(free)
             if freer is None:
                 freer = more[free] = free + needs
-            provider.reserved, provider.free = fewer, freer
+            self._release(bid, fewer, freer)
             if forget:
                 del bids[bid_id]
-        open_bids.clear()  # also frees its table, which deletions one by one would keep
+        open_bids.clear()  # empty already; this frees its table, which deletions keep
         return [
             BidsLost(
                 height=height,
