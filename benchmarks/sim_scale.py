@@ -180,13 +180,16 @@ def solo() -> dict[str, Any]:
 
     _say("solo: fast engine on mid.yaml with one provider per group ...")
     base = load_scenario(MID)
-    groups = []
-    for g in base.providers:
-        capacity = g.capacity.model_copy(
-            update={k: getattr(g.capacity, k) * 100 for k in ("cpu", "memory", "storage")}
-        )
-        groups.append(g.model_copy(update={"count": 1, "capacity": capacity}))
+    groups = [_one_hundredfold(g) for g in base.providers]
     return in_child(str(MID), "fast", {"providers": groups})
+
+
+def _one_hundredfold(group: Any) -> Any:
+    """A provider group as one provider with 100 times the capacity of each of its own."""
+    capacity = group.capacity.model_copy(
+        update={k: getattr(group.capacity, k) * 100 for k in ("cpu", "memory", "storage")}
+    )
+    return group.model_copy(update={"count": 1, "capacity": capacity})
 
 
 def large_solo_changes() -> dict[str, Any]:
@@ -201,10 +204,7 @@ def large_solo_changes() -> dict[str, Any]:
         if region in regions:
             continue
         regions.add(region)
-        capacity = g.capacity.model_copy(
-            update={k: getattr(g.capacity, k) * 100 for k in ("cpu", "memory", "storage")}
-        )
-        groups.append(g.model_copy(update={"count": 1, "capacity": capacity}))
+        groups.append(_one_hundredfold(g))
     return {"providers": groups}
 
 
