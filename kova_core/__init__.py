@@ -109,6 +109,7 @@ from ._state import (
     LeaseState,
     OrderState,
     ProviderState,
+    job_outcome,
     lifecycle_diagrams,
     transition,
 )
@@ -211,6 +212,7 @@ __all__ = [
     "fee_share",
     "format_micro",
     "job_deadline",
+    "job_outcome",
     "lifecycle_diagrams",
     "owed",
     "parse_amount",

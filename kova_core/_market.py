@@ -83,6 +83,7 @@ from ._state import (
     LeaseState,
     OrderState,
     ProviderState,
+    job_outcome,
     transition,
 )
 
@@ -130,9 +131,6 @@ class _Tally:
     first_round: int
     gap: int
     check: int
-
-
-_WORST_JOB_OUTCOME = (CloseReason.JOB_FAILED, CloseReason.JOB_TIMED_OUT)
 
 
 class Market:
@@ -1129,8 +1127,7 @@ class Market:
         if any(self.orders[i].state is not OrderState.CLOSED for i in dep.order_ids):
             self._schedule_job(dep)
             return []
-        reasons = {self.leases[i].close_reason for i in dep.lease_ids}
-        reason = next((r for r in _WORST_JOB_OUTCOME if r in reasons), CloseReason.JOB_COMPLETED)
+        reason = job_outcome(self.leases[i].close_reason for i in dep.lease_ids)
         return self._close_deployment(dep, height, reason)
 
     # ------------------------------------------------------------------ internals: closing

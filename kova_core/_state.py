@@ -24,7 +24,7 @@ Who issues which command:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from typing import TypeVar
 
@@ -38,6 +38,7 @@ __all__ = [
     "LeaseState",
     "OrderState",
     "ProviderState",
+    "job_outcome",
     "lifecycle_diagrams",
     "transition",
 ]
@@ -113,6 +114,16 @@ _COMPLETIONS = frozenset({CloseReason.TENANT_CLOSED, CloseReason.JOB_COMPLETED})
 _FAILURES = frozenset(
     {CloseReason.PROVIDER_LOST, CloseReason.CONTAINER_FAILED, CloseReason.JOB_FAILED}
 )
+
+_WORST_JOB_OUTCOMES = (CloseReason.JOB_FAILED, CloseReason.JOB_TIMED_OUT)
+
+
+def job_outcome(lease_reasons: Iterable[CloseReason | None]) -> CloseReason:
+    """Why a job closes once none of its orders is open or running, from why its leases
+    closed: failed if one failed, else timed out if one timed out, else completed."""
+    reasons = set(lease_reasons)
+    return next((r for r in _WORST_JOB_OUTCOMES if r in reasons), CloseReason.JOB_COMPLETED)
+
 
 _O, _B, _L, _D, _P = OrderState, BidState, LeaseState, DeploymentState, ProviderState
 

@@ -31,7 +31,7 @@ from .ledger import balance
 from .market import Settings, catch_up
 from .metrics import METRICS, Metrics, metrics_middleware, serve_metrics
 from .openapi import serve_openapi
-from .schema import accounts, transfers
+from .schema import accounts, deployments, transfers
 from .work import WorkSettings, worker_loop
 
 __all__ = ["ApiError", "RequestBody", "core_error", "create_app", "hash_token"]
@@ -168,6 +168,30 @@ def _field(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(part) for part in loc)
 
 
+def _unstorable_text(value: Any, path: tuple[int | str, ...]) -> tuple[int | str, ...] | None:
+    """Where a JSON value holds a string no database can store as text (a NUL character, an
+    unpaired surrogate), if anywhere."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return path
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return path
+        return None
+    items = value.items() if isinstance(value, dict) else (
+        enumerate(value) if isinstance(value, list) else ()
+    )  # fmt: skip
+    for key, item in items:
+        if isinstance(key, str) and _unstorable_text(key, ()) is not None:
+            return (*path, key)
+        found = _unstorable_text(item, (*path, key))
+        if found is not None:
+            return found
+    return None
+
+
 async def read_body(request: web.Request, model: type[BaseModel]) -> Any:
     """The request's JSON body, validated: 400 naming the field on any problem."""
     raw = await request.read()
@@ -177,6 +201,12 @@ async def read_body(request: web.Request, model: type[BaseModel]) -> Any:
         raise ApiError(400, "malformed_json", f"the body is not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ApiError(400, "bad_request", "the body must be a JSON object")
+    unstorable = _unstorable_text(data, ())
+    if unstorable is not None:
+        raise ApiError(
+            400, "invalid_field", "text must not contain NUL characters or unpaired surrogates",
+            _field(unstorable),
+        )  # fmt: skip
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -286,7 +316,7 @@ async def me(request: web.Request) -> web.Response:
     )
 
 
-def _int_query(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+def int_query(request: web.Request, name: str, default: int, low: int, high: int) -> int:
     raw = request.query.get(name)
     if raw is None:
         return default
@@ -299,8 +329,8 @@ async def my_transactions(request: web.Request) -> web.Response:
     """Every transfer into or out of the caller's account, newest first, a page at a time
     (``limit``, and ``before``: the id to continue below)."""
     row = await authenticate(request)
-    limit = _int_query(request, "limit", 100, 1, 1000)
-    before = _int_query(request, "before", 2**63 - 1, 1, 2**63 - 1)
+    limit = int_query(request, "limit", 100, 1, 1000)
+    before = int_query(request, "before", 2**63 - 1, 1, 2**63 - 1)
     name = _ledger_name(row)
     async with request.app[READER].connect() as connection:
         rows = (
@@ -335,21 +365,27 @@ async def _catch_up(connection: AsyncConnection, *, height: int, settings: Setti
 
 
 async def settlement_loop(app: web.Application) -> None:
-    """Run each settlement round when its block begins (commands also catch up rounds first,
-    so a slow loop never changes an outcome; it keeps idle networks settled on time)."""
+    """Run each settlement round when its block begins, and stop each job at its deadline
+    (commands also catch both up first, so a slow loop never changes an outcome; it keeps idle
+    networks settled on time and tells agents of stopped jobs soon). It looks for a new job
+    deadline at least once a second."""
     clock, settings, engine = app[CLOCK], app[SETTINGS], app[ENGINE]
     while True:
         height = clock.height()
-        next_round = (height // settings.settlement_interval + 1) * settings.settlement_interval
         try:
             await transact(engine, functools.partial(_catch_up, height=height, settings=settings))
+            async with app[READER].connect() as connection:
+                deadline = await connection.scalar(select(func.min(deployments.c.deadline)))
         except asyncio.CancelledError:
             raise
         except Exception:  # a database hiccup: log it, the next turn catches up
             log.exception("settlement round failed; retrying")
             await asyncio.sleep(1)
             continue
-        await asyncio.sleep(clock.seconds_until(next_round) + 0.001)
+        wake = (height // settings.settlement_interval + 1) * settings.settlement_interval
+        if deadline is not None:
+            wake = min(wake, max(int(deadline), height + 1))
+        await asyncio.sleep(min(clock.seconds_until(wake) + 0.001, 1.0))
 
 
 def create_app(

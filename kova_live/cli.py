@@ -113,6 +113,13 @@ def migrate_command(data_dir: Path, database_url: str | None) -> None:
     type=click.IntRange(1),
     help="Blocks without a heartbeat after which a provider is lost (its leases fail).",
 )
+@click.option(
+    "--log-retention",
+    default=86400.0,
+    show_default=True,
+    type=click.FloatRange(1),
+    help="Seconds (wall clock) that log lines shipped by providers are kept.",
+)
 def serve(
     data_dir: Path,
     database_url: str | None,
@@ -121,6 +128,7 @@ def serve(
     block_seconds: float,
     order_expiry: int,
     heartbeat_grace: int,
+    log_retention: float,
 ) -> None:
     """Run the orchestrator: the API and the block clock, in one process."""
     url = _url(data_dir, database_url)
@@ -140,7 +148,11 @@ def serve(
         async_engine(url),
         clock,
         settings.settlement,
-        WorkSettings(order_expiry=order_expiry, heartbeat_grace=heartbeat_grace),
+        WorkSettings(
+            order_expiry=order_expiry,
+            heartbeat_grace=heartbeat_grace,
+            log_retention_ms=round(log_retention * 1000),
+        ),
     )
     click.echo(f"kova-live: height {clock.height()}, serving on http://{host}:{port}", err=True)
     web.run_app(app, host=host, port=port, print=None, access_log=None)

@@ -27,6 +27,10 @@ class BlockClock:
         """The current height (0 before genesis)."""
         return max(0, (int(self._now() * 1000) - self.genesis_ms) // self.block_ms)
 
+    def now_ms(self) -> int:
+        """The wall clock, Unix milliseconds (what retention periods are measured in)."""
+        return int(self._now() * 1000)
+
     def seconds_until(self, height: int) -> float:
         """Wall seconds until ``height`` begins (0 if it has)."""
         start_ms = self.genesis_ms + height * self.block_ms

@@ -9,11 +9,11 @@ transaction that commits before the reply. The core's errors become 4xx replies 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import Field
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kova_core import (
@@ -41,11 +41,12 @@ from .app import (
     ApiError,
     RequestBody,
     authenticate,
+    int_query,
     read_body,
 )
 from .db import transact
 from .ledger import balance
-from .schema import bids, deployments, leases, orders, provider_nodes
+from .schema import bids, deployments, leases, logs, orders, provider_nodes
 from .work import enqueue
 
 __all__ = ["add_routes"]
@@ -86,6 +87,50 @@ class NewBid(RequestBody):
     """``POST /v1/orders/{id}/bids``: a price per block in micro-units."""
 
     price: int = Field(gt=0, le=MAX_AMOUNT)
+
+
+MAX_OUTPUT = 64 * 1024  # characters of a job's output the orchestrator keeps
+
+
+class LogLine(RequestBody):
+    """One line of a container's output."""
+
+    stream: Literal["stdout", "stderr"] = "stdout"
+    text: str = Field(max_length=16 * 1024)
+
+
+class ShippedLogs(RequestBody):
+    """``POST /v1/leases/{id}/logs``: lines of the lease's container output, oldest first."""
+
+    lines: list[LogLine] = Field(min_length=1, max_length=1000)
+
+
+class LeaseStatus(RequestBody):
+    """``POST /v1/leases/{id}/status``: what the provider's agent sees of the lease's container.
+
+    ``running`` (with the ``endpoint`` where a deployment's service answers), ``finished`` (a
+    job's container exited: ``exit_code``, and the end of its ``output``), or ``failed`` (the
+    container cannot run: ``message`` says why; the order opens for bids again)."""
+
+    state: Literal["running", "finished", "failed"]
+    endpoint: str | None = Field(default=None, min_length=1, max_length=500)
+    exit_code: int | None = Field(default=None, ge=-(2**31), le=2**31 - 1)
+    output: str | None = Field(default=None, max_length=MAX_OUTPUT)
+    message: str | None = Field(default=None, max_length=2000)
+
+    def problem(self) -> tuple[str, str] | None:
+        """The field that does not go with ``state``, and why."""
+        if self.state == "finished" and self.exit_code is None:
+            return "exit_code", "a finished job reports its exit code"
+        if self.state != "finished":
+            for name in ("exit_code", "output"):
+                if getattr(self, name) is not None:
+                    return name, "only a finished job reports an exit code and output"
+        if self.state != "running" and self.endpoint is not None:
+            return "endpoint", "only a running lease reports an endpoint"
+        if self.state != "failed" and self.message is not None:
+            return "message", "only a failed lease reports a message"
+        return None
 
 
 async def _account(request: web.Request, role: str) -> Any:
@@ -160,6 +205,11 @@ def _lease_view(row: Any) -> dict[str, Any]:
         "written_off": row.written_off,
         "closed_at": row.closed_at,
         "close_reason": row.close_reason,
+        "status": row.status,
+        "endpoint": row.endpoint,
+        "exit_code": row.exit_code,
+        "status_message": row.status_message,
+        "reported_at": row.reported_at,
     }
 
 
@@ -198,7 +248,14 @@ async def _view(request: web.Request, connection: AsyncConnection, row: Any) -> 
         "escrow": escrow,
         "escrow_units": format_micro(escrow),
         "burn_rate": sum(r.price for r in active),
-        "pauses_at": pause_height(escrow, active, interval) if row.state == "active" else None,
+        # a deployment pauses at a round; a job is not settled in rounds but stops at its
+        # deadline (escrow run out or max runtime reached)
+        "pauses_at": (
+            pause_height(escrow, active, interval)
+            if row.kind == "deployment" and row.state == "active"
+            else None
+        ),
+        "deadline": row.deadline,
         "debt": sum(r.debt for r in lease_rows),
         "written_off": row.written_off,
         "blocks_paid": sum(r.blocks_paid for r in lease_rows),
@@ -551,8 +608,151 @@ async def public_providers(request: web.Request) -> web.Response:
     )  # fmt: skip
 
 
+async def lease_status(request: web.Request) -> web.Response:
+    """The provider's agent reports one of its leases: running (with its endpoint), a job
+    finished (exit code 0 completes it; any other fails it, against the provider), or failed
+    (the lease closes against the provider and its order opens for bids again)."""
+    provider = await _account(request, "provider")
+    lease_id = _id(request, "lease")
+    body: LeaseStatus = await read_body(request, LeaseStatus)
+    problem = body.problem()
+    if problem is not None:
+        raise ApiError(400, "invalid_field", problem[1], problem[0])
+    height, settings = request.app[CLOCK].height(), request.app[SETTINGS]
+
+    async def work(connection: AsyncConnection) -> Any:
+        await market.catch_up(connection, height, settings)
+        the_lease = select(leases).where(leases.c.id == lease_id)
+        row = (await connection.execute(the_lease)).first()
+        if row is None or row.provider_id != provider.id:
+            raise ApiError(404, "not_found", f"no lease {lease_id}")
+        report: dict[str, Any] = {"status": body.state, "reported_at": height}
+        if body.state == "running":
+            if row.state == "closed":
+                raise ApiError(
+                    409, "lease_closed", f"lease {lease_id} is closed ({row.close_reason})"
+                )
+            report["endpoint"] = body.endpoint
+        elif body.state == "finished":
+            await market.finish_job(
+                connection, lease_id, height, settings, succeeded=body.exit_code == 0
+            )
+            report.update(exit_code=body.exit_code, output=body.output)
+        else:
+            await market.fail_lease(connection, lease_id, height, settings)
+            report["status_message"] = body.message
+        await connection.execute(update(leases).where(leases.c.id == lease_id).values(**report))
+        return (await connection.execute(the_lease)).one()
+
+    row = await transact(request.app[ENGINE], work)
+    if body.state != "running":
+        request.app[CACHES].orders_changed()
+    return web.json_response(_lease_view(row))
+
+
+async def job_result(request: web.Request) -> web.Response:
+    """A job's outcome: whether it is done, why it closed, and each lease's exit code and
+    output as its provider reported them."""
+    tenant = await _account(request, "tenant")
+    dep_id = _id(request, "deployment")
+    async with request.app[READER].connect() as connection:
+        dep = await _owned(connection, dep_id, tenant.id, lock=False)
+        if dep.kind != "job":
+            raise ApiError(409, "not_a_job", f"deployment {dep_id} is not a job: it has no result")
+        rows = (
+            await connection.execute(
+                select(leases, orders.c.service, orders.c.replica)
+                .join(orders, orders.c.id == leases.c.order_id)
+                .where(leases.c.deployment_id == dep_id)
+                .order_by(leases.c.id)
+            )
+        ).all()
+    return web.json_response(
+        {
+            "deployment_id": dep_id, "state": dep.state, "done": dep.state == "closed",
+            "close_reason": dep.close_reason,
+            "results": [
+                {
+                    "lease_id": r.id, "order_id": r.order_id, "service": r.service,
+                    "replica": r.replica, "provider_id": r.provider_id, "state": r.state,
+                    "status": r.status, "exit_code": r.exit_code, "output": r.output,
+                    "close_reason": r.close_reason, "blocks_paid": r.blocks_paid,
+                    "total_paid": r.total_paid,
+                }
+                for r in rows
+            ],
+        }
+    )  # fmt: skip
+
+
+async def ship_logs(request: web.Request) -> web.Response:
+    """The provider's agent ships lines of one of its leases' output (kept 24 hours)."""
+    provider = await _account(request, "provider")
+    lease_id = _id(request, "lease")
+    body: ShippedLogs = await read_body(request, ShippedLogs)
+    height, now_ms = request.app[CLOCK].height(), request.app[CLOCK].now_ms()
+
+    async def work(connection: AsyncConnection) -> int:
+        row = (
+            await connection.execute(
+                select(leases.c.provider_id, leases.c.deployment_id).where(leases.c.id == lease_id)
+            )
+        ).first()
+        if row is None or row.provider_id != provider.id:
+            raise ApiError(404, "not_found", f"no lease {lease_id}")
+        await connection.execute(
+            insert(logs),
+            [
+                {"lease_id": lease_id, "deployment_id": row.deployment_id, "height": height,
+                 "created_ms": now_ms, "stream": line.stream, "line": line.text}
+                for line in body.lines
+            ],
+        )  # fmt: skip
+        return len(body.lines)
+
+    accepted = await transact(request.app[ENGINE], work)
+    return web.json_response({"lease_id": lease_id, "accepted": accepted}, status=201)
+
+
+async def deployment_logs(request: web.Request) -> web.Response:
+    """Log lines of a deployment's leases, oldest first: those after ``after`` (a line id; 0,
+    the default, is the start), at most ``limit`` (1-1000, default 200). ``next_after`` is the
+    cursor for the next call (``kova logs --follow`` polls with it)."""
+    tenant = await _account(request, "tenant")
+    dep_id = _id(request, "deployment")
+    after = int_query(request, "after", 0, 0, MAX_AMOUNT)
+    limit = int_query(request, "limit", 200, 1, 1000)
+    async with request.app[READER].connect() as connection:
+        await _owned(connection, dep_id, tenant.id, lock=False)
+        rows = (
+            await connection.execute(
+                select(logs, orders.c.service, orders.c.replica)
+                .join(leases, leases.c.id == logs.c.lease_id)
+                .join(orders, orders.c.id == leases.c.order_id)
+                .where(logs.c.deployment_id == dep_id, logs.c.id > after)
+                .order_by(logs.c.id)
+                .limit(limit)
+            )
+        ).all()
+    return web.json_response(
+        {
+            "lines": [
+                {"id": r.id, "lease_id": r.lease_id, "service": r.service, "replica": r.replica,
+                 "height": r.height, "stream": r.stream, "text": r.line}
+                for r in rows
+            ],
+            "next_after": rows[-1].id if rows else after,
+        }
+    )  # fmt: skip
+
+
 def add_more_routes(app: web.Application) -> None:
-    """Candidates, a provider's leases, the public list of providers."""
+    """Candidates, a provider's leases and their status reports, the public list of providers,
+    a job's result."""
     app.router.add_get("/v1/orders/{id}/candidates", candidates)
     app.router.add_get("/v1/leases", my_leases)
+    app.router.add_post("/v1/leases/{id}/status", lease_status)
     app.router.add_get("/v1/providers", public_providers)
+    app.router.add_get("/v1/deployments/{id}/result", job_result)
+    app.router.add_post("/v1/leases/{id}/logs", ship_logs)
+    app.router.add_get("/v1/deployments/{id}/logs", deployment_logs)

@@ -48,6 +48,7 @@ from kova_core import (
     InsufficientCapacity,
     KovaError,
     LeaseState,
+    NotAJob,
     OrderNotOpen,
     OrderSpec,
     OrderState,
@@ -61,6 +62,8 @@ from kova_core import (
     UnknownEntity,
     deployment_denom,
     escrow_account,
+    job_deadline,
+    job_outcome,
     owed,
     parse_manifest,
     plan_close,
@@ -84,13 +87,14 @@ from .schema import (
 )
 
 __all__ = [
-    "JobsNotSupported",
     "NoHeartbeat",
     "accept_bid",
     "catch_up",
     "close_deployment",
     "create_deployment",
     "deposit",
+    "fail_lease",
+    "finish_job",
     "free_capacity",
     "heartbeat",
     "locked_deployment",
@@ -109,10 +113,6 @@ class NoHeartbeat(KovaError):
     """A provider bid before its agent said what machine it has."""
 
 
-class JobsNotSupported(KovaError):
-    """Leases on jobs need job completion and deadlines, which the orchestrator lacks yet."""
-
-
 @dataclass(frozen=True, slots=True)
 class Settings:
     """The network's settlement settings (the ``network`` row)."""
@@ -125,24 +125,48 @@ class Settings:
 
 
 async def catch_up(connection: AsyncConnection, height: int, settings: Settings) -> int:
-    """Run every settlement round due at or before ``height`` that has not run; return how many.
+    """Run every settlement round and job deadline due at or before ``height`` that has not
+    run, in the core's order (``Market._advance``: by height, a deadline before a round at the
+    same block, deadlines by job id); return how many rounds ran.
 
-    Cheap when none is due (one indexed read); otherwise takes the round lock and checks again.
+    Cheap when nothing is due (two indexed reads); otherwise takes the round lock and reads
+    again.
     """
     interval = settings.settlement_interval
     due = height // interval * interval
     last = await connection.scalar(select(func.max(settlement_rounds.c.height)))
-    if due == 0 or (last is not None and last >= due):
+    rounds_due = due > 0 and (last is None or last < due)
+    if not rounds_due and await _next_deadline(connection, height) is None:
         return 0
     if connection.dialect.name == "postgresql":
         await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ROUND_LOCK})
         last = await connection.scalar(select(func.max(settlement_rounds.c.height)))
     ran = 0
-    start = (last or 0) + interval
-    for round_height in range(start, due + 1, interval):
-        await run_round(connection, round_height, settings)
-        ran += 1
-    return ran
+    last = last or 0
+    while True:
+        next_round = last + interval
+        deadline = await _next_deadline(connection, min(height, next_round))
+        if deadline is not None:
+            await _job_deadline_reached(connection, deadline[1], deadline[0], settings)
+        elif next_round <= height:
+            await run_round(connection, next_round, settings)
+            last = next_round
+            ran += 1
+        else:
+            return ran
+
+
+async def _next_deadline(connection: AsyncConnection, until: int) -> tuple[int, int] | None:
+    """The earliest job deadline at or before ``until``, as (height, job id), if any."""
+    row = (
+        await connection.execute(
+            select(deployments.c.deadline, deployments.c.id)
+            .where(deployments.c.deadline <= until)
+            .order_by(deployments.c.deadline, deployments.c.id)
+            .limit(1)
+        )
+    ).first()
+    return None if row is None else (int(row.deadline), int(row.id))
 
 
 async def run_round(connection: AsyncConnection, height: int, settings: Settings) -> None:
@@ -540,7 +564,9 @@ async def accept_bid(
 
     Raises :class:`kova_core.UnknownEntity` (no such bid on the tenant's orders),
     :class:`kova_core.IllegalTransition` (bid or order not open),
-    :class:`kova_core.DeploymentNotPayable` (the deployment is paused), :class:`JobsNotSupported`.
+    :class:`kova_core.DeploymentNotPayable` (the deployment is paused). A job's deadline is
+    recomputed, and one already reached (an escrow that cannot pay this block) stops it at once,
+    in this command, as in the core.
     """
     await catch_up(connection, height, settings)
     bid = (await connection.execute(select(bids).where(bids.c.id == bid_id))).first()
@@ -561,8 +587,6 @@ async def accept_bid(
         raise DeploymentNotPayable(
             f"deployment {dep.id} is paused for insufficient funds: deposit first"
         )
-    if dep.kind == "job":
-        raise JobsNotSupported("leases on jobs are not supported by this orchestrator yet")
     matched = transition("order", order.id, OrderState(order.state), "match")
     await connection.execute(
         update(orders).where(orders.c.id == order.id).values(state=matched.value)
@@ -575,7 +599,7 @@ async def accept_bid(
         .where(bids.c.order_id == order.id, bids.c.state == "open")
         .values(state=BidState.LOST.value)
     )
-    return int(
+    lease_id = int(
         (
             await connection.execute(
                 insert(leases)
@@ -590,6 +614,10 @@ async def accept_bid(
             )
         ).scalar_one()
     )  # fmt: skip
+    if dep.kind == "job":
+        await schedule_job(connection, dep.id)
+        await catch_up(connection, height, settings)
+    return lease_id
 
 
 async def resume_if_covered(
@@ -701,21 +729,13 @@ async def close_deployment(
         )
     ).all()
     for order in open_orders:
-        closed = transition("order", order.id, OrderState(order.state), "close")
-        await connection.execute(
-            update(orders)
-            .where(orders.c.id == order.id)
-            .values(state=closed.value, closed_at=height, close_reason=reason.value)
-        )
-        await connection.execute(
-            update(bids)
-            .where(bids.c.order_id == order.id, bids.c.state == "open")
-            .values(state=BidState.LOST.value)
-        )
+        await _close_order(connection, order, height, reason)
     await connection.execute(
         update(deployments)
         .where(deployments.c.id == dep.id)
-        .values(state=new_state.value, closed_at=height, close_reason=reason.value)
+        .values(
+            state=new_state.value, closed_at=height, close_reason=reason.value, deadline=None
+        )
     )  # fmt: skip
     left = await balance(connection, escrow)
     if left:
@@ -788,6 +808,8 @@ async def deposit(
         amount=amount, reason=TransferReason.DEPOSIT, height=height,
     )  # fmt: skip
     await resume_if_covered(connection, dep, height, settings)
+    if dep.kind == "job":
+        await schedule_job(connection, dep.id)
 
 
 async def locked_deployment(connection: AsyncConnection, deployment_id: int) -> Any:
@@ -836,15 +858,7 @@ async def fail_provider(
     reopened = []
     for lease_id in live:
         row = (await connection.execute(select(leases).where(leases.c.id == lease_id))).one()
-        await locked_deployment(connection, row.deployment_id)
-        await _close_leases(
-            connection, row.deployment_id, [row], height, settings, CloseReason.PROVIDER_LOST
-        )
-        state = await connection.scalar(select(orders.c.state).where(orders.c.id == row.order_id))
-        again = transition("order", row.order_id, OrderState(state), "reopen")
-        await connection.execute(
-            update(orders).where(orders.c.id == row.order_id).values(state=again.value)
-        )
+        await _fail_lease(connection, row, height, settings, CloseReason.PROVIDER_LOST)
         reopened.append(row.order_id)
     return reopened
 
@@ -860,14 +874,167 @@ async def expire_order(
     order = (await connection.execute(the_order.with_for_update())).first()
     if order is None:
         raise UnknownEntity("order", order_id)
-    closed = transition("order", order.id, OrderState(order.state), "expire")
+    await _close_order(connection, order, height, CloseReason.EXPIRED, "expire")
+
+
+async def _close_order(
+    connection: AsyncConnection,
+    order: Any,
+    height: int,
+    reason: CloseReason,
+    command: str = "close",
+) -> None:
+    """Close an order (``command``: close or expire) for ``reason``; its open bids are lost."""
+    closed = transition("order", order.id, OrderState(order.state), command)
     await connection.execute(
         update(orders)
         .where(orders.c.id == order.id)
-        .values(state=closed.value, closed_at=height, close_reason=CloseReason.EXPIRED.value)
+        .values(state=closed.value, closed_at=height, close_reason=reason.value)
     )
     await connection.execute(
         update(bids)
         .where(bids.c.order_id == order.id, bids.c.state == "open")
         .values(state=BidState.LOST.value)
     )
+
+
+# --------------------------------------------------------------------------- leases end, jobs
+
+
+async def fail_lease(
+    connection: AsyncConnection,
+    lease_id: int,
+    height: int,
+    settings: Settings,
+    reason: CloseReason = CloseReason.CONTAINER_FAILED,
+) -> None:
+    """A lease ends through its provider's fault (the core's ``fail_lease``): it is settled up
+    to ``height``, closed, counted against the provider, and its order opens for bids again.
+    Raises :class:`kova_core.UnknownEntity`, :class:`kova_core.IllegalTransition` (closed)."""
+    await catch_up(connection, height, settings)
+    row = (await connection.execute(select(leases).where(leases.c.id == lease_id))).first()
+    if row is None:
+        raise UnknownEntity("lease", lease_id)
+    await _fail_lease(connection, row, height, settings, reason)
+
+
+async def _fail_lease(
+    connection: AsyncConnection, row: Any, height: int, settings: Settings, reason: CloseReason
+) -> None:
+    dep = await locked_deployment(connection, row.deployment_id)
+    row = (await connection.execute(select(leases).where(leases.c.id == row.id))).one()
+    if row.state == LeaseState.CLOSED:
+        transition("lease", row.id, LeaseState.CLOSED, "close")
+    await _close_leases(connection, row.deployment_id, [row], height, settings, reason)
+    state = await connection.scalar(select(orders.c.state).where(orders.c.id == row.order_id))
+    again = transition("order", row.order_id, OrderState(state), "reopen")
+    await connection.execute(
+        update(orders).where(orders.c.id == row.order_id).values(state=again.value)
+    )
+    if dep.kind == "job":
+        await schedule_job(connection, dep.id)
+
+
+async def finish_job(
+    connection: AsyncConnection, lease_id: int, height: int, settings: Settings, *, succeeded: bool
+) -> None:
+    """A job's container ran to completion on this lease (the core's ``finish_job``): the job
+    pays ``runtime x price`` for it (what escrow can), the lease and its order close
+    (``job_completed``, or ``job_failed``, which counts against the provider), and once none of
+    its orders is open or running the job closes and the rest of its escrow is refunded.
+    Raises :class:`kova_core.UnknownEntity`, :class:`kova_core.NotAJob`,
+    :class:`kova_core.IllegalTransition` (the lease is closed)."""
+    await catch_up(connection, height, settings)
+    row = (await connection.execute(select(leases).where(leases.c.id == lease_id))).first()
+    if row is None:
+        raise UnknownEntity("lease", lease_id)
+    dep = await locked_deployment(connection, row.deployment_id)
+    if dep.kind != "job":
+        raise NotAJob(f"lease {row.id} belongs to deployment {dep.id}, which is not a job")
+    row = (await connection.execute(select(leases).where(leases.c.id == lease_id))).one()
+    if row.state == LeaseState.CLOSED:
+        transition("lease", row.id, LeaseState.CLOSED, "close")
+    reason = CloseReason.JOB_COMPLETED if succeeded else CloseReason.JOB_FAILED
+    await _close_leases(connection, dep.id, [row], height, settings, reason)
+    order = (await connection.execute(select(orders).where(orders.c.id == row.order_id))).one()
+    await _close_order(connection, order, height, reason)
+    await _maybe_finish_job(connection, dep.id, height, settings)
+
+
+async def schedule_job(connection: AsyncConnection, job_id: int) -> None:
+    """Recompute a job's deadline (the core's ``Market._schedule_job``): the earlier of the last
+    block its escrow pays for and a running lease reaching the job's max runtime."""
+    dep = (await connection.execute(select(deployments).where(deployments.c.id == job_id))).one()
+    running = (
+        await connection.execute(
+            select(leases.c.created_at, leases.c.last_settled, leases.c.price).where(
+                leases.c.deployment_id == job_id, leases.c.state == LeaseState.ACTIVE.value
+            )
+        )
+    ).all()
+    escrow = await balance(connection, escrow_account(job_id))
+    deadline = job_deadline(escrow, [(r.last_settled, r.price) for r in running])
+    if running and dep.max_runtime is not None:
+        timeout = min(r.created_at for r in running) + dep.max_runtime
+        deadline = timeout if deadline is None else min(deadline, timeout)
+    if deadline != dep.deadline:
+        await connection.execute(
+            update(deployments).where(deployments.c.id == job_id).values(deadline=deadline)
+        )
+
+
+async def _job_deadline_reached(
+    connection: AsyncConnection, job_id: int, height: int, settings: Settings
+) -> None:
+    """The core's ``Market._job_deadline_reached``: a job whose escrow pays for no block beyond
+    this one stops (``job_out_of_funds``); otherwise its leases past the max runtime stop
+    (``job_timed_out``)."""
+    dep = await locked_deployment(connection, job_id)
+    running = (
+        await connection.execute(
+            select(leases)
+            .where(leases.c.deployment_id == job_id, leases.c.state == LeaseState.ACTIVE.value)
+            .order_by(leases.c.id)
+        )
+    ).all()
+    accrued = sum(owed(r.price, r.last_settled, height) for r in running)
+    rate = sum(r.price for r in running)
+    if accrued + rate > await balance(connection, escrow_account(job_id)):
+        await close_deployment(connection, dep, height, settings, CloseReason.JOB_OUT_OF_FUNDS)
+        return
+    assert dep.max_runtime is not None  # a deadline with escrow to spare is a timeout
+    for row in running:
+        if row.created_at + dep.max_runtime <= height:
+            await _close_leases(
+                connection, job_id, [row], height, settings, CloseReason.JOB_TIMED_OUT
+            )
+            order = (
+                await connection.execute(select(orders).where(orders.c.id == row.order_id))
+            ).one()
+            await _close_order(connection, order, height, CloseReason.JOB_TIMED_OUT)
+    await _maybe_finish_job(connection, job_id, height, settings)
+
+
+async def _maybe_finish_job(
+    connection: AsyncConnection, job_id: int, height: int, settings: Settings
+) -> None:
+    """A job none of whose orders is open or running closes (refunding what is left);
+    otherwise its deadline is recomputed."""
+    dep = await locked_deployment(connection, job_id)
+    if dep.state == DeploymentState.CLOSED:
+        return
+    still = await connection.scalar(
+        select(func.count())
+        .select_from(orders)
+        .where(orders.c.deployment_id == job_id, orders.c.state != OrderState.CLOSED.value)
+    )
+    if still:
+        await schedule_job(connection, job_id)
+        return
+    reasons = (
+        await connection.execute(
+            select(leases.c.close_reason).where(leases.c.deployment_id == job_id)
+        )
+    ).scalars()
+    reason = job_outcome(CloseReason(r) for r in reasons if r is not None)
+    await close_deployment(connection, dep, height, settings, reason)

@@ -58,6 +58,22 @@ LEASE = _object(
         "state": {"enum": ["active", "insufficient_funds", "closed"]}, "created_at": HEIGHT,
         "last_settled": HEIGHT, "blocks_paid": INT, "total_paid": MONEY, "debt": MONEY,
         "written_off": MONEY, "closed_at": NULL_INT, "close_reason": NULL_STR,
+        "status": {"enum": ["pending", "running", "finished", "failed"]},
+        "endpoint": NULL_STR, "exit_code": NULL_INT, "status_message": NULL_STR,
+        "reported_at": NULL_INT,
+    }
+)  # fmt: skip
+RESULT = _object(
+    {
+        "deployment_id": INT, "state": {"enum": ["active", "insufficient_funds", "closed"]},
+        "done": {"type": "boolean"}, "close_reason": NULL_STR,
+        "results": {"type": "array", "items": _object({
+            "lease_id": INT, "order_id": INT, "service": STR, "replica": INT,
+            "provider_id": INT, "state": {"enum": ["active", "insufficient_funds", "closed"]},
+            "status": {"enum": ["pending", "running", "finished", "failed"]},
+            "exit_code": NULL_INT, "output": NULL_STR, "close_reason": NULL_STR,
+            "blocks_paid": INT, "total_paid": MONEY,
+        })},
     }
 )  # fmt: skip
 BID = _object(
@@ -72,6 +88,7 @@ DEPLOYMENT = _object(
         "state": {"enum": ["active", "insufficient_funds", "closed"]}, "created_at": HEIGHT,
         "closed_at": NULL_INT, "close_reason": NULL_STR, "max_runtime": NULL_INT,
         "escrow": MONEY, "escrow_units": STR, "burn_rate": MONEY, "pauses_at": NULL_INT,
+        "deadline": NULL_INT,
         "debt": MONEY, "written_off": MONEY, "blocks_paid": INT, "total_paid": MONEY,
         "orders": {"type": "array", "items": ORDER}, "leases": {"type": "array", "items": LEASE},
     }
@@ -120,7 +137,14 @@ ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"
 def openapi_document() -> dict[str, Any]:
     """The document (built on each call: it is small)."""
     from .app import NewAccount
-    from .deployments import Deposit, Heartbeat, NewBid, NewDeployment
+    from .deployments import (
+        Deposit,
+        Heartbeat,
+        LeaseStatus,
+        NewBid,
+        NewDeployment,
+        ShippedLogs,
+    )
 
     secured = [{"bearer": []}]
     tenant = (400, 401, 403, 404, 409)
@@ -192,11 +216,32 @@ def openapi_document() -> dict[str, Any]:
         "/v1/leases": {"get": {"summary": "Your leases (providers)", "security": secured,
             "parameters": [{"name": "state", "in": "query", "schema": {"type": "string"}}],
             "responses": _responses(200, _list("leases", LEASE), 400, 401, 403)}},
+        "/v1/leases/{id}/status": {"post": {
+            "summary": "Report your lease: running, a job finished, or failed",
+            "security": secured, "parameters": ID, "requestBody": _body(LeaseStatus),
+            "responses": _responses(200, LEASE, *tenant, 413)}},
+        "/v1/deployments/{id}/result": {"get": {"summary": "A job's outcome and output",
+            "security": secured, "parameters": ID,
+            "responses": _responses(200, RESULT, 401, 403, 404, 409)}},
+        "/v1/leases/{id}/logs": {"post": {
+            "summary": "Ship lines of your lease's output (kept 24 hours)",
+            "security": secured, "parameters": ID, "requestBody": _body(ShippedLogs),
+            "responses": _responses(201, _object({"lease_id": INT, "accepted": INT}),
+                                    *tenant, 413)}},
+        "/v1/deployments/{id}/logs": {"get": {"summary": "Its leases' log lines, oldest first",
+            "security": secured, "parameters": [*ID,
+                {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                {"name": "limit", "in": "query", "schema": PAGE}],
+            "responses": _responses(200, _object({
+                "lines": {"type": "array", "items": _object({
+                    "id": INT, "lease_id": INT, "service": STR, "replica": INT,
+                    "height": HEIGHT, "stream": {"enum": ["stdout", "stderr"]}, "text": STR})},
+                "next_after": INT}), 400, 401, 403, 404)}},
         "/v1/providers": {"get": {"summary": "Providers, publicly",
             "responses": _responses(200, _list("providers", PROVIDER))}},
     }  # fmt: skip
     schemas: dict[str, Any] = {"Error": ERROR}
-    for model in (NewAccount, NewDeployment, Deposit, Heartbeat, NewBid):
+    for model in (NewAccount, NewDeployment, Deposit, Heartbeat, NewBid, LeaseStatus, ShippedLogs):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
     return {

@@ -27,6 +27,7 @@ __all__ = [
     "bids",
     "deployments",
     "leases",
+    "logs",
     "metadata",
     "network",
     "orders",
@@ -113,10 +114,14 @@ deployments = Table(
     Column("closed_at", BigInteger, nullable=True),
     Column("close_reason", String(24), nullable=True),
     Column("written_off", BigInteger, nullable=False),
+    # jobs: the next block at which the market stops it or some of its leases (escrow run out,
+    # max runtime reached), the core's ``Market.job_deadline``; NULL when nothing runs
+    Column("deadline", BigInteger, nullable=True),
     CheckConstraint("kind IN ('deployment', 'job')", name="kind_known"),
     CheckConstraint("state IN ('active', 'insufficient_funds', 'closed')", name="state_known"),
     CheckConstraint("written_off >= 0", name="written_off_not_negative"),
     Index(None, "tenant_id", "id"),
+    Index(None, "deadline"),
 )
 """Deployments and jobs; the escrow is the ledger account ``escrow:<id>``."""
 
@@ -213,8 +218,18 @@ leases = Table(
     Column("written_off", BigInteger, nullable=False),
     Column("closed_at", BigInteger, nullable=True),
     Column("close_reason", String(24), nullable=True),
+    # what the provider's agent last reported of the lease's container (POST .../status)
+    Column("status", String(16), nullable=False, server_default="pending"),
+    Column("endpoint", Text, nullable=True),  # running: where the service answers
+    Column("exit_code", Integer, nullable=True),  # finished jobs
+    Column("output", Text, nullable=True),  # finished jobs: the result (the end of stdout)
+    Column("status_message", Text, nullable=True),  # failed: what went wrong
+    Column("reported_at", BigInteger, nullable=True),  # height of the last report
     CheckConstraint(
         "state IN ('active', 'insufficient_funds', 'closed')", name="state_known"
+    ),
+    CheckConstraint(
+        "status IN ('pending', 'running', 'finished', 'failed')", name="status_known"
     ),
     CheckConstraint("debt >= 0 AND total_paid >= 0 AND written_off >= 0", name="money"),
     Index(None, "state", "deployment_id"),
@@ -248,3 +263,20 @@ work_queue = Table(
     Index(None, "state", "run_at"),
 )
 """Background work, enqueued in the same transaction as the change that asks for it."""
+
+logs = Table(
+    "logs",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("lease_id", BigInteger, ForeignKey("leases.id"), nullable=False),
+    Column("deployment_id", BigInteger, ForeignKey("deployments.id"), nullable=False),
+    Column("height", BigInteger, nullable=False),  # when the orchestrator received it
+    Column("created_ms", BigInteger, nullable=False),  # wall clock, Unix ms: for retention
+    Column("stream", String(8), nullable=False),
+    Column("line", Text, nullable=False),
+    CheckConstraint("stream IN ('stdout', 'stderr')", name="stream_known"),
+    Index(None, "deployment_id", "id"),
+    Index(None, "created_ms"),
+)
+"""Lines of output the providers' agents ship from leased containers; kept 24 hours (a
+background task deletes older ones)."""

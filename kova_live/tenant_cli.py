@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +101,8 @@ token_option = click.option("--token", envvar="KOVA_TOKEN", help="Your bearer to
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="kova")
 def main() -> None:
-    """Kova for tenants: deploy, choose bids, fund escrow, close."""
+    """Kova for tenants: deploy, choose bids, fund escrow, read logs and a job's result,
+    close."""
 
 
 @main.command()
@@ -203,6 +205,8 @@ def status(deployment: int | None, server: str | None, token: str | None) -> Non
         return
     d = api.call("GET", f"/v1/deployments/{deployment}")
     pause = f", pauses at block {d['pauses_at']} unless topped up" if d["pauses_at"] else ""
+    if d.get("deadline") is not None:
+        pause = f", stops at block {d['deadline']} (escrow or max runtime) unless done first"
     click.echo(f"{d['kind']} {d['id']}: {d['state']}")
     click.echo(
         f"escrow {_units(d['escrow'])}, burning {_units(d['burn_rate'])} per block{pause};"
@@ -248,6 +252,72 @@ def close(deployment: int, server: str | None, token: str | None) -> None:
         f"deployment {d['id']} closed at block {d['closed_at']}; paid {_units(d['total_paid'])}"
         f" in all, written off {_units(d['written_off'])}"
     )
+
+
+@main.command()
+@click.argument("deployment", type=int)
+@click.option(
+    "--follow", "-f", is_flag=True,
+    help="Keep printing lines as they arrive, until the deployment closes (Ctrl-C stops).",
+)  # fmt: skip
+@server_option
+@token_option
+def logs(deployment: int, follow: bool, server: str | None, token: str | None) -> None:
+    """DEPLOYMENT's log lines (the last 24 hours), oldest first, each marked with its service
+    and replica; its containers' standard error goes to standard error."""
+    api = Api(server, token)
+    after = 0
+    try:
+        while True:
+            # looked at before the lines are read: once it is closed, one last read prints what
+            # its providers shipped up to then
+            shown = api.call("GET", f"/v1/deployments/{deployment}") if follow else None
+            closed = shown is not None and shown["state"] == "closed"
+            page = api.call("GET", f"/v1/deployments/{deployment}/logs?after={after}&limit=1000")
+            for line in page["lines"]:
+                click.echo(
+                    f"[{line['service']}#{line['replica']}] {line['text']}",
+                    err=line["stream"] == "stderr",
+                )
+            after = page["next_after"]
+            if len(page["lines"]) == 1000:
+                continue  # more are waiting
+            if not follow or closed:
+                return
+            time.sleep(1)
+    except KeyboardInterrupt:
+        return
+
+
+@main.command()
+@click.argument("deployment", type=int)
+@server_option
+@token_option
+def result(deployment: int, server: str | None, token: str | None) -> None:
+    """A job's outcome: each replica's exit code (on standard error) and output (on standard
+    output, so ``kova result 7 > out.txt`` keeps it). Exits 1 if the job is not done yet."""
+    r = Api(server, token).call("GET", f"/v1/deployments/{deployment}/result")
+    finished = [x for x in r["results"] if x["exit_code"] is not None]
+    if not r["done"]:
+        click.echo(
+            f"job {deployment} is still {r['state']}: {len(finished)} of {len(r['results'])}"
+            " lease(s) reported a result so far",
+            err=True,
+        )
+    else:
+        click.echo(f"job {deployment}: {r['close_reason']}", err=True)
+    for x in r["results"]:
+        code = "no exit code" if x["exit_code"] is None else f"exit code {x['exit_code']}"
+        why = f", {x['close_reason']}" if x["close_reason"] else ""
+        click.echo(
+            f"-- {x['service']}#{x['replica']} (lease {x['lease_id']}, provider"
+            f" {x['provider_id']}): {code}{why}",
+            err=True,
+        )
+        if x["output"]:
+            click.echo(x["output"], nl=not x["output"].endswith("\n"))
+    if not r["done"]:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,15 +13,18 @@ Kinds:
 - ``sweep_providers``: providers whose agent has not sent a heartbeat within the grace period
   are lost: their leases fail and their orders reopen (the core's ``fail_provider``). Each sweep
   enqueues the next one.
+- ``prune_logs``: log lines older than the retention period (24 hours by default, wall clock)
+  are deleted. Each prune enqueues the next one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from kova_core import KovaError
@@ -29,7 +32,7 @@ from kova_core import KovaError
 from . import market
 from .clock import BlockClock
 from .db import transact
-from .schema import bids, orders, provider_nodes, work_queue
+from .schema import bids, logs, orders, provider_nodes, work_queue
 
 __all__ = ["WorkSettings", "enqueue", "run_due", "worker_loop"]
 
@@ -38,11 +41,14 @@ log = logging.getLogger("kova_live.work")
 
 @dataclass(frozen=True, slots=True)
 class WorkSettings:
-    """How long an order waits for a first bid, and how long a provider may stay silent."""
+    """How long an order waits for a first bid, how long a provider may stay silent, and how
+    long log lines are kept."""
 
     order_expiry: int = 3600  # blocks
     heartbeat_grace: int = 75  # blocks: five missed 15 s polls
     sweep_every: int = 15  # blocks between sweeps for lost providers
+    log_retention_ms: int = 24 * 3600 * 1000  # wall clock
+    prune_every: int = 60  # blocks between deletions of old log lines
 
 
 async def enqueue(
@@ -85,25 +91,47 @@ async def _sweep(
     await enqueue(connection, "sweep_providers", None, height + work.sweep_every, height)
 
 
-async def ensure_sweep(engine: AsyncEngine, height: int) -> None:
-    """Make sure one provider sweep is pending (the first start of a network enqueues it)."""
+async def _prune_logs(
+    connection: AsyncConnection, height: int, now_ms: int, work: WorkSettings
+) -> None:
+    gone = await connection.execute(
+        delete(logs).where(logs.c.created_ms < now_ms - work.log_retention_ms)
+    )
+    if gone.rowcount:
+        log.info("deleted %s log lines older than the retention period", gone.rowcount)
+    await enqueue(connection, "prune_logs", None, height + work.prune_every, height)
+
+
+PERIODIC = ("sweep_providers", "prune_logs")  # kinds of work that enqueue their next turn
+
+
+async def ensure_periodic(engine: AsyncEngine, height: int) -> None:
+    """Make sure one item of each periodic kind is pending (the first start of a network, or
+    of a server newer than the kind, enqueues it)."""
 
     async def work(connection: AsyncConnection) -> None:
-        pending = await connection.scalar(
-            select(work_queue.c.id)
-            .where(work_queue.c.kind == "sweep_providers", work_queue.c.state == "pending")
-            .limit(1)
-        )
-        if pending is None:
-            await enqueue(connection, "sweep_providers", None, height, height)
+        for kind in PERIODIC:
+            pending = await connection.scalar(
+                select(work_queue.c.id)
+                .where(work_queue.c.kind == kind, work_queue.c.state == "pending")
+                .limit(1)
+            )
+            if pending is None:
+                await enqueue(connection, kind, None, height, height)
 
     await transact(engine, work)
 
 
 async def run_due(
-    engine: AsyncEngine, height: int, settings: market.Settings, work: WorkSettings
+    engine: AsyncEngine,
+    height: int,
+    settings: market.Settings,
+    work: WorkSettings,
+    now_ms: int | None = None,
 ) -> int:
-    """Run every item due at ``height``; return how many were done."""
+    """Run every item due at ``height`` (``now_ms``: the wall clock, for log retention);
+    return how many were done."""
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     async with engine.connect() as connection:
         due = (
             await connection.execute(
@@ -129,6 +157,8 @@ async def run_due(
                     await _expire_order(connection, item.subject_id, height, settings)
                 elif item.kind == "sweep_providers":
                     await _sweep(connection, height, settings, work)
+                elif item.kind == "prune_logs":
+                    await _prune_logs(connection, height, now_ms, work)
                 else:
                     raise ValueError(f"unknown kind of work {item.kind!r}")
             except KovaError as exc:  # the world moved on (order closed, provider gone): done
@@ -163,11 +193,11 @@ async def worker_loop(
     engine: AsyncEngine, clock: BlockClock, settings: market.Settings, work: WorkSettings
 ) -> None:
     """Run due work every block, for as long as the server runs."""
-    await ensure_sweep(engine, clock.height())
+    await ensure_periodic(engine, clock.height())
     while True:
         height = clock.height()
         try:
-            await run_due(engine, height, settings, work)
+            await run_due(engine, height, settings, work, clock.now_ms())
         except asyncio.CancelledError:
             raise
         except Exception:  # the database is away: log it, the work waits in the queue

@@ -77,14 +77,3 @@ def test_only_the_bidder_withdraws_and_only_the_tenant_accepts(server, market):
                        json={"capacity": BOX})  # fmt: skip
     assert bid(server, other_provider, order_id, 500).json()["error"]["code"] == "order_not_open"
 
-
-def test_jobs_cannot_be_leased_yet_and_say_so(server):
-    tenant, provider = register(server, "tenant", "t"), register(server, "provider", "p")
-    credit(server.database_url, tenant["account"], 10_000_000)
-    server.client.post("/v1/providers/heartbeat", headers=provider["headers"], json={"capacity": BOX})
-    job = yaml.safe_load(MANIFEST) | {"kind": "job", "max_runtime": "1h"}
-    dep = server.client.post("/v1/deployments", headers=tenant["headers"],
-                             json={"manifest": job, "deposit": 1_000_000}).json()  # fmt: skip
-    placed = bid(server, provider, dep["orders"][0]["id"], 1_000).json()
-    refused = server.client.post(f"/v1/bids/{placed['id']}/accept", headers=tenant["headers"])
-    assert refused.status_code == 409 and refused.json()["error"]["code"] == "jobs_not_supported"

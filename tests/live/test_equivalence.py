@@ -2,28 +2,29 @@
 the same heights must give the same outcome (success, or the same error) and the same ledger,
 transfer for transfer, on SQLite and on PostgreSQL.
 
-Random histories (seeded) mix deployments of one and two replicas, bids at random prices,
-accepts, deposits too small and large enough to resume, closes, rounds with and without a fee,
-and time jumps that skip several rounds.
+Random histories (seeded) mix deployments and jobs of one and two replicas, bids at random
+prices, accepts, deposits too small and large enough to resume, closes, jobs finishing (with
+exit code 0 or not), leases failing, provider failures, expiries, rounds with and without a fee,
+and time jumps that skip several rounds and reach job deadlines (escrow run out, max runtime).
 """
 
 import asyncio
 import random
 
-import pytest
 from sqlalchemy import insert, select
 
 from kova_core import KovaError, Market, Resources, parse_manifest
 from kova_live import market as sql
 from kova_live.db import async_engine, migrate
 from kova_live.ledger import move
-from kova_live.schema import accounts, orders, transfers
+from kova_live.schema import accounts, deployments, leases, orders, transfers
 
 
-def manifest_text(replicas, max_price):
+def manifest_text(replicas, max_price, job_runtime=None):
+    kind = "" if job_runtime is None else f"kind: job\nmax_runtime: {job_runtime}\n"
     return f"""
 version: "2.0"
-services:
+{kind}services:
   web:
     image: busybox:1.36
 profiles:
@@ -102,8 +103,8 @@ class Twin:
         rng, market, h = self.rng, self.market, self.height
         action = rng.choices(
             ["credit", "deploy", "bid", "accept", "deposit", "close", "wait", "fail", "recover",
-             "expire"],
-            weights=[1, 2, 4, 3, 3, 1, 4, 0.3, 1, 0.3],
+             "expire", "finish", "fail_lease"],
+            weights=[1, 2, 4, 3, 3, 1, 4, 0.3, 1, 0.3, 1, 0.4],
         )[0]
         if action == "credit":
             core_t, sql_t = rng.choice(self.tenants)
@@ -118,7 +119,9 @@ class Twin:
                 await credit(connection)
         elif action == "deploy":
             core_t, sql_t = rng.choice(self.tenants)
-            text = manifest_text(rng.choice([1, 1, 2]), rng.choice([800_000, 1_000_000, 2_000_000]))
+            runtime = rng.choice([None, None, 30, 90, 400])  # a job for a max runtime
+            text = manifest_text(rng.choice([1, 1, 2]), rng.choice([800_000, 1_000_000, 2_000_000]),
+                                 runtime)
             parsed = parse_manifest(text)
             deposit = rng.randint(0, 120) * 1_000_000
             async def deploy(c):
@@ -202,6 +205,25 @@ class Twin:
                 lambda: market.expire_order(order_id, h),
                 lambda c: sql.expire_order(c, self.orders[order_id], h, self.settings),
             )
+        elif action == "finish" and market.leases:
+            running = [i for i, x in market.leases.items() if str(x.state) == "active"
+                       and market.deployments[x.deployment_id].is_job]
+            lease_id = rng.choice(running if running and rng.random() < 0.8 else list(market.leases))
+            succeeded = rng.random() < 0.7
+            await self.both(
+                "finish",
+                lambda: market.finish_job(lease_id, h, succeeded=succeeded),
+                lambda c: sql.finish_job(c, self.leases[lease_id], h, self.settings,
+                                         succeeded=succeeded),
+            )
+        elif action == "fail_lease" and market.leases:
+            live = [i for i, x in market.leases.items() if str(x.state) != "closed"]
+            lease_id = rng.choice(live if live and rng.random() < 0.8 else list(market.leases))
+            await self.both(
+                "fail_lease",
+                lambda: market.fail_lease(lease_id, h),
+                lambda c: sql.fail_lease(c, self.leases[lease_id], h, self.settings),
+            )
         else:
             self.height += rng.choice([1, 7, 30, 59, 60, 61, 150, 400])
 
@@ -224,9 +246,49 @@ class Twin:
         ]
         return core, ours
 
+    async def states(self):
+        """Each deployment's and lease's state and close reason, core ids, on each side."""
+        async with self.engine.begin() as connection:
+            deps = {r.id: (r.state, r.close_reason) for r in await connection.execute(select(deployments))}
+            rows = {r.id: (r.state, r.close_reason) for r in await connection.execute(select(leases))}
+        core_deps = {i: (str(d.state), d.close_reason and str(d.close_reason))
+                     for i, d in self.market.deployments.items()}
+        core_leases = {i: (str(x.state), x.close_reason and str(x.close_reason))
+                       for i, x in self.market.leases.items()}
+        ours_deps = {c: deps[s] for c, s in self.deps.items()}
+        ours_leases = {c: rows[s] for c, s in self.leases.items()}
+        return (core_deps, core_leases), (ours_deps, ours_leases)
 
-@pytest.mark.parametrize(("seed", "fee_bps"), [(1, 0), (2, 250), (3, 0)])
-def test_the_database_market_is_the_core_market(database_url, seed, fee_bps):
+
+HISTORIES = [(1, 0), (2, 250), (3, 0)]  # (seed, fee in basis points)
+
+
+def test_the_database_market_is_the_core_market(database_url):
+    """Three random histories, each on a fresh database: every one must agree with the core;
+    together they must reach every kind of outcome."""
+    outcomes, reasons, job_ends, lease_ends = set(), set(), set(), set()
+    for seed, fee_bps in HISTORIES:
+        twin, core, core_states = _history(database_url, seed, fee_bps)
+        outcomes |= {(label, error) for label, error in twin.outcomes}
+        reasons |= {t[4] for t in core}
+        job_ends |= {reason for _, reason in core_states[0].values()}
+        lease_ends |= {reason for _, reason in core_states[1].values()}
+    # the histories reached the interesting places
+    assert {"settlement", "debt", "close", "refund", "fee"} <= reasons
+    assert ("fail", None) in outcomes and ("expire", None) in outcomes
+    assert ("accept", None) in outcomes and ("bid", None) in outcomes
+    assert ("finish", None) in outcomes and ("fail_lease", None) in outcomes
+    assert any(error for _, error in outcomes)
+    # jobs ended every way: finished well and badly, out of funds, timed out, failed leases
+    assert {"job_completed", "job_failed", "job_out_of_funds", "tenant_closed"} <= job_ends
+    assert {"job_completed", "job_failed", "container_failed", "job_timed_out",
+            "provider_lost"} <= lease_ends
+
+
+def _history(database_url, seed, fee_bps):
+    """One history on a fresh copy of the schema; asserts both sides agree, returns the twin,
+    the core's ledger and the core's states."""
+    asyncio.run(_drop_all(database_url))
     migrate(database_url)
 
     async def run():
@@ -236,16 +298,27 @@ def test_the_database_market_is_the_core_market(database_url, seed, fee_bps):
             await twin.add_accounts(tenants=3, providers=3)
             for _ in range(500):
                 await twin.step()
-            return twin, *(await twin.ledgers())
+            return twin, *(await twin.ledgers()), *(await twin.states())
         finally:
             await engine.dispose()
 
-    twin, core, ours = asyncio.run(run())
-    assert ours == core
-    outcomes = {(label, error) for label, error in twin.outcomes}
-    reasons = {t[4] for t in core}
-    # the history reached the interesting places
-    assert {"settlement", "debt", "close", "refund"} <= reasons
-    assert ("fail", None) in outcomes and ("expire", None) in outcomes
-    assert ("accept", None) in outcomes and ("bid", None) in outcomes
-    assert any(error for _, error in outcomes)
+    twin, core, ours, core_states, our_states = asyncio.run(run())
+    assert ours == core, f"seed {seed}: the ledgers differ"
+    assert our_states == core_states, f"seed {seed}: deployment or lease states differ"
+    return twin, core, core_states
+
+
+async def _drop_all(database_url):
+    """Empty the database (each history starts from nothing)."""
+    from sqlalchemy import MetaData
+
+    engine = async_engine(database_url)
+    try:
+        async with engine.begin() as connection:
+            def drop(sync_connection):
+                found = MetaData()
+                found.reflect(sync_connection)
+                found.drop_all(sync_connection)
+            await connection.run_sync(drop)
+    finally:
+        await engine.dispose()

@@ -4,6 +4,7 @@ login, deploy, bids, accept, status, deposit, close; refusals as one readable li
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -100,3 +101,61 @@ def test_without_a_server_it_says_how_to_get_one(tmp_path):
 def test_an_unreachable_server_is_one_line(tmp_path):
     result = kova(tmp_path / "none.json", "status", "--server", "http://127.0.0.1:9", "--token", "x")
     assert result.returncode == 1 and "cannot reach http://127.0.0.1:9" in result.stderr
+
+
+def test_a_jobs_result(server, tenant, tmp_path):
+    import yaml
+
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text(yaml.safe_dump(yaml.safe_load(MANIFEST) | {"kind": "job", "max_runtime": "1h"}))
+    made = kova(tenant, "deploy", manifest, "--deposit", "20")
+    assert made.returncode == 0 and made.stdout.startswith("job "), made.stderr
+    job_id = made.stdout.split()[1]
+    provider = server.client.post("/v1/accounts", json={"role": "provider", "name": "p"}).json()
+    headers = {"Authorization": f"Bearer {provider['token']}"}
+    server.client.post("/v1/providers/heartbeat", headers=headers, json={
+        "capacity": {"cpu": 4000, "memory": 2**33, "storage": 2**36, "gpu": 0}})
+    shown = server.client.get(f"/v1/deployments/{job_id}", headers={"Authorization": f"Bearer {_token(tenant)}"})
+    order_id = shown.json()["orders"][0]["id"]
+    bid = server.client.post(f"/v1/orders/{order_id}/bids", headers=headers, json={"price": 1_000}).json()
+    assert kova(tenant, "accept", bid["id"]).returncode == 0
+    assert "stops at block" in kova(tenant, "status", job_id).stdout
+    waiting = kova(tenant, "result", job_id)
+    assert waiting.returncode == 1 and "still active: 0 of 1" in waiting.stderr
+    lease_id = server.client.get("/v1/leases", headers=headers).json()["leases"][0]["id"]
+    server.client.post(f"/v1/leases/{lease_id}/status", headers=headers,
+                       json={"state": "finished", "exit_code": 0, "output": "pi = 3.14159\n"})
+    done = kova(tenant, "result", job_id)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "pi = 3.14159\n"
+    assert "job_completed" in done.stderr and "exit code 0" in done.stderr
+
+
+def test_logs_and_following_them(server, tenant, tmp_path):
+    manifest = tmp_path / "web.yaml"
+    manifest.write_text(MANIFEST)
+    dep_id = kova(tenant, "deploy", manifest, "--deposit", "5").stdout.split()[1]
+    provider = server.client.post("/v1/accounts", json={"role": "provider", "name": "p"}).json()
+    headers = {"Authorization": f"Bearer {provider['token']}"}
+    server.client.post("/v1/providers/heartbeat", headers=headers, json={
+        "capacity": {"cpu": 4000, "memory": 2**33, "storage": 2**36, "gpu": 0}})
+    shown = server.client.get(f"/v1/deployments/{dep_id}", headers={"Authorization": f"Bearer {_token(tenant)}"})
+    bid = server.client.post(f"/v1/orders/{shown.json()['orders'][0]['id']}/bids", headers=headers,
+                             json={"price": 1_000}).json()
+    lease = kova(tenant, "accept", bid["id"]).stdout.split()[1]
+    server.client.post(f"/v1/leases/{lease}/logs", headers=headers, json={"lines": [
+        {"text": "hello"}, {"stream": "stderr", "text": "oops"}]})
+    printed = kova(tenant, "logs", dep_id)
+    assert printed.returncode == 0
+    assert printed.stdout == "[web#0] hello\n" and printed.stderr == "[web#0] oops\n"
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "kova_live.tenant_cli", "logs", dep_id, "--follow"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "KOVA_CONFIG": str(tenant)},
+    )  # fmt: skip
+    time.sleep(2)
+    server.client.post(f"/v1/leases/{lease}/logs", headers=headers, json={"lines": [{"text": "later"}]})
+    time.sleep(2)
+    assert kova(tenant, "close", dep_id).returncode == 0
+    out, _ = follower.communicate(timeout=30)  # it ends by itself once the deployment closed
+    assert out == "[web#0] hello\n[web#0] later\n"
