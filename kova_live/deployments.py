@@ -22,12 +22,15 @@ from kova_core import (
     InsufficientBalance,
     ManifestError,
     Resources,
+    StrategyConfigError,
+    UnknownStrategy,
     escrow_account,
     format_micro,
     job_deadline,
     parse_manifest,
     provider_matches,
     reputation_score,
+    selection_policy,
 )
 
 from . import market
@@ -52,12 +55,24 @@ from .work import enqueue
 __all__ = ["add_routes"]
 
 
+class AutoAccept(RequestBody):
+    """The orchestrator accepts for the tenant: ``wait`` blocks after an order opens (or
+    reopens), it accepts the bid the registered selection ``policy`` (with ``params``) chooses;
+    with no bid yet, it looks again ``wait`` blocks later (at least 15: a poll interval)."""
+
+    policy: str = Field(min_length=1, max_length=64)
+    params: dict[str, str | int | float] = Field(default_factory=dict, max_length=16)
+    wait: int = Field(default=15, ge=0, le=86_400)
+
+
 class NewDeployment(RequestBody):
     """``POST /v1/deployments``: an Akash SDL manifest (YAML text or a JSON object) and the
-    deposit moved from the tenant's balance into the new escrow, in micro-units."""
+    deposit moved from the tenant's balance into the new escrow, in micro-units; optionally, a
+    policy with which the orchestrator accepts bids for the tenant."""
 
     manifest: str | dict[str, Any]
     deposit: int = Field(ge=0, le=MAX_AMOUNT)
+    auto_accept: AutoAccept | None = None
 
 
 class Deposit(RequestBody):
@@ -256,6 +271,7 @@ async def _view(request: web.Request, connection: AsyncConnection, row: Any) -> 
             else None
         ),
         "deadline": row.deadline,
+        "auto_accept": None if row.auto_accept is None else json.loads(row.auto_accept),
         "debt": sum(r.debt for r in lease_rows),
         "written_off": row.written_off,
         "blocks_paid": sum(r.blocks_paid for r in lease_rows),
@@ -281,25 +297,42 @@ async def create_deployment(request: web.Request) -> web.Response:
             f"manifest.{first.path}",
         ) from None  # fmt: skip
     text = body.manifest if isinstance(body.manifest, str) else json.dumps(body.manifest)
+    auto = body.auto_accept
+    if auto is not None:
+        _check_policy(auto)
     height = request.app[CLOCK].height()
 
     async def work(connection: AsyncConnection) -> dict[str, Any]:
         try:
             dep_id = await market.create_deployment(
-                connection, tenant.id, manifest, text, body.deposit, height, request.app[SETTINGS]
-            )
+                connection, tenant.id, manifest, text, body.deposit, height, request.app[SETTINGS],
+                None if auto is None else auto.model_dump_json(),
+            )  # fmt: skip
         except InsufficientBalance as exc:
             raise _insufficient(exc, "deposit") from None
         expiry = height + request.app[WORK].order_expiry
         made = await connection.execute(select(orders.c.id).where(orders.c.deployment_id == dep_id))
         for order_id in made.scalars():
             await enqueue(connection, "expire_order", order_id, expiry, height)
+            if auto is not None:
+                await enqueue(connection, "auto_accept", order_id, height + auto.wait, height)
         fresh = await _owned(connection, dep_id, tenant.id, lock=False)
         return await _view(request, connection, fresh)
 
     view = await transact(request.app[ENGINE], work)
     request.app[CACHES].orders_changed()
     return web.json_response(view, status=201)
+
+
+def _check_policy(auto: AutoAccept) -> None:
+    """400 naming the field unless the policy is registered and takes these parameters."""
+    try:
+        selection_policy(auto.policy, **auto.params)
+    except UnknownStrategy as exc:
+        raise ApiError(400, "invalid_field", str(exc), "auto_accept.policy") from None
+    except StrategyConfigError as exc:
+        field = f"auto_accept.params.{exc.field}" if exc.field in auto.params else "auto_accept"
+        raise ApiError(400, "invalid_field", exc.message, field) from None
 
 
 async def list_deployments(request: web.Request) -> web.Response:

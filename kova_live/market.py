@@ -75,6 +75,7 @@ from kova_core import (
 )
 
 from .ledger import balance, move
+from .queue import enqueue
 from .schema import (
     balances,
     bids,
@@ -756,11 +757,13 @@ async def create_deployment(
     deposit: int,
     height: int,
     settings: Settings,
+    auto_accept: str | None = None,
 ) -> int:
     """Create a deployment from a parsed manifest (``source`` is its text, kept as submitted):
     the deposit moves from the tenant's balance into the new escrow and one order opens per
-    service replica. Returns the deployment's id. Raises :class:`kova_core.ManifestError`
-    (several denominations), :class:`kova_core.InsufficientBalance`."""
+    service replica (``auto_accept``: the tenant's policy as JSON, kept with it). Returns the
+    deployment's id. Raises :class:`kova_core.ManifestError` (several denominations),
+    :class:`kova_core.InsufficientBalance`."""
     specs = manifest.order_specs()
     deployment_denom(specs)
     await catch_up(connection, height, settings)
@@ -771,7 +774,7 @@ async def create_deployment(
                 .values(
                     tenant_id=tenant_id, kind="job" if manifest.is_job else "deployment",
                     manifest=source, max_runtime=manifest.max_runtime, created_at=height,
-                    state=DeploymentState.ACTIVE.value, written_off=0,
+                    state=DeploymentState.ACTIVE.value, written_off=0, auto_accept=auto_accept,
                 )
                 .returning(deployments.c.id)
             )
@@ -933,6 +936,9 @@ async def _fail_lease(
     )
     if dep.kind == "job":
         await schedule_job(connection, dep.id)
+    if dep.auto_accept is not None:  # the orchestrator chooses the next lease, too
+        wait = json.loads(dep.auto_accept)["wait"]
+        await enqueue(connection, "auto_accept", row.order_id, height + wait, height)
 
 
 async def finish_job(

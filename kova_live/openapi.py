@@ -88,7 +88,7 @@ DEPLOYMENT = _object(
         "state": {"enum": ["active", "insufficient_funds", "closed"]}, "created_at": HEIGHT,
         "closed_at": NULL_INT, "close_reason": NULL_STR, "max_runtime": NULL_INT,
         "escrow": MONEY, "escrow_units": STR, "burn_rate": MONEY, "pauses_at": NULL_INT,
-        "deadline": NULL_INT,
+        "deadline": NULL_INT, "auto_accept": {"type": ["object", "null"]},
         "debt": MONEY, "written_off": MONEY, "blocks_paid": INT, "total_paid": MONEY,
         "orders": {"type": "array", "items": ORDER}, "leases": {"type": "array", "items": LEASE},
     }

@@ -117,6 +117,8 @@ deployments = Table(
     # jobs: the next block at which the market stops it or some of its leases (escrow run out,
     # max runtime reached), the core's ``Market.job_deadline``; NULL when nothing runs
     Column("deadline", BigInteger, nullable=True),
+    # the orchestrator accepts for the tenant: {"policy", "params", "wait"} as JSON, or NULL
+    Column("auto_accept", Text, nullable=True),
     CheckConstraint("kind IN ('deployment', 'job')", name="kind_known"),
     CheckConstraint("state IN ('active', 'insufficient_funds', 'closed')", name="state_known"),
     CheckConstraint("written_off >= 0", name="written_off_not_negative"),

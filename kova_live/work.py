@@ -13,6 +13,10 @@ Kinds:
 - ``sweep_providers``: providers whose agent has not sent a heartbeat within the grace period
   are lost: their leases fail and their orders reopen (the core's ``fail_provider``). Each sweep
   enqueues the next one.
+- ``auto_accept``: for a deployment with an auto-accept policy, the policy chooses among the
+  order's open bids and the bid is accepted for the tenant; with no bid yet (or a paused
+  deployment), it looks again after the policy's wait, and at least one poll interval (15
+  blocks) later.
 - ``prune_logs``: log lines older than the retention period (24 hours by default, wall clock)
   are deleted. Each prune enqueues the next one.
 """
@@ -20,18 +24,20 @@ Kinds:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from kova_core import KovaError
+from kova_core import BidView, KovaError, reputation_score, selection_policy
 
 from . import market
 from .clock import BlockClock
 from .db import transact
+from .queue import enqueue
 from .schema import bids, logs, orders, provider_nodes, work_queue
 
 __all__ = ["WorkSettings", "enqueue", "run_due", "worker_loop"]
@@ -51,18 +57,6 @@ class WorkSettings:
     prune_every: int = 60  # blocks between deletions of old log lines
 
 
-async def enqueue(
-    connection: AsyncConnection, kind: str, subject_id: int | None, run_at: int, height: int
-) -> None:
-    """Add an item, in the caller's transaction."""
-    await connection.execute(
-        insert(work_queue).values(
-            kind=kind, subject_id=subject_id, run_at=run_at, state="pending", attempts=0,
-            created_at=height,
-        )
-    )  # fmt: skip
-
-
 async def _expire_order(
     connection: AsyncConnection, order_id: int, height: int, settings: market.Settings
 ) -> None:
@@ -72,6 +66,37 @@ async def _expire_order(
     )
     if state == "open" and has_bids is None:
         await market.expire_order(connection, order_id, height, settings)
+
+
+async def _auto_accept(
+    connection: AsyncConnection, order_id: int, height: int, settings: market.Settings
+) -> None:
+    order = (await connection.execute(select(orders).where(orders.c.id == order_id))).one()
+    dep = await market.locked_deployment(connection, order.deployment_id)
+    if order.state != "open" or dep.state == "closed" or dep.auto_accept is None:
+        return
+    auto = json.loads(dep.auto_accept)
+    policy = selection_policy(auto["policy"], **auto["params"])
+    rows = (
+        await connection.execute(
+            select(bids, provider_nodes.c.completed, provider_nodes.c.failed)
+            .join(provider_nodes, provider_nodes.c.provider_id == bids.c.provider_id)
+            .where(bids.c.order_id == order_id, bids.c.state == "open")
+            .order_by(bids.c.id)
+        )
+    ).all()
+    views = [
+        BidView(r.id, r.provider_id, r.price, r.response_time,
+                reputation_score(r.completed, r.failed), r.completed, r.failed)
+        for r in rows
+    ]  # fmt: skip
+    choice = policy.choose(views) if dep.state == "active" else None
+    if choice is None:  # nothing to choose yet, or paused: look again later
+        later = height + max(auto["wait"], RELOOK)
+        await enqueue(connection, "auto_accept", order_id, later, height)
+        return
+    await market.accept_bid(connection, dep.tenant_id, choice.bid_id, height, settings)
+    log.info("order %s: accepted bid %s for the tenant (%s)", order_id, choice.bid_id, policy)
 
 
 async def _sweep(
@@ -101,6 +126,8 @@ async def _prune_logs(
         log.info("deleted %s log lines older than the retention period", gone.rowcount)
     await enqueue(connection, "prune_logs", None, height + work.prune_every, height)
 
+
+RELOOK = 15  # blocks: at least a provider's poll interval between two looks at no bids
 
 PERIODIC = ("sweep_providers", "prune_logs")  # kinds of work that enqueue their next turn
 
@@ -157,6 +184,8 @@ async def run_due(
                     await _expire_order(connection, item.subject_id, height, settings)
                 elif item.kind == "sweep_providers":
                     await _sweep(connection, height, settings, work)
+                elif item.kind == "auto_accept":
+                    await _auto_accept(connection, item.subject_id, height, settings)
                 elif item.kind == "prune_logs":
                     await _prune_logs(connection, height, now_ms, work)
                 else:
