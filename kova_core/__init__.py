@@ -84,6 +84,7 @@ from ._pricing import (
     Undercut,
     UtilisationPrice,
     auto_bid_price,
+    lowest_ask,
     prices_alike,
     pricing_strategy,
 )
@@ -214,6 +215,7 @@ __all__ = [
     "job_deadline",
     "job_outcome",
     "lifecycle_diagrams",
+    "lowest_ask",
     "owed",
     "parse_amount",
     "parse_cpu",

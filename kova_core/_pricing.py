@@ -30,6 +30,7 @@ __all__ = [
     "Undercut",
     "UtilisationPrice",
     "auto_bid_price",
+    "lowest_ask",
     "prices_alike",
     "pricing_strategy",
 ]
@@ -104,6 +105,24 @@ def auto_bid_price(
     if price is None or price <= 0 or price > ctx.max_price:
         return None
     return int(price)
+
+
+def lowest_ask(strategy: PricingStrategy, ctx: PricingContext) -> int | None:
+    """The least ``strategy`` could ask for the order in ``ctx`` (its free capacity and
+    ``best_price`` as they are now), or ``None`` if that cannot be known.
+
+    A strategy may say so itself with a ``lowest_price(ctx)`` method (a random band: its low
+    end; undercutting: its floor); one that declares ``reads`` without ``rng`` asks exactly its
+    price. An orchestrator uses this to tell a tenant which providers ask more than its order's
+    maximum price.
+    """
+    lowest = getattr(strategy, "lowest_price", None)
+    if lowest is not None:
+        return lowest(ctx)  # type: ignore[no-any-return]
+    reads = getattr(type(strategy), "reads", None)
+    if reads is None or "rng" in reads:
+        return None
+    return strategy.price(ctx, np.random.default_rng(0))  # reads no generator: never draws
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -202,6 +221,14 @@ class Undercut:
             return self.start if self.start is not None else ctx.max_price
         return max(self.floor, ctx.best_price - self.step)
 
+    def lowest_price(self, ctx: PricingContext) -> int:
+        """The least it may ask for the order: ``floor`` once someone else bids; with nobody
+        yet, what it asks now (``start``, or the order's maximum) if that is lower."""
+        if ctx.best_price is None:
+            first = self.start if self.start is not None else ctx.max_price
+            return min(first, self.floor)
+        return self.floor
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RandomBand:
@@ -215,6 +242,10 @@ class RandomBand:
     def __post_init__(self) -> None:
         if self.high < self.low:
             raise StrategyConfigError("high", "must be >= low")
+
+    def lowest_price(self, ctx: PricingContext) -> int:
+        """The least it ever asks: ``low``."""
+        return self.low
 
     def price(self, ctx: PricingContext, rng: np.random.Generator) -> int | None:
         """Return an integer drawn from ``[low, high]``."""

@@ -21,13 +21,17 @@ from kova_core import (
     CloseReason,
     InsufficientBalance,
     ManifestError,
+    PricingContext,
+    PricingStrategy,
     Resources,
     StrategyConfigError,
     UnknownStrategy,
     escrow_account,
     format_micro,
     job_deadline,
+    lowest_ask,
     parse_manifest,
+    pricing_strategy,
     provider_matches,
     reputation_score,
     selection_policy,
@@ -90,12 +94,22 @@ class Capacity(RequestBody):
     gpu: int = Field(ge=0, le=1_000_000)
 
 
+class Pricing(RequestBody):
+    """The registered pricing strategy a provider's agent bids with, and its parameters (money
+    in micro-units per block)."""
+
+    strategy: str = Field(min_length=1, max_length=64)
+    params: dict[str, str | int | float] = Field(default_factory=dict, max_length=16)
+
+
 class Heartbeat(RequestBody):
-    """``POST /v1/providers/heartbeat``: what the provider's machine has."""
+    """``POST /v1/providers/heartbeat``: what the provider's machine has, and optionally how its
+    agent prices (candidates then tell tenants whose ceiling is below what it asks)."""
 
     capacity: Capacity
     attributes: dict[str, str] = Field(default_factory=dict, max_length=64)
     gpu_models: list[str] = Field(default_factory=list, max_length=64)
+    pricing: Pricing | None = None
 
 
 class NewBid(RequestBody):
@@ -324,6 +338,19 @@ async def create_deployment(request: web.Request) -> web.Response:
     return web.json_response(view, status=201)
 
 
+def _strategy(pricing: dict[str, Any]) -> PricingStrategy:
+    """The provider's pricing strategy; 400 naming the field unless it is registered and takes
+    these parameters."""
+    params = pricing["params"]
+    try:
+        return pricing_strategy(pricing["strategy"], **params)
+    except UnknownStrategy as exc:
+        raise ApiError(400, "invalid_field", str(exc), "pricing.strategy") from None
+    except StrategyConfigError as exc:
+        field = f"pricing.params.{exc.field}" if exc.field in params else "pricing"
+        raise ApiError(400, "invalid_field", exc.message, field) from None
+
+
 def _check_policy(auto: AutoAccept) -> None:
     """400 naming the field unless the policy is registered and takes these parameters."""
     try:
@@ -467,13 +494,16 @@ async def heartbeat(request: web.Request) -> web.Response:
     provider = await _account(request, "provider")
     body: Heartbeat = await read_body(request, Heartbeat)
     c = body.capacity
+    if body.pricing is not None:
+        _strategy(body.pricing.model_dump())
+    pricing = None if body.pricing is None else body.pricing.model_dump_json()
     height = request.app[CLOCK].height()
 
     async def work(connection: AsyncConnection) -> None:
         await market.heartbeat(
             connection, provider.id,
             Resources(cpu=c.cpu, memory=c.memory, storage=c.storage, gpu=c.gpu),
-            body.attributes, body.gpu_models, height,
+            body.attributes, body.gpu_models, height, pricing,
         )  # fmt: skip
 
     await transact(request.app[ENGINE], work)
@@ -562,7 +592,8 @@ def add_routes(app: web.Application) -> None:
 
 async def candidates(request: web.Request) -> web.Response:
     """Who could serve one of the tenant's orders, and for the others, why not: the answer to
-    "why are there no bids?" (offline, placement attributes, free capacity)."""
+    "why are there no bids?" (offline, placement attributes, free capacity, and, for a provider
+    whose heartbeat says how it prices, an ask above the order's maximum price)."""
     tenant = await _account(request, "tenant")
     order_id = _id(request, "order")
     async with request.app[READER].connect() as connection:
@@ -574,6 +605,19 @@ async def candidates(request: web.Request) -> web.Response:
         nodes = (
             await connection.execute(select(provider_nodes).order_by(provider_nodes.c.provider_id))
         ).all()
+        offers = (
+            await connection.execute(
+                select(bids.c.provider_id, bids.c.price).where(
+                    bids.c.order_id == order_id, bids.c.state == "open"
+                )
+            )
+        ).all()
+        # what an undercutting provider would have to beat: the best bid of the others
+        best = {
+            node.provider_id: min((p for who, p in offers if who != node.provider_id), default=None)
+            for node in nodes
+        }
+        height = request.app[CLOCK].height()
         able, unable = [], []
         for node in nodes:
             reasons = []
@@ -588,6 +632,14 @@ async def candidates(request: web.Request) -> web.Response:
             free = await market.free_capacity(connection, node)
             if not spec.resources.fits_in(free):
                 reasons.append(f"capacity: {free} free, the order needs {spec.resources}")
+            if node.pricing is not None:
+                ask = _lowest_ask(order, node, free, best.get(node.provider_id), height)
+                if ask is not None and ask > order.max_price:
+                    reasons.append(
+                        f"price: its {json.loads(node.pricing)['strategy']} strategy asks at"
+                        f" least {format_micro(ask)} per block, above the order's maximum"
+                        f" {format_micro(order.max_price)}"
+                    )
             if reasons:
                 unable.append({"provider_id": node.provider_id, "reasons": reasons})
             else:
@@ -601,6 +653,24 @@ async def candidates(request: web.Request) -> web.Response:
             "cannot_serve": unable,
         }
     )
+
+
+def _lowest_ask(
+    order: Any, node: Any, free: Resources, best: int | None, height: int
+) -> int | None:
+    """The least the provider's strategy may ask for the order now (None: cannot be known)."""
+    pricing = json.loads(node.pricing)
+    strategy = pricing_strategy(pricing["strategy"], **pricing["params"])
+    ctx = PricingContext(
+        order_id=order.id, resources=_resources_of(order), max_price=order.max_price,
+        order_created_at=order.created_at, height=height, capacity=_resources_of(node),
+        free=free, best_price=best,
+    )  # fmt: skip
+    return lowest_ask(strategy, ctx)
+
+
+def _resources_of(row: Any) -> Resources:
+    return Resources(cpu=row.cpu, memory=row.memory, storage=row.storage, gpu=row.gpu)
 
 
 async def my_leases(request: web.Request) -> web.Response:
@@ -633,6 +703,7 @@ async def public_providers(request: web.Request) -> web.Response:
                     "capacity": _resources(r), "attributes": json.loads(r.attributes),
                     "gpu_models": json.loads(r.gpu_models), "completed": r.completed,
                     "failed": r.failed,
+                    "pricing": None if r.pricing is None else json.loads(r.pricing),
                     "reputation": float(reputation_score(r.completed, r.failed)),
                 }
                 for r in rows

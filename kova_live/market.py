@@ -415,14 +415,16 @@ async def heartbeat(
     attributes: dict[str, str],
     gpu_models: Iterable[str],
     height: int,
+    pricing: str | None = None,
 ) -> None:
-    """Record what a provider's machine has; it is online from now."""
+    """Record what a provider's machine has (and, as JSON, the pricing strategy its agent bids
+    with, if it says); it is online from now."""
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
     values = {
         "cpu": capacity.cpu, "memory": capacity.memory, "storage": capacity.storage,
         "gpu": capacity.gpu, "attributes": json.dumps(attributes, sort_keys=True),
         "gpu_models": json.dumps(sorted({g.lower() for g in gpu_models})),
-        "state": "online", "last_seen": height,
+        "state": "online", "last_seen": height, "pricing": pricing,
     }  # fmt: skip
     statement = dialect.insert(provider_nodes).values(
         provider_id=provider_id, completed=0, failed=0, **values

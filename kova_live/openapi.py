@@ -110,7 +110,7 @@ PROVIDER = _object(
         "provider_id": INT, "state": {"enum": ["online", "lost"]}, "last_seen": HEIGHT,
         "capacity": RESOURCES, "attributes": {"type": "object"},
         "gpu_models": {"type": "array", "items": STR}, "completed": INT, "failed": INT,
-        "reputation": {"type": "number"},
+        "reputation": {"type": "number"}, "pricing": {"type": ["object", "null"]},
     }
 )  # fmt: skip
 

@@ -162,6 +162,8 @@ provider_nodes = Table(
     Column("gpu", Integer, nullable=False),
     Column("attributes", Text, nullable=False),  # JSON object of placement attributes
     Column("gpu_models", Text, nullable=False),  # JSON list of "vendor/model"
+    # the agent's pricing strategy, {"strategy", "params"} as JSON (NULL: not said)
+    Column("pricing", Text, nullable=True),
     Column("state", String(16), nullable=False),
     Column("last_seen", BigInteger, nullable=False),  # height of the last heartbeat
     Column("completed", Integer, nullable=False),

@@ -26,6 +26,7 @@ from kova_core import (
     UnknownStrategy,
     UtilisationPrice,
     auto_bid_price,
+    lowest_ask,
     pricing_strategy,
 )
 
@@ -678,3 +679,58 @@ def test_strategy_config_errors_name_the_parameter(
     assert raised.value.field == field
     assert str(raised.value).startswith(f"{field}: ")
     assert message in str(raised.value)
+
+
+# --------------------------------------------------------------------------- lowest asks
+
+
+@pytest.mark.parametrize(
+    ("strategy", "ctx", "expected"),
+    [
+        # fixed and cost-plus never draw: the lowest ask is the price
+        (FixedPrice(price_per_block=700_000), context(), 700_000),
+        # 0.5 core at 1 unit/core/block, 20% margin: 600,000
+        (CostPlus(cpu_cost=MICRO, margin_bps=2_000), context(), 600_000),
+        # a random band may draw its low end
+        (RandomBand(low=300_000, high=900_000), context(), 300_000),
+        # undercut, nobody else bid: it asks the order's maximum now, its floor later
+        (Undercut(floor=400_000), context(max_price=2 * MICRO), 400_000),
+        (Undercut(floor=400_000), context(max_price=300_000), 300_000),
+        (Undercut(floor=400_000, start=350_000), context(max_price=2 * MICRO), 350_000),
+        # another bid: never below the floor
+        (Undercut(floor=400_000), context(best_price=410_000), 400_000),
+    ],
+)
+def test_lowest_ask(strategy: PricingStrategy, ctx: PricingContext, expected: int) -> None:
+    assert lowest_ask(strategy, ctx) == expected
+
+
+class _Opaque:
+    """A plug-in that does not say what it reads: its lowest ask cannot be known."""
+
+    name: ClassVar[str] = "opaque"
+
+    def price(self, ctx: PricingContext, rng: np.random.Generator) -> int | None:
+        return int(rng.integers(1, 10))
+
+
+def test_lowest_ask_of_a_strategy_that_may_draw_is_unknown() -> None:
+    assert lowest_ask(_Opaque(), context()) is None
+
+
+@given(
+    low=st.integers(1, 10 * MICRO), width=st.integers(0, MICRO), seed=st.integers(0, 2**32),
+    floor=st.integers(1, MICRO), best=st.none() | st.integers(1, 3 * MICRO),
+)  # fmt: skip
+def test_no_strategy_asks_below_its_lowest_ask(
+    low: int, width: int, seed: int, floor: int, best: int | None
+) -> None:
+    rng = np.random.default_rng(seed)
+    ctx = context(best_price=best, max_price=2 * MICRO)
+    for strategy in (RandomBand(low=low, high=low + width), Undercut(floor=floor),
+                     UtilisationPrice(), FixedPrice(), CostPlus(cpu_cost=3)):  # fmt: skip
+        lowest = lowest_ask(strategy, ctx)
+        assert lowest is not None
+        for _ in range(3):
+            price = strategy.price(ctx, rng)
+            assert price is None or price >= lowest

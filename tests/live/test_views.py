@@ -81,3 +81,43 @@ def test_metrics_in_prometheus_format(server):
     key = ("kova_http_requests_total", (("method", "POST"), ("route", "/v1/deployments"), ("status", "201")))
     assert samples[key] >= 1
     assert ("kova_http_requests_total", (("method", "GET"), ("route", "unmatched"), ("status", "404"))) in samples
+
+
+def test_candidates_name_providers_that_ask_more_than_the_ceiling(server):
+    tenant = register(server, "tenant", "t")
+    credit(server.database_url, tenant["account"], 10_000_000)
+    dep = server.client.post("/v1/deployments", headers=tenant["headers"],
+                             json={"manifest": MANIFEST, "deposit": 0}).json()  # fmt: skip
+    order_id = dep["orders"][0]["id"]  # max price 50,000 micro-units per block
+    capacity = {"cpu": 4000, "memory": 2**34, "storage": 2**36, "gpu": 0}
+    asks = {
+        "dear": {"strategy": "fixed", "params": {"price_per_block": 60_000}},
+        "cheap": {"strategy": "fixed", "params": {"price_per_block": 40_000}},
+        "band": {"strategy": "random-band", "params": {"low": 55_000, "high": 90_000}},
+        "wide": {"strategy": "random-band", "params": {"low": 10_000, "high": 90_000}},
+        "undercut": {"strategy": "undercut", "params": {"floor": 20_000, "start": 70_000}},
+    }
+    who = {}
+    for name, pricing in asks.items():
+        who[name] = register(server, "provider", name)
+        made = server.client.post("/v1/providers/heartbeat", headers=who[name]["headers"],
+                                  json={"capacity": capacity, "pricing": pricing})  # fmt: skip
+        assert made.status_code == 200, made.text
+    answer = server.client.get(f"/v1/orders/{order_id}/candidates", headers=tenant["headers"]).json()
+    reasons = {c["provider_id"]: " ".join(c["reasons"]) for c in answer["cannot_serve"]}
+    assert "fixed strategy asks at least 0.06" in reasons[who["dear"]["id"]]
+    assert "above the order's maximum 0.05" in reasons[who["dear"]["id"]]
+    assert "random-band strategy asks at least 0.055" in reasons[who["band"]["id"]]
+    for fine in ("cheap", "wide", "undercut"):  # may bid within the ceiling
+        assert who[fine]["id"] in answer["candidates"], fine
+    listed = {p["provider_id"]: p for p in server.client.get("/v1/providers").json()["providers"]}
+    assert listed[who["dear"]["id"]]["pricing"] == asks["dear"]
+    provider = who["dear"]
+    for pricing, field in (
+        ({"strategy": "psychic"}, "pricing.strategy"),
+        ({"strategy": "fixed", "params": {"colour": 1}}, "pricing.params.colour"),
+        ({"strategy": "random-band", "params": {"low": 5, "high": 1}}, "pricing.params.high"),
+    ):
+        refused = server.client.post("/v1/providers/heartbeat", headers=provider["headers"],
+                                     json={"capacity": capacity, "pricing": pricing})  # fmt: skip
+        assert refused.status_code == 400 and refused.json()["error"]["field"] == field, pricing
