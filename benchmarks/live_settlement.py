@@ -5,7 +5,8 @@
         [--database postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
 
 It creates a scratch database, migrates it, writes the leases and their escrows straight into
-the tables (accounts, deployments, orders, bids, leases, balances), then times one round
+the tables (accounts, deployments, orders, bids, leases, balances), vacuums and analyses it as
+autovacuum would a running server's, then times one round
 (``kova_live.market.run_round`` in one transaction, as the server runs it) and checks that the
 ledger balances afterwards. The scratch database is dropped at the end.
 """
@@ -124,6 +125,9 @@ def main() -> None:
         migrate(url)
         started = time.perf_counter()
         asyncio.run(populate(url, args.leases, args.per_deployment))
+        # as autovacuum leaves a server's tables: statistics gathered, new rows' visibility set
+        with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as scratch:
+            scratch.execute("VACUUM ANALYZE")
         populated = time.perf_counter() - started
         elapsed, moved, paused = asyncio.run(round_once(url))
     finally:

@@ -5,7 +5,9 @@ Theory of operation
 A tenant brings an SDL file unchanged: ``services`` (image, command, env, ports),
 ``profiles.compute`` (resources), ``profiles.placement`` (provider attributes, auditors and the
 maximum price per block of each compute profile) and the ``deployment`` map of service ->
-placement -> profile + count. Kova adds a top-level ``kind: job`` with a ``max_runtime``.
+placement -> profile + count. Kova adds a top-level ``kind: job`` with a ``max_runtime``, and
+``files`` to a service: files the tenant uploaded to the orchestrator, by SHA-256, each placed
+read-only at a path in the container.
 
 :func:`parse_manifest` checks the whole file before it builds anything. It does not stop at the
 first problem: every field is checked, and every reference (service, placement, profile, price,
@@ -45,6 +47,7 @@ __all__ = [
     "ComputeProfile",
     "DeploymentGroup",
     "Expose",
+    "FileMount",
     "Manifest",
     "Placement",
     "Price",
@@ -91,6 +94,15 @@ class StorageMount:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class FileMount:
+    """An uploaded file (by the SHA-256 of its content, lowercase hex) that the provider places
+    read-only at ``path`` in the service's container (Kova's ``files`` field of a service)."""
+
+    sha256: str
+    path: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RegistryCredentials:
     """Credentials for pulling a service's image from a private registry (SDL ``credentials``)."""
 
@@ -125,6 +137,7 @@ class Service:
     storage_mounts: tuple[StorageMount, ...] = ()
     depends_on: tuple[str, ...] = ()
     credentials: RegistryCredentials | None = None
+    files: tuple[FileMount, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -306,7 +319,10 @@ _SERVICE_FIELDS = (
     "params",
     "depends_on",
     "credentials",
+    "files",
 )
+_FILE_FIELDS = ("sha256", "path")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 _EXPOSE_FIELDS = ("port", "as", "proto", "to", "accept", "http_options")
 _TO_FIELDS = ("global", "service", "ip")
 _PARAMS_FIELDS = ("storage", "permissions")
@@ -610,6 +626,7 @@ class _Checker:
                 elif other not in names:
                     self.add(f"{path}.depends_on.{i}", f"no service named {other!r} in services")
         credentials = self.credentials(svc.get("credentials"), f"{path}.credentials")
+        files = self.files(svc.get("files"), f"{path}.files", mounts or ())
         if (
             image is None
             or command is None
@@ -619,6 +636,7 @@ class _Checker:
             or mounts is None
             or depends_on is None
             or credentials is False
+            or files is None
         ):
             return None
         return Service(
@@ -631,6 +649,7 @@ class _Checker:
             storage_mounts=mounts,
             depends_on=depends_on,
             credentials=credentials or None,
+            files=files,
         )
 
     def env(self, value: object, path: str) -> dict[str, str] | None:
@@ -769,6 +788,44 @@ class _Checker:
             seen[mount] = volume
             mounts.append(StorageMount(volume=volume, mount=mount, read_only=read_only))
         return tuple(mounts) if ok else None
+
+    def files(
+        self, value: object, path: str, mounts: tuple[StorageMount, ...]
+    ) -> tuple[FileMount, ...] | None:
+        """Kova's uploaded files, each at its own absolute path (not a volume's mount)."""
+        if value is None:
+            return ()
+        if not isinstance(value, list | tuple):
+            self.add(path, f"must be a list of {{sha256, path}}, got {_describe(value)}")
+            return None
+        found: list[FileMount] = []
+        ok = True
+        seen = {m.mount for m in mounts}
+        for i, item in enumerate(value):
+            ipath = f"{path}.{i}"
+            entry = self.mapping(item, ipath, _FILE_FIELDS)
+            if entry is None:
+                ok = False
+                continue
+            raw_hash = self.required(entry, "sha256", ipath, "the SHA-256 of an uploaded file")
+            digest = self.string(raw_hash, f"{ipath}.sha256") if raw_hash is not None else None
+            if digest is not None and not _SHA256.fullmatch(digest):
+                self.add(f"{ipath}.sha256", "must be 64 lowercase hexadecimal digits")
+                digest = None
+            raw_path = self.required(entry, "path", ipath, "an absolute path such as /input.csv")
+            where = self.string(raw_path, f"{ipath}.path") if raw_path is not None else None
+            if where is not None and (not where.startswith("/") or where.endswith("/")):
+                self.add(f"{ipath}.path", f"must be an absolute file path, got {_describe(where)}")
+                where = None
+            elif where is not None and where in seen:
+                self.add(f"{ipath}.path", f"{where} is already used by another file or volume")
+                where = None
+            if digest is None or where is None:
+                ok = False
+                continue
+            seen.add(where)
+            found.append(FileMount(sha256=digest, path=where))
+        return tuple(found) if ok else None
 
     def credentials(self, value: object, path: str) -> RegistryCredentials | bool | None:
         """The credentials, None if absent, False if invalid (reported)."""

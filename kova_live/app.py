@@ -14,7 +14,9 @@ import hashlib
 import json
 import logging
 import secrets
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any, Literal
 
 from aiohttp import web
@@ -393,8 +395,10 @@ def create_app(
     clock: BlockClock,
     settings: Settings,
     work: WorkSettings | None = None,
+    files_dir: Path | None = None,
 ) -> web.Application:
-    """The application, on an engine whose database is at the newest schema."""
+    """The application, on an engine whose database is at the newest schema; uploaded files
+    live in ``files_dir`` (default: a folder ``kova-files`` in the system's temporary folder)."""
     app = web.Application(middlewares=[metrics_middleware, json_errors], client_max_size=MAX_BODY)
     app[METRICS] = Metrics()
     app[ENGINE] = engine
@@ -424,9 +428,11 @@ def create_app(
     app.router.add_post("/v1/accounts", create_account)
     app.router.add_get("/v1/accounts/me", me)
     app.router.add_get("/v1/accounts/me/transactions", my_transactions)
-    from .deployments import add_routes  # it builds on this module's helpers
+    from . import deployments, files  # they build on this module's helpers
 
-    add_routes(app)
+    deployments.add_routes(app)
+    files.add_routes(app)
+    app[files.FILES_DIR] = files_dir or Path(tempfile.gettempdir()) / "kova-files"
 
     async def close_engine(_app: web.Application) -> None:
         await engine.dispose()

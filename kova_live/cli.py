@@ -153,6 +153,7 @@ def serve(
             heartbeat_grace=heartbeat_grace,
             log_retention_ms=round(log_retention * 1000),
         ),
+        data_dir / "files",
     )
     click.echo(f"kova-live: height {clock.height()}, serving on http://{host}:{port}", err=True)
     web.run_app(app, host=host, port=port, print=None, access_log=None)

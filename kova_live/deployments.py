@@ -52,6 +52,7 @@ from .app import (
     read_body,
 )
 from .db import transact
+from .files import check_files
 from .ledger import balance
 from .schema import bids, deployments, leases, logs, orders, provider_nodes
 from .work import enqueue
@@ -314,16 +315,18 @@ async def create_deployment(request: web.Request) -> web.Response:
     auto = body.auto_accept
     if auto is not None:
         _check_policy(auto)
-    height = request.app[CLOCK].height()
+    clock, settings = request.app[CLOCK].height, request.app[SETTINGS]
 
     async def work(connection: AsyncConnection) -> dict[str, Any]:
+        height = await market.settle_to_now(connection, clock, settings)
         try:
             dep_id = await market.create_deployment(
-                connection, tenant.id, manifest, text, body.deposit, height, request.app[SETTINGS],
+                connection, tenant.id, manifest, text, body.deposit, height, settings,
                 None if auto is None else auto.model_dump_json(),
             )  # fmt: skip
         except InsufficientBalance as exc:
             raise _insufficient(exc, "deposit") from None
+        await check_files(connection, manifest, tenant.id, dep_id)  # 400 rolls it all back
         expiry = height + request.app[WORK].order_expiry
         made = await connection.execute(select(orders.c.id).where(orders.c.deployment_id == dep_id))
         for order_id in made.scalars():
@@ -393,7 +396,7 @@ async def show_deployment(request: web.Request) -> web.Response:
     dep_id = _id(request, "deployment")
 
     async def settle(connection: AsyncConnection) -> None:
-        await market.catch_up(connection, request.app[CLOCK].height(), request.app[SETTINGS])
+        await market.settle_to_now(connection, request.app[CLOCK].height, request.app[SETTINGS])
 
     await transact(request.app[ENGINE], settle)
     # then read it as of one moment: the deployment, its orders and its leases in one snapshot
@@ -407,10 +410,10 @@ async def deposit(request: web.Request) -> web.Response:
     tenant = await _account(request, "tenant")
     dep_id = _id(request, "deployment")
     body: Deposit = await read_body(request, Deposit)
-    height, settings = request.app[CLOCK].height(), request.app[SETTINGS]
+    clock, settings = request.app[CLOCK].height, request.app[SETTINGS]
 
     async def work(connection: AsyncConnection) -> dict[str, Any]:
-        await market.catch_up(connection, height, settings)
+        height = await market.settle_to_now(connection, clock, settings)
         row = await _owned(connection, dep_id, tenant.id, lock=True)
         try:
             await market.deposit(connection, row, body.amount, height, settings)
@@ -426,10 +429,10 @@ async def close(request: web.Request) -> web.Response:
     """Close a deployment: settle its leases to now, close them and its orders, refund."""
     tenant = await _account(request, "tenant")
     dep_id = _id(request, "deployment")
-    height, settings = request.app[CLOCK].height(), request.app[SETTINGS]
+    clock, settings = request.app[CLOCK].height, request.app[SETTINGS]
 
     async def work(connection: AsyncConnection) -> dict[str, Any]:
-        await market.catch_up(connection, height, settings)
+        height = await market.settle_to_now(connection, clock, settings)
         row = await _owned(connection, dep_id, tenant.id, lock=True)
         await market.close_deployment(connection, row, height, settings, CloseReason.TENANT_CLOSED)
         fresh = await _owned(connection, dep_id, tenant.id, lock=False)
@@ -475,9 +478,10 @@ async def accept(request: web.Request) -> web.Response:
     """Accept a bid on one of the tenant's orders: the lease starts; its other bids are lost."""
     tenant = await _account(request, "tenant")
     bid_id = _id(request, "bid")
-    height, settings = request.app[CLOCK].height(), request.app[SETTINGS]
+    clock, settings = request.app[CLOCK].height, request.app[SETTINGS]
 
     async def work(connection: AsyncConnection) -> Any:
+        height = await market.settle_to_now(connection, clock, settings)
         lease_id = await market.accept_bid(connection, tenant.id, bid_id, height, settings)
         return (await connection.execute(select(leases).where(leases.c.id == lease_id))).one()
 
@@ -497,16 +501,18 @@ async def heartbeat(request: web.Request) -> web.Response:
     if body.pricing is not None:
         _strategy(body.pricing.model_dump())
     pricing = None if body.pricing is None else body.pricing.model_dump_json()
-    height = request.app[CLOCK].height()
+    clock, settings = request.app[CLOCK].height, request.app[SETTINGS]
 
-    async def work(connection: AsyncConnection) -> None:
+    async def work(connection: AsyncConnection) -> int:
+        height = await market.settle_to_now(connection, clock, settings)
         await market.heartbeat(
             connection, provider.id,
             Resources(cpu=c.cpu, memory=c.memory, storage=c.storage, gpu=c.gpu),
             body.attributes, body.gpu_models, height, pricing,
         )  # fmt: skip
+        return height
 
-    await transact(request.app[ENGINE], work)
+    height = await transact(request.app[ENGINE], work)
     return web.json_response({"provider_id": provider.id, "state": "online", "height": height})
 
 
@@ -539,9 +545,10 @@ async def place_bid(request: web.Request) -> web.Response:
     provider = await _account(request, "provider")
     order_id = _id(request, "order")
     body: NewBid = await read_body(request, NewBid)
-    height, settings = request.app[CLOCK].height(), request.app[SETTINGS]
+    clock, settings = request.app[CLOCK].height, request.app[SETTINGS]
 
     async def work(connection: AsyncConnection) -> Any:
+        height = await market.settle_to_now(connection, clock, settings)
         bid_id = await market.place_bid(
             connection, provider.id, order_id, body.price, height, settings
         )
@@ -554,9 +561,10 @@ async def withdraw_bid(request: web.Request) -> web.Response:
     """Take back one of the caller's open bids."""
     provider = await _account(request, "provider")
     bid_id = _id(request, "bid")
-    height, settings = request.app[CLOCK].height(), request.app[SETTINGS]
+    clock, settings = request.app[CLOCK].height, request.app[SETTINGS]
 
     async def work(connection: AsyncConnection) -> Any:
+        height = await market.settle_to_now(connection, clock, settings)
         await market.withdraw_bid(connection, provider.id, bid_id, height, settings)
         return (await connection.execute(select(bids).where(bids.c.id == bid_id))).one()
 
@@ -722,10 +730,10 @@ async def lease_status(request: web.Request) -> web.Response:
     problem = body.problem()
     if problem is not None:
         raise ApiError(400, "invalid_field", problem[1], problem[0])
-    height, settings = request.app[CLOCK].height(), request.app[SETTINGS]
+    clock, settings = request.app[CLOCK].height, request.app[SETTINGS]
 
     async def work(connection: AsyncConnection) -> Any:
-        await market.catch_up(connection, height, settings)
+        height = await market.settle_to_now(connection, clock, settings)
         the_lease = select(leases).where(leases.c.id == lease_id)
         row = (await connection.execute(the_lease)).first()
         if row is None or row.provider_id != provider.id:

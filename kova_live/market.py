@@ -20,16 +20,19 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    String,
     bindparam,
+    cast,
     func,
     insert,
+    literal,
     select,
     text,
     update,
@@ -103,6 +106,7 @@ __all__ = [
     "place_bid",
     "provider_matches",
     "resume_if_covered",
+    "settle_to_now",
     "withdraw_bid",
 ]
 
@@ -157,6 +161,39 @@ async def catch_up(connection: AsyncConnection, height: int, settings: Settings)
             return ran
 
 
+async def settle_to_now(
+    connection: AsyncConnection, clock: Callable[[], int], settings: Settings
+) -> int:
+    """The height at which a command runs in this transaction, with every round and job
+    deadline up to it carried out: call it first in the transaction, and use what it returns.
+
+    Heights never go back: a command acts at a height no lower than anything another
+    transaction has already applied. The clock is read here, inside the transaction, not
+    before it (a command that waited for a lock would otherwise act in the past, after a
+    round at a later height had run and, say, pay a block twice). On PostgreSQL the command
+    then holds the round lock shared, so no round runs until it commits; a round that ran
+    between its catch-up and that lock is seen by reading the clock again (the command then
+    acts just before the next round or deadline not yet applied). On SQLite the transaction
+    holds the database's write lock from its start.
+    """
+    height = clock()
+    await catch_up(connection, height, settings)
+    if connection.dialect.name != "postgresql":
+        return height
+    await connection.execute(
+        text("SELECT pg_advisory_xact_lock_shared(:key)"), {"key": ROUND_LOCK}
+    )
+    later = clock()
+    if later == height:
+        return height
+    last = await connection.scalar(select(func.max(settlement_rounds.c.height))) or 0
+    limit = last + settings.settlement_interval - 1
+    deadline = await _next_deadline(connection, later)
+    if deadline is not None:
+        limit = min(limit, deadline[0] - 1)
+    return max(height, min(later, limit))
+
+
 async def _next_deadline(connection: AsyncConnection, until: int) -> tuple[int, int] | None:
     """The earliest job deadline at or before ``until``, as (height, job id), if any."""
     row = (
@@ -172,13 +209,16 @@ async def _next_deadline(connection: AsyncConnection, until: int) -> tuple[int, 
 
 async def run_round(connection: AsyncConnection, height: int, settings: Settings) -> None:
     """One settlement round at ``height`` (DESIGN section 1), all in the caller's transaction."""
+    # every active lease of every billing deployment, with the deployment's escrow
+    escrow = literal("escrow:") + cast(deployments.c.id, String)
     rows = (
         await connection.execute(
             select(
                 leases.c.id, leases.c.deployment_id, leases.c.provider_id, leases.c.price,
-                leases.c.last_settled, leases.c.total_paid, leases.c.state,
+                leases.c.last_settled, leases.c.total_paid, balances.c.amount,
             )
             .join(deployments, deployments.c.id == leases.c.deployment_id)
+            .outerjoin(balances, balances.c.account == escrow)
             .where(leases.c.state == LeaseState.ACTIVE.value)
             .where(deployments.c.kind == "deployment")
             .where(deployments.c.state == DeploymentState.ACTIVE.value)
@@ -187,21 +227,25 @@ async def run_round(connection: AsyncConnection, height: int, settings: Settings
     ).all()  # fmt: skip
     by_deployment: dict[int, list[Any]] = defaultdict(list)
     for row in rows:
-        by_deployment[row.deployment_id].append(row)
-    escrows = await _balances(connection, [escrow_account(d) for d in by_deployment])
+        by_deployment[row[1]].append(row)
     writes = _Writes(height)
     paid = paused = amount = 0
     paid_leases: list[int] = []
     paused_leases: list[int] = []
     paused_deployments: list[int] = []
     for dep_id, lease_rows in by_deployment.items():
-        claims = [_claim(row, height) for row in lease_rows]
-        plan = plan_round(escrows.get(escrow_account(dep_id), 0), claims, settings.fee_bps)
+        # each an active lease's claim, as _claim makes it: its blocks since last settled
+        claims = [
+            Claim(lease_id=lease_id, provider_id=provider_id, amount=owed(price, since, height),
+                  start=since, end=height, paid_before=total_paid)
+            for lease_id, _, provider_id, price, since, total_paid, _ in lease_rows
+        ]  # fmt: skip
+        plan = plan_round(lease_rows[0][6] or 0, claims, settings.fee_bps)
         if plan is None:
             paused += 1
             for row in lease_rows:  # the lifecycle rule lives in the core's tables
-                transition("lease", row.id, LeaseState.ACTIVE, "pause")
-                paused_leases.append(row.id)
+                transition("lease", row[0], LeaseState.ACTIVE, "pause")
+                paused_leases.append(row[0])
             transition("deployment", dep_id, DeploymentState.ACTIVE, "pause")
             paused_deployments.append(dep_id)
             continue
@@ -209,7 +253,7 @@ async def run_round(connection: AsyncConnection, height: int, settings: Settings
         for payment in plan:
             writes.pay(dep_id, payment, TransferReason.SETTLEMENT)
             amount += payment.gross
-        paid_leases += [row.id for row in lease_rows]
+        paid_leases += [row[0] for row in lease_rows]
     await writes.apply(connection)
     # set-based, for exactly the leases read above: a round pays each lease in full what it
     # owes, (height - last_settled) x price, or records that much as its debt and pauses it
@@ -282,11 +326,22 @@ def _claim(row: Any, height: int) -> Claim:
 
 
 async def _balances(connection: AsyncConnection, accounts: list[str]) -> dict[str, int]:
+    """What each of ``accounts`` holds (those with no row hold nothing): one statement with an
+    array parameter on PostgreSQL, else chunks short enough for SQLite's parameter limit."""
     found: dict[str, int] = {}
-    for i in range(0, len(accounts), 1000):
-        chunk = accounts[i : i + 1000]
+    if connection.dialect.name == "postgresql":
+        chunks = [accounts] if accounts else []
+        def among(chunk: list[str]) -> Any:
+            return balances.c.account == func.any(
+                bindparam("accounts", chunk, type_=postgresql.ARRAY(String))
+            )
+    else:
+        chunks = [accounts[i : i + 1000] for i in range(0, len(accounts), 1000)]
+        def among(chunk: list[str]) -> Any:
+            return balances.c.account.in_(chunk)
+    for chunk in chunks:
         result = await connection.execute(
-            select(balances.c.account, balances.c.amount).where(balances.c.account.in_(chunk))
+            select(balances.c.account, balances.c.amount).where(among(chunk))
         )
         found.update({account: int(amount) for account, amount in result.all()})
     return found
@@ -297,19 +352,27 @@ _TRANSFER_COLUMNS = (
 )  # fmt: skip
 
 
-async def _insert_transfers(connection: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    """Append ledger rows: with COPY on PostgreSQL (many rows in one round trip), else in one
-    executemany."""
+async def _insert_transfers(connection: AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
+    """Append ledger rows (tuples in ``_TRANSFER_COLUMNS`` order): with COPY on PostgreSQL
+    (every row in one round trip, as text: the values are integers and account names and
+    reasons with no tab, newline or backslash), else in one executemany."""
     if connection.dialect.name != "postgresql" or len(rows) < 100:
-        await connection.execute(insert(transfers), rows)
+        await connection.execute(
+            insert(transfers), [dict(zip(_TRANSFER_COLUMNS, row, strict=True)) for row in rows]
+        )
         return
     raw = await connection.get_raw_connection()
     driver = raw.driver_connection  # the psycopg AsyncConnection of this very transaction
     assert driver is not None
     statement = f"COPY transfers ({', '.join(_TRANSFER_COLUMNS)}) FROM STDIN"
     async with driver.cursor() as cursor, cursor.copy(statement) as copy:
-        for row in rows:
-            await copy.write_row([row[name] for name in _TRANSFER_COLUMNS])
+        for i in range(0, len(rows), 20_000):
+            await copy.write(
+                "".join(
+                    "\t".join(r"\N" if value is None else str(value) for value in row) + "\n"
+                    for row in rows[i : i + 20_000]
+                )
+            )
 
 
 class _Writes:
@@ -317,7 +380,7 @@ class _Writes:
 
     def __init__(self, height: int) -> None:
         self.height = height
-        self.transfers: list[dict[str, Any]] = []
+        self.transfers: list[tuple[Any, ...]] = []  # in _TRANSFER_COLUMNS order
         self.debits: dict[str, int] = defaultdict(int)
         self.credits: dict[str, int] = defaultdict(int)
         self.lease_updates: list[dict[str, Any]] = []
@@ -326,20 +389,19 @@ class _Writes:
     def pay(self, dep_id: int, payment: Payment, reason: str) -> None:
         claim = payment.claim
         escrow = escrow_account(dep_id)
-        for destination, value, why in (
-            (provider_account(claim.provider_id), payment.net, reason),
-            (NETWORK, payment.fee, TransferReason.FEE),
-        ):
-            if value:
-                self.transfers.append(
-                    {
-                        "height": self.height, "source": escrow, "destination": destination,
-                        "amount": value, "reason": why, "lease_id": claim.lease_id,
-                        "start_block": claim.start, "end_block": claim.end,
-                    }
-                )  # fmt: skip
-                self.debits[escrow] += value
-                self.credits[destination] += value
+        height, lease_id, start, end = self.height, claim.lease_id, claim.start, claim.end
+        net, fee = payment.gross - payment.fee, payment.fee
+        if net:
+            provider = provider_account(claim.provider_id)
+            self.transfers.append((height, escrow, provider, net, reason, lease_id, start, end))
+            self.credits[provider] += net
+        if fee:
+            self.transfers.append(
+                (height, escrow, NETWORK, fee, TransferReason.FEE, lease_id, start, end)
+            )
+            self.credits[NETWORK] += fee
+        if net or fee:
+            self.debits[escrow] += net + fee
 
     def deployment_state(self, dep_id: int, state: DeploymentState) -> None:
         self.deployment_states.append({"b_id": dep_id, "b_state": state.value})

@@ -237,6 +237,17 @@ def openapi_document() -> dict[str, Any]:
                     "id": INT, "lease_id": INT, "service": STR, "replica": INT,
                     "height": HEIGHT, "stream": {"enum": ["stdout", "stderr"]}, "text": STR})},
                 "next_after": INT}), 400, 401, 403, 404)}},
+        "/v1/files": {"post": {"summary": "Upload a file (at most 64 MiB); named by its SHA-256",
+            "security": secured, "requestBody": {"required": True, "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+            "responses": _responses(201, _object({"sha256": STR, "size": INT}), 401, 403, 413)}},
+        "/v1/files/{sha256}": {"get": {
+            "summary": "A file: for its uploader, or the provider of a lease that places it",
+            "security": secured, "parameters": [{"name": "sha256", "in": "path", "required": True,
+                                                 "schema": {"type": "string"}}],
+            "responses": {**_responses(200, {}, 401, 404), "200": {"description": "the bytes",
+                "content": {"application/octet-stream": {
+                    "schema": {"type": "string", "format": "binary"}}}}}}},
         "/v1/providers": {"get": {"summary": "Providers, publicly",
             "responses": _responses(200, _list("providers", PROVIDER))}},
     }  # fmt: skip

@@ -27,6 +27,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select, update
@@ -151,14 +152,16 @@ async def ensure_periodic(engine: AsyncEngine, height: int) -> None:
 
 async def run_due(
     engine: AsyncEngine,
-    height: int,
+    clock: Callable[[], int],
     settings: market.Settings,
     work: WorkSettings,
     now_ms: int | None = None,
 ) -> int:
-    """Run every item due at ``height`` (``now_ms``: the wall clock, for log retention);
-    return how many were done."""
+    """Run every item due now (``clock`` gives the height; each item runs at the height its
+    transaction reads, see ``market.settle_to_now``; ``now_ms``: the wall clock, for log
+    retention); return how many were done."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    height = clock()
     async with engine.connect() as connection:
         due = (
             await connection.execute(
@@ -178,7 +181,7 @@ async def run_due(
             item = (await connection.execute(claim)).first()
             if item is None or item.state != "pending":
                 return False  # another worker has it, or did it
-            await market.catch_up(connection, height, settings)
+            height = await market.settle_to_now(connection, clock, settings)
             try:
                 if item.kind == "expire_order":
                     await _expire_order(connection, item.subject_id, height, settings)
@@ -210,7 +213,7 @@ async def run_due(
                     update(work_queue)
                     .where(work_queue.c.id == item_id)
                     .values(
-                        attempts=work_queue.c.attempts + 1, last_error=error, run_at=height + 10
+                        attempts=work_queue.c.attempts + 1, last_error=error, run_at=clock() + 10
                     )
                 )
 
@@ -226,7 +229,7 @@ async def worker_loop(
     while True:
         height = clock.height()
         try:
-            await run_due(engine, height, settings, work, clock.now_ms())
+            await run_due(engine, clock.height, settings, work, clock.now_ms())
         except asyncio.CancelledError:
             raise
         except Exception:  # the database is away: log it, the work waits in the queue

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kova_core._errors import ManifestError, ManifestProblem
-from kova_core._manifest import Manifest, Price, StorageMount, parse_manifest
+from kova_core._manifest import FileMount, Manifest, Price, StorageMount, parse_manifest
 from kova_core._resources import Resources
 from kova_core._specs import GpuModel, OrderSpec, StorageVolume
 
@@ -587,6 +587,53 @@ def test_a_job() -> None:
     assert manifest.is_job and manifest.max_runtime == 5400
     assert not parse_manifest(BASE).is_job
     assert parse_manifest(BASE).max_runtime is None
+
+
+HASH = "0123456789abcdef" * 4
+
+
+def with_files(files: str) -> str:
+    return edit(("    image: nginx:1.25\n", f"    image: nginx:1.25\n    files:\n{files}"))
+
+
+def test_uploaded_files_are_placed_at_their_paths() -> None:
+    manifest = parse_manifest(with_files(
+        f"      - {{sha256: {HASH}, path: /srv/input.csv}}\n"
+        f"      - {{sha256: {'f' * 64}, path: /etc/app.toml}}\n"
+    ))  # fmt: skip
+    assert manifest.services["web"].files == (
+        FileMount(sha256=HASH, path="/srv/input.csv"),
+        FileMount(sha256="f" * 64, path="/etc/app.toml"),
+    )
+    assert parse_manifest(BASE).services["web"].files == ()
+
+
+@pytest.mark.parametrize(
+    ("files", "path", "says"),
+    [
+        ("      - {sha256: abc, path: /x}\n", "services.web.files.0.sha256", "64 lowercase"),
+        (f"      - {{sha256: {HASH.upper()}, path: /x}}\n", "services.web.files.0.sha256", "64"),
+        (f"      - {{sha256: {HASH}, path: x.csv}}\n", "services.web.files.0.path", "absolute"),
+        (f"      - {{sha256: {HASH}, path: /data/}}\n", "services.web.files.0.path", "file path"),
+        (f"      - {{sha256: {HASH}}}\n", "services.web.files.0.path", "absolute"),
+        (f"      - {{sha256: {HASH}, path: /x, mode: 644}}\n", "services.web.files.0.mode", ""),
+        (f"      - {{sha256: {HASH}, path: /x}}\n      - {{sha256: {HASH}, path: /x}}\n",
+         "services.web.files.1.path", "already used"),
+        ("      {sha256: 1}\n", "services.web.files", "must be a list"),
+    ],
+)
+def test_bad_files_are_named(files: str, path: str, says: str) -> None:
+    found = problems_of(with_files(files))
+    assert [p.path for p in found] == [path]
+    assert says in found[0].message
+
+
+def test_a_file_cannot_take_a_volumes_mount() -> None:
+    source = edit(("    image: postgres:16\n",
+                   f"    image: postgres:16\n    files:\n"
+                   f"      - {{sha256: {HASH}, path: /var/lib/postgresql/data}}\n"))  # fmt: skip
+    (problem,) = problems_of(source)
+    assert problem.path == "services.db.files.0.path" and "already used" in problem.message
 
 
 # ---- real-world SDL files ----------------------------------------------------------------------
