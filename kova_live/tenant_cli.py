@@ -137,17 +137,70 @@ def balance(server: str | None, token: str | None) -> None:
 @main.command()
 @click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--deposit", required=True, help="Units to put in escrow, e.g. 150 or 2.5.")
+@click.option(
+    "--auto-accept", "policy", metavar="POLICY",
+    help="Let the orchestrator accept bids for you with this selection policy"
+    " (cheapest, fastest, best-reputation, weighted).",
+)  # fmt: skip
+@click.option(
+    "--wait", default=30, show_default=True, type=click.IntRange(0, 86_400),
+    help="With --auto-accept: blocks to wait for bids after an order opens.",
+)  # fmt: skip
 @server_option
 @token_option
-def deploy(manifest: Path, deposit: str, server: str | None, token: str | None) -> None:
+def deploy(
+    manifest: Path,
+    deposit: str,
+    policy: str | None,
+    wait: int,
+    server: str | None,
+    token: str | None,
+) -> None:
     """Deploy MANIFEST (Akash SDL YAML) with DEPOSIT units of escrow."""
     micro = _amount(deposit, "--deposit")
     text = manifest.read_text(encoding="utf-8", errors="replace")
-    dep = Api(server, token).call("POST", "/v1/deployments", {"manifest": text, "deposit": micro})
+    body: dict[str, Any] = {"manifest": text, "deposit": micro}
+    if policy is not None:
+        body["auto_accept"] = {"policy": policy, "wait": wait}
+    dep = Api(server, token).call("POST", "/v1/deployments", body)
+    then = (
+        f"the orchestrator accepts the {policy} bid after {wait} blocks"
+        if policy is not None
+        else f"see: kova bids {dep['id']}"
+    )
     click.echo(
         f"{dep['kind']} {dep['id']} created with {_units(dep['escrow'])} in escrow;"
-        f" {len(dep['orders'])} order(s) open for bids (see: kova bids {dep['id']})"
+        f" {len(dep['orders'])} order(s) open for bids ({then})"
     )
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@server_option
+@token_option
+def upload(file: Path, server: str | None, token: str | None) -> None:
+    """Upload FILE (at most 64 MiB) for your manifests to place in containers."""
+    api = Api(server, token)
+    if not api.token:
+        raise click.UsageError("no token: pass --token, set KOVA_TOKEN, or run kova login")
+    try:
+        with file.open("rb") as handle:
+            response = httpx.post(
+                api.server + "/v1/files", content=handle, timeout=300,
+                headers={"Authorization": f"Bearer {api.token}"},
+            )  # fmt: skip
+    except httpx.TransportError as exc:
+        _refused(f"cannot reach {api.server}: {exc}")
+    if response.status_code >= 400:
+        try:
+            message = response.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = response.reason_phrase
+        _refused(message)
+    made = response.json()
+    click.echo(f"uploaded {file.name}: {made['size']} bytes, sha256 {made['sha256']}")
+    click.echo("place it in a service of your manifest with:")
+    click.echo(f"    files:\n      - {{sha256: {made['sha256']}, path: /data/{file.name}}}")
 
 
 @main.command()

@@ -159,3 +159,27 @@ def test_logs_and_following_them(server, tenant, tmp_path):
     assert kova(tenant, "close", dep_id).returncode == 0
     out, _ = follower.communicate(timeout=30)  # it ends by itself once the deployment closed
     assert out == "[web#0] hello\n[web#0] later\n"
+
+
+def test_upload_and_deploy_with_auto_accept(server, tenant, tmp_path):
+    import hashlib
+
+    import yaml
+
+    data = tmp_path / "input.csv"
+    data.write_bytes(b"a,b\n1,2\n")
+    uploaded = kova(tenant, "upload", data)
+    assert uploaded.returncode == 0, uploaded.stderr
+    digest = hashlib.sha256(b"a,b\n1,2\n").hexdigest()
+    assert f"sha256 {digest}" in uploaded.stdout and "path: /data/input.csv" in uploaded.stdout
+    manifest = yaml.safe_load(MANIFEST)
+    manifest["services"]["web"]["files"] = [{"sha256": digest, "path": "/data/input.csv"}]
+    path = tmp_path / "web.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    made = kova(tenant, "deploy", path, "--deposit", "5", "--auto-accept", "cheapest", "--wait", "20")
+    assert made.returncode == 0, made.stderr
+    assert "the orchestrator accepts the cheapest bid after 20 blocks" in made.stdout
+    refused = kova(tenant, "deploy", path, "--deposit", "5", "--auto-accept", "luckiest")
+    assert refused.returncode == 1 and "(auto_accept.policy)" in refused.stderr
+    missing = kova(tenant, "upload", tmp_path / "nope.bin")
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
