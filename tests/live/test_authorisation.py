@@ -6,7 +6,16 @@ import asyncio
 from sqlalchemy import func, select
 
 from kova_live.db import async_engine
-from kova_live.schema import bids, deployments, leases, orders, provider_nodes, transfers
+from kova_live.schema import (
+    bids,
+    deployments,
+    files,
+    leases,
+    logs,
+    orders,
+    provider_nodes,
+    transfers,
+)
 
 from .conftest import credit, register
 from .test_lifecycle import MANIFEST
@@ -20,12 +29,14 @@ def snapshot(url):
         try:
             async with engine.connect() as c:
                 counts = {}
-                for table in (deployments, orders, bids, leases, transfers, provider_nodes):
+                for table in (deployments, orders, bids, leases, transfers, provider_nodes, logs, files):
                     counts[table.name] = await c.scalar(select(func.count()).select_from(table))
                 states = (await c.execute(select(deployments.c.id, deployments.c.state))).all()
                 bid_states = (await c.execute(select(bids.c.id, bids.c.state))).all()
                 nodes = (await c.execute(select(provider_nodes))).all()
-                return counts, sorted(states), sorted(bid_states), sorted(map(tuple, nodes))
+                lease_rows = (await c.execute(select(leases))).all()
+                return (counts, sorted(states), sorted(bid_states), sorted(map(tuple, nodes)),
+                        sorted(map(tuple, lease_rows)))
         finally:
             await engine.dispose()
 
@@ -48,7 +59,7 @@ def test_nobody_acts_on_what_is_not_theirs(server):
                                json={"manifest": MANIFEST, "deposit": 1_000_000}).json()  # fmt: skip
     open_bid = server.client.post(f"/v1/orders/{other['orders'][0]['id']}/bids",
                                   headers=acme["headers"], json={"price": 1_000}).json()  # fmt: skip
-    server.client.post(f"/v1/bids/{bid['id']}/accept", headers=alice["headers"])
+    lease = server.client.post(f"/v1/bids/{bid['id']}/accept", headers=alice["headers"]).json()
     before = snapshot(server.database_url)
 
     d, o, b = dep["id"], order_id, open_bid["id"]
@@ -59,9 +70,13 @@ def test_nobody_acts_on_what_is_not_theirs(server):
         ("GET", f"/v1/deployments/{d}/bids", None),
         ("POST", f"/v1/bids/{b}/accept", None),
         ("GET", f"/v1/orders/{o}/candidates", None),
+        ("GET", f"/v1/deployments/{d}/logs", None),
+        ("GET", f"/v1/deployments/{d}/result", None),
     ]
     provider_ops = [
         ("DELETE", f"/v1/bids/{b}", None),
+        ("POST", f"/v1/leases/{lease['id']}/status", {"state": "failed", "message": "x"}),
+        ("POST", f"/v1/leases/{lease['id']}/logs", {"lines": [{"text": "spoofed"}]}),
     ]
     role_only = [
         ("POST", "/v1/deployments", {"manifest": MANIFEST, "deposit": 0}),
@@ -70,6 +85,7 @@ def test_nobody_acts_on_what_is_not_theirs(server):
         ("GET", "/v1/orders", None),
         ("POST", f"/v1/orders/{other['orders'][0]['id']}/bids", {"price": 500}),
         ("GET", "/v1/leases", None),
+        ("POST", "/v1/files", None),
     ]
     for method, path, body in tenant_ops:
         wrong_owner = server.client.request(method, path, json=body, headers=mallory["headers"])
