@@ -9,6 +9,7 @@ transaction that commits before the reply. The core's errors become 4xx replies 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, Literal
 
 from aiohttp import web
@@ -22,7 +23,6 @@ from kova_core import (
     InsufficientBalance,
     ManifestError,
     PricingContext,
-    PricingStrategy,
     Resources,
     StrategyConfigError,
     UnknownStrategy,
@@ -314,7 +314,7 @@ async def create_deployment(request: web.Request) -> web.Response:
     text = body.manifest if isinstance(body.manifest, str) else json.dumps(body.manifest)
     auto = body.auto_accept
     if auto is not None:
-        _check_policy(auto)
+        _registered(selection_policy, auto.policy, auto.params, "auto_accept", "policy")
     clock, settings = request.app[CLOCK].height, request.app[SETTINGS]
 
     async def work(connection: AsyncConnection) -> dict[str, Any]:
@@ -341,28 +341,18 @@ async def create_deployment(request: web.Request) -> web.Response:
     return web.json_response(view, status=201)
 
 
-def _strategy(pricing: dict[str, Any]) -> PricingStrategy:
-    """The provider's pricing strategy; 400 naming the field unless it is registered and takes
-    these parameters."""
-    params = pricing["params"]
+def _registered(
+    build: Callable[..., Any], name: str, params: dict[str, Any], field: str, name_key: str
+) -> Any:
+    """A registered strategy or policy built from a request (``field``: where the request has
+    it); 400 naming the name or the parameter unless it is registered and takes them."""
     try:
-        return pricing_strategy(pricing["strategy"], **params)
+        return build(name, **params)
     except UnknownStrategy as exc:
-        raise ApiError(400, "invalid_field", str(exc), "pricing.strategy") from None
+        raise ApiError(400, "invalid_field", str(exc), f"{field}.{name_key}") from None
     except StrategyConfigError as exc:
-        field = f"pricing.params.{exc.field}" if exc.field in params else "pricing"
-        raise ApiError(400, "invalid_field", exc.message, field) from None
-
-
-def _check_policy(auto: AutoAccept) -> None:
-    """400 naming the field unless the policy is registered and takes these parameters."""
-    try:
-        selection_policy(auto.policy, **auto.params)
-    except UnknownStrategy as exc:
-        raise ApiError(400, "invalid_field", str(exc), "auto_accept.policy") from None
-    except StrategyConfigError as exc:
-        field = f"auto_accept.params.{exc.field}" if exc.field in auto.params else "auto_accept"
-        raise ApiError(400, "invalid_field", exc.message, field) from None
+        where = f"{field}.params.{exc.field}" if exc.field in params else field
+        raise ApiError(400, "invalid_field", exc.message, where) from None
 
 
 async def list_deployments(request: web.Request) -> web.Response:
@@ -499,7 +489,9 @@ async def heartbeat(request: web.Request) -> web.Response:
     body: Heartbeat = await read_body(request, Heartbeat)
     c = body.capacity
     if body.pricing is not None:
-        _strategy(body.pricing.model_dump())
+        _registered(
+            pricing_strategy, body.pricing.strategy, body.pricing.params, "pricing", "strategy"
+        )
     pricing = None if body.pricing is None else body.pricing.model_dump_json()
     clock, settings = request.app[CLOCK].height, request.app[SETTINGS]
 

@@ -35,6 +35,7 @@ from sqlalchemy import (
     literal,
     select,
     text,
+    true,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -139,9 +140,19 @@ async def catch_up(connection: AsyncConnection, height: int, settings: Settings)
     """
     interval = settings.settlement_interval
     due = height // interval * interval
-    last = await connection.scalar(select(func.max(settlement_rounds.c.height)))
+    # one round trip: the last round run, and whether a job deadline is due
+    last, deadline = (
+        await connection.execute(
+            select(
+                select(func.max(settlement_rounds.c.height)).scalar_subquery(),
+                select(func.min(deployments.c.deadline))
+                .where(deployments.c.deadline <= height)
+                .scalar_subquery(),
+            )
+        )
+    ).one()
     rounds_due = due > 0 and (last is None or last < due)
-    if not rounds_due and await _next_deadline(connection, height) is None:
+    if not rounds_due and deadline is None:
         return 0
     if connection.dialect.name == "postgresql":
         await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ROUND_LOCK})
@@ -510,29 +521,28 @@ async def order_spec(connection: AsyncConnection, order: Any) -> OrderSpec:
 
 
 async def free_capacity(connection: AsyncConnection, node: Any) -> Resources:
-    """A provider's capacity less what its live leases hold and its open bids reserve."""
+    """A provider's capacity less what its live leases hold and its open bids reserve (one
+    statement: both sums)."""
 
-    def total(table: Any) -> list[Any]:
-        return [func.coalesce(func.sum(table.c[name]), 0) for name in RESOURCE_COLUMNS]
+    def total(table: Any, name: str) -> Any:
+        return func.coalesce(func.sum(table.c[name]), 0)
 
-    used = (
-        await connection.execute(
-            select(*total(leases)).where(
-                leases.c.provider_id == node.provider_id, leases.c.state != "closed"
-            )
-        )
-    ).one()
-    reserved = (
-        await connection.execute(
-            select(*total(orders))
-            .join(bids, bids.c.order_id == orders.c.id)
-            .where(bids.c.provider_id == node.provider_id, bids.c.state == "open")
-        )
-    ).one()
-    capacity = Resources(cpu=node.cpu, memory=node.memory, storage=node.storage, gpu=node.gpu)
-    held = Resources(
-        **{n: int(u) + int(r) for n, u, r in zip(RESOURCE_COLUMNS, used, reserved, strict=True)}
+    held_by_leases = select(*(total(leases, n) for n in RESOURCE_COLUMNS)).where(
+        leases.c.provider_id == node.provider_id, leases.c.state != "closed"
     )
+    held_by_bids = (
+        select(*(total(orders, n) for n in RESOURCE_COLUMNS))
+        .join(bids, bids.c.order_id == orders.c.id)
+        .where(bids.c.provider_id == node.provider_id, bids.c.state == "open")
+    )
+    used = held_by_leases.subquery()
+    reserved = held_by_bids.subquery()
+    both = select(used, reserved).select_from(used.join(reserved, true()))  # one row each
+    row = (await connection.execute(both)).one()
+    sums = [int(value) for value in row]
+    width = len(RESOURCE_COLUMNS)
+    held = Resources(**{n: sums[i] + sums[i + width] for i, n in enumerate(RESOURCE_COLUMNS)})
+    capacity = Resources(cpu=node.cpu, memory=node.memory, storage=node.storage, gpu=node.gpu)
     return capacity - held
 
 
