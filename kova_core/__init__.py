@@ -101,7 +101,18 @@ from ._selection import (
     Weighted,
     selection_policy,
 )
-from ._settlement import BPS, Claim, Payment, fee_share, job_deadline, owed, plan_close, plan_round
+from ._settlement import (
+    BPS,
+    Claim,
+    Payment,
+    fee_share,
+    job_deadline,
+    job_next_deadline,
+    job_out_of_funds,
+    owed,
+    plan_close,
+    plan_round,
+)
 from ._specs import GpuModel, OrderSpec, StorageVolume, deployment_denom, provider_matches
 from ._state import (
     TRANSITIONS,
@@ -215,6 +226,8 @@ __all__ = [
     "fee_share",
     "format_micro",
     "job_deadline",
+    "job_next_deadline",
+    "job_out_of_funds",
     "job_outcome",
     "lifecycle_diagrams",
     "lowest_ask",

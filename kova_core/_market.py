@@ -74,7 +74,17 @@ from ._pricing import PricingContext, PricingStrategy, auto_bid_price, prices_al
 from ._reputation import reputation_score
 from ._resources import Resources
 from ._selection import BidView
-from ._settlement import BPS, Claim, Payment, job_deadline, owed, plan_close, plan_round
+from ._settlement import (
+    BPS,
+    Claim,
+    Payment,
+    job_deadline,
+    job_next_deadline,
+    job_out_of_funds,
+    owed,
+    plan_close,
+    plan_round,
+)
 from ._specs import deployment_denom, provider_matches
 from ._state import (
     BidState,
@@ -1078,12 +1088,11 @@ class Market:
         running = [
             self.leases[i] for i in dep.lease_ids if self.leases[i].state is LeaseState.ACTIVE
         ]
-        deadline = job_deadline(
-            self.escrow(dep.id), [(lease.last_settled, lease.price) for lease in running]
+        deadline = job_next_deadline(
+            self.escrow(dep.id),
+            [(lease.created_at, lease.last_settled, lease.price) for lease in running],
+            dep.max_runtime,
         )
-        if running and dep.max_runtime is not None:
-            timeout = min(lease.created_at for lease in running) + dep.max_runtime
-            deadline = timeout if deadline is None else min(deadline, timeout)
         if deadline is None:
             self._job_deadlines.pop(dep.id, None)
             return
@@ -1104,9 +1113,9 @@ class Market:
         running = [
             self.leases[i] for i in dep.lease_ids if self.leases[i].state is LeaseState.ACTIVE
         ]
-        accrued = sum(owed(lease.price, lease.last_settled, height) for lease in running)
-        rate = sum(lease.price for lease in running)
-        if accrued + rate > self.escrow(dep.id):
+        if job_out_of_funds(
+            self.escrow(dep.id), [(lease.last_settled, lease.price) for lease in running], height
+        ):
             # the escrow pays for no block beyond this one: stop the whole job
             events = self._close_deployment(dep, height, CloseReason.JOB_OUT_OF_FUNDS)
         else:

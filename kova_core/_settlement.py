@@ -26,6 +26,8 @@ __all__ = [
     "Payment",
     "fee_share",
     "job_deadline",
+    "job_next_deadline",
+    "job_out_of_funds",
     "owed",
     "plan_close",
     "plan_round",
@@ -132,3 +134,24 @@ def job_deadline(escrow: int, running: Sequence[tuple[int, int]]) -> int | None:
         return None
     base = sum(since * price for since, price in running)
     return (escrow + base) // rate
+
+
+def job_next_deadline(
+    escrow: int, running: Sequence[tuple[int, int, int]], max_runtime: int | None
+) -> int | None:
+    """A job's next deadline, given its running leases as ``(created_at, last_settled,
+    price)``: the earlier of the last block its escrow pays for (:func:`job_deadline`) and the
+    first lease reaching ``max_runtime``. ``None`` if nothing runs."""
+    deadline = job_deadline(escrow, [(since, price) for _, since, price in running])
+    if running and max_runtime is not None:
+        timeout = min(created for created, _, _ in running) + max_runtime
+        deadline = timeout if deadline is None else min(deadline, timeout)
+    return deadline
+
+
+def job_out_of_funds(escrow: int, running: Sequence[tuple[int, int]], height: int) -> bool:
+    """At a job's deadline ``height``, whether its escrow pays for no block beyond this one
+    (running leases as ``(last_settled, price)``): then the whole job stops; otherwise the
+    deadline is a lease's max runtime."""
+    accrued = sum(owed(price, since, height) for since, price in running)
+    return accrued + sum(price for _, price in running) > escrow

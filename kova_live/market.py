@@ -66,7 +66,8 @@ from kova_core import (
     UnknownEntity,
     deployment_denom,
     escrow_account,
-    job_deadline,
+    job_next_deadline,
+    job_out_of_funds,
     job_outcome,
     owed,
     parse_manifest,
@@ -1053,10 +1054,9 @@ async def schedule_job(connection: AsyncConnection, job_id: int) -> None:
         )
     ).all()
     escrow = await balance(connection, escrow_account(job_id))
-    deadline = job_deadline(escrow, [(r.last_settled, r.price) for r in running])
-    if running and dep.max_runtime is not None:
-        timeout = min(r.created_at for r in running) + dep.max_runtime
-        deadline = timeout if deadline is None else min(deadline, timeout)
+    deadline = job_next_deadline(
+        escrow, [(r.created_at, r.last_settled, r.price) for r in running], dep.max_runtime
+    )
     if deadline != dep.deadline:
         await connection.execute(
             update(deployments).where(deployments.c.id == job_id).values(deadline=deadline)
@@ -1077,9 +1077,8 @@ async def _job_deadline_reached(
             .order_by(leases.c.id)
         )
     ).all()
-    accrued = sum(owed(r.price, r.last_settled, height) for r in running)
-    rate = sum(r.price for r in running)
-    if accrued + rate > await balance(connection, escrow_account(job_id)):
+    escrow = await balance(connection, escrow_account(job_id))
+    if job_out_of_funds(escrow, [(r.last_settled, r.price) for r in running], height):
         await close_deployment(connection, dep, height, settings, CloseReason.JOB_OUT_OF_FUNDS)
         return
     assert dep.max_runtime is not None  # a deadline with escrow to spare is a timeout

@@ -159,3 +159,16 @@ def test_settling_a_to_c_at_once_equals_a_to_b_then_b_to_c(prices, b, c_extra, f
     assert once.escrow(dep) == twice.escrow(dep) == 0
     check_invariants(once)
     check_invariants(twice)
+
+
+def test_a_jobs_next_deadline_is_the_earlier_of_escrow_and_max_runtime() -> None:
+    from kova_core import job_next_deadline, job_out_of_funds
+
+    # one lease from block 100 at 10 per block; escrow 500 pays blocks 100..150
+    assert job_next_deadline(500, [(100, 100, 10)], None) == 150
+    assert job_next_deadline(500, [(100, 100, 10)], 30) == 130  # max runtime first
+    assert job_next_deadline(500, [(100, 100, 10), (90, 120, 10)], 1000) == 135
+    assert job_next_deadline(500, [], 30) is None  # nothing runs
+    # at 150 the escrow has paid 500: block 151 it cannot pay
+    assert job_out_of_funds(500, [(100, 10)], 150)
+    assert not job_out_of_funds(500, [(100, 10)], 130)
