@@ -337,28 +337,6 @@ def _claim(row: Any, height: int) -> Claim:
     )
 
 
-async def _balances(connection: AsyncConnection, accounts: list[str]) -> dict[str, int]:
-    """What each of ``accounts`` holds (those with no row hold nothing): one statement with an
-    array parameter on PostgreSQL, else chunks short enough for SQLite's parameter limit."""
-    found: dict[str, int] = {}
-    if connection.dialect.name == "postgresql":
-        chunks = [accounts] if accounts else []
-        def among(chunk: list[str]) -> Any:
-            return balances.c.account == func.any(
-                bindparam("accounts", chunk, type_=postgresql.ARRAY(String))
-            )
-    else:
-        chunks = [accounts[i : i + 1000] for i in range(0, len(accounts), 1000)]
-        def among(chunk: list[str]) -> Any:
-            return balances.c.account.in_(chunk)
-    for chunk in chunks:
-        result = await connection.execute(
-            select(balances.c.account, balances.c.amount).where(among(chunk))
-        )
-        found.update({account: int(amount) for account, amount in result.all()})
-    return found
-
-
 _TRANSFER_COLUMNS = (
     "height", "source", "destination", "amount", "reason", "lease_id", "start_block", "end_block",
 )  # fmt: skip
