@@ -1,6 +1,6 @@
 """Random sequences of market commands, with every invariant checked after every step.
 
-Run ``pytest tests/core/test_stateful.py -s`` to see how many examples and steps ran.
+Run ``pytest tests/core/test_stateful.py -n 0 -s`` to see how many examples and steps ran.
 """
 
 from __future__ import annotations
