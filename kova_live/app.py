@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import func, insert, or_, select, text
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -29,11 +29,11 @@ from kova_core import InsufficientBalance, KovaError, format_micro
 
 from .clock import BlockClock
 from .db import retriable, snapshot_reader, transact
-from .ledger import balance
+from .ledger import account_transfers, balance
 from .market import Settings, catch_up
 from .metrics import METRICS, Metrics, metrics_middleware, serve_metrics
 from .openapi import serve_openapi
-from .schema import accounts, deployments, transfers
+from .schema import accounts, deployments
 from .work import WorkSettings, worker_loop
 
 __all__ = ["ApiError", "RequestBody", "core_error", "create_app", "hash_token"]
@@ -336,13 +336,7 @@ async def my_transactions(request: web.Request) -> web.Response:
     name = _ledger_name(row)
     async with request.app[READER].connect() as connection:
         rows = (
-            await connection.execute(
-                select(transfers)
-                .where(or_(transfers.c.source == name, transfers.c.destination == name))
-                .where(transfers.c.id < before)
-                .order_by(transfers.c.id.desc())
-                .limit(limit)
-            )
+            await connection.execute(account_transfers(name, before=before, limit=limit))
         ).all()
     items = [
         {

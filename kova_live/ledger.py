@@ -9,21 +9,42 @@ names are the core's (``tenant:<id>``, ``provider:<id>``, ``escrow:<id>``, ``net
 
 from __future__ import annotations
 
-from sqlalchemy import insert, select, update
+from typing import Any
+
+from sqlalchemy import Select, insert, select, text, union, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kova_core import EXTERNAL, InsufficientBalance, require_amount
 
-from .schema import balances, transfers
+from .schema import HOLDER_WHERE, balances, transfers
 
-__all__ = ["balance", "move"]
+__all__ = ["account_transfers", "balance", "move"]
 
 
 async def balance(connection: AsyncConnection, account: str) -> int:
     """What ``account`` holds (0 if it never held anything)."""
     value = await connection.scalar(select(balances.c.amount).where(balances.c.account == account))
     return int(value or 0)
+
+
+def account_transfers(account: str, *, before: int, limit: int) -> Select[Any]:
+    """The newest ``limit`` transfers into or out of a tenant's or provider's ``account`` with
+    an id below ``before``, newest first.
+
+    Two ranges of the ledger's partial account indexes (each side repeats the indexes'
+    condition, so that both databases use them), then the newest ``limit`` of both.
+    """
+    sides = [
+        select(transfers)
+        .where(column == account, text(HOLDER_WHERE.format(column.name)), transfers.c.id < before)
+        .order_by(transfers.c.id.desc())
+        .limit(limit)
+        .subquery()
+        for column in (transfers.c.source, transfers.c.destination)
+    ]
+    both = union(*(select(side) for side in sides)).subquery()
+    return select(both).order_by(both.c.id.desc()).limit(limit)
 
 
 async def _credit(connection: AsyncConnection, account: str, amount: int) -> None:

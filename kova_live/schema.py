@@ -22,6 +22,7 @@ from sqlalchemy import (
 )
 
 __all__ = [
+    "HOLDER_WHERE",
     "accounts",
     "balances",
     "bids",
@@ -85,6 +86,11 @@ balances = Table(
 )
 """What each ledger account holds now: the sum of its transfers, kept in step with them."""
 
+HOLDER_WHERE = "({0} LIKE 'tenant:%' OR {0} LIKE 'provider:%')"
+"""The condition on a ledger account column (``.format(column)``) that the ledger's account
+indexes cover: a tenant's or a provider's own account. A query that lists an account's
+transfers repeats it word for word, so that both databases use the partial index."""
+
 transfers = Table(
     "transfers",
     metadata,
@@ -98,9 +104,17 @@ transfers = Table(
     Column("start_block", BigInteger, nullable=True),
     Column("end_block", BigInteger, nullable=True),
     CheckConstraint("amount > 0", name="positive"),
-    Index(None, "source", "id"),
-    Index(None, "destination", "id"),
-)
+    # partial: only the transfers of accounts someone lists (``GET /v1/accounts/me/
+    # transactions``), not the payments out of escrows and the fees into the network's account
+    # that every round appends, two per lease (a round over 100,000 leases writes 270,000 fewer
+    # index entries)
+    Index("ix_transfers_source_id", "source", "id",
+          postgresql_where=text(HOLDER_WHERE.format("source")),
+          sqlite_where=text(HOLDER_WHERE.format("source"))),
+    Index("ix_transfers_destination_id", "destination", "id",
+          postgresql_where=text(HOLDER_WHERE.format("destination")),
+          sqlite_where=text(HOLDER_WHERE.format("destination"))),
+)  # fmt: skip
 """The ledger: every movement of money, append-only (DESIGN: from, to, amount, block, reason)."""
 
 deployments = Table(

@@ -113,3 +113,31 @@ def test_the_ledger_refuses_amounts_that_are_not_positive_integers(database_url,
 
     with pytest.raises(InvalidAmount):
         asyncio.run(scenario())
+
+
+def test_an_accounts_transfers_are_read_from_its_indexes_not_the_whole_ledger(database_url):
+    """The ledger's account indexes are partial (payments out of escrows and fees into the
+    network stay out of them); listing an account's transfers must still read them, on both
+    databases, and list exactly that account's transfers, newest first."""
+    from kova_live.ledger import account_transfers
+
+    migrate(database_url)
+    engine = sync_engine(database_url)
+    with engine.begin() as connection:
+        connection.execute(transfers.insert(), [
+            {"height": 1, "source": source, "destination": destination, "amount": 5, "reason": "r"}
+            for source, destination in [("external", "tenant:1"), ("tenant:1", "escrow:1"),
+                                        ("escrow:1", "provider:2"), ("escrow:1", "network"),
+                                        ("escrow:1", "tenant:1"), ("external", "tenant:11")]
+        ])  # fmt: skip
+        statement = account_transfers("tenant:1", before=2**63 - 1, limit=10)
+        listed = [(row.id, row.source, row.destination) for row in connection.execute(statement)]
+        sql = str(statement.compile(connection, compile_kwargs={"literal_binds": True}))
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SET LOCAL enable_seqscan = off"))  # a tiny table otherwise
+            plan = "\n".join(connection.execute(text("EXPLAIN " + sql.replace("%%", "%"))).scalars())
+        else:
+            plan = "\n".join(str(row[-1]) for row in connection.execute(text("EXPLAIN QUERY PLAN " + sql)))
+    engine.dispose()
+    assert listed == [(5, "escrow:1", "tenant:1"), (2, "tenant:1", "escrow:1"), (1, "external", "tenant:1")]
+    assert "ix_transfers_source_id" in plan and "ix_transfers_destination_id" in plan, plan
