@@ -2,7 +2,8 @@
 """Providers polling the orchestrator, and bids arriving, on PostgreSQL. Prints figures.
 
     .venv/bin/python benchmarks/live_polling.py [--providers 10000] [--seconds 20]
-        [--orders 200] [--database postgresql://postgres@127.0.0.1:5432/postgres]
+        [--orders 200] [--bid-rate 1000]
+        [--database postgresql://postgres@127.0.0.1:5432/postgres]
 
 It creates a scratch database, registers the providers straight in it (accounts with known
 tokens, and their heartbeats), opens ``--orders`` orders through the API, and starts
@@ -16,6 +17,9 @@ tokens, and their heartbeats), opens ``--orders`` orders through the API, and st
    shows it.
 2. **Bid intake**: as many bids as the server takes, from 64 concurrent clients, each bid from
    a different provider on an open order, for ``--seconds``.
+3. **Both at once**, as on a live network: the polling of 1. while bids arrive at
+   ``--bid-rate`` per second (default 1,000, the bid intake target; open loop, like the polls;
+   each from a new pair of provider and order). Latencies are again from the scheduled start.
 
 The load generator (aiohttp's client, lighter than httpx) runs on the same machine as the
 server and PostgreSQL, so the figures are a lower bound of what the server does alone.
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import hashlib
 import os
 import socket
@@ -34,6 +39,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -151,11 +157,13 @@ async def polling(base: str, providers: int, seconds: float) -> tuple[list[float
 
 
 async def bid_intake(
-    base: str, providers: int, order_ids: list[int], seconds: float
+    base: str, providers: int, order_ids: list[int], seconds: float, first: int = 0
 ) -> tuple[int, list[float], int]:
+    """Bids number ``first``, ``first + 1``, ...: bid k from provider ``k % providers``, on
+    an order that provider has not bid on yet."""
     done: list[float] = []
     errors = 0
-    next_provider = iter(range(1, providers + 1))
+    pairs = iter(range(first, providers * len(order_ids)))
     stop = time.perf_counter() + seconds
     connector = aiohttp.TCPConnector(limit=64)
     async with aiohttp.ClientSession(base, connector=connector) as client:
@@ -164,10 +172,11 @@ async def bid_intake(
             nonlocal errors
             while time.perf_counter() < stop:
                 try:
-                    p = next(next_provider)
+                    k = next(pairs)
                 except StopIteration:
                     return
-                order_id = order_ids[p % len(order_ids)]
+                p = 1 + k % providers
+                order_id = order_ids[(k % providers + k // providers) % len(order_ids)]
                 t = time.perf_counter()
                 async with client.post(
                     f"/v1/orders/{order_id}/bids", json={"price": 1_000 + p % 100},
@@ -183,11 +192,67 @@ async def bid_intake(
     return len(done), done, errors
 
 
+async def bids_at_rate(
+    base: str, providers: int, order_ids: list[int], seconds: float, rate: float, first: int
+) -> tuple[int, list[float], int, int]:
+    """Bids offered at ``rate`` per second (open loop, as the polls), numbered as in
+    :func:`bid_intake` from ``first``: (bids taken, their latencies, errors, bids offered)."""
+    done: list[float] = []
+    errors = 0
+    connector = aiohttp.TCPConnector(limit=256)
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(base, connector=connector, timeout=timeout) as client:
+
+        async def one(k: int, scheduled: float) -> None:
+            nonlocal errors
+            p = 1 + k % providers
+            order_id = order_ids[(k % providers + k // providers) % len(order_ids)]
+            try:
+                async with client.post(
+                    f"/v1/orders/{order_id}/bids", json={"price": 1_000 + p % 100},
+                    headers={"Authorization": f"Bearer {token(p)}"},
+                ) as response:  # fmt: skip
+                    await response.read()
+                    if response.status == 201:
+                        done.append(time.perf_counter() - scheduled)
+                    else:
+                        errors += 1
+            except (TimeoutError, aiohttp.ClientError):
+                errors += 1
+
+        started = time.perf_counter()
+        tasks = []
+        i = 0
+        while (now := time.perf_counter()) - started < seconds:
+            scheduled = started + i / rate
+            if scheduled > now:
+                await asyncio.sleep(scheduled - now)
+            tasks.append(asyncio.create_task(one(first + i, scheduled)))
+            i += 1
+        await asyncio.gather(*tasks)
+    return len(done), done, errors, i
+
+
+def batch_sizes(metrics: str) -> tuple[float, float]:
+    """From the server's ``/metrics``: how many bid transactions, and bids per transaction."""
+    values = {}
+    for line in metrics.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("kova_bid_batch_size_count", "kova_bid_batch_size_sum"):
+            values[name] = float(value)
+    count = values.get("kova_bid_batch_size_count", 0.0)
+    return count, values.get("kova_bid_batch_size_sum", 0.0) / count if count else float("nan")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--providers", type=int, default=10_000)
     parser.add_argument("--orders", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--bid-rate", type=float, default=1000.0,
+        help="bids per second offered while the providers poll (part 3)",
+    )  # fmt: skip
     parser.add_argument("--database", default="postgresql://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
     name = f"kova_bench_{uuid.uuid4().hex[:10]}"
@@ -223,10 +288,25 @@ def main() -> None:
                              json={"manifest": MANIFEST, "deposit": 10**9}).json()  # fmt: skip
             order_ids.append(dep["orders"][0]["id"])
         asyncio.run(warm_up(base, args.providers))
+        # the load generator's own garbage collection would stall every request it has in
+        # flight, and count against the server: off while it measures
+        gc.collect()
+        gc.freeze()
+        gc.disable()
         latencies, sent, errors = asyncio.run(polling(base, args.providers, args.seconds))
         bids, bid_latencies, bid_errors = asyncio.run(
             bid_intake(base, args.providers, order_ids, args.seconds)
         )
+
+        async def both() -> Any:  # the polls go on while bids arrive
+            return await asyncio.gather(
+                polling(base, args.providers, args.seconds),
+                bids_at_rate(base, args.providers, order_ids, args.seconds, args.bid_rate,
+                             first=bids + bid_errors),
+            )  # fmt: skip
+
+        (mixed, mixed_sent, mixed_errors), mixed_bids = asyncio.run(both())
+        batches = batch_sizes(httpx.get(f"{base}/metrics").text)
     finally:
         if server is not None:
             server.terminate()
@@ -243,6 +323,16 @@ def main() -> None:
     print(f"poll latency p99       {p99:>10.1f} ms  (target: at most 100 ms)")
     print(f"bids taken             {bids / secs:>10,.0f} /s  (target: 1,000), errors {bid_errors}")
     print(f"bid latency p50 / p99  {b50:>10.1f} / {b99:.1f} ms")
+    m50, m99 = percentile(mixed, 0.50) * ms, percentile(mixed, 0.99) * ms
+    print("-- both at once: the same polls while bids arrive")
+    print(f"polls offered          {mixed_sent / secs:>10,.0f} /s  errors {mixed_errors}")
+    print(f"poll latency p50 / p99 {m50:>10.1f} / {m99:.1f} ms  (target p99: at most 100 ms)")
+    taken, bid_waits, bid_errors, offered = mixed_bids
+    w50, w99 = percentile(bid_waits, 0.50) * ms, percentile(bid_waits, 0.99) * ms
+    print(f"bids offered / taken   {offered / secs:>10,.0f} / {taken / secs:,.0f} /s"
+          f"  errors {bid_errors}")  # fmt: skip
+    print(f"bid latency p50 / p99  {w50:>10.1f} / {w99:.1f} ms  (from the scheduled start)")
+    print(f"bid transactions       {batches[0]:>10,.0f}  ({batches[1]:.1f} bids each on average)")
 
 
 if __name__ == "__main__":

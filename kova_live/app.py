@@ -17,7 +17,7 @@ import secrets
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -29,6 +29,7 @@ from kova_core import InsufficientBalance, KovaError, format_micro
 
 from .clock import BlockClock
 from .db import retriable, snapshot_reader, transact
+from .intake import BidIntake
 from .ledger import account_transfers, balance
 from .market import Settings, catch_up
 from .metrics import METRICS, Metrics, metrics_middleware, serve_metrics
@@ -47,17 +48,27 @@ SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
 WORK: web.AppKey[WorkSettings] = web.AppKey("work", WorkSettings)
 
 
+class Caller(NamedTuple):
+    """The account a request's token belongs to. (One object per remembered account: a
+    database row would keep its result's metadata and dicts alive, four times as many objects
+    for the garbage collector to walk through on each full collection.)"""
+
+    id: int
+    role: str
+    name: str
+
+
 class Caches:
     """What this process may remember between requests.
 
-    ``accounts``: token hash -> account row (an account never changes role or token).
+    ``accounts``: token hash -> :class:`Caller` (an account never changes role or token).
     ``open_orders``: the serialised open-order list, for one block and one ``orders_version``.
     Handlers that change orders bump the version; changes made by background work show by the
     next block at the latest.
     """
 
     def __init__(self) -> None:
-        self.accounts: dict[str, Any] = {}
+        self.accounts: dict[str, Caller] = {}
         self.orders_version = 0
         self.open_orders: tuple[tuple[int, int], bytes] | None = None
 
@@ -67,6 +78,7 @@ class Caches:
 
 
 CACHES: web.AppKey[Caches] = web.AppKey("caches", Caches)
+BIDS: web.AppKey[BidIntake] = web.AppKey("bids", BidIntake)
 
 log = logging.getLogger("kova_live")
 
@@ -220,7 +232,7 @@ async def read_body(request: web.Request, model: type[BaseModel]) -> Any:
 # --------------------------------------------------------------------------- authentication
 
 
-async def authenticate(request: web.Request) -> Any:
+async def authenticate(request: web.Request) -> Caller:
     """The account whose bearer token the request carries; 401 without a valid one."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
@@ -228,8 +240,8 @@ async def authenticate(request: web.Request) -> Any:
         raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>")
     digest = hash_token(token.strip())
     cache = request.app[CACHES].accounts
-    row = cache.get(digest)
-    if row is None:
+    caller = cache.get(digest)
+    if caller is None:
         async with request.app[READER].connect() as connection:
             row = (
                 await connection.execute(select(accounts).where(accounts.c.token_hash == digest))
@@ -238,8 +250,8 @@ async def authenticate(request: web.Request) -> Any:
             raise ApiError(401, "unauthorized", "unknown token")
         if len(cache) >= 200_000:
             cache.clear()
-        cache[digest] = row  # accounts never change their id, role or token
-    return row
+        caller = cache[digest] = Caller(row.id, row.role, row.name)  # these never change
+    return caller
 
 
 def _ledger_name(row: Any) -> str:
@@ -401,6 +413,7 @@ def create_app(
     app[SETTINGS] = settings
     app[WORK] = work or WorkSettings()
     app[CACHES] = Caches()
+    app[BIDS] = BidIntake(engine, clock.height, settings, observe=app[METRICS].bid_batch.observe)
 
     async def rounds(app: web.Application) -> AsyncIterator[None]:
         tasks = [
@@ -428,7 +441,8 @@ def create_app(
     files.add_routes(app)
     app[files.FILES_DIR] = files_dir or Path(tempfile.gettempdir()) / "kova-files"
 
-    async def close_engine(_app: web.Application) -> None:
+    async def close_engine(app: web.Application) -> None:
+        await app[BIDS].close()
         await engine.dispose()
 
     app.on_cleanup.append(close_engine)

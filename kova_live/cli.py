@@ -8,6 +8,7 @@ embedded SQLite file in the data folder (``--data-dir`` or ``KOVA_DATA_DIR``, de
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 from pathlib import Path
@@ -156,6 +157,11 @@ def serve(
         data_dir / "files",
     )
     click.echo(f"kova-live: height {clock.height()}, serving on http://{host}:{port}", err=True)
+    # what start-up made (modules, tables, compiled statements) lives as long as the process:
+    # out of the garbage collector's way, a full collection walks a tenth as many objects and
+    # stalls every request in flight that much less
+    gc.collect()
+    gc.freeze()
     web.run_app(app, host=host, port=port, print=None, access_log=None)
 
 

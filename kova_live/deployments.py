@@ -39,6 +39,7 @@ from kova_core import (
 
 from . import market
 from .app import (
+    BIDS,
     CACHES,
     CLOCK,
     ENGINE,
@@ -537,16 +538,8 @@ async def place_bid(request: web.Request) -> web.Response:
     provider = await _account(request, "provider")
     order_id = _id(request, "order")
     body: NewBid = await read_body(request, NewBid)
-    clock, settings = request.app[CLOCK].height, request.app[SETTINGS]
-
-    async def work(connection: AsyncConnection) -> Any:
-        height = await market.settle_to_now(connection, clock, settings)
-        bid_id = await market.place_bid(
-            connection, provider.id, order_id, body.price, height, settings
-        )
-        return (await connection.execute(select(bids).where(bids.c.id == bid_id))).one()
-
-    return web.json_response(_bid_view(await transact(request.app[ENGINE], work)), status=201)
+    bid = await request.app[BIDS].place(market.BidRequest(provider.id, order_id, body.price))
+    return web.json_response(bid, status=201)
 
 
 async def withdraw_bid(request: web.Request) -> web.Response:

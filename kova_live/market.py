@@ -35,7 +35,7 @@ from sqlalchemy import (
     literal,
     select,
     text,
-    true,
+    union_all,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -93,6 +93,7 @@ from .schema import (
 )
 
 __all__ = [
+    "BidRequest",
     "NoHeartbeat",
     "accept_bid",
     "catch_up",
@@ -106,6 +107,7 @@ __all__ = [
     "locked_deployment",
     "order_spec",
     "place_bid",
+    "place_bids",
     "provider_matches",
     "resume_if_covered",
     "settle_to_now",
@@ -508,29 +510,51 @@ async def order_spec(connection: AsyncConnection, order: Any) -> OrderSpec:
 
 
 async def free_capacity(connection: AsyncConnection, node: Any) -> Resources:
-    """A provider's capacity less what its live leases hold and its open bids reserve (one
-    statement: both sums)."""
+    """A provider's capacity less what its live leases hold and its open bids reserve."""
+    held = (await _held(connection, [node.provider_id])).get(node.provider_id, Resources())
+    return _capacity(node) - held
 
-    def total(table: Any, name: str) -> Any:
-        return func.coalesce(func.sum(table.c[name]), 0)
 
-    held_by_leases = select(*(total(leases, n) for n in RESOURCE_COLUMNS)).where(
-        leases.c.provider_id == node.provider_id, leases.c.state != "closed"
+def _capacity(node: Any) -> Resources:
+    return Resources(cpu=node.cpu, memory=node.memory, storage=node.storage, gpu=node.gpu)
+
+
+async def _held(connection: AsyncConnection, provider_ids: list[int]) -> dict[int, Resources]:
+    """What the live leases hold and the open bids reserve, of each of these providers that
+    holds anything (one statement: both sums, by provider)."""
+
+    def sums(table: Any) -> list[Any]:
+        return [func.sum(table.c[name]) for name in RESOURCE_COLUMNS]
+
+    held_by_leases = (
+        select(leases.c.provider_id, *sums(leases))
+        .where(_among(leases.c.provider_id, provider_ids, connection))
+        .where(leases.c.state != LeaseState.CLOSED.value)
+        .group_by(leases.c.provider_id)
     )
-    held_by_bids = (
-        select(*(total(orders, n) for n in RESOURCE_COLUMNS))
-        .join(bids, bids.c.order_id == orders.c.id)
-        .where(bids.c.provider_id == node.provider_id, bids.c.state == "open")
+    reserved_by_bids = (
+        select(bids.c.provider_id, *sums(orders))
+        .join(orders, orders.c.id == bids.c.order_id)
+        .where(_among(bids.c.provider_id, provider_ids, connection))
+        .where(bids.c.state == BidState.OPEN.value)
+        .group_by(bids.c.provider_id)
     )
-    used = held_by_leases.subquery()
-    reserved = held_by_bids.subquery()
-    both = select(used, reserved).select_from(used.join(reserved, true()))  # one row each
-    row = (await connection.execute(both)).one()
-    sums = [int(value) for value in row]
-    width = len(RESOURCE_COLUMNS)
-    held = Resources(**{n: sums[i] + sums[i + width] for i, n in enumerate(RESOURCE_COLUMNS)})
-    capacity = Resources(cpu=node.cpu, memory=node.memory, storage=node.storage, gpu=node.gpu)
-    return capacity - held
+    held: dict[int, Resources] = {}
+    for provider_id, *amounts in await connection.execute(
+        union_all(held_by_leases, reserved_by_bids)
+    ):
+        more = Resources(**{n: int(a) for n, a in zip(RESOURCE_COLUMNS, amounts, strict=True)})
+        held[provider_id] = held.get(provider_id, Resources()) + more
+    return held
+
+
+@dataclass(frozen=True, slots=True)
+class BidRequest:
+    """A provider's bid of ``price`` per block on an order, not yet checked."""
+
+    provider_id: int
+    order_id: int
+    price: int
 
 
 async def place_bid(
@@ -549,56 +573,163 @@ async def place_bid(
     :class:`kova_core.DuplicateBid`, :class:`kova_core.PlacementMismatch`,
     :class:`kova_core.InsufficientCapacity`.
     """
+    (outcome,) = await place_bids(
+        connection, [BidRequest(provider_id, order_id, price)], height, settings
+    )
+    if isinstance(outcome, KovaError):
+        raise outcome
+    return int(outcome["id"])
+
+
+async def place_bids(
+    connection: AsyncConnection, requests: list[BidRequest], height: int, settings: Settings
+) -> list[dict[str, Any] | KovaError]:
+    """Place many bids in one transaction, each as :func:`place_bid` would, one after the
+    other in the order given (a bid reserves its resources before the next is checked); return,
+    for each request, the new bid's row as a dict or the error that refused it.
+
+    A handful of statements for the whole list (the orders and providers concerned, locked in
+    id order; their open bids; their manifests; their held resources; one insert), so that the
+    server can take many bids per transaction.
+    """
     await catch_up(connection, height, settings)
-    order = (
-        await connection.execute(select(orders).where(orders.c.id == order_id).with_for_update())
-    ).first()
-    if order is None:
-        raise UnknownEntity("order", order_id)
-    nodes = select(provider_nodes).where(provider_nodes.c.provider_id == provider_id)
-    node = (await connection.execute(nodes.with_for_update())).first()
-    if node is None:
-        raise NoHeartbeat("send a heartbeat (POST /v1/providers/heartbeat) before bidding")
-    if node.state != "online":
-        raise ProviderOffline(f"provider {provider_id} is {node.state}")
-    if order.state != OrderState.OPEN:
-        raise OrderNotOpen(f"order {order.id} is {order.state}")
-    if price > order.max_price:
-        raise PriceAboveMax(
-            f"price {price} is above order {order.id}'s max price {order.max_price}"
+    order_ids = sorted({r.order_id for r in requests})
+    provider_ids = sorted({r.provider_id for r in requests})
+    found = {
+        row.id: row
+        for row in await connection.execute(
+            select(orders)
+            .where(_among(orders.c.id, order_ids, connection))
+            .order_by(orders.c.id)
+            .with_for_update()
         )
-    existing = await connection.scalar(
-        select(bids.c.id).where(
-            bids.c.order_id == order.id, bids.c.provider_id == provider_id, bids.c.state == "open"
+    }
+    nodes = {
+        row.provider_id: row
+        for row in await connection.execute(
+            select(provider_nodes)
+            .where(_among(provider_nodes.c.provider_id, provider_ids, connection))
+            .order_by(provider_nodes.c.provider_id)
+            .with_for_update()
         )
-    )
-    if existing is not None:
-        raise DuplicateBid(
-            f"provider {provider_id} already has open bid {existing} on order {order.id}"
+    }
+    open_bids: dict[tuple[int, int], int | None] = {
+        (row.order_id, row.provider_id): row.id
+        for row in await connection.execute(
+            select(bids.c.order_id, bids.c.provider_id, bids.c.id).where(
+                _among(bids.c.provider_id, provider_ids, connection),
+                _among(bids.c.order_id, order_ids, connection),
+                bids.c.state == BidState.OPEN.value,
+            )
         )
-    spec = await order_spec(connection, order)
-    mismatch = provider_matches(
-        spec, json.loads(node.attributes), frozenset(), frozenset(json.loads(node.gpu_models))
-    )
-    if mismatch:
-        raise PlacementMismatch(f"provider {provider_id} cannot serve order {order.id}: {mismatch}")
-    free = await free_capacity(connection, node)
-    if not spec.resources.fits_in(free):
-        raise InsufficientCapacity(
-            f"provider {provider_id} has {free} free, order {order.id} needs {spec.resources}"
-        )
-    return int(
+    }
+    dep_ids = sorted({order.deployment_id for order in found.values()})
+    manifests = dict(
         (
             await connection.execute(
-                insert(bids)
-                .values(
-                    order_id=order.id, provider_id=provider_id, price=price, height=height,
-                    response_time=height - order.created_at, state=BidState.OPEN.value,
+                select(deployments.c.id, deployments.c.manifest).where(
+                    _among(deployments.c.id, dep_ids, connection)
                 )
-                .returning(bids.c.id)
             )
-        ).scalar_one()
-    )  # fmt: skip
+        ).all()
+    )
+    held = await _held(connection, provider_ids)
+    outcomes: list[dict[str, Any] | KovaError] = []
+    new: list[dict[str, Any]] = []  # the bids made here, in the order of their requests
+    made: dict[tuple[int, int], int] = {}  # (order, provider) -> index in ``new``
+    duplicates: list[tuple[int, int]] = []  # of a bid made here: (index in outcomes, in new)
+    for request in requests:
+        provider_id = request.provider_id
+        key = (request.order_id, provider_id)
+        try:
+            order = found.get(request.order_id)
+            if order is None:
+                raise UnknownEntity("order", request.order_id)
+            node = nodes.get(provider_id)
+            if node is None:
+                raise NoHeartbeat("send a heartbeat (POST /v1/providers/heartbeat) before bidding")
+            if node.state != "online":
+                raise ProviderOffline(f"provider {provider_id} is {node.state}")
+            if order.state != OrderState.OPEN:
+                raise OrderNotOpen(f"order {order.id} is {order.state}")
+            if request.price > order.max_price:
+                raise PriceAboveMax(
+                    f"price {request.price} is above order {order.id}'s max price"
+                    f" {order.max_price}"
+                )
+            if key in open_bids:
+                raise DuplicateBid(
+                    f"provider {provider_id} already has open bid {open_bids[key]}"
+                    f" on order {order.id}"
+                )
+            if key in made:  # its id is known once the bids are inserted
+                duplicates.append((len(outcomes), made[key]))
+                outcomes.append(DuplicateBid(""))
+                continue
+            spec = _specs(manifests[order.deployment_id])[order.spec_index]
+            mismatch = provider_matches(
+                spec,
+                json.loads(node.attributes),
+                frozenset(),
+                frozenset(json.loads(node.gpu_models)),
+            )
+            if mismatch:
+                raise PlacementMismatch(
+                    f"provider {provider_id} cannot serve order {order.id}: {mismatch}"
+                )
+            holds = held.get(provider_id, Resources())
+            free = _capacity(node) - holds
+            if not spec.resources.fits_in(free):
+                raise InsufficientCapacity(
+                    f"provider {provider_id} has {free} free, order {order.id} needs"
+                    f" {spec.resources}"
+                )
+        except KovaError as refused:
+            outcomes.append(refused)
+            continue
+        held[provider_id] = holds + spec.resources
+        made[key] = len(new)
+        bid = {
+            "order_id": order.id, "provider_id": provider_id, "price": request.price,
+            "height": height, "response_time": height - order.created_at,
+            "state": BidState.OPEN.value,
+        }  # fmt: skip
+        new.append(bid)
+        outcomes.append(bid)
+    if new:
+        await _insert_bids(connection, new)
+    for at, index in duplicates:
+        bid = new[index]
+        outcomes[at] = DuplicateBid(
+            f"provider {bid['provider_id']} already has open bid {bid['id']}"
+            f" on order {bid['order_id']}"
+        )
+    return outcomes
+
+
+async def _insert_bids(connection: AsyncConnection, new: list[dict[str, Any]]) -> None:
+    """Insert new bids (at most one per order and provider) and set each one's ``id``. On
+    PostgreSQL one statement whose text is the same for any number of bids, so that psycopg
+    prepares it once (an insert of many VALUES rows would be new text for each count)."""
+    if connection.dialect.name != "postgresql":
+        statement = insert(bids).returning(bids.c.id, sort_by_parameter_order=True)
+        made_ids = (await connection.execute(statement, new)).scalars().all()
+        for bid, bid_id in zip(new, made_ids, strict=True):
+            bid["id"] = int(bid_id)
+        return
+    columns = ("order_id", "provider_id", "price", "height", "response_time")
+    rows = await connection.execute(
+        text(
+            "INSERT INTO bids (order_id, provider_id, price, height, response_time, state)"
+            " SELECT n.*, :state FROM unnest("
+            + ", ".join(f"CAST(string_to_array(:{c}, ',') AS bigint[])" for c in columns)
+            + ") AS n RETURNING id, order_id, provider_id"
+        ),
+        {"state": BidState.OPEN.value, **{c: _joined(bid[c] for bid in new) for c in columns}},
+    )
+    by_key = {(bid["order_id"], bid["provider_id"]): bid for bid in new}
+    for bid_id, order_id, provider_id in rows:
+        by_key[order_id, provider_id]["id"] = int(bid_id)
 
 
 async def withdraw_bid(

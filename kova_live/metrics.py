@@ -43,6 +43,10 @@ class Metrics:
         self.escrow = Gauge("kova_escrow_micro", "Money held in escrow, micro-units", registry=r)
         self.rounds = Gauge("kova_settlement_rounds", "Settlement rounds run", registry=r)
         self.work = Gauge("kova_work_pending", "Background work waiting", registry=r)
+        self.bid_batch = Histogram(
+            "kova_bid_batch_size", "Bid requests taken by one transaction", registry=r,
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+        )  # fmt: skip
 
 
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)

@@ -70,6 +70,37 @@ def test_a_hundred_providers_bid_at_once_on_one_order(server):
     assert sorted(r.status_code for r in twice) == [409, 409]  # it already had an open bid
 
 
+def test_bids_that_arrive_together_are_checked_one_after_the_other(server):
+    """The server takes the bids that arrive together in one transaction; each is still checked
+    as if alone, after the ones before it. A provider with room for two replicas bids on five
+    orders at once, and twice on the first: exactly two bids stand, the rest are refused for
+    capacity or as a duplicate of a bid that stands."""
+    tenant, provider = register(server, "tenant", "t"), register(server, "provider", "p")
+    credit(server.database_url, tenant["account"], 10_000_000)
+    server.client.post("/v1/providers/heartbeat", headers=provider["headers"], json={"capacity": BOX})
+    five = MANIFEST.replace("count: 1", "count: 5")
+    dep = server.client.post("/v1/deployments", headers=tenant["headers"],
+                             json={"manifest": five, "deposit": 1_000_000}).json()  # fmt: skip
+    order_ids = [o["id"] for o in dep["orders"]]
+    targets = [*order_ids, order_ids[0]]
+    replies = concurrently(server, [
+        ("POST", f"/v1/orders/{order_id}/bids", {"price": 1_000}, provider["headers"])
+        for order_id in targets
+    ])  # fmt: skip
+    made = {r.json()["id"]: r.json()["order_id"] for r in replies if r.status_code == 201}
+    assert len(made) == 2 and len(set(made.values())) == 2  # BOX holds two replicas
+    for order_id, reply in zip(targets, replies, strict=True):
+        if reply.status_code == 201:
+            continue
+        error = reply.json()["error"]
+        assert reply.status_code == 409 and error["code"] in {"insufficient_capacity", "duplicate_bid"}
+        if error["code"] == "duplicate_bid":
+            (standing,) = [b for b, o in made.items() if o == order_id]
+            assert f"open bid {standing} on order {order_id}" in error["message"]
+    offers = server.client.get(f"/v1/deployments/{dep['id']}/bids", headers=tenant["headers"]).json()["bids"]
+    assert sorted(b["id"] for b in offers) == sorted(made)
+
+
 def test_two_accepts_at_once_make_exactly_one_lease(server):
     tenant = register(server, "tenant", "t")
     credit(server.database_url, tenant["account"], 10_000_000)
