@@ -156,11 +156,26 @@ async def polling(base: str, providers: int, seconds: float) -> tuple[list[float
     return latencies, i, errors
 
 
+async def post_bid(
+    client: aiohttp.ClientSession, k: int, providers: int, order_ids: list[int]
+) -> bool:
+    """Bid number k: from provider ``k % providers``, on an order it has not bid on yet (for
+    k below providers x orders); whether the server took it."""
+    p = 1 + k % providers
+    order_id = order_ids[(k % providers + k // providers) % len(order_ids)]
+    async with client.post(
+        f"/v1/orders/{order_id}/bids", json={"price": 1_000 + p % 100},
+        headers={"Authorization": f"Bearer {token(p)}"},
+    ) as response:  # fmt: skip
+        await response.read()
+        return response.status == 201
+
+
 async def bid_intake(
     base: str, providers: int, order_ids: list[int], seconds: float, first: int = 0
 ) -> tuple[int, list[float], int]:
-    """Bids number ``first``, ``first + 1``, ...: bid k from provider ``k % providers``, on
-    an order that provider has not bid on yet."""
+    """As many bids as the server takes from 64 clients, numbered from ``first``
+    (:func:`post_bid`)."""
     done: list[float] = []
     errors = 0
     pairs = iter(range(first, providers * len(order_ids)))
@@ -175,18 +190,11 @@ async def bid_intake(
                     k = next(pairs)
                 except StopIteration:
                     return
-                p = 1 + k % providers
-                order_id = order_ids[(k % providers + k // providers) % len(order_ids)]
                 t = time.perf_counter()
-                async with client.post(
-                    f"/v1/orders/{order_id}/bids", json={"price": 1_000 + p % 100},
-                    headers={"Authorization": f"Bearer {token(p)}"},
-                ) as response:  # fmt: skip
-                    await response.read()
-                    if response.status == 201:
-                        done.append(time.perf_counter() - t)
-                    else:
-                        errors += 1
+                if await post_bid(client, k, providers, order_ids):
+                    done.append(time.perf_counter() - t)
+                else:
+                    errors += 1
 
         await asyncio.gather(*(worker(w) for w in range(64)))
     return len(done), done, errors
@@ -195,8 +203,8 @@ async def bid_intake(
 async def bids_at_rate(
     base: str, providers: int, order_ids: list[int], seconds: float, rate: float, first: int
 ) -> tuple[int, list[float], int, int]:
-    """Bids offered at ``rate`` per second (open loop, as the polls), numbered as in
-    :func:`bid_intake` from ``first``: (bids taken, their latencies, errors, bids offered)."""
+    """Bids offered at ``rate`` per second (open loop, as the polls), numbered from ``first``
+    (:func:`post_bid`): (bids taken, their latencies, errors, bids offered)."""
     done: list[float] = []
     errors = 0
     connector = aiohttp.TCPConnector(limit=256)
@@ -205,18 +213,11 @@ async def bids_at_rate(
 
         async def one(k: int, scheduled: float) -> None:
             nonlocal errors
-            p = 1 + k % providers
-            order_id = order_ids[(k % providers + k // providers) % len(order_ids)]
             try:
-                async with client.post(
-                    f"/v1/orders/{order_id}/bids", json={"price": 1_000 + p % 100},
-                    headers={"Authorization": f"Bearer {token(p)}"},
-                ) as response:  # fmt: skip
-                    await response.read()
-                    if response.status == 201:
-                        done.append(time.perf_counter() - scheduled)
-                    else:
-                        errors += 1
+                if await post_bid(client, k, providers, order_ids):
+                    done.append(time.perf_counter() - scheduled)
+                else:
+                    errors += 1
             except (TimeoutError, aiohttp.ClientError):
                 errors += 1
 

@@ -595,24 +595,8 @@ async def place_bids(
     await catch_up(connection, height, settings)
     order_ids = sorted({r.order_id for r in requests})
     provider_ids = sorted({r.provider_id for r in requests})
-    found = {
-        row.id: row
-        for row in await connection.execute(
-            select(orders)
-            .where(_among(orders.c.id, order_ids, connection))
-            .order_by(orders.c.id)
-            .with_for_update()
-        )
-    }
-    nodes = {
-        row.provider_id: row
-        for row in await connection.execute(
-            select(provider_nodes)
-            .where(_among(provider_nodes.c.provider_id, provider_ids, connection))
-            .order_by(provider_nodes.c.provider_id)
-            .with_for_update()
-        )
-    }
+    found = await _locked(connection, orders.c.id, order_ids)
+    nodes = await _locked(connection, provider_nodes.c.provider_id, provider_ids)
     open_bids: dict[tuple[int, int], int | None] = {
         (row.order_id, row.provider_id): row.id
         for row in await connection.execute(
@@ -705,6 +689,14 @@ async def place_bids(
             f" on order {bid['order_id']}"
         )
     return outcomes
+
+
+async def _locked(connection: AsyncConnection, key: Any, ids: list[int]) -> dict[int, Any]:
+    """The rows of ``key``'s table whose ``key`` is among ``ids``, locked in key order (as
+    every transaction that locks several takes them: no deadlock), by key."""
+    statement = select(key.table).where(_among(key, ids, connection)).order_by(key)
+    rows = await connection.execute(statement.with_for_update())
+    return {row._mapping[key]: row for row in rows}
 
 
 async def _insert_bids(connection: AsyncConnection, new: list[dict[str, Any]]) -> None:
