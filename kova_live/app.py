@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import hashlib
 import json
 import logging
@@ -23,18 +22,18 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kova_core import InsufficientBalance, KovaError, format_micro
 
 from .clock import BlockClock
-from .db import retriable, snapshot_reader, transact
+from .db import retriable, snapshot_reader
 from .intake import BidIntake
 from .ledger import account_transfers, balance
-from .market import Settings, catch_up
+from .market import Settings
 from .metrics import METRICS, Metrics, metrics_middleware, serve_metrics
 from .openapi import serve_openapi
-from .schema import accounts, deployments
+from .schema import accounts
 from .work import WorkSettings, worker_loop
 
 __all__ = ["ApiError", "RequestBody", "core_error", "create_app", "hash_token"]
@@ -368,34 +367,6 @@ async def my_transactions(request: web.Request) -> web.Response:
     return web.json_response({"transactions": items, "next_before": following})
 
 
-async def _catch_up(connection: AsyncConnection, *, height: int, settings: Settings) -> int:
-    return await catch_up(connection, height, settings)
-
-
-async def settlement_loop(app: web.Application) -> None:
-    """Run each settlement round when its block begins, and stop each job at its deadline
-    (commands also catch both up first, so a slow loop never changes an outcome; it keeps idle
-    networks settled on time and tells agents of stopped jobs soon). It looks for a new job
-    deadline at least once a second."""
-    clock, settings, engine = app[CLOCK], app[SETTINGS], app[ENGINE]
-    while True:
-        height = clock.height()
-        try:
-            await transact(engine, functools.partial(_catch_up, height=height, settings=settings))
-            async with app[READER].connect() as connection:
-                deadline = await connection.scalar(select(func.min(deployments.c.deadline)))
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # a database hiccup: log it, the next turn catches up
-            log.exception("settlement round failed; retrying")
-            await asyncio.sleep(1)
-            continue
-        wake = (height // settings.settlement_interval + 1) * settings.settlement_interval
-        if deadline is not None:
-            wake = min(wake, max(int(deadline), height + 1))
-        await asyncio.sleep(min(clock.seconds_until(wake) + 0.001, 1.0))
-
-
 def create_app(
     engine: AsyncEngine,
     clock: BlockClock,
@@ -415,11 +386,9 @@ def create_app(
     app[CACHES] = Caches()
     app[BIDS] = BidIntake(engine, clock.height, settings, observe=app[METRICS].bid_batch.observe)
 
-    async def rounds(app: web.Application) -> AsyncIterator[None]:
-        tasks = [
-            asyncio.create_task(settlement_loop(app)),
-            asyncio.create_task(worker_loop(engine, clock, settings, app[WORK])),
-        ]
+    async def background(app: web.Application) -> AsyncIterator[None]:
+        # settlement rounds and job deadlines are work items too (``settle``, ``job_deadline``)
+        tasks = [asyncio.create_task(worker_loop(engine, clock, settings, app[WORK]))]
         yield
         for task in tasks:
             task.cancel()
@@ -427,7 +396,7 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    app.cleanup_ctx.append(rounds)
+    app.cleanup_ctx.append(background)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", serve_metrics)
     app.router.add_get("/v1/openapi.json", serve_openapi)

@@ -800,7 +800,7 @@ async def accept_bid(
         ).scalar_one()
     )  # fmt: skip
     if dep.kind == "job":
-        await schedule_job(connection, dep.id)
+        await schedule_job(connection, dep.id, height)
         await catch_up(connection, height, settings)
     return lease_id
 
@@ -996,7 +996,7 @@ async def deposit(
     )  # fmt: skip
     await resume_if_covered(connection, dep, height, settings)
     if dep.kind == "job":
-        await schedule_job(connection, dep.id)
+        await schedule_job(connection, dep.id, height)
 
 
 async def locked_deployment(connection: AsyncConnection, deployment_id: int) -> Any:
@@ -1119,7 +1119,7 @@ async def _fail_lease(
         update(orders).where(orders.c.id == row.order_id).values(state=again.value)
     )
     if dep.kind == "job":
-        await schedule_job(connection, dep.id)
+        await schedule_job(connection, dep.id, height)
     if dep.auto_accept is not None:  # the orchestrator chooses the next lease, too
         wait = json.loads(dep.auto_accept)["wait"]
         await enqueue(connection, "auto_accept", row.order_id, height + wait, height)
@@ -1151,9 +1151,11 @@ async def finish_job(
     await _maybe_finish_job(connection, dep.id, height, settings)
 
 
-async def schedule_job(connection: AsyncConnection, job_id: int) -> None:
+async def schedule_job(connection: AsyncConnection, job_id: int, height: int) -> None:
     """Recompute a job's deadline (the core's ``Market._schedule_job``): the earlier of the last
-    block its escrow pays for and a running lease reaching the job's max runtime."""
+    block its escrow pays for and a running lease reaching the job's max runtime. A new
+    deadline enqueues a ``job_deadline`` work item for its block, in this transaction (commands
+    catch deadlines up too; the item makes the job stop on time when no command comes)."""
     dep = (await connection.execute(select(deployments).where(deployments.c.id == job_id))).one()
     running = (
         await connection.execute(
@@ -1170,6 +1172,8 @@ async def schedule_job(connection: AsyncConnection, job_id: int) -> None:
         await connection.execute(
             update(deployments).where(deployments.c.id == job_id).values(deadline=deadline)
         )
+        if deadline is not None:
+            await enqueue(connection, "job_deadline", job_id, deadline, height)
 
 
 async def _job_deadline_reached(
@@ -1217,7 +1221,7 @@ async def _maybe_finish_job(
         .where(orders.c.deployment_id == job_id, orders.c.state != OrderState.CLOSED.value)
     )
     if still:
-        await schedule_job(connection, job_id)
+        await schedule_job(connection, job_id, height)
         return
     reasons = (
         await connection.execute(

@@ -19,6 +19,14 @@ Kinds:
   blocks) later.
 - ``prune_logs``: log lines older than the retention period (24 hours by default, wall clock)
   are deleted. Each prune enqueues the next one.
+- ``settle``: catch-up settlement. Every item first carries out the settlement rounds and job
+  deadlines due at its height (``market.settle_to_now``), as every command does; a ``settle``
+  item is due at each settlement round's height and enqueues the next one, so rounds run on
+  time when no command comes, and at start a server catches up the rounds it missed while it
+  was down.
+- ``job_deadline``: likewise, due at a job's deadline (enqueued with the deadline, by
+  ``market.schedule_job``), so that a job runs out of funds or time on its block. A deadline
+  that moved since is just a catch-up with nothing to do.
 """
 
 from __future__ import annotations
@@ -128,9 +136,14 @@ async def _prune_logs(
     await enqueue(connection, "prune_logs", None, height + work.prune_every, height)
 
 
+async def _settle(connection: AsyncConnection, height: int, settings: market.Settings) -> None:
+    interval = settings.settlement_interval
+    await enqueue(connection, "settle", None, (height // interval + 1) * interval, height)
+
+
 RELOOK = 15  # blocks: at least a provider's poll interval between two looks at no bids
 
-PERIODIC = ("sweep_providers", "prune_logs")  # kinds of work that enqueue their next turn
+PERIODIC = ("settle", "sweep_providers", "prune_logs")  # kinds that enqueue their next turn
 
 
 async def ensure_periodic(engine: AsyncEngine, height: int) -> None:
@@ -191,6 +204,10 @@ async def run_due(
                     await _auto_accept(connection, item.subject_id, height, settings)
                 elif item.kind == "prune_logs":
                     await _prune_logs(connection, height, now_ms, work)
+                elif item.kind == "settle":
+                    await _settle(connection, height, settings)
+                elif item.kind == "job_deadline":
+                    pass  # settle_to_now above carried it out
                 else:
                     raise ValueError(f"unknown kind of work {item.kind!r}")
             except KovaError as exc:  # the world moved on (order closed, provider gone): done
