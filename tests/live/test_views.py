@@ -62,8 +62,14 @@ def test_a_provider_sees_its_own_leases_and_everyone_sees_providers(server):
 def test_metrics_in_prometheus_format(server):
     tenant = register(server, "tenant", "t")
     credit(server.database_url, tenant["account"], 10_000_000)
-    server.client.post("/v1/deployments", headers=tenant["headers"],
-                       json={"manifest": MANIFEST, "deposit": 2_000_000})  # fmt: skip
+    dep = server.client.post("/v1/deployments", headers=tenant["headers"],
+                             json={"manifest": MANIFEST, "deposit": 2_000_000}).json()  # fmt: skip
+    provider = register(server, "provider", "p")
+    capacity = {"cpu": 4000, "memory": 2**34, "storage": 2**36, "gpu": 0}
+    server.client.post("/v1/providers/heartbeat", headers=provider["headers"], json={"capacity": capacity})
+    placed = server.client.post(f"/v1/orders/{dep['orders'][0]['id']}/bids",
+                                headers=provider["headers"], json={"price": 1_000})  # fmt: skip
+    assert placed.status_code == 201
     server.client.get("/v1/nothing")
     response = server.client.get("/metrics")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
@@ -78,6 +84,8 @@ def test_metrics_in_prometheus_format(server):
     assert samples[("kova_orders", (("state", "open"),))] >= 1
     assert samples[("kova_escrow_micro", ())] >= 2_000_000
     assert samples[("kova_work_pending", ())] >= 1  # the order's expiry, at least
+    assert samples[("kova_bid_batch_size_count", ())] == 1  # one bid transaction, of one bid
+    assert samples[("kova_bid_batch_size_sum", ())] == 1
     key = ("kova_http_requests_total", (("method", "POST"), ("route", "/v1/deployments"), ("status", "201")))
     assert samples[key] >= 1
     assert ("kova_http_requests_total", (("method", "GET"), ("route", "unmatched"), ("status", "404"))) in samples
