@@ -63,13 +63,15 @@ class Caches:
     ``accounts``: token hash -> :class:`Caller` (an account never changes role or token).
     ``open_orders``: the serialised open-order list, for one block and one ``orders_version``.
     Handlers that change orders bump the version; changes made by background work show by the
-    next block at the latest.
+    next block at the latest. ``loading``: the one read of that list under way, which every
+    poll that finds the list out of date awaits.
     """
 
     def __init__(self) -> None:
         self.accounts: dict[str, Caller] = {}
         self.orders_version = 0
         self.open_orders: tuple[tuple[int, int], bytes] | None = None
+        self.loading: tuple[tuple[int, int], asyncio.Future[bytes]] | None = None  # the read
 
     def orders_changed(self) -> None:
         """Forget the cached open-order list."""

@@ -8,6 +8,7 @@ transaction that commits before the reply. The core's errors become 4xx replies 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from typing import Any, Literal
@@ -518,19 +519,29 @@ async def open_orders(request: web.Request) -> web.Response:
         raise ApiError(400, "invalid_field", "only state=open is offered", "state")
     caches = request.app[CACHES]
     key = (request.app[CLOCK].height(), caches.orders_version)
-    if caches.open_orders is None or caches.open_orders[0] != key:
-        async with request.app[READER].connect() as connection:
-            rows = (
-                await connection.execute(
-                    select(orders)
-                    .where(orders.c.state == "open")
-                    .order_by(orders.c.id)
-                    .limit(1000)
-                )
-            ).all()
-        body = json.dumps({"orders": [_order_view(o) for o in rows]}).encode()
-        caches.open_orders = (key, body)
-    return web.Response(body=caches.open_orders[1], content_type="application/json")
+    if caches.open_orders is not None and caches.open_orders[0] == key:
+        body = caches.open_orders[1]
+    else:
+        # one read for all the polls that find the list out of date at once (hundreds a
+        # second at the start of each block); a poll that goes away does not cancel it, and
+        # a read that failed is tried again by the next poll
+        loading = caches.loading
+        if loading is None or loading[0] != key or (loading[1].done() and loading[1].exception()):
+            caches.loading = (key, asyncio.ensure_future(_load_open_orders(request.app, key)))
+        body = await asyncio.shield(caches.loading[1])
+    return web.Response(body=body, content_type="application/json")
+
+
+async def _load_open_orders(app: web.Application, key: tuple[int, int]) -> bytes:
+    async with app[READER].connect() as connection:
+        rows = (
+            await connection.execute(
+                select(orders).where(orders.c.state == "open").order_by(orders.c.id).limit(1000)
+            )
+        ).all()
+    body = json.dumps({"orders": [_order_view(o) for o in rows]}).encode()
+    app[CACHES].open_orders = (key, body)
+    return body
 
 
 async def place_bid(request: web.Request) -> web.Response:
