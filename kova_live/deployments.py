@@ -9,6 +9,7 @@ transaction that commits before the reply. The core's errors become 4xx replies 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import Callable
 from typing import Any, Literal
@@ -679,17 +680,55 @@ def _resources_of(row: Any) -> Resources:
 
 async def my_leases(request: web.Request) -> web.Response:
     """The calling provider's leases, newest first; ``state`` filters (active,
-    insufficient_funds, closed)."""
+    insufficient_funds, closed). Each lease carries what its container is to run
+    (``container``: see :func:`container_spec`)."""
     provider = await _account(request, "provider")
     state = request.query.get("state")
     if state is not None and state not in ("active", "insufficient_funds", "closed"):
         raise ApiError(400, "invalid_field", "one of active, insufficient_funds, closed", "state")
-    query = select(leases).where(leases.c.provider_id == provider.id)
+    query = (
+        select(leases, deployments.c.manifest, deployments.c.kind, deployments.c.max_runtime,
+               orders.c.spec_index)
+        .join(deployments, deployments.c.id == leases.c.deployment_id)
+        .join(orders, orders.c.id == leases.c.order_id)
+        .where(leases.c.provider_id == provider.id)
+    )  # fmt: skip
     if state is not None:
         query = query.where(leases.c.state == state)
     async with request.app[READER].connect() as connection:
         rows = (await connection.execute(query.order_by(leases.c.id.desc()).limit(1000))).all()
-    return web.json_response({"leases": [_lease_view(r) for r in rows]})
+    return web.json_response(
+        {
+            "leases": [
+                {**_lease_view(r), "container": container_spec(r.manifest, r.spec_index),
+                 "kind": r.kind, "max_runtime": r.max_runtime}
+                for r in rows
+            ]
+        }
+    )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=1024)
+def _manifest(text: str) -> Any:
+    return parse_manifest(text)
+
+
+def container_spec(manifest: str, spec_index: int) -> dict[str, Any]:
+    """What the container of the order at ``spec_index`` of ``manifest`` runs: the service's
+    image, command and args, environment, exposed ports, uploaded files (by SHA-256, with the
+    path to place each at) and storage volumes (size in bytes, mount path)."""
+    parsed = _manifest(manifest)
+    spec = parsed.order_specs()[spec_index]
+    service = parsed.services[spec.service]
+    return {
+        "service": service.name, "image": service.image, "command": list(service.command),
+        "args": list(service.args), "env": dict(service.env),
+        "expose": [{"port": e.port, "as": e.as_port, "proto": e.proto, "global": e.global_}
+                   for e in service.expose],
+        "files": [{"sha256": f.sha256, "path": f.path} for f in service.files],
+        "storage": [{"name": v.name, "size": v.size, "mount": v.mount, "read_only": v.read_only}
+                    for v in spec.storage],
+    }  # fmt: skip
 
 
 async def public_providers(request: web.Request) -> web.Response:

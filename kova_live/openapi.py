@@ -63,6 +63,24 @@ LEASE = _object(
         "reported_at": NULL_INT,
     }
 )  # fmt: skip
+CONTAINER = _object(
+    {
+        "service": STR, "image": STR, "command": {"type": "array", "items": STR},
+        "args": {"type": "array", "items": STR},
+        "env": {"type": "object", "additionalProperties": STR},
+        "expose": {"type": "array", "items": _object(
+            {"port": INT, "as": INT, "proto": STR, "global": {"type": "boolean"}})},
+        "files": {"type": "array", "items": _object({"sha256": STR, "path": STR})},
+        "storage": {"type": "array", "items": _object(
+            {"name": STR, "size": INT, "mount": NULL_STR, "read_only": {"type": "boolean"}})},
+    }
+)  # fmt: skip
+PROVIDER_LEASE = {
+    **LEASE,
+    "properties": {**LEASE["properties"], "container": CONTAINER,
+                   "kind": {"enum": ["deployment", "job"]}, "max_runtime": NULL_INT},
+    "required": sorted([*LEASE["required"], "container", "kind", "max_runtime"]),
+}  # fmt: skip
 RESULT = _object(
     {
         "deployment_id": INT, "state": {"enum": ["active", "insufficient_funds", "closed"]},
@@ -215,7 +233,7 @@ def openapi_document() -> dict[str, Any]:
             }), 401, 403, 404)}},
         "/v1/leases": {"get": {"summary": "Your leases (providers)", "security": secured,
             "parameters": [{"name": "state", "in": "query", "schema": {"type": "string"}}],
-            "responses": _responses(200, _list("leases", LEASE), 400, 401, 403)}},
+            "responses": _responses(200, _list("leases", PROVIDER_LEASE), 400, 401, 403)}},
         "/v1/leases/{id}/status": {"post": {
             "summary": "Report your lease: running, a job finished, or failed",
             "security": secured, "parameters": ID, "requestBody": _body(LeaseStatus),

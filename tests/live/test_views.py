@@ -51,6 +51,13 @@ def test_a_provider_sees_its_own_leases_and_everyone_sees_providers(server):
     lease = server.client.post(f"/v1/bids/{bid['id']}/accept", headers=tenant["headers"]).json()
     mine = server.client.get("/v1/leases", headers=p["headers"]).json()["leases"]
     assert [x["id"] for x in mine][:1] == [lease["id"]]
+    # what the agent needs to run it: the manifest's service (see MANIFEST)
+    assert mine[0]["kind"] == "deployment" and mine[0]["max_runtime"] is None
+    assert mine[0]["container"] == {
+        "service": "web", "image": "busybox:1.36", "command": [], "args": [], "env": {},
+        "expose": [], "files": [],
+        "storage": [{"name": "default", "size": 2**30, "mount": None, "read_only": False}],
+    }  # fmt: skip
     assert server.client.get("/v1/leases", headers=q["headers"]).json()["leases"] == []
     assert server.client.get("/v1/leases", params={"state": "nope"},
                              headers=p["headers"]).status_code == 400  # fmt: skip
