@@ -31,6 +31,7 @@ from .db import (
     migrate,
 )
 from .ledger import balance, move
+from .provider_cli import provider
 from .schema import accounts
 from .work import WorkSettings
 
@@ -226,3 +227,6 @@ async def _credit(url: str, tenant_id: int, micro: int, height: int) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+main.add_command(provider)
