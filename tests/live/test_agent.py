@@ -95,12 +95,13 @@ class AgentProcess:
 
 
 @pytest.fixture
-def network(docker_client, tmp_path) -> Iterator[dict]:
-    """An orchestrator on PostgreSQL with 0.05 s blocks; agents are started by the test and
-    stopped here, and every container and volume of the test's providers removed."""
+def network(request, docker_client, tmp_path) -> Iterator[dict]:
+    """An orchestrator on PostgreSQL with 0.05 s blocks (and the ``kova-live serve`` flags of an
+    indirect parameter, if any); agents are started by the test and stopped here, and every
+    container and volume of the test's providers removed."""
     agents: list[AgentProcess] = []
     with fresh_database("postgresql", tmp_path) as url:
-        server = Server(url, tmp_path / "server", 0.05)
+        server = Server(url, tmp_path / "server", 0.05, *getattr(request, "param", ()))
         providers: list[int] = []
 
         def agent(name: str, *extra: str) -> tuple[dict, AgentProcess]:
@@ -175,3 +176,121 @@ def test_a_deployment_runs_in_a_container_that_follows_its_lease(network):
     wait_for(lambda: _container(client, lease["id"]) is None)
     volumes = client.volumes.list(filters={"label": f"kova.lease={lease['id']}"})
     assert len(volumes) == 1  # kept until the operator runs gc-volumes
+
+
+def _job(script: str) -> str:
+    """A job manifest running ``script`` in kova/job:1."""
+    return (HTTPD.replace("kova/httpd:1", "kova/job:1")
+            .replace("    expose:\n      - port: 8080\n        as: 80\n        to:\n          - global: true\n",
+                     f"    command: [sh, -c]\n    args: [{script!r}]\n")
+            + "kind: job\nmax_runtime: 1h\n")  # fmt: skip
+
+
+def _accept_first_bid(server, tenant, dep):
+    bids = wait_for(lambda: server.client.get(f"/v1/deployments/{dep['id']}/bids",
+                                              headers=tenant["headers"]).json()["bids"])  # fmt: skip
+    reply = server.client.post(f"/v1/bids/{bids[0]['id']}/accept", headers=tenant["headers"])
+    assert reply.status_code == 201, reply.text
+    return reply.json()
+
+
+def test_a_job_runs_to_completion_pays_for_its_runtime_and_returns_its_result(network):
+    server, client = network["server"], network["docker"]
+    tenant = register(server, "tenant", "t")
+    credit(server.database_url, tenant["account"], 10_000_000)
+    network["agent"]("p", "--strategy", "fixed", "--strategy-param", f"price_per_block={PRICE}")
+    ok = server.client.post("/v1/deployments", headers=tenant["headers"], json={
+        "manifest": _job("echo the answer is 42; sleep 1"), "deposit": 1_000_000}).json()  # fmt: skip
+    crash = server.client.post("/v1/deployments", headers=tenant["headers"], json={
+        "manifest": _job("echo about to fail >&2; exit 3"), "deposit": 1_000_000}).json()  # fmt: skip
+    leases = {_accept_first_bid(server, tenant, dep)["id"]: dep for dep in (ok, crash)}
+    results = {}
+    for dep in (ok, crash):
+        results[dep["id"]] = wait_for(lambda dep=dep: (r := server.client.get(
+            f"/v1/deployments/{dep['id']}/result", headers=tenant["headers"]).json())["done"] and r, 30)  # fmt: skip
+    done = results[ok["id"]]
+    assert done["close_reason"] == "job_completed"
+    (result,) = done["results"]
+    assert result["exit_code"] == 0 and "the answer is 42" in result["output"]
+    # charged for the blocks it ran (at least the second it slept: 20 blocks of 0.05 s)
+    assert result["total_paid"] == result["blocks_paid"] * PRICE and result["blocks_paid"] >= 20
+    (failed,) = results[crash["id"]]["results"]
+    assert failed["exit_code"] == 3 and failed["close_reason"] == "job_failed"
+    assert "about to fail" in failed["output"]
+    logs = server.client.get(f"/v1/deployments/{ok['id']}/logs", headers=tenant["headers"]).json()
+    assert "the answer is 42" in [line["text"] for line in logs["lines"]]
+    for lease_id in leases:  # the containers went with their leases
+        wait_for(lambda lease_id=lease_id: _container(client, lease_id) is None)
+
+
+def test_after_a_kill_the_agent_adopts_live_containers_and_removes_closed_ones(network):
+    server, client = network["server"], network["docker"]
+    tenant = register(server, "tenant", "t")
+    credit(server.database_url, tenant["account"], 10_000_000)
+    provider, agent = network["agent"]("p", "--strategy", "fixed",
+                                       "--strategy-param", f"price_per_block={PRICE}")  # fmt: skip
+    deps = [server.client.post("/v1/deployments", headers=tenant["headers"],
+                               json={"manifest": HTTPD, "deposit": 1_000_000}).json()
+            for _ in range(2)]  # fmt: skip
+    kept, closed = (_accept_first_bid(server, tenant, dep) for dep in deps)
+    for lease in (kept, closed):
+        wait_for(lambda lease=lease: _lease(server, provider, lease["id"])["status"] == "running")
+    before = _container(client, kept["id"]).id
+    agent.kill()
+    server.client.post(f"/v1/deployments/{deps[1]['id']}/close", headers=tenant["headers"])
+    assert _container(client, closed["id"]) is not None  # nobody has removed it yet
+    agent.start()
+    wait_for(lambda: _container(client, closed["id"]) is None)
+    assert _container(client, kept["id"]).id == before  # adopted, not started again
+    assert _container(client, kept["id"]).status == "running"
+    endpoint = _lease(server, provider, kept["id"])["endpoint"]
+    assert httpx.get(f"http://{endpoint}/", timeout=5).text.strip() == "kova"
+
+
+def test_two_agents_compete_and_the_tenants_policy_picks(network):
+    server = network["server"]
+    tenant = register(server, "tenant", "t")
+    credit(server.database_url, tenant["account"], 10_000_000)
+    dear, _ = network["agent"]("dear", "--strategy", "fixed", "--strategy-param", "price_per_block=3000")
+    cheap, _ = network["agent"]("cheap", "--strategy", "cost-plus",
+                                "--strategy-param", "cpu_cost=1000",
+                                "--strategy-param", "margin_bps=0")  # fmt: skip
+    wait_for(lambda: {p["provider_id"] for p in server.client.get("/v1/providers").json()["providers"]}
+             >= {dear["id"], cheap["id"]}, 30)  # both agents are up  # fmt: skip
+    # wait for both agents' bids (40 blocks), then the cheapest: cost-plus asks 0.5 core x 1,000
+    dep = server.client.post("/v1/deployments", headers=tenant["headers"], json={
+        "manifest": HTTPD, "deposit": 1_000_000,
+        "auto_accept": {"policy": "cheapest", "wait": 40}}).json()  # fmt: skip
+    wait_for(lambda: server.client.get(f"/v1/deployments/{dep['id']}",
+                                       headers=tenant["headers"]).json()["leases"], 30)  # fmt: skip
+    view = server.client.get(f"/v1/deployments/{dep['id']}", headers=tenant["headers"]).json()
+    (lease,) = view["leases"]
+    assert lease["provider_id"] == cheap["id"] and lease["price"] == 500
+    wait_for(lambda: _lease(server, cheap, lease["id"])["status"] == "running")
+    assert server.client.get("/v1/leases", headers=dear["headers"]).json()["leases"] == []
+
+
+@pytest.mark.parametrize("network", [("--heartbeat-grace", "20")], indirect=True)
+def test_a_lost_providers_lease_fails_and_its_order_finds_another_provider(network):
+    server, client = network["server"], network["docker"]
+    tenant = register(server, "tenant", "t")
+    credit(server.database_url, tenant["account"], 10_000_000)
+    first, first_agent = network["agent"]("first", "--strategy", "fixed",
+                                          "--strategy-param", f"price_per_block={PRICE}")  # fmt: skip
+    wait_for(lambda: server.client.get("/v1/providers").json()["providers"], 30)
+    dep = server.client.post("/v1/deployments", headers=tenant["headers"], json={
+        "manifest": HTTPD, "deposit": 5_000_000,
+        "auto_accept": {"policy": "cheapest", "wait": 10}}).json()  # fmt: skip
+    lost = wait_for(lambda: server.client.get("/v1/leases", headers=first["headers"]).json()["leases"], 30)[0]
+    wait_for(lambda: _lease(server, first, lost["id"])["status"] == "running")
+    second, _ = network["agent"]("second", "--strategy", "fixed", "--strategy-param", "price_per_block=2000")
+    first_agent.kill()  # its heartbeats stop; after 20 blocks the sweep finds it lost
+    new = wait_for(lambda: server.client.get("/v1/leases", headers=second["headers"]).json()["leases"], 30)[0]
+    assert new["deployment_id"] == dep["id"] and new["order_id"] == lost["order_id"]
+    closed = _lease(server, first, lost["id"])
+    assert closed["state"] == "closed" and closed["close_reason"] == "provider_lost"
+    providers = {p["provider_id"]: p for p in server.client.get("/v1/providers").json()["providers"]}
+    assert providers[first["id"]]["state"] == "lost" and providers[first["id"]]["failed"] == 1
+    running = wait_for(lambda: (x := _lease(server, second, new["id"]))["status"] == "running" and x)
+    assert httpx.get(f"http://{running['endpoint']}/", timeout=5).text.strip() == "kova"
+    assert _container(client, new["id"]).labels["kova.provider"] == str(second["id"])
