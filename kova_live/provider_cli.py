@@ -12,7 +12,7 @@ import docker.errors
 import httpx
 import numpy as np
 
-from kova_core import KovaError, Resources, parse_cpu, parse_size, pricing_strategy
+from kova_core import KovaError, parse_cpu, parse_size, pricing_strategy
 
 from .agent import Agent, AgentError, Docker, machine_capacity
 
@@ -38,10 +38,10 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
     return found
 
 
-def _capacity(given: dict[str, str], machine: Resources) -> Resources:
-    """The machine's capacity with what ``--capacity`` sets instead."""
+def _capacity(given: dict[str, str]) -> dict[str, int]:
+    """What ``--capacity`` sets (the machine's capacity for the rest)."""
     parsers = {"cpu": parse_cpu, "memory": parse_size, "storage": parse_size, "gpu": int}
-    values = machine._asdict()
+    values = {}
     for key, raw in given.items():
         if key not in parsers:
             _fail(f"--capacity: unknown resource {key!r} (cpu, memory, storage, gpu)")
@@ -49,7 +49,7 @@ def _capacity(given: dict[str, str], machine: Resources) -> Resources:
             values[key] = parsers[key](raw)
         except (KovaError, ValueError) as exc:
             _fail(f"--capacity {key}: {exc}")
-    return Resources(**values)
+    return values
 
 
 def _param(raw: str) -> int | float | str:
@@ -126,13 +126,15 @@ def provider(
         pricing = pricing_strategy(strategy, **params)
     except KovaError as exc:
         _fail(f"--strategy {strategy}: {exc}")
+    overrides = _capacity(_pairs(capacity, "--capacity"))
+    placement = _pairs(attributes, "--attributes")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
     http = _client(orchestrator, token)
     provider_id = _whoami(http)
     client = _docker()
     runner = Docker(client, provider_id, host_ip)
-    offered = _capacity(_pairs(capacity, "--capacity"), machine_capacity(client))
+    offered = machine_capacity(client)._replace(**overrides)
     if not runner.storage_size_enforced():
         click.echo("kova-live provider: this Docker storage driver cannot limit a container's "
                    "disk; leases' storage sizes are not enforced", err=True)  # fmt: skip
@@ -140,7 +142,7 @@ def provider(
     agent = Agent(
         http=http, docker=runner, capacity=offered, strategy=pricing,
         pricing={"strategy": strategy, "params": params},
-        attributes=_pairs(attributes, "--attributes"), state_file=data_dir / "agent.json",
+        attributes=placement, state_file=data_dir / "agent.json",
         rng=np.random.default_rng(seed),
     )  # fmt: skip
     click.echo(f"kova-live provider: provider {provider_id} offering {offered} to "

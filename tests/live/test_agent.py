@@ -141,9 +141,13 @@ def test_a_deployment_runs_in_a_container_that_follows_its_lease(network):
     credit(server.database_url, tenant["account"], 10_000_000)
     provider, _ = network["agent"]("p", "--strategy", "fixed",
                                    "--strategy-param", f"price_per_block={PRICE}")  # fmt: skip
+    # an uploaded file the manifest places where the HTTP server serves it
+    sha256 = server.client.post("/v1/files", headers=tenant["headers"], content=b"uploaded\n").json()["sha256"]
+    manifest = HTTPD.replace("    image: kova/httpd:1\n",
+                             f"    image: kova/httpd:1\n    files:\n      - {{sha256: {sha256}, path: /www/up.txt}}\n")  # fmt: skip
     # about a round and a half of blocks: the second round finds the escrow short
     dep = server.client.post("/v1/deployments", headers=tenant["headers"],
-                             json={"manifest": HTTPD, "deposit": 90 * PRICE}).json()  # fmt: skip
+                             json={"manifest": manifest, "deposit": 90 * PRICE}).json()  # fmt: skip
     bids = wait_for(lambda: server.client.get(f"/v1/deployments/{dep['id']}/bids",
                                               headers=tenant["headers"]).json()["bids"])  # fmt: skip
     assert bids[0]["provider_id"] == provider["id"] and bids[0]["price"] == PRICE
@@ -164,6 +168,7 @@ def test_a_deployment_runs_in_a_container_that_follows_its_lease(network):
                                  "cat /sys/fs/cgroup/memory/memory.limit_in_bytes"]).output  # fmt: skip
     assert int(memory) == 128 * 2**20
     assert httpx.get(f"http://{running['endpoint']}/", timeout=5).text.strip() == "kova"
+    assert httpx.get(f"http://{running['endpoint']}/up.txt", timeout=5).text == "uploaded\n"
     # the escrow runs short: the lease pauses, and so does its container
     wait_for(lambda: _lease(server, provider, lease["id"])["state"] == "insufficient_funds", 30)
     wait_for(lambda: (_container(client, lease["id"]).reload() or True)
@@ -176,6 +181,13 @@ def test_a_deployment_runs_in_a_container_that_follows_its_lease(network):
     wait_for(lambda: _container(client, lease["id"]) is None)
     volumes = client.volumes.list(filters={"label": f"kova.lease={lease['id']}"})
     assert len(volumes) == 1  # kept until the operator runs gc-volumes
+    gc = subprocess.run(
+        [sys.executable, "-m", "kova_live", "provider", "--orchestrator", server.url,
+         "--token", provider["token"], "gc-volumes"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert gc.returncode == 0 and volumes[0].name in gc.stdout, gc.stderr
+    assert client.volumes.list(filters={"label": f"kova.lease={lease['id']}"}) == []
 
 
 def _job(script: str) -> str:
@@ -294,3 +306,20 @@ def test_a_lost_providers_lease_fails_and_its_order_finds_another_provider(netwo
     running = wait_for(lambda: (x := _lease(server, second, new["id"]))["status"] == "running" and x)
     assert httpx.get(f"http://{running['endpoint']}/", timeout=5).text.strip() == "kova"
     assert _container(client, new["id"]).labels["kova.provider"] == str(second["id"])
+
+
+@pytest.mark.parametrize(("flags", "says"), [
+    (["--capacity", "cpu=lots"], "--capacity cpu: not a CPU amount"),
+    (["--capacity", "disk=5"], "unknown resource 'disk'"),
+    (["--strategy", "nope"], "unknown pricing strategy 'nope'"),
+    (["--strategy", "fixed", "--strategy-param", "price_per_block=-5"], "price_per_block"),
+    (["--attributes", "region"], "--attributes: expected key=value"),
+    ([], "cannot reach the orchestrator"),
+])  # fmt: skip
+def test_the_agent_refuses_bad_flags_with_one_line_naming_them(flags, says):
+    result = subprocess.run(
+        [sys.executable, "-m", "kova_live", "provider", "--orchestrator", "http://127.0.0.1:9",
+         "--token", "kova_x", *flags],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2 and says in result.stderr and "Traceback" not in result.stderr
