@@ -197,6 +197,7 @@ class Agent:
     refused: dict[int, int] = field(default_factory=dict)  # order -> height it was refused
     cursors: dict[str, str] = field(default_factory=dict)  # lease id -> last log timestamp
     reported: dict[int, str] = field(default_factory=dict)  # lease id -> what we told
+    cannot_run: set[int] = field(default_factory=set)  # deployments whose image is missing
 
     def __post_init__(self) -> None:
         if self.state_file is not None and self.state_file.exists():
@@ -246,6 +247,7 @@ class Agent:
             container = self.docker.start(lease, files)
         except docker.errors.ImageNotFound:
             image = lease["container"]["image"]
+            self.cannot_run.add(lease["deployment_id"])  # no more bids on its orders
             self._report(lease, {"state": "failed", "message": f"image {image!r} is not on "
                                  "this provider's machine (no registry is reachable)"})  # fmt: skip
             return
@@ -352,6 +354,8 @@ class Agent:
         free = room - sum((needs for _, needs in self.bids.values()), Resources())
         for order in orders:
             if order["id"] in self.bids or height - self.refused.get(order["id"], -10**9) < 60:
+                continue
+            if order["deployment_id"] in self.cannot_run:
                 continue
             needs = _resources(order["resources"])
             if not needs.fits_in(free):

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -215,9 +216,12 @@ def test_a_job_runs_to_completion_pays_for_its_runtime_and_returns_its_result(ne
         "manifest": _job("echo the answer is 42; sleep 1"), "deposit": 1_000_000}).json()  # fmt: skip
     crash = server.client.post("/v1/deployments", headers=tenant["headers"], json={
         "manifest": _job("echo about to fail >&2; exit 3"), "deposit": 1_000_000}).json()  # fmt: skip
-    leases = {_accept_first_bid(server, tenant, dep)["id"]: dep for dep in (ok, crash)}
+    # a job whose escrow pays for 30 blocks, and that would run a minute: stopped on time
+    long = server.client.post("/v1/deployments", headers=tenant["headers"], json={
+        "manifest": _job("sleep 60"), "deposit": 30 * PRICE}).json()  # fmt: skip
+    leases = {_accept_first_bid(server, tenant, dep)["id"]: dep for dep in (ok, crash, long)}
     results = {}
-    for dep in (ok, crash):
+    for dep in (ok, crash, long):
         results[dep["id"]] = wait_for(lambda dep=dep: (r := server.client.get(
             f"/v1/deployments/{dep['id']}/result", headers=tenant["headers"]).json())["done"] and r, 30)  # fmt: skip
     done = results[ok["id"]]
@@ -229,6 +233,8 @@ def test_a_job_runs_to_completion_pays_for_its_runtime_and_returns_its_result(ne
     (failed,) = results[crash["id"]]["results"]
     assert failed["exit_code"] == 3 and failed["close_reason"] == "job_failed"
     assert "about to fail" in failed["output"]
+    (stopped,) = results[long["id"]]["results"]
+    assert stopped["close_reason"] == "job_out_of_funds" and stopped["total_paid"] == 30 * PRICE
     logs = server.client.get(f"/v1/deployments/{ok['id']}/logs", headers=tenant["headers"]).json()
     assert "the answer is 42" in [line["text"] for line in logs["lines"]]
     for lease_id in leases:  # the containers went with their leases
@@ -323,3 +329,23 @@ def test_the_agent_refuses_bad_flags_with_one_line_naming_them(flags, says):
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 2 and says in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_image_not_on_the_machine_fails_the_lease_with_a_clear_message(network):
+    server, client = network["server"], network["docker"]
+    tenant = register(server, "tenant", "t")
+    credit(server.database_url, tenant["account"], 10_000_000)
+    provider, _ = network["agent"]("p", "--strategy", "fixed", "--strategy-param", f"price_per_block={PRICE}")
+    dep = server.client.post("/v1/deployments", headers=tenant["headers"], json={
+        "manifest": HTTPD.replace("kova/httpd:1", "kova/nowhere:1"), "deposit": 1_000_000}).json()  # fmt: skip
+    lease = _accept_first_bid(server, tenant, dep)
+    closed = wait_for(lambda: (x := _lease(server, provider, lease["id"]))["state"] == "closed" and x)
+    assert closed["close_reason"] == "container_failed"
+    assert "image 'kova/nowhere:1' is not on this provider's machine" in closed["status_message"]
+    assert _container(client, lease["id"]) is None
+    # the order is open again, and this agent does not bid on it again
+    view = server.client.get(f"/v1/deployments/{dep['id']}", headers=tenant["headers"]).json()
+    assert [o["state"] for o in view["orders"]] == ["open"]
+    time.sleep(1.5)  # five of the agent's polls
+    bids = server.client.get(f"/v1/deployments/{dep['id']}/bids", headers=tenant["headers"]).json()["bids"]
+    assert bids == []
