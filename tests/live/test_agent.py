@@ -126,6 +126,18 @@ def network(request, docker_client, tmp_path) -> Iterator[dict]:
                     volume.remove(force=True)
 
 
+def _tenant(server):
+    """A tenant with money to spend."""
+    tenant = register(server, "tenant", "t")
+    credit(server.database_url, tenant["account"], 10_000_000)
+    return tenant
+
+
+def _fixed(network, name):
+    """A provider and its agent, which asks ``PRICE`` per block."""
+    return network["agent"](name, "--strategy", "fixed", "--strategy-param", f"price_per_block={PRICE}")
+
+
 def _lease(server, provider, lease_id):
     leases = server.client.get("/v1/leases", headers=provider["headers"]).json()["leases"]
     return next(lease for lease in leases if lease["id"] == lease_id)
@@ -138,10 +150,8 @@ def _container(client, lease_id):
 
 def test_a_deployment_runs_in_a_container_that_follows_its_lease(network):
     server, client = network["server"], network["docker"]
-    tenant = register(server, "tenant", "t")
-    credit(server.database_url, tenant["account"], 10_000_000)
-    provider, _ = network["agent"]("p", "--strategy", "fixed",
-                                   "--strategy-param", f"price_per_block={PRICE}")  # fmt: skip
+    tenant = _tenant(server)
+    provider, _ = _fixed(network, "p")
     # an uploaded file the manifest places where the HTTP server serves it
     sha256 = server.client.post("/v1/files", headers=tenant["headers"], content=b"uploaded\n").json()["sha256"]
     manifest = HTTPD.replace("    image: kova/httpd:1\n",
@@ -209,9 +219,8 @@ def _accept_first_bid(server, tenant, dep):
 
 def test_a_job_runs_to_completion_pays_for_its_runtime_and_returns_its_result(network):
     server, client = network["server"], network["docker"]
-    tenant = register(server, "tenant", "t")
-    credit(server.database_url, tenant["account"], 10_000_000)
-    network["agent"]("p", "--strategy", "fixed", "--strategy-param", f"price_per_block={PRICE}")
+    tenant = _tenant(server)
+    _fixed(network, "p")
     ok = server.client.post("/v1/deployments", headers=tenant["headers"], json={
         "manifest": _job("echo the answer is 42; sleep 1"), "deposit": 1_000_000}).json()  # fmt: skip
     crash = server.client.post("/v1/deployments", headers=tenant["headers"], json={
@@ -243,10 +252,8 @@ def test_a_job_runs_to_completion_pays_for_its_runtime_and_returns_its_result(ne
 
 def test_after_a_kill_the_agent_adopts_live_containers_and_removes_closed_ones(network):
     server, client = network["server"], network["docker"]
-    tenant = register(server, "tenant", "t")
-    credit(server.database_url, tenant["account"], 10_000_000)
-    provider, agent = network["agent"]("p", "--strategy", "fixed",
-                                       "--strategy-param", f"price_per_block={PRICE}")  # fmt: skip
+    tenant = _tenant(server)
+    provider, agent = _fixed(network, "p")
     deps = [server.client.post("/v1/deployments", headers=tenant["headers"],
                                json={"manifest": HTTPD, "deposit": 1_000_000}).json()
             for _ in range(2)]  # fmt: skip
@@ -267,8 +274,7 @@ def test_after_a_kill_the_agent_adopts_live_containers_and_removes_closed_ones(n
 
 def test_two_agents_compete_and_the_tenants_policy_picks(network):
     server = network["server"]
-    tenant = register(server, "tenant", "t")
-    credit(server.database_url, tenant["account"], 10_000_000)
+    tenant = _tenant(server)
     dear, _ = network["agent"]("dear", "--strategy", "fixed", "--strategy-param", "price_per_block=3000")
     cheap, _ = network["agent"]("cheap", "--strategy", "cost-plus",
                                 "--strategy-param", "cpu_cost=1000",
@@ -291,10 +297,8 @@ def test_two_agents_compete_and_the_tenants_policy_picks(network):
 @pytest.mark.parametrize("network", [("--heartbeat-grace", "20")], indirect=True)
 def test_a_lost_providers_lease_fails_and_its_order_finds_another_provider(network):
     server, client = network["server"], network["docker"]
-    tenant = register(server, "tenant", "t")
-    credit(server.database_url, tenant["account"], 10_000_000)
-    first, first_agent = network["agent"]("first", "--strategy", "fixed",
-                                          "--strategy-param", f"price_per_block={PRICE}")  # fmt: skip
+    tenant = _tenant(server)
+    first, first_agent = _fixed(network, "first")
     wait_for(lambda: server.client.get("/v1/providers").json()["providers"], 30)
     dep = server.client.post("/v1/deployments", headers=tenant["headers"], json={
         "manifest": HTTPD, "deposit": 5_000_000,
@@ -333,9 +337,8 @@ def test_the_agent_refuses_bad_flags_with_one_line_naming_them(flags, says):
 
 def test_an_image_not_on_the_machine_fails_the_lease_with_a_clear_message(network):
     server, client = network["server"], network["docker"]
-    tenant = register(server, "tenant", "t")
-    credit(server.database_url, tenant["account"], 10_000_000)
-    provider, _ = network["agent"]("p", "--strategy", "fixed", "--strategy-param", f"price_per_block={PRICE}")
+    tenant = _tenant(server)
+    provider, _ = _fixed(network, "p")
     dep = server.client.post("/v1/deployments", headers=tenant["headers"], json={
         "manifest": HTTPD.replace("kova/httpd:1", "kova/nowhere:1"), "deposit": 1_000_000}).json()  # fmt: skip
     lease = _accept_first_bid(server, tenant, dep)
