@@ -191,7 +191,7 @@ class Agent:
     strategy: PricingStrategy
     pricing: dict[str, Any]  # {"strategy": name, "params": {...}}, as the heartbeat sends it
     attributes: dict[str, str] = field(default_factory=dict)
-    state_file: Path | None = None  # where log cursors survive a restart
+    state_file: Path | None = None  # where open bids and log cursors survive a restart
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng())
     bids: dict[int, tuple[int, Resources]] = field(default_factory=dict)  # order -> bid, needs
     refused: dict[int, int] = field(default_factory=dict)  # order -> height it was refused
@@ -201,7 +201,12 @@ class Agent:
 
     def __post_init__(self) -> None:
         if self.state_file is not None and self.state_file.exists():
-            self.cursors = json.loads(self.state_file.read_text()).get("cursors", {})
+            kept = json.loads(self.state_file.read_text())
+            self.cursors = kept.get("cursors", {})
+            self.bids = {
+                int(order): (int(bid), Resources(*needs))
+                for order, (bid, needs) in kept.get("bids", {}).items()
+            }
 
     # ------------------------------------------------------------------ one poll
 
@@ -331,7 +336,8 @@ class Agent:
 
     def _save(self) -> None:
         if self.state_file is not None:
-            self.state_file.write_text(json.dumps({"cursors": self.cursors}))
+            bids = {order: [bid, list(needs)] for order, (bid, needs) in self.bids.items()}
+            self.state_file.write_text(json.dumps({"cursors": self.cursors, "bids": bids}))
 
     # ------------------------------------------------------------------ bids
 
@@ -375,6 +381,7 @@ class Agent:
                 log.info("bid %s per block on order %s", price, order["id"])
             else:  # placement, a bid made before a restart, or gone: not again for a minute
                 self.refused[order["id"]] = height
+        self._save()
 
     # ------------------------------------------------------------------ HTTP
 

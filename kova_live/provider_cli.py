@@ -106,7 +106,7 @@ def _docker() -> docker.DockerClient:
               help="Where the leases' exposed ports are published.")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("kova-agent"), show_default=True,
-              help="Folder for what the agent keeps across restarts (log positions).")
+              help="Folder for what the agent keeps across restarts (open bids, log positions).")
 @click.option("--seed", type=int, default=None, help="Seed of the pricing strategy's draws.")
 @click.pass_context
 def provider(

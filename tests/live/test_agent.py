@@ -352,3 +352,28 @@ def test_an_image_not_on_the_machine_fails_the_lease_with_a_clear_message(networ
     time.sleep(1.5)  # five of the agent's polls
     bids = server.client.get(f"/v1/deployments/{dep['id']}/bids", headers=tenant["headers"]).json()["bids"]
     assert bids == []
+
+
+def test_bids_the_machine_can_no_longer_honour_are_withdrawn(network):
+    """The agent bids on two half-core orders with a core to offer; restarted offering half a
+    core, it still knows its bids and withdraws the newer one."""
+    server = network["server"]
+    tenant = _tenant(server)
+    _, agent = _fixed(network, "p")
+    agent.args[agent.args.index("--capacity") + 1] = "cpu=1,memory=1Gi,storage=4Gi"
+    agent.kill()
+    agent.start()
+    dep = server.client.post("/v1/deployments", headers=tenant["headers"], json={
+        "manifest": HTTPD.replace("count: 1", "count: 2"), "deposit": 1_000_000}).json()  # fmt: skip
+
+    def open_bids():
+        return server.client.get(f"/v1/deployments/{dep['id']}/bids", headers=tenant["headers"]).json()["bids"]
+
+    both = wait_for(lambda: len(b := open_bids()) == 2 and b)
+    agent.kill()
+    agent.args[agent.args.index("--capacity") + 1] = "cpu=0.5,memory=1Gi,storage=4Gi"
+    agent.start()
+    wait_for(lambda: len(open_bids()) == 1)
+    time.sleep(1)  # a few more polls: it stays at one
+    (kept,) = open_bids()
+    assert kept["id"] == min(b["id"] for b in both)  # the newer bid went
