@@ -377,3 +377,22 @@ def test_bids_the_machine_can_no_longer_honour_are_withdrawn(network):
     time.sleep(1)  # a few more polls: it stays at one
     (kept,) = open_bids()
     assert kept["id"] == min(b["id"] for b in both)  # the newer bid went
+
+
+def test_without_capacity_the_agent_offers_what_the_machine_has(network):
+    server, client = network["server"], network["docker"]
+    provider, agent = _fixed(network, "p")
+    agent.kill()
+    at = agent.args.index("--capacity")
+    del agent.args[at : at + 2]
+    agent.start()
+    info = client.info()
+
+    def offered():
+        mine = [p for p in server.client.get("/v1/providers").json()["providers"]
+                if p["provider_id"] == provider["id"]]  # fmt: skip
+        return mine and mine[0]["capacity"]["memory"] != 2**30 and mine[0]["capacity"]  # not --capacity's
+
+    capacity = wait_for(offered)
+    assert capacity["cpu"] == info["NCPU"] * 1000 and capacity["memory"] == info["MemTotal"]
+    assert capacity["storage"] > 0 and capacity["gpu"] == 0
