@@ -26,6 +26,7 @@ import contextlib
 import io
 import json
 import logging
+import math
 import tarfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -198,6 +199,7 @@ class Agent:
     cursors: dict[str, str] = field(default_factory=dict)  # lease id -> last log timestamp
     reported: dict[int, str] = field(default_factory=dict)  # lease id -> what we told
     cannot_run: set[int] = field(default_factory=set)  # deployments whose image is missing
+    block_seconds: float | None = None  # the network's, read when first needed
 
     def __post_init__(self) -> None:
         if self.state_file is not None and self.state_file.exists():
@@ -276,7 +278,8 @@ class Agent:
             if lease["kind"] == "job":
                 output = container.logs(stdout=True, stderr=True).decode(errors="replace")
                 self._report(lease, {"state": "finished", "exit_code": code,
-                                     "output": output[-OUTPUT_TAIL:]})  # fmt: skip
+                                     "output": output[-OUTPUT_TAIL:],
+                                     "runtime_blocks": self._runtime(container)})  # fmt: skip
             else:
                 message = f"the container exited with code {code}"
                 self._report(lease, {"state": "failed", "message": message})
@@ -289,6 +292,15 @@ class Agent:
             container.unpause()
         if lease["status"] == "pending" and status in ("running", "paused"):
             self._running(lease, container)  # adopted after a restart, or not yet reported
+
+    def _runtime(self, container: Any) -> int | None:
+        """How many blocks an exited container ran (started to finished, rounded up)."""
+        state = container.attrs["State"]
+        started, finished = _stamp(state["StartedAt"]), _stamp(state["FinishedAt"])
+        if self.block_seconds is None:
+            self.block_seconds = float(self._get("/v1/status")["block_seconds"])
+        seconds = _instant(finished) - _instant(started)
+        return max(0, math.ceil(seconds / self.block_seconds))
 
     def _report(self, lease: dict[str, Any], body: dict[str, Any]) -> None:
         said = json.dumps(body, sort_keys=True)
@@ -414,6 +426,11 @@ def _stamp(docker_stamp: str) -> str:
     dropped) as ``YYYY-MM-DDTHH:MM:SS.nnnnnnnnn``, which sorts as a string."""
     whole, _, fraction = docker_stamp.rstrip("Z").partition(".")
     return f"{whole[:19]}.{fraction[:9].ljust(9, '0')}"
+
+
+def _instant(stamp: str) -> float:
+    """A :func:`_stamp` as Unix seconds, with its fraction."""
+    return _seconds(stamp) + float("0." + stamp[20:])
 
 
 def _seconds(stamp: str) -> int:

@@ -142,13 +142,15 @@ class LeaseStatus(RequestBody):
     """``POST /v1/leases/{id}/status``: what the provider's agent sees of the lease's container.
 
     ``running`` (with the ``endpoint`` where a deployment's service answers), ``finished`` (a
-    job's container exited: ``exit_code``, and the end of its ``output``), or ``failed`` (the
+    job's container exited: ``exit_code``, the end of its ``output``, and optionally how many
+    blocks it ran, ``runtime_blocks``, as the agent measured it), or ``failed`` (the
     container cannot run: ``message`` says why; the order opens for bids again)."""
 
     state: Literal["running", "finished", "failed"]
     endpoint: str | None = Field(default=None, min_length=1, max_length=500)
     exit_code: int | None = Field(default=None, ge=-(2**31), le=2**31 - 1)
     output: str | None = Field(default=None, max_length=MAX_OUTPUT)
+    runtime_blocks: int | None = Field(default=None, ge=0, le=MAX_AMOUNT)
     message: str | None = Field(default=None, max_length=2000)
 
     def problem(self) -> tuple[str, str] | None:
@@ -156,9 +158,9 @@ class LeaseStatus(RequestBody):
         if self.state == "finished" and self.exit_code is None:
             return "exit_code", "a finished job reports its exit code"
         if self.state != "finished":
-            for name in ("exit_code", "output"):
+            for name in ("exit_code", "output", "runtime_blocks"):
                 if getattr(self, name) is not None:
-                    return name, "only a finished job reports an exit code and output"
+                    return name, "only a finished job reports an exit code, output and run time"
         if self.state != "running" and self.endpoint is not None:
             return "endpoint", "only a running lease reports an endpoint"
         if self.state != "failed" and self.message is not None:
@@ -784,7 +786,9 @@ async def lease_status(request: web.Request) -> web.Response:
             await market.finish_job(
                 connection, lease_id, height, settings, succeeded=body.exit_code == 0
             )
-            report.update(exit_code=body.exit_code, output=body.output)
+            report.update(
+                exit_code=body.exit_code, output=body.output, runtime_blocks=body.runtime_blocks
+            )
         else:
             await market.fail_lease(connection, lease_id, height, settings)
             report["status_message"] = body.message
@@ -823,6 +827,7 @@ async def job_result(request: web.Request) -> web.Response:
                     "lease_id": r.id, "order_id": r.order_id, "service": r.service,
                     "replica": r.replica, "provider_id": r.provider_id, "state": r.state,
                     "status": r.status, "exit_code": r.exit_code, "output": r.output,
+                    "runtime_blocks": r.runtime_blocks,
                     "close_reason": r.close_reason, "blocks_paid": r.blocks_paid,
                     "total_paid": r.total_paid,
                 }

@@ -89,8 +89,8 @@ RESULT = _object(
             "lease_id": INT, "order_id": INT, "service": STR, "replica": INT,
             "provider_id": INT, "state": {"enum": ["active", "insufficient_funds", "closed"]},
             "status": {"enum": ["pending", "running", "finished", "failed"]},
-            "exit_code": NULL_INT, "output": NULL_STR, "close_reason": NULL_STR,
-            "blocks_paid": INT, "total_paid": MONEY,
+            "exit_code": NULL_INT, "output": NULL_STR, "runtime_blocks": NULL_INT,
+            "close_reason": NULL_STR, "blocks_paid": INT, "total_paid": MONEY,
         })},
     }
 )  # fmt: skip

@@ -245,6 +245,7 @@ leases = Table(
     Column("output", Text, nullable=True),  # finished jobs: the result (the end of stdout)
     Column("status_message", Text, nullable=True),  # failed: what went wrong
     Column("reported_at", BigInteger, nullable=True),  # height of the last report
+    Column("runtime_blocks", BigInteger, nullable=True),  # a finished job's, as its agent saw
     CheckConstraint(
         "state IN ('active', 'insufficient_funds', 'closed')", name="state_known"
     ),

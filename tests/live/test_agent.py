@@ -239,6 +239,8 @@ def test_a_job_runs_to_completion_pays_for_its_runtime_and_returns_its_result(ne
     assert result["exit_code"] == 0 and "the answer is 42" in result["output"]
     # charged for the blocks it ran (at least the second it slept: 20 blocks of 0.05 s)
     assert result["total_paid"] == result["blocks_paid"] * PRICE and result["blocks_paid"] >= 20
+    # the agent's own measure: the container ran from its start to its exit, within the lease
+    assert 20 <= result["runtime_blocks"] <= result["blocks_paid"] + 1
     (failed,) = results[crash["id"]]["results"]
     assert failed["exit_code"] == 3 and failed["close_reason"] == "job_failed"
     assert "about to fail" in failed["output"]
