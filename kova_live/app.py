@@ -28,6 +28,7 @@ from kova_core import InsufficientBalance, KovaError, format_micro
 
 from .clock import BlockClock
 from .db import retriable, snapshot_reader
+from .ingress import IngressSettings, Routes, ingress_app
 from .intake import BidIntake
 from .ledger import account_transfers, balance
 from .market import Settings
@@ -72,13 +73,18 @@ class Caches:
         self.orders_version = 0
         self.open_orders: tuple[tuple[int, int], bytes] | None = None
         self.loading: tuple[tuple[int, int], asyncio.Future[bytes]] | None = None  # the read
+        self.routes: Routes | None = None  # the ingress's, once the app has one
 
     def orders_changed(self) -> None:
-        """Forget the cached open-order list."""
+        """Forget the cached open-order list (and the ingress's routes: whatever changes
+        orders may change what serves a deployment)."""
         self.orders_version += 1
+        if self.routes is not None:
+            self.routes.changed()
 
 
 CACHES: web.AppKey[Caches] = web.AppKey("caches", Caches)
+INGRESS: web.AppKey[IngressSettings] = web.AppKey("ingress", IngressSettings)
 BIDS: web.AppKey[BidIntake] = web.AppKey("bids", BidIntake)
 
 log = logging.getLogger("kova_live")
@@ -375,9 +381,12 @@ def create_app(
     settings: Settings,
     work: WorkSettings | None = None,
     files_dir: Path | None = None,
+    ingress: IngressSettings | None = None,
 ) -> web.Application:
     """The application, on an engine whose database is at the newest schema; uploaded files
-    live in ``files_dir`` (default: a folder ``kova-files`` in the system's temporary folder)."""
+    live in ``files_dir`` (default: a folder ``kova-files`` in the system's temporary folder).
+    With ``ingress.port``, the ingress listens there too (:mod:`kova_live.ingress`), on the
+    same host as the API."""
     app = web.Application(middlewares=[metrics_middleware, json_errors], client_max_size=MAX_BODY)
     app[METRICS] = Metrics()
     app[ENGINE] = engine
@@ -386,6 +395,8 @@ def create_app(
     app[SETTINGS] = settings
     app[WORK] = work or WorkSettings()
     app[CACHES] = Caches()
+    app[INGRESS] = ingress or IngressSettings()
+    routes = app[CACHES].routes = Routes(engine, clock.height)
     app[BIDS] = BidIntake(engine, clock.height, settings, observe=app[METRICS].bid_batch.observe)
 
     async def background(app: web.Application) -> AsyncIterator[None]:
@@ -399,6 +410,19 @@ def create_app(
                 await task
 
     app.cleanup_ctx.append(background)
+
+    async def serve_ingress(app: web.Application) -> AsyncIterator[None]:
+        port = app[INGRESS].port
+        if port is None:
+            yield
+            return
+        runner = web.AppRunner(ingress_app(routes), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, app[INGRESS].host, port).start()
+        yield
+        await runner.cleanup()
+
+    app.cleanup_ctx.append(serve_ingress)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", serve_metrics)
     app.router.add_get("/v1/openapi.json", serve_openapi)

@@ -30,6 +30,7 @@ from .db import (
     ensure_network,
     migrate,
 )
+from .ingress import IngressSettings
 from .ledger import balance, move
 from .provider_cli import provider
 from .schema import accounts
@@ -122,6 +123,25 @@ def migrate_command(data_dir: Path, database_url: str | None) -> None:
     type=click.FloatRange(1),
     help="Seconds (wall clock) that log lines shipped by providers are kept.",
 )
+@click.option(
+    "--ingress-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve the ingress (deployments' public URLs) on this port too [default: none].",
+)
+@click.option(
+    "--domain",
+    default="deployments.localhost",
+    show_default=True,
+    help="Deployments' hostnames are <service>-<id>.DOMAIN.",
+)
+@click.option(
+    "--public-scheme",
+    type=click.Choice(["http", "https"]),
+    default="http",
+    show_default=True,
+    help="The scheme of the URLs shown to tenants (https behind a TLS proxy).",
+)
 def serve(
     data_dir: Path,
     database_url: str | None,
@@ -131,8 +151,12 @@ def serve(
     order_expiry: int,
     heartbeat_grace: int,
     log_retention: float,
+    ingress_port: int | None,
+    domain: str,
+    public_scheme: str,
 ) -> None:
-    """Run the orchestrator: the API and the block clock, in one process."""
+    """Run the orchestrator: the API, the block clock and (with --ingress-port) the ingress,
+    in one process."""
     url = _url(data_dir, database_url)
     try:
         if current_revision(url) is None:
@@ -156,7 +180,9 @@ def serve(
             log_retention_ms=round(log_retention * 1000),
         ),
         data_dir / "files",
-    )
+        IngressSettings(domain=domain.lower().strip("."), port=ingress_port, host=host,
+                        scheme=public_scheme),
+    )  # fmt: skip
     click.echo(f"kova-live: height {clock.height()}, serving on http://{host}:{port}", err=True)
     # what start-up made (modules, tables, compiled statements) lives as long as the process:
     # out of the garbage collector's way, a full collection walks a tenth as many objects and

@@ -45,6 +45,7 @@ from .app import (
     CACHES,
     CLOCK,
     ENGINE,
+    INGRESS,
     READER,
     SETTINGS,
     WORK,
@@ -56,6 +57,7 @@ from .app import (
 )
 from .db import transact
 from .files import check_files
+from .ingress import HostnameTaken, claim_routes, route_urls
 from .ledger import balance
 from .schema import bids, deployments, leases, logs, orders, provider_nodes
 from .work import enqueue
@@ -298,6 +300,7 @@ async def _view(request: web.Request, connection: AsyncConnection, row: Any) -> 
         "total_paid": sum(r.total_paid for r in lease_rows),
         "orders": [_order_view(o) for o in order_rows],
         "leases": [_lease_view(r) for r in lease_rows],
+        "urls": await route_urls(connection, row.id, request.app[INGRESS]),
     }
 
 
@@ -332,6 +335,10 @@ async def create_deployment(request: web.Request) -> web.Response:
         except InsufficientBalance as exc:
             raise _insufficient(exc, "deposit") from None
         await check_files(connection, manifest, tenant.id, dep_id)  # 400 rolls it all back
+        try:
+            await claim_routes(connection, dep_id, manifest, request.app[INGRESS])
+        except HostnameTaken as exc:
+            raise ApiError(409, "hostname_taken", str(exc), exc.field) from None
         expiry = height + request.app[WORK].order_expiry
         made = await connection.execute(select(orders.c.id).where(orders.c.deployment_id == dep_id))
         for order_id in made.scalars():
@@ -417,7 +424,9 @@ async def deposit(request: web.Request) -> web.Response:
         fresh = await _owned(connection, dep_id, tenant.id, lock=False)
         return await _view(request, connection, fresh)
 
-    return web.json_response(await transact(request.app[ENGINE], work))
+    view = await transact(request.app[ENGINE], work)
+    request.app[CACHES].orders_changed()  # a deposit may resume it
+    return web.json_response(view)
 
 
 async def close(request: web.Request) -> web.Response:
@@ -796,8 +805,7 @@ async def lease_status(request: web.Request) -> web.Response:
         return (await connection.execute(the_lease)).one()
 
     row = await transact(request.app[ENGINE], work)
-    if body.state != "running":
-        request.app[CACHES].orders_changed()
+    request.app[CACHES].orders_changed()  # a running lease's endpoint serves its routes now
     return web.json_response(_lease_view(row))
 
 

@@ -109,6 +109,8 @@ DEPLOYMENT = _object(
         "deadline": NULL_INT, "auto_accept": {"type": ["object", "null"]},
         "debt": MONEY, "written_off": MONEY, "blocks_paid": INT, "total_paid": MONEY,
         "orders": {"type": "array", "items": ORDER}, "leases": {"type": "array", "items": LEASE},
+        "urls": {"type": "array", "items": _object(
+            {"service": STR, "hostname": STR, "url": STR, "custom": {"type": "boolean"}})},
     }
 )  # fmt: skip
 TRANSFER = _object(

@@ -35,6 +35,7 @@ __all__ = [
     "network",
     "orders",
     "provider_nodes",
+    "routes",
     "settlement_rounds",
     "transfers",
     "work_queue",
@@ -324,3 +325,16 @@ deployment_files = Table(
 )
 """Which uploaded files a deployment's manifest places in its containers: a provider holding one
 of its leases may fetch them."""
+
+routes = Table(
+    "routes",
+    metadata,
+    Column("hostname", String(253), primary_key=True),
+    Column("deployment_id", BigInteger, ForeignKey("deployments.id"), nullable=False),
+    Column("service", String(63), nullable=False),
+    Column("custom", Integer, nullable=False),  # 1: a name of the tenant's (SDL accept)
+    Index(None, "deployment_id"),
+)
+"""The ingress's routes: a hostname to a deployment's service (whose running leases' endpoints
+serve it). Each service that exposes a port globally gets ``<service>-<id>.<domain>``, and
+each name in its ``accept`` list."""

@@ -1,0 +1,303 @@
+"""The ingress: public URLs for deployments (``kova-live serve --ingress-port P``).
+
+Each service of a deployment that exposes a port globally gets a route
+``<service>-<deployment id>.<domain>`` (``--domain``, default ``deployments.localhost``), and
+each hostname its ``expose`` entries ``accept``. Routes are rows of the ``routes`` table, made
+with the deployment in its transaction (a hostname another live deployment holds is refused).
+The ingress answers every request by its ``Host`` header:
+
+- no such route, or a closed deployment: 404;
+- a deployment paused for insufficient funds: 503, with a page saying so;
+- no replica running yet, or its provider unreachable: 502;
+- otherwise the request is proxied to a running lease's endpoint (the ``host:port`` its
+  provider's agent reported; replicas in turn), HTTP/1.1 with streamed bodies and WebSocket
+  upgrades, with ``X-Forwarded-For``, ``X-Forwarded-Proto`` and ``X-Forwarded-Host``.
+
+A request only ever reaches an endpoint of its own route's deployment and service. The table
+of routes and their endpoints is kept in memory, read again at each new block and when the
+server's own handlers change a deployment or a lease; routes thus survive a restart and follow
+a re-placed lease to its new provider's endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import WSMsgType, web
+from sqlalchemy import and_, delete, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from .schema import deployments, leases, orders, routes
+
+__all__ = ["IngressSettings", "Routes", "claim_routes", "ingress_app", "route_urls"]
+
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+    "trailers", "transfer-encoding", "upgrade", "host",
+})  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class IngressSettings:
+    """The routes' domain, and where the ingress listens (``port`` None: no ingress)."""
+
+    domain: str = "deployments.localhost"
+    port: int | None = None
+    host: str = "127.0.0.1"
+    scheme: str = "http"
+
+    def url(self, hostname: str) -> str:
+        default = {"http": 80, "https": 443}[self.scheme]
+        port = "" if self.port in (None, default) else f":{self.port}"
+        return f"{self.scheme}://{hostname}{port}/"
+
+
+class HostnameTaken(Exception):
+    """A hostname a manifest accepts is another live deployment's, or under Kova's domain."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+async def claim_routes(
+    connection: AsyncConnection, deployment_id: int, manifest: Any, settings: IngressSettings
+) -> None:
+    """Make the deployment's routes, in the caller's transaction: one generated hostname per
+    service that exposes a port globally, and the hostnames its expose entries accept. Raises
+    :class:`HostnameTaken` (naming the manifest field) for a hostname held by another
+    deployment that is not closed, or one under ``settings.domain``."""
+    suffix = "." + settings.domain
+    for name, service in manifest.services.items():
+        wanted: list[tuple[str, int, str | None]] = []  # hostname, custom, field
+        if any(e.global_ for e in service.expose):
+            wanted.append((f"{name}-{deployment_id}{suffix}".lower(), 0, None))
+        for i, expose in enumerate(service.expose):
+            for j, accepted in enumerate(expose.accept):
+                path = f"manifest.services.{name}.expose.{i}.accept.{j}"
+                hostname = accepted.lower().rstrip(".")
+                if hostname.endswith(suffix) or hostname == settings.domain:
+                    raise HostnameTaken(path, f"{hostname} is under Kova's own domain")
+                wanted.append((hostname, 1, path))
+        for hostname, custom, path in wanted:
+            held = (
+                await connection.execute(
+                    select(routes.c.deployment_id, deployments.c.state)
+                    .join(deployments, deployments.c.id == routes.c.deployment_id)
+                    .where(routes.c.hostname == hostname)
+                    .with_for_update()
+                )
+            ).first()
+            if held is not None and held.deployment_id != deployment_id:
+                if held.state != "closed":
+                    raise HostnameTaken(
+                        path or "manifest", f"{hostname} is deployment {held.deployment_id}'s"
+                    )
+                await connection.execute(delete(routes).where(routes.c.hostname == hostname))
+            elif held is not None:
+                continue
+            await connection.execute(
+                routes.insert().values(
+                    hostname=hostname, deployment_id=deployment_id, service=name, custom=custom
+                )
+            )
+
+
+async def route_urls(
+    connection: AsyncConnection, deployment_id: int, settings: IngressSettings
+) -> list[dict[str, Any]]:
+    """The deployment's URLs, one per route, generated ones first."""
+    rows = (
+        await connection.execute(
+            select(routes.c.hostname, routes.c.service, routes.c.custom)
+            .where(routes.c.deployment_id == deployment_id)
+            .order_by(routes.c.custom, routes.c.service, routes.c.hostname)
+        )
+    ).all()
+    return [
+        {"service": r.service, "hostname": r.hostname, "url": settings.url(r.hostname),
+         "custom": bool(r.custom)}
+        for r in rows
+    ]  # fmt: skip
+
+
+@dataclass
+class Target:
+    """Where a route's requests go: its deployment's state, and its running endpoints."""
+
+    deployment_id: int
+    service: str
+    state: str
+    endpoints: list[str] = field(default_factory=list)
+    turn: itertools.count[int] = field(default_factory=itertools.count)
+
+    def next_endpoint(self) -> str:
+        return self.endpoints[next(self.turn) % len(self.endpoints)]
+
+
+class Routes:
+    """The routes and their endpoints, in memory: read again at each new block, and after
+    :meth:`changed` (which the API's handlers call when they change a deployment or lease)."""
+
+    def __init__(self, engine: AsyncEngine, height: Callable[[], int]) -> None:
+        self.engine, self.height = engine, height
+        self.version = 0
+        self.by_host: dict[str, Target] = {}
+        self._key: tuple[int, int] | None = None
+        self._loading: tuple[tuple[int, int], asyncio.Future[None]] | None = None
+
+    def changed(self) -> None:
+        self.version += 1
+
+    async def lookup(self, hostname: str) -> Target | None:
+        key = (self.height(), self.version)
+        if self._key != key:
+            loading = self._loading
+            if loading is None or loading[0] != key or (
+                loading[1].done() and loading[1].exception() is not None
+            ):
+                self._loading = (key, asyncio.ensure_future(self._load(key)))
+            await asyncio.shield(self._loading[1])
+        return self.by_host.get(hostname)
+
+    async def _load(self, key: tuple[int, int]) -> None:
+        running = and_(
+            leases.c.deployment_id == routes.c.deployment_id,
+            leases.c.state == "active", leases.c.status == "running",
+            leases.c.endpoint.is_not(None),
+        )  # fmt: skip
+        query = (
+            select(routes.c.hostname, routes.c.deployment_id, routes.c.service,
+                   deployments.c.state, leases.c.endpoint, orders.c.service.label("lease_service"))
+            .join(deployments, deployments.c.id == routes.c.deployment_id)
+            .outerjoin(leases, running)
+            .outerjoin(orders, orders.c.id == leases.c.order_id)
+            .order_by(routes.c.hostname, leases.c.id)
+        )  # fmt: skip
+        async with self.engine.connect() as connection:
+            rows = (await connection.execute(query)).all()
+        by_host: dict[str, Target] = {}
+        for r in rows:
+            target = by_host.get(r.hostname)
+            if target is None:
+                old = self.by_host.get(r.hostname)
+                target = by_host[r.hostname] = Target(r.deployment_id, r.service, r.state)
+                if old is not None:
+                    target.turn = old.turn
+            if r.endpoint is not None and r.lease_service == r.service:
+                target.endpoints.append(r.endpoint)
+        self.by_host = by_host
+        self._key = key
+
+
+def _page(status: int, title: str, text: str) -> web.Response:
+    body = f"<!doctype html><title>{title}</title><h1>{title}</h1><p>{text}</p>\n"
+    return web.Response(status=status, text=body, content_type="text/html")
+
+
+ROUTES: web.AppKey[Routes] = web.AppKey("routes", Routes)
+SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey("session", aiohttp.ClientSession)
+
+
+async def _proxy(request: web.Request) -> web.StreamResponse:
+    hostname = (request.host or "").rsplit(":", 1)[0].lower().rstrip(".")
+    target = await request.app[ROUTES].lookup(hostname)
+    if target is None or target.state == "closed":
+        return _page(404, "Not found", f"No deployment answers at {hostname}.")
+    if target.state == "insufficient_funds":
+        return _page(503, "Paused", f"The deployment at {hostname} is paused: its escrow ran "
+                     "out. It comes back when its tenant deposits.")  # fmt: skip
+    if not target.endpoints:
+        return _page(502, "Bad gateway", f"No replica of {hostname} is running yet.")
+    endpoint = target.next_endpoint()
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+    peer = request.remote or ""
+    before = request.headers.get("X-Forwarded-For")
+    headers["X-Forwarded-For"] = f"{before}, {peer}" if before else peer
+    headers["X-Forwarded-Proto"] = request.headers.get("X-Forwarded-Proto", request.scheme)
+    headers["X-Forwarded-Host"] = request.host
+    headers["Host"] = request.host
+    url = f"http://{endpoint}{request.rel_url}"
+    session = request.app[SESSION]
+    if request.headers.get("Upgrade", "").lower() == "websocket":
+        return await _websocket(request, session, url, headers)
+    body = request.content if request.body_exists else None
+    try:
+        async with session.request(
+            request.method, url, headers=headers, data=body, allow_redirects=False,
+            auto_decompress=False,
+        ) as upstream:  # fmt: skip
+            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            for key, value in upstream.headers.items():
+                if key.lower() not in HOP_BY_HOP and key.lower() != "content-length":
+                    response.headers.add(key, value)
+            if upstream.content_length is not None:
+                response.content_length = upstream.content_length
+            await response.prepare(request)
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+            await response.write_eof()
+            return response
+    except (aiohttp.ClientError, TimeoutError, OSError):
+        return _page(502, "Bad gateway", f"The provider serving {hostname} cannot be reached.")
+
+
+async def _websocket(
+    request: web.Request, session: aiohttp.ClientSession, url: str, headers: dict[str, str]
+) -> web.StreamResponse:
+    for name in ("Sec-WebSocket-Key", "Sec-WebSocket-Version", "Sec-WebSocket-Extensions"):
+        headers.pop(name, None)
+    protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")
+                 if p.strip()]  # fmt: skip
+    headers.pop("Sec-WebSocket-Protocol", None)
+    try:
+        upstream = await session.ws_connect(url.replace("http://", "ws://", 1), headers=headers,
+                                            protocols=protocols)  # fmt: skip
+    except (aiohttp.ClientError, TimeoutError, OSError):
+        return _page(502, "Bad gateway", "The provider cannot be reached.")
+    downstream = web.WebSocketResponse(protocols=protocols)
+    await downstream.prepare(request)
+
+    async def pump(source: Any, sink: Any) -> None:
+        async for message in source:
+            if message.type == WSMsgType.TEXT:
+                await sink.send_str(message.data)
+            elif message.type == WSMsgType.BINARY:
+                await sink.send_bytes(message.data)
+            else:
+                break
+        await sink.close()
+
+    async with upstream:
+        tasks = [asyncio.create_task(pump(downstream, upstream)),
+                 asyncio.create_task(pump(upstream, downstream))]  # fmt: skip
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+    return downstream
+
+
+def ingress_app(routes_: Routes) -> web.Application:
+    """The ingress's own application (its own port): every path of every host is proxied."""
+    app = web.Application(client_max_size=0)
+    app[ROUTES] = routes_
+
+    async def session(app: web.Application) -> Any:
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=256)
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=5)
+        app[SESSION] = aiohttp.ClientSession(connector=connector, timeout=timeout,
+                                             auto_decompress=False)  # fmt: skip
+        yield
+        await app[SESSION].close()
+
+    app.cleanup_ctx.append(session)
+    app.router.add_route("*", "/{path:.*}", _proxy)
+    return app

@@ -1,0 +1,218 @@
+"""The ingress over real HTTP (SQLite and PostgreSQL): a server with ``--ingress-port``, and a
+real HTTP and WebSocket server on loopback standing in for a lease's container (its provider
+reports it as the lease's endpoint, as the agent does). Docker runs in ``test_agent.py``."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+from collections.abc import Iterator
+
+import aiohttp
+import httpx
+import pytest
+from aiohttp import WSMsgType, web
+
+from .conftest import Server, credit, free_port, fresh_database, register, wait_for
+
+MANIFEST = """
+version: "2.0"
+services:
+  web:
+    image: kova/httpd:1
+    expose:
+      - port: 8080
+        as: 80
+        accept: [ACCEPT]
+        to:
+          - global: true
+profiles:
+  compute:
+    web:
+      resources:
+        cpu: {units: 0.5}
+        memory: {size: 128Mi}
+        storage: {size: 512Mi}
+  placement:
+    dc:
+      pricing:
+        web: {denom: ukova, amount: 5000}
+deployment:
+  web:
+    dc:
+      profile: web
+      count: 1
+"""
+PRICE = 1_000
+
+
+class Upstream:
+    """A stand-in container on a loopback port: ``/`` echoes what it was sent (method, path,
+    headers, the body's length and SHA-256), ``/ws`` echoes WebSocket messages."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.port = name, free_port()
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
+        self.thread.start()
+        ready.wait(10)
+
+    def _run(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+
+        async def echo(request: web.Request) -> web.StreamResponse:
+            if request.path == "/ws":
+                ws = web.WebSocketResponse()
+                await ws.prepare(request)
+                async for message in ws:
+                    if message.type == WSMsgType.TEXT:
+                        await ws.send_str(f"{self.name}: {message.data}")
+                return ws
+            body = await request.read()
+            return web.json_response({
+                "upstream": self.name, "method": request.method, "path": request.path_qs,
+                "headers": dict(request.headers), "length": len(body),
+                "sha256": hashlib.sha256(body).hexdigest(),
+            })  # fmt: skip
+
+        app = web.Application(client_max_size=0)
+        app.router.add_route("*", "/{path:.*}", echo)
+        self.runner = web.AppRunner(app)
+        self.loop.run_until_complete(self.runner.setup())
+        self.loop.run_until_complete(web.TCPSite(self.runner, "127.0.0.1", self.port).start())
+        ready.set()
+        self.loop.run_forever()
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def network(request, tmp_path) -> Iterator[dict]:
+    ingress = free_port()
+    with fresh_database(request.param, tmp_path) as url:
+        server = Server(url, tmp_path / "data", 0.05, "--heartbeat-grace", "100000000",
+                        "--ingress-port", str(ingress))  # fmt: skip
+        upstream = Upstream("a")
+        try:
+            yield {"server": server, "ingress": f"http://127.0.0.1:{ingress}", "upstream": upstream}
+        finally:
+            upstream.stop()
+            server.stop()
+
+
+def _deploy(server, tenant, deposit, accept="app.example.com"):
+    return server.client.post("/v1/deployments", headers=tenant["headers"], json={
+        "manifest": MANIFEST.replace("ACCEPT", accept), "deposit": deposit})  # fmt: skip
+
+
+def _lease(server, tenant, provider, dep, endpoint):
+    """The provider bids, the tenant accepts, the provider reports the lease running."""
+    order_id = dep["orders"][0]["id"]
+    bid = server.client.post(f"/v1/orders/{order_id}/bids", headers=provider["headers"],
+                             json={"price": PRICE}).json()  # fmt: skip
+    lease = server.client.post(f"/v1/bids/{bid['id']}/accept", headers=tenant["headers"]).json()
+    reply = server.client.post(f"/v1/leases/{lease['id']}/status", headers=provider["headers"],
+                               json={"state": "running", "endpoint": endpoint})  # fmt: skip
+    assert reply.status_code == 200, reply.text
+    return lease
+
+
+def test_the_ingress_routes_a_deployments_hostnames_to_its_running_lease(network):
+    server, ingress, upstream = network["server"], network["ingress"], network["upstream"]
+    tenant, provider = register(server, "tenant", "t"), register(server, "provider", "p")
+    credit(server.database_url, tenant["account"], 10_000_000)
+    server.client.post("/v1/providers/heartbeat", headers=provider["headers"],
+                       json={"capacity": {"cpu": 4000, "memory": 2**33, "storage": 2**34, "gpu": 0}})
+    # about a round and a half: the second round pauses it
+    dep = _deploy(server, tenant, 90 * PRICE).json()
+    host = f"web-{dep['id']}.deployments.localhost"
+    port = ingress.rsplit(":", 1)[1]
+    assert dep["urls"] == [
+        {"service": "web", "hostname": host, "url": f"http://{host}:{port}/", "custom": False},
+        {"service": "web", "hostname": "app.example.com", "url": f"http://app.example.com:{port}/", "custom": True},
+    ]  # fmt: skip
+    client = httpx.Client(base_url=ingress, timeout=10)
+    get = lambda name, path="/": client.get(path, headers={"Host": name})  # noqa: E731
+    assert get(host).status_code == 502 and "No replica" in get(host).text  # nothing runs yet
+    assert get("nobody.deployments.localhost").status_code == 404
+    _lease(server, tenant, provider, dep, upstream.endpoint)
+    answer = wait_for(lambda: (r := get(host, "/some/path?q=1")).status_code == 200 and r).json()
+    assert answer["upstream"] == "a" and answer["path"] == "/some/path?q=1"
+    sent = answer["headers"]
+    assert sent["Host"] == host and sent["X-Forwarded-Host"] == host
+    assert sent["X-Forwarded-Proto"] == "http" and sent["X-Forwarded-For"] == "127.0.0.1"
+    assert get("app.example.com").json()["upstream"] == "a"  # the name the manifest accepts
+    body = bytes(range(256)) * 8192  # 2 MiB, streamed through
+    posted = client.post("/upload", content=iter([body[:2**20], body[2**20:]]), headers={"Host": host}).json()
+    assert posted["length"] == len(body) and posted["sha256"] == hashlib.sha256(body).hexdigest()
+    # a WebSocket through the ingress
+    async def echo() -> str:
+        async with aiohttp.ClientSession() as session, session.ws_connect(
+            f"{ingress}/ws", headers={"Host": host}
+        ) as ws:
+            await ws.send_str("hello")
+            return (await ws.receive(timeout=10)).data
+
+    assert asyncio.run(echo()) == "a: hello"
+    # the escrow runs out: 503 while paused, back after a deposit
+    paused = wait_for(lambda: (r := get(host)).status_code == 503 and r, 30)
+    assert "paused" in paused.text
+    server.client.post(f"/v1/deployments/{dep['id']}/deposit", headers=tenant["headers"], json={"amount": 1_000_000})
+    assert wait_for(lambda: get(host).status_code == 200)
+    server.client.post(f"/v1/deployments/{dep['id']}/close", headers=tenant["headers"])
+    assert wait_for(lambda: get(host).status_code == 404)
+    assert get("app.example.com").status_code == 404
+    client.close()
+
+
+def test_hostnames_are_one_deployments_and_never_reach_anothers_container(network):
+    server, ingress = network["server"], network["ingress"]
+    other = Upstream("b")
+    try:
+        tenant, provider = register(server, "tenant", "t"), register(server, "provider", "p")
+        credit(server.database_url, tenant["account"], 10_000_000)
+        server.client.post("/v1/providers/heartbeat", headers=provider["headers"],
+                           json={"capacity": {"cpu": 4000, "memory": 2**33, "storage": 2**34, "gpu": 0}})
+        first = _deploy(server, tenant, 1_000_000, "shop.example.com").json()
+        taken = _deploy(server, tenant, 1_000_000, "Shop.Example.com")
+        assert taken.status_code == 409
+        assert taken.json()["error"]["field"] == "manifest.services.web.expose.0.accept.0"
+        ours = _deploy(server, tenant, 1_000_000, "x.deployments.localhost")
+        assert ours.status_code == 409 and "Kova's own domain" in ours.json()["error"]["message"]
+        second = _deploy(server, tenant, 1_000_000, "blog.example.com").json()
+        _lease(server, tenant, provider, first, network["upstream"].endpoint)
+        _lease(server, tenant, provider, second, other.endpoint)
+        get = lambda name: httpx.get(ingress, headers={"Host": name}, timeout=10)  # noqa: E731
+        wait_for(lambda: get("blog.example.com").status_code == 200)
+        for _ in range(5):
+            assert get(f"web-{first['id']}.deployments.localhost").json()["upstream"] == "a"
+            assert get("shop.example.com").json()["upstream"] == "a"
+            assert get(f"web-{second['id']}.deployments.localhost").json()["upstream"] == "b"
+        # once the first is closed, its name is free for another deployment
+        server.client.post(f"/v1/deployments/{first['id']}/close", headers=tenant["headers"])
+        assert _deploy(server, tenant, 1_000_000, "shop.example.com").status_code == 201
+    finally:
+        other.stop()
+
+
+def test_an_unreachable_provider_is_a_502(network):
+    server, ingress = network["server"], network["ingress"]
+    tenant, provider = register(server, "tenant", "t"), register(server, "provider", "p")
+    credit(server.database_url, tenant["account"], 10_000_000)
+    server.client.post("/v1/providers/heartbeat", headers=provider["headers"],
+                       json={"capacity": {"cpu": 4000, "memory": 2**33, "storage": 2**34, "gpu": 0}})
+    dep = _deploy(server, tenant, 1_000_000).json()
+    _lease(server, tenant, provider, dep, f"127.0.0.1:{free_port()}")  # nothing listens there
+    host = f"web-{dep['id']}.deployments.localhost"
+    reply = wait_for(lambda: (r := httpx.get(ingress, headers={"Host": host})).status_code != 404 and r)
+    assert reply.status_code == 502 and "cannot be reached" in reply.text
