@@ -265,6 +265,8 @@ def status(deployment: int | None, server: str | None, token: str | None) -> Non
         f"escrow {_units(d['escrow'])}, burning {_units(d['burn_rate'])} per block{pause};"
         f" paid {_units(d['total_paid'])} for {d['blocks_paid']} blocks; debt {_units(d['debt'])}"
     )
+    for url in d.get("urls", []):
+        click.echo(f"{url['service']}: {url['url']}")
     table = Table(title="orders and leases")
     for column in ("order", "service", "state", "lease", "provider", "price", "lease state"):
         table.add_column(column)

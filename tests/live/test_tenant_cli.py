@@ -33,7 +33,8 @@ def tenant(server, tmp_path):
 
 def test_a_tenants_day(server, tenant, tmp_path):
     manifest = tmp_path / "web.yaml"
-    manifest.write_text(MANIFEST)
+    exposed = "    image: busybox:1.36\n    expose:\n      - port: 8080\n        to:\n          - global: true\n"
+    manifest.write_text(MANIFEST.replace("    image: busybox:1.36\n", exposed))
     assert "500" in kova(tenant, "balance").stdout
     made = kova(tenant, "deploy", manifest, "--deposit", "150")
     assert made.returncode == 0, made.stderr
@@ -55,6 +56,7 @@ def test_a_tenants_day(server, tenant, tmp_path):
     assert accepted.returncode == 0 and "at 0.025 per block" in accepted.stdout
     detail = kova(tenant, "status", dep_id)
     assert "active" in detail.stdout and "burning 0.025 per block" in detail.stdout
+    assert f"web: http://web-{dep_id}.deployments.localhost/" in detail.stdout  # its public URL
     assert dep_id in kova(tenant, "status").stdout
     topped = kova(tenant, "deposit", dep_id, "10")
     assert topped.returncode == 0, topped.stderr
