@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import Server, credit, fresh_database, register, wait_for
+from .conftest import Server, credit, free_port, fresh_database, register, wait_for
 
 docker = pytest.importorskip("docker")
 
@@ -101,8 +101,10 @@ def network(request, docker_client, tmp_path) -> Iterator[dict]:
     indirect parameter, if any); agents are started by the test and stopped here, and every
     container and volume of the test's providers removed."""
     agents: list[AgentProcess] = []
+    ingress = free_port()
     with fresh_database("postgresql", tmp_path) as url:
-        server = Server(url, tmp_path / "server", 0.05, *getattr(request, "param", ()))
+        server = Server(url, tmp_path / "server", 0.05, *getattr(request, "param", ()),
+                        "--ingress-port", str(ingress))  # fmt: skip
         providers: list[int] = []
 
         def agent(name: str, *extra: str) -> tuple[dict, AgentProcess]:
@@ -113,7 +115,8 @@ def network(request, docker_client, tmp_path) -> Iterator[dict]:
             return account, started
 
         try:
-            yield {"server": server, "agent": agent, "docker": docker_client}
+            yield {"server": server, "agent": agent, "docker": docker_client,
+                   "ingress": f"http://127.0.0.1:{ingress}"}  # fmt: skip
         finally:
             for started in agents:
                 started.stop()
@@ -398,3 +401,41 @@ def test_without_capacity_the_agent_offers_what_the_machine_has(network):
     capacity = wait_for(offered)
     assert capacity["cpu"] == info["NCPU"] * 1000 and capacity["memory"] == info["MemTotal"]
     assert capacity["storage"] > 0 and capacity["gpu"] == 0
+
+
+def test_the_whole_network_on_one_machine_through_the_ingress(network):
+    """Two agents with different strategies; a tenant deploys the HTTP server with two
+    replicas, takes the cheapest bid for each, and fetches the page through the ingress by its
+    URL; the URL answers 503 while the escrow is out and the containers paused, comes back
+    after a deposit, and is gone with the containers on close."""
+    server, client, ingress = network["server"], network["docker"], network["ingress"]
+    tenant = _tenant(server)
+    _fixed(network, "fixed")
+    network["agent"]("cost", "--strategy", "cost-plus", "--strategy-param", "cpu_cost=1000",
+                     "--strategy-param", "margin_bps=0")  # fmt: skip
+    wait_for(lambda: len(server.client.get("/v1/providers").json()["providers"]) == 2, 30)
+    # both replicas at 500 per block: about a round and a half of blocks
+    dep = server.client.post("/v1/deployments", headers=tenant["headers"], json={
+        "manifest": HTTPD.replace("count: 1", "count: 2"), "deposit": 90 * 1_000}).json()  # fmt: skip
+    offers = wait_for(lambda: len(b := server.client.get(
+        f"/v1/deployments/{dep['id']}/bids", headers=tenant["headers"]).json()["bids"]) == 4 and b, 30)  # fmt: skip
+    leases = []
+    for order in dep["orders"]:
+        cheapest = min((b for b in offers if b["order_id"] == order["id"]), key=lambda b: b["price"])
+        assert cheapest["price"] == 500
+        leases.append(server.client.post(f"/v1/bids/{cheapest['id']}/accept", headers=tenant["headers"]).json())
+    (url,) = [u for u in dep["urls"] if not u["custom"]]
+    host = url["hostname"]
+    assert url["url"] == f"http://{host}:{ingress.rsplit(':', 1)[1]}/"
+    get = lambda: httpx.get(ingress, headers={"Host": host}, timeout=10)  # noqa: E731
+    for _ in range(4):  # both replicas answer, in turn
+        assert wait_for(lambda: (r := get()).status_code == 200 and r).text.strip() == "kova"
+    paused = wait_for(lambda: (r := get()).status_code == 503 and r, 30)
+    assert "paused" in paused.text
+    wait_for(lambda: all(_container(client, lease["id"]).status == "paused" for lease in leases))
+    server.client.post(f"/v1/deployments/{dep['id']}/deposit", headers=tenant["headers"],
+                       json={"amount": 1_000_000})  # fmt: skip
+    assert wait_for(lambda: (r := get()).status_code == 200 and r).text.strip() == "kova"
+    server.client.post(f"/v1/deployments/{dep['id']}/close", headers=tenant["headers"])
+    assert wait_for(lambda: get().status_code == 404)
+    wait_for(lambda: all(_container(client, lease["id"]) is None for lease in leases))
