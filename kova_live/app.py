@@ -418,7 +418,8 @@ def create_app(
             return
         runner = web.AppRunner(ingress_app(routes), access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, app[INGRESS].host, port).start()
+        ssl_context = app[INGRESS].ssl_context()
+        await web.TCPSite(runner, app[INGRESS].host, port, ssl_context=ssl_context).start()
         yield
         await runner.cleanup()
 

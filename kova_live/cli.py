@@ -140,8 +140,16 @@ def migrate_command(data_dir: Path, database_url: str | None) -> None:
     type=click.Choice(["http", "https"]),
     default="http",
     show_default=True,
-    help="The scheme of the URLs shown to tenants (https behind a TLS proxy).",
+    help="The scheme of tenants' URLs: https behind a TLS proxy (https with --tls-cert).",
 )
+@click.option(
+    "--tls-cert",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="PEM certificate (chain) for the ingress to terminate TLS itself (with --tls-key).",
+)
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="The PEM private key of --tls-cert.")
 def serve(
     data_dir: Path,
     database_url: str | None,
@@ -154,6 +162,8 @@ def serve(
     ingress_port: int | None,
     domain: str,
     public_scheme: str,
+    tls_cert: str | None,
+    tls_key: str | None,
 ) -> None:
     """Run the orchestrator: the API, the block clock and (with --ingress-port) the ingress,
     in one process."""
@@ -170,6 +180,16 @@ def serve(
         _fail(f"cannot open the database: {exc.__class__.__name__}: {exc}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     clock = BlockClock(settings.genesis_ms, settings.block_ms)
+    if (tls_cert is None) != (tls_key is None):
+        _fail("--tls-cert and --tls-key go together")
+    ingress = IngressSettings(
+        domain=domain.lower().strip("."), port=ingress_port, host=host,
+        scheme="https" if tls_cert else public_scheme, tls_cert=tls_cert, tls_key=tls_key,
+    )  # fmt: skip
+    try:
+        ingress.ssl_context()
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        _fail(f"--tls-cert/--tls-key: {exc}")
     app = create_app(
         async_engine(url),
         clock,
@@ -180,8 +200,7 @@ def serve(
             log_retention_ms=round(log_retention * 1000),
         ),
         data_dir / "files",
-        IngressSettings(domain=domain.lower().strip("."), port=ingress_port, host=host,
-                        scheme=public_scheme),
+        ingress,
     )  # fmt: skip
     click.echo(f"kova-live: height {clock.height()}, serving on http://{host}:{port}", err=True)
     # what start-up made (modules, tables, compiled statements) lives as long as the process:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,7 +51,16 @@ class IngressSettings:
     domain: str = "deployments.localhost"
     port: int | None = None
     host: str = "127.0.0.1"
-    scheme: str = "http"
+    scheme: str = "http"  # of the URLs shown to tenants
+    tls_cert: str | None = None  # the ingress terminates TLS itself with these
+    tls_key: str | None = None
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if self.tls_cert is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.tls_cert, self.tls_key)
+        return context
 
     def url(self, hostname: str) -> str:
         default = {"http": 80, "https": 443}[self.scheme]

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ssl
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -216,3 +219,40 @@ def test_an_unreachable_provider_is_a_502(network):
     host = f"web-{dep['id']}.deployments.localhost"
     reply = wait_for(lambda: (r := httpx.get(ingress, headers={"Host": host})).status_code != 404 and r)
     assert reply.status_code == 502 and "cannot be reached" in reply.text
+
+
+def test_the_ingress_terminates_tls_itself(tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    made = subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=*.deployments.localhost", "-keyout", str(key), "-out", str(cert)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    ingress, upstream = free_port(), Upstream("tls")
+    with fresh_database("sqlite", tmp_path) as url:
+        server = Server(url, tmp_path / "data", 0.05, "--heartbeat-grace", "100000000",
+                        "--ingress-port", str(ingress), "--tls-cert", str(cert),
+                        "--tls-key", str(key))  # fmt: skip
+        try:
+            tenant, provider = register(server, "tenant", "t"), register(server, "provider", "p")
+            credit(server.database_url, tenant["account"], 10_000_000)
+            server.client.post("/v1/providers/heartbeat", headers=provider["headers"],
+                               json={"capacity": {"cpu": 4000, "memory": 2**33, "storage": 2**34, "gpu": 0}})
+            dep = _deploy(server, tenant, 1_000_000).json()
+            host = f"web-{dep['id']}.deployments.localhost"
+            assert dep["urls"][0]["url"] == f"https://{host}:{ingress}/"
+            _lease(server, tenant, provider, dep, upstream.endpoint)
+            context = ssl.create_default_context(cafile=str(cert))
+            context.check_hostname = False  # the certificate names the wildcard, we dial 127.0.0.1
+            with httpx.Client(verify=context, timeout=10) as client:
+                answer = wait_for(lambda: (r := client.get(f"https://127.0.0.1:{ingress}/", headers={"Host": host})).status_code == 200 and r)
+                assert answer.json()["headers"]["X-Forwarded-Proto"] == "https"
+        finally:
+            upstream.stop()
+            server.stop()
+    refused = subprocess.run(
+        [sys.executable, "-m", "kova_live", "serve", "--data-dir", str(tmp_path / "other"),
+         "--tls-cert", str(cert)], capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "--tls-cert and --tls-key go together" in refused.stderr
