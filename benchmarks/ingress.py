@@ -1,0 +1,197 @@
+#!/usr/bin/env python3
+"""The ingress's throughput and added latency, with wrk. Prints a table; asserts nothing.
+
+    .venv/bin/python benchmarks/ingress.py [--seconds 10] [--connections 64] [--threads 2]
+
+Needs Docker with the local images (``scripts/services``), and Debian's ``wrk`` and ``nginx``
+(``apt-get install wrk nginx``). It starts a lease's container (``kova/httpd:1``: busybox's
+HTTP server), ``kova-live serve`` with its ingress on an embedded SQLite database and a lease
+whose endpoint is that container, and Debian's nginx as a reference reverse proxy to the same
+container. Then wrk sends the same request (``GET /``, 5 bytes) for ``--seconds`` each:
+
+1. straight to the container;
+2. through the ingress (``Host: web-<id>.deployments.localhost``);
+3. through nginx.
+
+Everything runs on this machine's cores, wrk included, so the figures are what the machine
+does with all of it at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import docker  # noqa: E402
+import httpx  # noqa: E402
+
+MANIFEST = """
+version: "2.0"
+services:
+  web:
+    image: kova/httpd:1
+    expose:
+      - port: 8080
+        to:
+          - global: true
+profiles:
+  compute:
+    web:
+      resources: {cpu: {units: 1}, memory: {size: 128Mi}, storage: {size: 512Mi}}
+  placement:
+    dc:
+      pricing:
+        web: {denom: ukova, amount: 5000}
+deployment:
+  web:
+    dc: {profile: web, count: 1}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(check, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except (httpx.HTTPError, OSError):
+            pass
+        time.sleep(0.1)
+    raise SystemExit("timed out waiting for a service to start")
+
+
+def wrk(url: str, seconds: float, connections: int, threads: int, host: str | None) -> dict:
+    args = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s", "--latency"]
+    if host:
+        args += ["-H", f"Host: {host}"]
+    out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
+    def ms(label: str) -> float:
+        value, unit = re.search(rf"^\s+{label}\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50": ms("50%"), "p99": ms("99%"),
+        "errors": int(errors.group(1)) if errors else 0,
+    }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    for tool in ("wrk", "nginx"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is not installed: apt-get install wrk nginx")
+    client = docker.from_env()
+    folder = Path(tempfile.mkdtemp(prefix="kova-ingress-bench-"))
+    api, ingress, proxy = free_port(), free_port(), free_port()
+    container = server = nginx = None
+    try:
+        container = client.containers.run("kova/httpd:1", detach=True, nano_cpus=10**9,
+                                          ports={"8080/tcp": ("127.0.0.1", None)})  # fmt: skip
+        container.reload()
+        port = container.attrs["NetworkSettings"]["Ports"]["8080/tcp"][0]["HostPort"]
+        endpoint = f"127.0.0.1:{port}"
+        server = subprocess.Popen(
+            [sys.executable, "-m", "kova_live", "serve", "--data-dir", str(folder / "data"),
+             "--port", str(api), "--ingress-port", str(ingress), "--block-seconds", "1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        base = f"http://127.0.0.1:{api}"
+        wait_until(lambda: httpx.get(f"{base}/healthz").status_code == 200)
+        tenant = httpx.post(f"{base}/v1/accounts", json={"role": "tenant", "name": "t"}).json()
+        provider = httpx.post(f"{base}/v1/accounts", json={"role": "provider", "name": "p"}).json()
+        credit = subprocess.run(
+            [sys.executable, "-m", "kova_live", "admin", "credit", tenant["account"], "1000",
+             "--data-dir", str(folder / "data")], capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        assert "credited" in credit.stdout
+        t = {"Authorization": f"Bearer {tenant['token']}"}
+        p = {"Authorization": f"Bearer {provider['token']}"}
+        httpx.post(f"{base}/v1/providers/heartbeat", headers=p, json={
+            "capacity": {"cpu": 4000, "memory": 2**33, "storage": 2**34, "gpu": 0}})  # fmt: skip
+        dep = httpx.post(f"{base}/v1/deployments", headers=t,
+                         json={"manifest": MANIFEST, "deposit": 500_000_000}).json()  # fmt: skip
+        bid = httpx.post(f"{base}/v1/orders/{dep['orders'][0]['id']}/bids", headers=p,
+                         json={"price": 1000}).json()  # fmt: skip
+        lease = httpx.post(f"{base}/v1/bids/{bid['id']}/accept", headers=t).json()
+        httpx.post(f"{base}/v1/leases/{lease['id']}/status", headers=p,
+                   json={"state": "running", "endpoint": endpoint})  # fmt: skip
+        host = dep["urls"][0]["hostname"]
+        via = f"http://127.0.0.1:{ingress}/"
+        wait_until(lambda: httpx.get(via, headers={"Host": host}).status_code == 200)
+        (folder / "nginx.conf").write_text(f"""
+worker_processes 1;
+pid {folder}/nginx.pid;
+error_log {folder}/nginx-error.log;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {folder}; proxy_temp_path {folder};
+    fastcgi_temp_path {folder}; uwsgi_temp_path {folder}; scgi_temp_path {folder};
+    upstream container {{ server {endpoint}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{proxy};
+        location / {{
+            proxy_pass http://container;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        }}
+    }}
+}}
+""")
+        nginx = subprocess.Popen(["nginx", "-c", str(folder / "nginx.conf"), "-g", "daemon off;"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{proxy}/").status_code == 200)
+        rows = [
+            ("straight to the container", wrk(f"http://{endpoint}/", args.seconds,
+                                              args.connections, args.threads, None)),
+            ("through the ingress", wrk(via, args.seconds, args.connections, args.threads, host)),
+            ("through nginx (1 worker)", wrk(f"http://127.0.0.1:{proxy}/", args.seconds,
+                                             args.connections, args.threads, None)),
+        ]  # fmt: skip
+    finally:
+        for process in (nginx, server):
+            if process is not None:
+                process.terminate()
+                process.wait()
+        if container is not None:
+            container.remove(force=True)
+        shutil.rmtree(folder, ignore_errors=True)
+    direct = rows[0][1]
+    print(f"wrk -t{args.threads} -c{args.connections} -d{args.seconds:g}s, GET / (5 bytes), "
+          f"{os.cpu_count()} cores shared by all")  # fmt: skip
+    print(f"{'':28}{'requests/s':>12}{'p50 ms':>9}{'p99 ms':>9}{'+p50 ms':>9}{'non-2xx':>9}")
+    for name, r in rows:
+        print(f"{name:28}{r['rps']:>12,.0f}{r['p50']:>9.2f}{r['p99']:>9.2f}"
+              f"{r['p50'] - direct['p50']:>9.2f}{r['errors']:>9}")  # fmt: skip
+    ingress_rps, nginx_rps = rows[1][1]["rps"], rows[2][1]["rps"]
+    print(f"ingress / nginx throughput: {ingress_rps / nginx_rps:.2f}"
+          f"  (targets: ingress >= 5,000 requests/s, +p50 <= 1 ms)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
