@@ -20,35 +20,10 @@ import pytest
 from aiohttp import WSMsgType, web
 
 from .conftest import Server, credit, free_port, fresh_database, register, wait_for
+from .test_agent import HTTPD
 
-MANIFEST = """
-version: "2.0"
-services:
-  web:
-    image: kova/httpd:1
-    expose:
-      - port: 8080
-        as: 80
-        accept: [ACCEPT]
-        to:
-          - global: true
-profiles:
-  compute:
-    web:
-      resources:
-        cpu: {units: 0.5}
-        memory: {size: 128Mi}
-        storage: {size: 512Mi}
-  placement:
-    dc:
-      pricing:
-        web: {denom: ukova, amount: 5000}
-deployment:
-  web:
-    dc:
-      profile: web
-      count: 1
-"""
+# test_agent's HTTP server, with a hostname of the tenant's own (SDL accept)
+MANIFEST = HTTPD.replace("        as: 80\n", "        as: 80\n        accept: [ACCEPT]\n")
 PRICE = 1_000
 
 
@@ -95,7 +70,11 @@ class Upstream:
         return f"127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        async def shut() -> None:
+            await self.runner.cleanup()
+            await asyncio.sleep(0.2)  # let the closed connections' transports go
+
+        asyncio.run_coroutine_threadsafe(shut(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()
@@ -113,6 +92,15 @@ def network(request, tmp_path) -> Iterator[dict]:
         finally:
             upstream.stop()
             server.stop()
+
+
+def _parties(server):
+    """A tenant with money, and a provider whose agent said what its machine has."""
+    tenant, provider = register(server, "tenant", "t"), register(server, "provider", "p")
+    credit(server.database_url, tenant["account"], 10_000_000)
+    server.client.post("/v1/providers/heartbeat", headers=provider["headers"],
+                       json={"capacity": {"cpu": 4000, "memory": 2**33, "storage": 2**34, "gpu": 0}})
+    return tenant, provider
 
 
 def _deploy(server, tenant, deposit, accept="app.example.com"):
@@ -134,10 +122,7 @@ def _lease(server, tenant, provider, dep, endpoint):
 
 def test_the_ingress_routes_a_deployments_hostnames_to_its_running_lease(network):
     server, ingress, upstream = network["server"], network["ingress"], network["upstream"]
-    tenant, provider = register(server, "tenant", "t"), register(server, "provider", "p")
-    credit(server.database_url, tenant["account"], 10_000_000)
-    server.client.post("/v1/providers/heartbeat", headers=provider["headers"],
-                       json={"capacity": {"cpu": 4000, "memory": 2**33, "storage": 2**34, "gpu": 0}})
+    tenant, provider = _parties(server)
     # about a round and a half: the second round pauses it
     dep = _deploy(server, tenant, 90 * PRICE).json()
     host = f"web-{dep['id']}.deployments.localhost"
@@ -166,7 +151,9 @@ def test_the_ingress_routes_a_deployments_hostnames_to_its_running_lease(network
             f"{ingress}/ws", headers={"Host": host}
         ) as ws:
             await ws.send_str("hello")
-            return (await ws.receive(timeout=10)).data
+            said = (await ws.receive(timeout=10)).data
+        await asyncio.sleep(0.1)  # the closed connection's transport goes before the loop
+        return said
 
     assert asyncio.run(echo()) == "a: hello"
     # the escrow runs out: 503 while paused, back after a deposit
@@ -184,10 +171,7 @@ def test_hostnames_are_one_deployments_and_never_reach_anothers_container(networ
     server, ingress = network["server"], network["ingress"]
     other = Upstream("b")
     try:
-        tenant, provider = register(server, "tenant", "t"), register(server, "provider", "p")
-        credit(server.database_url, tenant["account"], 10_000_000)
-        server.client.post("/v1/providers/heartbeat", headers=provider["headers"],
-                           json={"capacity": {"cpu": 4000, "memory": 2**33, "storage": 2**34, "gpu": 0}})
+        tenant, provider = _parties(server)
         first = _deploy(server, tenant, 1_000_000, "shop.example.com").json()
         taken = _deploy(server, tenant, 1_000_000, "Shop.Example.com")
         assert taken.status_code == 409
@@ -212,10 +196,7 @@ def test_hostnames_are_one_deployments_and_never_reach_anothers_container(networ
 
 def test_an_unreachable_provider_is_a_502(network):
     server, ingress = network["server"], network["ingress"]
-    tenant, provider = register(server, "tenant", "t"), register(server, "provider", "p")
-    credit(server.database_url, tenant["account"], 10_000_000)
-    server.client.post("/v1/providers/heartbeat", headers=provider["headers"],
-                       json={"capacity": {"cpu": 4000, "memory": 2**33, "storage": 2**34, "gpu": 0}})
+    tenant, provider = _parties(server)
     dep = _deploy(server, tenant, 1_000_000).json()
     _lease(server, tenant, provider, dep, f"127.0.0.1:{free_port()}")  # nothing listens there
     host = f"web-{dep['id']}.deployments.localhost"
@@ -237,10 +218,7 @@ def test_the_ingress_terminates_tls_itself(tmp_path):
                         "--ingress-port", str(ingress), "--tls-cert", str(cert),
                         "--tls-key", str(key))  # fmt: skip
         try:
-            tenant, provider = register(server, "tenant", "t"), register(server, "provider", "p")
-            credit(server.database_url, tenant["account"], 10_000_000)
-            server.client.post("/v1/providers/heartbeat", headers=provider["headers"],
-                               json={"capacity": {"cpu": 4000, "memory": 2**33, "storage": 2**34, "gpu": 0}})
+            tenant, provider = _parties(server)
             dep = _deploy(server, tenant, 1_000_000).json()
             host = f"web-{dep['id']}.deployments.localhost"
             assert dep["urls"][0]["url"] == f"https://{host}:{ingress}/"
@@ -299,10 +277,7 @@ Include {Path(__file__).resolve().parents[2] / "deploy" / "apache" / "kova-ingre
     apache = subprocess.Popen(["apache2", "-f", str(config), "-DFOREGROUND"], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
-        tenant, provider = register(server, "tenant", "t"), register(server, "provider", "p")
-        credit(server.database_url, tenant["account"], 10_000_000)
-        server.client.post("/v1/providers/heartbeat", headers=provider["headers"],
-                           json={"capacity": {"cpu": 4000, "memory": 2**33, "storage": 2**34, "gpu": 0}})
+        tenant, provider = _parties(server)
         dep = _deploy(server, tenant, 1_000_000).json()
         host = f"web-{dep['id']}.deployments.localhost"
         _lease(server, tenant, provider, dep, upstream.endpoint)
@@ -326,7 +301,9 @@ Include {Path(__file__).resolve().parents[2] / "deploy" / "apache" / "kova-ingre
                 f"wss://127.0.0.1:{https}/ws", headers={"Host": host}, ssl=context
             ) as ws:
                 await ws.send_str("over tls")
-                return (await ws.receive(timeout=10)).data
+                said = (await ws.receive(timeout=10)).data
+            await asyncio.sleep(0.1)  # the closed connection's transport goes before the loop
+            return said
 
         assert asyncio.run(echo()) == "a: over tls"
     finally:
