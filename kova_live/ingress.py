@@ -31,6 +31,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import WSMsgType, web
+from multidict import CIMultiDict
 from sqlalchemy import and_, delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -42,6 +43,9 @@ HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
     "trailers", "transfer-encoding", "upgrade", "host",
 })  # fmt: skip
+
+
+SMALL_BODY = 64 * 1024  # bytes: an answer up to this size is read whole, then sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,12 +247,18 @@ async def _proxy(request: web.Request) -> web.StreamResponse:
             request.method, url, headers=headers, data=body, allow_redirects=False,
             auto_decompress=False,
         ) as upstream:  # fmt: skip
+            passed = [(k, v) for k, v in upstream.headers.items()
+                      if k.lower() not in HOP_BY_HOP and k.lower() != "content-length"]  # fmt: skip
+            size = upstream.content_length
+            if size is not None and size <= SMALL_BODY:  # most answers: one write, no chunks
+                body = await upstream.read()
+                return web.Response(status=upstream.status, reason=upstream.reason, body=body,
+                                    headers=CIMultiDict(passed))  # fmt: skip
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-            for key, value in upstream.headers.items():
-                if key.lower() not in HOP_BY_HOP and key.lower() != "content-length":
-                    response.headers.add(key, value)
-            if upstream.content_length is not None:
-                response.content_length = upstream.content_length
+            for key, value in passed:
+                response.headers.add(key, value)
+            if size is not None:
+                response.content_length = size
             await response.prepare(request)
             async for chunk in upstream.content.iter_any():
                 await response.write(chunk)
