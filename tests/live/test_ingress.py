@@ -145,6 +145,8 @@ def test_the_ingress_routes_a_deployments_hostnames_to_its_running_lease(network
     body = bytes(range(256)) * 8192  # 2 MiB, streamed through
     posted = client.post("/upload", content=iter([body[:2**20], body[2**20:]]), headers={"Host": host}).json()
     assert posted["length"] == len(body) and posted["sha256"] == hashlib.sha256(body).hexdigest()
+    sized = client.post("/upload", content=body[:1000], headers={"Host": host}).json()  # Content-Length
+    assert sized["length"] == 1000 and sized["headers"]["Content-Length"] == "1000"
     # a WebSocket through the ingress
     async def echo() -> str:
         async with aiohttp.ClientSession() as session, session.ws_connect(
