@@ -147,8 +147,15 @@ def _lease(server, provider, lease_id):
 
 
 def _container(client, lease_id):
-    found = client.containers.list(all=True, filters={"label": f"kova.lease={lease_id}"})
-    return found[0] if found else None
+    """The lease's container, if any (looked at again if it went while being listed: the
+    agent removes containers as the test watches)."""
+    for _ in range(10):
+        try:
+            found = client.containers.list(all=True, filters={"label": f"kova.lease={lease_id}"})
+        except docker.errors.NotFound:
+            continue
+        return found[0] if found else None
+    raise AssertionError(f"lease {lease_id}'s container kept vanishing while listed")
 
 
 def test_a_deployment_runs_in_a_container_that_follows_its_lease(network):
