@@ -94,6 +94,21 @@ def network(request, tmp_path) -> Iterator[dict]:
             server.stop()
 
 
+def _ws_echo(url, host, text, context=None):
+    """Send ``text`` over a WebSocket to ``url`` (Host: ``host``); what comes back."""
+
+    async def echo() -> str:
+        async with aiohttp.ClientSession() as session, session.ws_connect(
+            url, headers={"Host": host}, ssl=context if context is not None else True
+        ) as ws:
+            await ws.send_str(text)
+            said = (await ws.receive(timeout=10)).data
+        await asyncio.sleep(0.1)  # the closed connection's transport goes before the loop
+        return said
+
+    return asyncio.run(echo())
+
+
 def _parties(server):
     """A tenant with money, and a provider whose agent said what its machine has."""
     tenant, provider = register(server, "tenant", "t"), register(server, "provider", "p")
@@ -147,17 +162,7 @@ def test_the_ingress_routes_a_deployments_hostnames_to_its_running_lease(network
     assert posted["length"] == len(body) and posted["sha256"] == hashlib.sha256(body).hexdigest()
     sized = client.post("/upload", content=body[:1000], headers={"Host": host}).json()  # Content-Length
     assert sized["length"] == 1000 and sized["headers"]["Content-Length"] == "1000"
-    # a WebSocket through the ingress
-    async def echo() -> str:
-        async with aiohttp.ClientSession() as session, session.ws_connect(
-            f"{ingress}/ws", headers={"Host": host}
-        ) as ws:
-            await ws.send_str("hello")
-            said = (await ws.receive(timeout=10)).data
-        await asyncio.sleep(0.1)  # the closed connection's transport goes before the loop
-        return said
-
-    assert asyncio.run(echo()) == "a: hello"
+    assert _ws_echo(f"{ingress}/ws", host, "hello") == "a: hello"  # a WebSocket through it
     # the escrow runs out: 503 while paused, back after a deposit
     paused = wait_for(lambda: (r := get(host)).status_code == 503 and r, 30)
     assert "paused" in paused.text
@@ -298,16 +303,7 @@ Include {Path(__file__).resolve().parents[2] / "deploy" / "apache" / "kova-ingre
         assert sent["Host"] == host and sent["X-Forwarded-Proto"] == "https"
         assert sent["X-Forwarded-For"].startswith("127.0.0.1")
 
-        async def echo() -> str:
-            async with aiohttp.ClientSession() as session, session.ws_connect(
-                f"wss://127.0.0.1:{https}/ws", headers={"Host": host}, ssl=context
-            ) as ws:
-                await ws.send_str("over tls")
-                said = (await ws.receive(timeout=10)).data
-            await asyncio.sleep(0.1)  # the closed connection's transport goes before the loop
-            return said
-
-        assert asyncio.run(echo()) == "a: over tls"
+        assert _ws_echo(f"wss://127.0.0.1:{https}/ws", host, "over tls", context) == "a: over tls"
     finally:
         apache.terminate()
         apache.wait(timeout=20)
