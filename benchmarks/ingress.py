@@ -3,11 +3,15 @@
 
     .venv/bin/python benchmarks/ingress.py [--seconds 10] [--connections 64] [--threads 2]
 
-Needs Docker with the local images (``scripts/services``), and Debian's ``wrk`` and ``nginx``
-(``apt-get install wrk nginx``). It starts a lease's container (``kova/httpd:1``: busybox's
-HTTP server), ``kova-live serve`` with its ingress on an embedded SQLite database and a lease
-whose endpoint is that container, and Debian's nginx as a reference reverse proxy to the same
-container. Then wrk sends the same request (``GET /``, 5 bytes) for ``--seconds`` each:
+Needs Docker (``scripts/services``), and Debian's ``wrk`` and ``nginx`` (``apt-get install wrk
+nginx``). The lease's container is ``kova/nginx:1``, which this script builds when it is missing
+(no registry is reachable here): this machine's nginx binary and the libraries it links, serving
+a 5-byte page on port 8080 in one worker, with keep-alive. (Busybox's ``kova/httpd:1``, which
+the tests use, forks per connection and closes each one: it answers ~3,000 requests/s alone, so
+it would measure itself.) The script starts that container, ``kova-live serve`` with its
+ingress on an embedded SQLite database and a lease whose endpoint is that container, and
+Debian's nginx as a reference reverse proxy to the same container. Then wrk sends the same
+request (``GET /``, 5 bytes) for ``--seconds`` each:
 
 1. straight to the container;
 2. through the ingress (``Host: web-<id>.deployments.localhost``);
@@ -33,6 +37,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import io  # noqa: E402
+import tarfile  # noqa: E402
+
 import docker  # noqa: E402
 import httpx  # noqa: E402
 
@@ -40,7 +47,7 @@ MANIFEST = """
 version: "2.0"
 services:
   web:
-    image: kova/httpd:1
+    image: kova/nginx:1
     expose:
       - port: 8080
         to:
@@ -57,6 +64,67 @@ deployment:
   web:
     dc: {profile: web, count: 1}
 """
+
+
+IMAGE = "kova/nginx:1"
+UPSTREAM_CONF = """
+daemon off;
+master_process off;
+worker_processes 1;
+pid /tmp/nginx.pid;
+error_log stderr;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path /tmp; proxy_temp_path /tmp;
+    fastcgi_temp_path /tmp; uwsgi_temp_path /tmp; scgi_temp_path /tmp;
+    keepalive_requests 1000000;
+    server {
+        listen 8080;
+        root /www;
+    }
+}
+"""
+
+
+def build_image(client: docker.DockerClient) -> None:
+    """``kova/nginx:1`` from this machine's nginx and the shared libraries ``ldd`` lists."""
+    try:
+        client.images.get(IMAGE)
+        return
+    except docker.errors.ImageNotFound:
+        pass
+    nginx = shutil.which("nginx")
+    assert nginx is not None
+    libraries = re.findall(r"(/\S+) \(0x", subprocess.run(["ldd", nginx], capture_output=True,
+                                                          text=True, check=True).stdout)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        def add_bytes(path: str, data: bytes, mode: int = 0o644) -> None:
+            info = tarfile.TarInfo(path)
+            info.size, info.mode = len(data), mode
+            tar.addfile(info, io.BytesIO(data))
+
+        def add_dir(path: str) -> None:
+            info = tarfile.TarInfo(path)
+            info.type, info.mode = tarfile.DIRTYPE, 0o1777
+            tar.addfile(info)
+
+        for path in ("tmp", "www", "etc", "var", "var/log", "var/log/nginx", "var/lib",
+                     "var/lib/nginx"):  # fmt: skip
+            add_dir(path)
+        tar.add(os.path.realpath(nginx), arcname="nginx")
+        for library in libraries:
+            tar.add(os.path.realpath(library), arcname=library.lstrip("/"))
+        add_bytes("www/index.html", b"kova\n")
+        add_bytes("nginx.conf", UPSTREAM_CONF.encode())
+        add_bytes("etc/passwd", b"root:x:0:0:root:/:/nginx\nnobody:x:65534:65534::/:/nginx\n")
+        add_bytes("etc/group", b"root:x:0:\nnogroup:x:65534:\n")
+    client.api.import_image_from_data(
+        buffer.getvalue(), repository="kova/nginx", tag="1",
+        changes=["EXPOSE 8080", 'CMD ["/nginx", "-c", "/nginx.conf", "-p", "/tmp/"]'],
+    )  # fmt: skip
+    print(f"built image {IMAGE} from {nginx}", file=sys.stderr)
 
 
 def free_port() -> int:
@@ -108,7 +176,8 @@ def main() -> None:
     api, ingress, proxy = free_port(), free_port(), free_port()
     container = server = nginx = None
     try:
-        container = client.containers.run("kova/httpd:1", detach=True, nano_cpus=10**9,
+        build_image(client)
+        container = client.containers.run(IMAGE, detach=True, nano_cpus=10**9,
                                           ports={"8080/tcp": ("127.0.0.1", None)})  # fmt: skip
         container.reload()
         port = container.attrs["NetworkSettings"]["Ports"]["8080/tcp"][0]["HostPort"]

@@ -161,7 +161,9 @@ class Docker:
         container.reload()
         for bindings in (container.attrs["NetworkSettings"]["Ports"] or {}).values():
             for binding in bindings or ():
-                return f"{binding['HostIp'] or self.host_ip}:{binding['HostPort']}"
+                host = binding["HostIp"] or self.host_ip
+                host = f"[{host}]" if ":" in host else host  # an IPv6 address
+                return f"{host}:{binding['HostPort']}"
         return None
 
     def remove(self, container: Any) -> None:

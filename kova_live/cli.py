@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import click
+import uvloop
 from aiohttp import web
 from sqlalchemy import select
 
@@ -208,7 +209,8 @@ def serve(
     # stalls every request in flight that much less
     gc.collect()
     gc.freeze()
-    web.run_app(app, host=host, port=port, print=None, access_log=None)
+    web.run_app(app, host=host, port=port, print=None, access_log=None,
+                loop=uvloop.new_event_loop())  # fmt: skip
 
 
 @main.group()

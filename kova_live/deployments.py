@@ -140,16 +140,21 @@ class ShippedLogs(RequestBody):
     lines: list[LogLine] = Field(min_length=1, max_length=1000)
 
 
+# where a running lease's service answers, which the ingress proxies to: host:port, the host
+# a name, an IPv4 address or an [IPv6] address (no scheme, no path)
+ENDPOINT = r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?):[0-9]{1,5}$"
+
+
 class LeaseStatus(RequestBody):
     """``POST /v1/leases/{id}/status``: what the provider's agent sees of the lease's container.
 
-    ``running`` (with the ``endpoint`` where a deployment's service answers), ``finished`` (a
+    ``running`` (with the ``endpoint`` where a deployment's service answers, ``host:port``), ``finished`` (a
     job's container exited: ``exit_code``, the end of its ``output``, and optionally how many
     blocks it ran, ``runtime_blocks``, as the agent measured it), or ``failed`` (the
     container cannot run: ``message`` says why; the order opens for bids again)."""
 
     state: Literal["running", "finished", "failed"]
-    endpoint: str | None = Field(default=None, min_length=1, max_length=500)
+    endpoint: str | None = Field(default=None, max_length=300, pattern=ENDPOINT)
     exit_code: int | None = Field(default=None, ge=-(2**31), le=2**31 - 1)
     output: str | None = Field(default=None, max_length=MAX_OUTPUT)
     runtime_blocks: int | None = Field(default=None, ge=0, le=MAX_AMOUNT)
@@ -165,6 +170,8 @@ class LeaseStatus(RequestBody):
                     return name, "only a finished job reports an exit code, output and run time"
         if self.state != "running" and self.endpoint is not None:
             return "endpoint", "only a running lease reports an endpoint"
+        if self.endpoint is not None and not 0 < int(self.endpoint.rsplit(":", 1)[1]) < 65536:
+            return "endpoint", "the endpoint's port is not between 1 and 65535"
         if self.state != "failed" and self.message is not None:
             return "message", "only a failed lease reports a message"
         return None

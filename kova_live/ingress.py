@@ -45,6 +45,8 @@ HOP_BY_HOP = frozenset({
 })  # fmt: skip
 
 
+AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")  # aiohttp would add
+
 SMALL_BODY = 64 * 1024  # bytes: an answer up to this size is read whole, then sent
 
 
@@ -313,8 +315,12 @@ def ingress_app(routes_: Routes) -> web.Application:
     async def session(app: web.Application) -> Any:
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=256)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=5)
-        app[SESSION] = aiohttp.ClientSession(connector=connector, timeout=timeout,
-                                             auto_decompress=False)  # fmt: skip
+        # it passes on what the visitor sent, no more: no headers of aiohttp's own, and no
+        # cookie jar (one shared by every visitor would send one's cookies with another's)
+        app[SESSION] = aiohttp.ClientSession(
+            connector=connector, timeout=timeout, auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(), skip_auto_headers=AUTO_HEADERS,
+        )  # fmt: skip
         yield
         await app[SESSION].close()
 

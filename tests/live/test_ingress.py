@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
+import socket
 import ssl
 import subprocess
 import sys
@@ -29,7 +31,8 @@ PRICE = 1_000
 
 class Upstream:
     """A stand-in container on a loopback port: ``/`` echoes what it was sent (method, path,
-    headers, the body's length and SHA-256), ``/ws`` echoes WebSocket messages."""
+    headers, the body's length and SHA-256), ``/ws`` echoes WebSocket messages, and
+    ``/login?user=U`` sets a cookie."""
 
     def __init__(self, name: str) -> None:
         self.name, self.port = name, free_port()
@@ -51,6 +54,10 @@ class Upstream:
                         await ws.send_str(f"{self.name}: {message.data}")
                 return ws
             body = await request.read()
+            if request.path == "/login":  # the container sets a cookie for its own user
+                response = web.Response(text="welcome")
+                response.set_cookie("session", request.query["user"])
+                return response
             return web.json_response({
                 "upstream": self.name, "method": request.method, "path": request.path_qs,
                 "headers": dict(request.headers), "length": len(body),
@@ -199,6 +206,39 @@ def test_hostnames_are_one_deployments_and_never_reach_anothers_container(networ
         assert _deploy(server, tenant, 1_000_000, "shop.example.com").status_code == 201
     finally:
         other.stop()
+
+
+def _raw_get(ingress, host, path="/", method="GET", body=b""):
+    """A request with no header but Host (and Content-Length with a body), on a socket of its
+    own: the answer's head and body."""
+    address = ingress.removeprefix("http://").split(":")
+    length = f"Content-Length: {len(body)}\r\n" if body else ""
+    request = f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n{length}Connection: close\r\n\r\n"
+    with socket.create_connection((address[0], int(address[1])), timeout=10) as s:
+        s.sendall(request.encode() + body)
+        answer = b"".join(iter(lambda: s.recv(65536), b""))
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head.decode(), body
+
+
+def test_the_ingress_adds_no_headers_and_keeps_no_cookies(network):
+    # a proxy shared by every visitor must not add headers of its own, nor keep one visitor's
+    # cookies and send them with another's requests; the endpoint is a name here, as a
+    # provider may report (cookies are kept for names, not for IP addresses)
+    server, ingress, upstream = network["server"], network["ingress"], network["upstream"]
+    tenant, provider = _parties(server)
+    dep = _deploy(server, tenant, 1_000_000).json()
+    _lease(server, tenant, provider, dep, f"localhost:{upstream.port}")
+    host = f"web-{dep['id']}.deployments.localhost"
+    wait_for(lambda: _raw_get(ingress, host)[0].startswith("HTTP/1.1 200"))
+    head, _ = _raw_get(ingress, host, "/login?user=alice")
+    assert "Set-Cookie: session=alice" in head  # alice's browser gets her cookie
+    _, body = _raw_get(ingress, host)  # then somebody else's request
+    sent = json.loads(body)["headers"]
+    ours = {"Host", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host"}
+    assert set(sent) == ours, sent
+    _, body = _raw_get(ingress, host, "/form", "POST", b"a=1")
+    assert set(json.loads(body)["headers"]) == ours | {"Content-Length"}
 
 
 def test_an_unreachable_provider_is_a_502(network):

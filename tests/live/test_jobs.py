@@ -131,7 +131,11 @@ def test_status_reports_are_checked_and_only_the_lessee_reports(server):
     for body, field in (
         ({"state": "finished"}, "exit_code"),
         ({"state": "running", "exit_code": 0}, "exit_code"),
-        ({"state": "failed", "endpoint": "http://x"}, "endpoint"),
+        ({"state": "failed", "endpoint": "10.0.0.7:31000"}, "endpoint"),
+        ({"state": "running", "endpoint": "http://10.0.0.7:31000"}, "endpoint"),  # host:port
+        ({"state": "running", "endpoint": "10.0.0.7:31000/x"}, "endpoint"),
+        ({"state": "running", "endpoint": "10.0.0.7:70000"}, "endpoint"),
+        ({"state": "running", "endpoint": "10.0.0.7"}, "endpoint"),
         ({"state": "running", "message": "hi"}, "message"),
         ({"state": "asleep"}, "state"),
         ({"state": "finished", "exit_code": "0"}, "exit_code"),
@@ -144,9 +148,9 @@ def test_status_reports_are_checked_and_only_the_lessee_reports(server):
     service = server.client.post("/v1/deployments", headers=tenant["headers"],
                                  json={"manifest": MANIFEST, "deposit": 1_000_000}).json()
     served = lease_on(server, tenant, agent, service)
-    up = report(server, agent, served, state="running", endpoint="http://10.0.0.7:31000")
-    assert up.json()["endpoint"] == "http://10.0.0.7:31000"
-    assert show(server, tenant, service)["leases"][0]["endpoint"] == "http://10.0.0.7:31000"
+    up = report(server, agent, served, state="running", endpoint="10.0.0.7:31000")
+    assert up.json()["endpoint"] == "10.0.0.7:31000"
+    assert show(server, tenant, service)["leases"][0]["endpoint"] == "10.0.0.7:31000"
     not_a_job = report(server, agent, served, state="finished", exit_code=0)
     assert not_a_job.status_code == 409 and not_a_job.json()["error"]["code"] == "not_a_job"
     no_result = server.client.get(f"/v1/deployments/{service['id']}/result", headers=tenant["headers"])
