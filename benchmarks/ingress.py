@@ -262,8 +262,9 @@ http {{
     table("Latency: wrk -t1 -c1, one request at a time (what a proxy adds to each)", light)
     ingress_rps, nginx_rps = loaded[1][1]["rps"], loaded[2][1]["rps"]
     added = light[1][1]["p50"] - light[0][1]["p50"]
-    print(f"\ningress: {ingress_rps:,.0f} requests/s (target >= 5,000), {ingress_rps / nginx_rps:.2f} of "
-          f"nginx's; adds {added:.2f} ms to p50 one at a time (target <= 1 ms)")  # fmt: skip
+    print(f"\ningress: {ingress_rps:,.0f} requests/s (target >= 5,000), "
+          f"{ingress_rps / nginx_rps:.2f} of nginx's; adds {added:.2f} ms to p50 one at a time "
+          "(target <= 1 ms)")  # fmt: skip
 
 
 def table(title: str, rows: list[tuple[str, dict]]) -> None:

@@ -148,10 +148,11 @@ ENDPOINT = r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?):[
 class LeaseStatus(RequestBody):
     """``POST /v1/leases/{id}/status``: what the provider's agent sees of the lease's container.
 
-    ``running`` (with the ``endpoint`` where a deployment's service answers, ``host:port``), ``finished`` (a
-    job's container exited: ``exit_code``, the end of its ``output``, and optionally how many
-    blocks it ran, ``runtime_blocks``, as the agent measured it), or ``failed`` (the
-    container cannot run: ``message`` says why; the order opens for bids again)."""
+    ``running`` (with the ``endpoint`` where a deployment's service answers, ``host:port``),
+    ``finished`` (a job's container exited: ``exit_code``, the end of its ``output``, and
+    optionally how many blocks it ran, ``runtime_blocks``, as the agent measured it), or
+    ``failed`` (the container cannot run: ``message`` says why; the order opens for bids
+    again)."""
 
     state: Literal["running", "finished", "failed"]
     endpoint: str | None = Field(default=None, max_length=300, pattern=ENDPOINT)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -166,6 +168,60 @@ def register(server: Server, role: str, name: str) -> dict:
     account = server.client.post("/v1/accounts", json={"role": role, "name": name}).json()
     account["headers"] = {"Authorization": f"Bearer {account['token']}"}
     return account
+
+
+APACHE_MODULES = ("mpm_event", "authz_core", "ssl", "socache_shmcb", "proxy", "proxy_http",
+                  "proxy_wstunnel", "headers")  # fmt: skip
+
+
+@contextlib.contextmanager
+def apache_in_front(ingress: str, folder: Path) -> Iterator[tuple[int, ssl.SSLContext]]:
+    """Debian's apache2 with ``deploy/apache/kova-ingress.conf`` and a self-signed certificate
+    for ``*.deployments.localhost``, terminating TLS in front of ``ingress`` (its URL); yields
+    its HTTPS port, once it answers, and an SSL context that trusts the certificate."""
+    if shutil.which("apache2") is None:
+        message = "Debian's apache2 is not installed (scripts/services installs it)"
+        (pytest.fail if os.environ.get("CI") == "true" else pytest.skip)(message)
+    folder.mkdir(parents=True)
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=*.deployments.localhost", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)  # fmt: skip
+    modules = "\n".join(f"LoadModule {m}_module /usr/lib/apache2/modules/mod_{m}.so" for m in APACHE_MODULES)
+    config = folder / "httpd.conf"
+    config.write_text(f"""ServerRoot {folder}
+ServerName localhost
+PidFile {folder}/httpd.pid
+ErrorLog {folder}/error.log
+DefaultRuntimeDir {folder}
+Mutex file:{folder} default
+{modules}
+User www-data
+Group www-data
+Include {Path(__file__).resolve().parents[2] / "deploy" / "apache" / "kova-ingress.conf"}
+""")
+    https = free_port()
+    env = {**os.environ, "KOVA_DOMAIN": "deployments.localhost", "KOVA_HTTPS_LISTEN": str(https),
+           "KOVA_INGRESS": ingress.removeprefix("http://"),
+           "KOVA_TLS_CERT": str(cert), "KOVA_TLS_KEY": str(key)}  # fmt: skip
+    apache = subprocess.Popen(["apache2", "-f", str(config), "-DFOREGROUND"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        context = ssl.create_default_context(cafile=str(cert))
+        context.check_hostname = False  # the tests dial 127.0.0.1
+
+        def answers() -> bool:
+            try:
+                with httpx.Client(verify=context, timeout=5) as client:
+                    return client.get(f"https://127.0.0.1:{https}/").status_code > 0
+            except httpx.TransportError:
+                return False  # still starting
+
+        wait_for(answers)
+        yield https, context
+    finally:
+        apache.terminate()
+        apache.wait(timeout=20)
 
 
 def wait_for(predicate, timeout: float = 20.0):

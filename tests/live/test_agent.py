@@ -18,7 +18,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import Server, credit, free_port, fresh_database, register, wait_for
+from .conftest import (
+    Server,
+    apache_in_front,
+    credit,
+    free_port,
+    fresh_database,
+    register,
+    wait_for,
+)  # fmt: skip
 
 docker = pytest.importorskip("docker")
 
@@ -410,11 +418,12 @@ def test_without_capacity_the_agent_offers_what_the_machine_has(network):
     assert capacity["storage"] > 0 and capacity["gpu"] == 0
 
 
-def test_the_whole_network_on_one_machine_through_the_ingress(network):
+def test_the_whole_network_on_one_machine_through_the_ingress(network, tmp_path):
     """Two agents with different strategies; a tenant deploys the HTTP server with two
-    replicas, takes the cheapest bid for each, and fetches the page through the ingress by its
-    URL; the URL answers 503 while the escrow is out and the containers paused, comes back
-    after a deposit, and is gone with the containers on close."""
+    replicas, takes the cheapest bid for each, and fetches the page by its URL, through the
+    ingress and over HTTPS through Debian's apache2 in front of it; the URL answers 503 while
+    the escrow is out and the containers paused, comes back after a deposit, and is gone with
+    the containers on close."""
     server, client, ingress = network["server"], network["docker"], network["ingress"]
     tenant = _tenant(server)
     _fixed(network, "fixed")
@@ -426,23 +435,33 @@ def test_the_whole_network_on_one_machine_through_the_ingress(network):
         "manifest": HTTPD.replace("count: 1", "count: 2"), "deposit": 90 * 1_000}).json()  # fmt: skip
     offers = wait_for(lambda: len(b := server.client.get(
         f"/v1/deployments/{dep['id']}/bids", headers=tenant["headers"]).json()["bids"]) == 4 and b, 30)  # fmt: skip
-    leases = []
-    for order in dep["orders"]:
-        cheapest = min((b for b in offers if b["order_id"] == order["id"]), key=lambda b: b["price"])
-        assert cheapest["price"] == 500
-        leases.append(server.client.post(f"/v1/bids/{cheapest['id']}/accept", headers=tenant["headers"]).json())
     (url,) = [u for u in dep["urls"] if not u["custom"]]
     host = url["hostname"]
     assert url["url"] == f"http://{host}:{ingress.rsplit(':', 1)[1]}/"
-    get = lambda: httpx.get(ingress, headers={"Host": host}, timeout=10)  # noqa: E731
-    for _ in range(4):  # both replicas answer, in turn
-        assert wait_for(lambda: (r := get()).status_code == 200 and r).text.strip() == "kova"
-    paused = wait_for(lambda: (r := get()).status_code == 503 and r, 30)
-    assert "paused" in paused.text
-    wait_for(lambda: all(_container(client, lease["id"]).status == "paused" for lease in leases))
-    server.client.post(f"/v1/deployments/{dep['id']}/deposit", headers=tenant["headers"],
-                       json={"amount": 1_000_000})  # fmt: skip
-    assert wait_for(lambda: (r := get()).status_code == 200 and r).text.strip() == "kova"
-    server.client.post(f"/v1/deployments/{dep['id']}/close", headers=tenant["headers"])
-    assert wait_for(lambda: get().status_code == 404)
+    with apache_in_front(ingress, tmp_path / "apache") as (https, context), \
+            httpx.Client(timeout=10) as plain, httpx.Client(verify=context, timeout=10) as tls:
+        def statuses() -> set[int]:  # the URL's answer, through the ingress and through Apache
+            answers = [plain.get(ingress, headers={"Host": host}),
+                       tls.get(f"https://127.0.0.1:{https}/", headers={"Host": host})]  # fmt: skip
+            if all(r.status_code == 200 for r in answers):
+                assert all(r.text.strip() == "kova" for r in answers)
+            if all(r.status_code == 503 for r in answers):
+                assert all("paused" in r.text for r in answers)
+            return {r.status_code for r in answers}
+
+        assert statuses() == {502}  # no replica runs yet
+        leases = []
+        for order in dep["orders"]:
+            cheapest = min((b for b in offers if b["order_id"] == order["id"]), key=lambda b: b["price"])
+            assert cheapest["price"] == 500
+            leases.append(server.client.post(f"/v1/bids/{cheapest['id']}/accept", headers=tenant["headers"]).json())
+        for _ in range(4):  # both replicas answer, in turn
+            assert wait_for(lambda: statuses() == {200})
+        assert wait_for(lambda: statuses() == {503}, 30)
+        wait_for(lambda: all(_container(client, lease["id"]).status == "paused" for lease in leases))
+        server.client.post(f"/v1/deployments/{dep['id']}/deposit", headers=tenant["headers"],
+                           json={"amount": 1_000_000})  # fmt: skip
+        assert wait_for(lambda: statuses() == {200})
+        server.client.post(f"/v1/deployments/{dep['id']}/close", headers=tenant["headers"])
+        assert wait_for(lambda: statuses() == {404})
     wait_for(lambda: all(_container(client, lease["id"]) is None for lease in leases))

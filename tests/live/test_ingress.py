@@ -7,21 +7,27 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import socket
 import ssl
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import aiohttp
 import httpx
 import pytest
 from aiohttp import WSMsgType, web
 
-from .conftest import Server, credit, free_port, fresh_database, register, wait_for
+from .conftest import (
+    Server,
+    apache_in_front,
+    credit,
+    free_port,
+    fresh_database,
+    register,
+    wait_for,
+)  # fmt: skip
 from .test_agent import HTTPD
 
 # test_agent's HTTP server, with a hostname of the tenant's own (SDL accept)
@@ -285,65 +291,21 @@ def test_the_ingress_terminates_tls_itself(tmp_path):
     assert refused.returncode == 2 and "--tls-cert and --tls-key go together" in refused.stderr
 
 
-APACHE_MODULES = ("mpm_event", "authz_core", "ssl", "socache_shmcb", "proxy", "proxy_http",
-                  "proxy_wstunnel", "headers")  # fmt: skip
-
-
 def test_apache_terminates_tls_in_front_of_the_ingress(network, tmp_path):
     """``deploy/apache/kova-ingress.conf`` in Debian's apache2 with a self-signed certificate:
     a page and a WebSocket through HTTPS, then Apache, then the ingress."""
-    import shutil
-
-    if shutil.which("apache2") is None:
-        message = "Debian's apache2 is not installed (scripts/services installs it)"
-        (pytest.fail if os.environ.get("CI") == "true" else pytest.skip)(message)
     server, upstream = network["server"], network["upstream"]
-    folder = tmp_path / "apache"
-    folder.mkdir()
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=*.deployments.localhost", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True, timeout=60)  # fmt: skip
-    modules = "\n".join(f"LoadModule {m}_module /usr/lib/apache2/modules/mod_{m}.so" for m in APACHE_MODULES)
-    config = folder / "httpd.conf"
-    config.write_text(f"""ServerRoot {folder}
-ServerName localhost
-PidFile {folder}/httpd.pid
-ErrorLog {folder}/error.log
-DefaultRuntimeDir {folder}
-Mutex file:{folder} default
-{modules}
-User www-data
-Group www-data
-Include {Path(__file__).resolve().parents[2] / "deploy" / "apache" / "kova-ingress.conf"}
-""")
-    https = free_port()
-    env = {**os.environ, "KOVA_DOMAIN": "deployments.localhost", "KOVA_HTTPS_LISTEN": str(https),
-           "KOVA_INGRESS": network["ingress"].removeprefix("http://"),
-           "KOVA_TLS_CERT": str(cert), "KOVA_TLS_KEY": str(key)}  # fmt: skip
-    apache = subprocess.Popen(["apache2", "-f", str(config), "-DFOREGROUND"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    try:
+    with apache_in_front(network["ingress"], tmp_path / "apache") as (https, context):
         tenant, provider = _parties(server)
         dep = _deploy(server, tenant, 1_000_000).json()
         host = f"web-{dep['id']}.deployments.localhost"
         _lease(server, tenant, provider, dep, upstream.endpoint)
-        context = ssl.create_default_context(cafile=str(cert))
-        context.check_hostname = False  # we dial 127.0.0.1
         with httpx.Client(verify=context, timeout=10) as client:
-            def fetch():
-                try:
-                    return client.get(f"https://127.0.0.1:{https}/through", headers={"Host": host})
-                except httpx.TransportError:
-                    return None  # Apache is still starting
-
-            answer = wait_for(lambda: (r := fetch()) is not None and r.status_code == 200 and r).json()
+            get = lambda: client.get(f"https://127.0.0.1:{https}/through", headers={"Host": host})  # noqa: E731
+            answer = wait_for(lambda: (r := get()).status_code == 200 and r).json()
         assert answer["upstream"] == "a" and answer["path"] == "/through"
         sent = answer["headers"]
         assert sent["Host"] == host and sent["X-Forwarded-Proto"] == "https"
         assert sent["X-Forwarded-For"].startswith("127.0.0.1")
 
         assert _ws_echo(f"wss://127.0.0.1:{https}/ws", host, "over tls", context) == "a: over tls"
-    finally:
-        apache.terminate()
-        apache.wait(timeout=20)
