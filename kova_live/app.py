@@ -28,7 +28,7 @@ from kova_core import InsufficientBalance, KovaError, format_micro
 
 from .clock import BlockClock
 from .db import retriable, snapshot_reader
-from .ingress import IngressSettings, Routes, ingress_app
+from .ingress import IngressSettings, IngressWorkers
 from .intake import BidIntake
 from .ledger import account_transfers, balance
 from .market import Settings
@@ -73,7 +73,7 @@ class Caches:
         self.orders_version = 0
         self.open_orders: tuple[tuple[int, int], bytes] | None = None
         self.loading: tuple[tuple[int, int], asyncio.Future[bytes]] | None = None  # the read
-        self.routes: Routes | None = None  # the ingress's, once the app has one
+        self.routes: IngressWorkers | None = None  # the ingress's, once it runs
 
     def orders_changed(self) -> None:
         """Forget the cached open-order list (and the ingress's routes: whatever changes
@@ -386,7 +386,7 @@ def create_app(
     """The application, on an engine whose database is at the newest schema; uploaded files
     live in ``files_dir`` (default: a folder ``kova-files`` in the system's temporary folder).
     With ``ingress.port``, the ingress listens there too (:mod:`kova_live.ingress`), on the
-    same host as the API."""
+    same host as the API, in ``ingress.workers`` processes of its own."""
     app = web.Application(middlewares=[metrics_middleware, json_errors], client_max_size=MAX_BODY)
     app[METRICS] = Metrics()
     app[ENGINE] = engine
@@ -396,7 +396,6 @@ def create_app(
     app[WORK] = work or WorkSettings()
     app[CACHES] = Caches()
     app[INGRESS] = ingress or IngressSettings()
-    routes = app[CACHES].routes = Routes(engine, clock.height)
     app[BIDS] = BidIntake(engine, clock.height, settings, observe=app[METRICS].bid_batch.observe)
 
     async def background(app: web.Application) -> AsyncIterator[None]:
@@ -409,21 +408,25 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    app.cleanup_ctx.append(background)
 
     async def serve_ingress(app: web.Application) -> AsyncIterator[None]:
-        port = app[INGRESS].port
-        if port is None:
+        settings = app[INGRESS]
+        if settings.port is None:
             yield
             return
-        runner = web.AppRunner(ingress_app(routes), access_log=None)
-        await runner.setup()
-        ssl_context = app[INGRESS].ssl_context()
-        await web.TCPSite(runner, app[INGRESS].host, port, ssl_context=ssl_context).start()
-        yield
-        await runner.cleanup()
+        workers = IngressWorkers(engine.url.render_as_string(hide_password=False), settings,
+                                 clock.genesis_ms, clock.block_ms, settings.workers)  # fmt: skip
+        app[CACHES].routes = workers
+        try:
+            await workers.start()
+            yield
+        finally:
+            app[CACHES].routes = None
+            await workers.stop()
 
+    # the ingress first: a port it cannot have stops the server before any work has begun
     app.cleanup_ctx.append(serve_ingress)
+    app.cleanup_ctx.append(background)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", serve_metrics)
     app.router.add_get("/v1/openapi.json", serve_openapi)

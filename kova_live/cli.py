@@ -31,7 +31,7 @@ from .db import (
     ensure_network,
     migrate,
 )
-from .ingress import IngressSettings
+from .ingress import IngressError, IngressSettings, listen
 from .ledger import balance, move
 from .provider_cli import provider
 from .schema import accounts
@@ -131,6 +131,13 @@ def migrate_command(data_dir: Path, database_url: str | None) -> None:
     help="Serve the ingress (deployments' public URLs) on this port too [default: none].",
 )
 @click.option(
+    "--ingress-workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="Processes serving the ingress, beside the API's (about one per spare core).",
+)
+@click.option(
     "--domain",
     default="deployments.localhost",
     show_default=True,
@@ -161,13 +168,14 @@ def serve(
     heartbeat_grace: int,
     log_retention: float,
     ingress_port: int | None,
+    ingress_workers: int,
     domain: str,
     public_scheme: str,
     tls_cert: str | None,
     tls_key: str | None,
 ) -> None:
-    """Run the orchestrator: the API, the block clock and (with --ingress-port) the ingress,
-    in one process."""
+    """Run the orchestrator: the API and the block clock, and (with --ingress-port) the
+    ingress in processes of its own."""
     url = _url(data_dir, database_url)
     try:
         if current_revision(url) is None:
@@ -184,7 +192,7 @@ def serve(
     if (tls_cert is None) != (tls_key is None):
         _fail("--tls-cert and --tls-key go together")
     ingress = IngressSettings(
-        domain=domain.lower().strip("."), port=ingress_port, host=host,
+        domain=domain.lower().strip("."), port=ingress_port, host=host, workers=ingress_workers,
         scheme="https" if tls_cert else public_scheme, tls_cert=tls_cert, tls_key=tls_key,
     )  # fmt: skip
     try:
@@ -203,14 +211,22 @@ def serve(
         data_dir / "files",
         ingress,
     )  # fmt: skip
+    try:  # the API's port, before anything starts
+        listening = listen(host, port)
+    except OSError as exc:
+        _fail(f"--host/--port: {exc}")
+    port = listening.getsockname()[1]  # --port 0: the one the system picked
     click.echo(f"kova-live: height {clock.height()}, serving on http://{host}:{port}", err=True)
     # what start-up made (modules, tables, compiled statements) lives as long as the process:
     # out of the garbage collector's way, a full collection walks a tenth as many objects and
     # stalls every request in flight that much less
     gc.collect()
     gc.freeze()
-    web.run_app(app, host=host, port=port, print=None, access_log=None,
-                loop=uvloop.new_event_loop())  # fmt: skip
+    try:
+        web.run_app(app, sock=listening, print=None, access_log=None,
+                    loop=uvloop.new_event_loop())  # fmt: skip
+    except IngressError as exc:
+        _fail(f"--ingress-port: {exc}")
 
 
 @main.group()

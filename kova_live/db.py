@@ -100,9 +100,10 @@ def _begin_immediate(connection: Connection) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def async_engine(url: str) -> AsyncEngine:
+def async_engine(url: str, *, reads_only: bool = False) -> AsyncEngine:
     """The server's engine. On SQLite every transaction is ``BEGIN IMMEDIATE``: one writer at a
-    time, with what it read still true when it writes."""
+    time, with what it read still true when it writes; except with ``reads_only`` (a process
+    that only reads, each read one statement: the ingress's), which never takes that lock."""
     _, asynchronous = _parse(url)
     sqlite = asynchronous.startswith("sqlite")
     engine = create_async_engine(
@@ -112,7 +113,8 @@ def async_engine(url: str) -> AsyncEngine:
     )
     if sqlite:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        event.listen(engine.sync_engine, "begin", _begin_immediate)
+        if not reads_only:
+            event.listen(engine.sync_engine, "begin", _begin_immediate)
     return engine
 
 

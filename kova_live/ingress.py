@@ -23,21 +23,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
+import logging
+import multiprocessing
+import os
+import signal
+import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import uvloop
 from aiohttp import WSMsgType, web
 from multidict import CIMultiDict
 from sqlalchemy import and_, delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from .clock import BlockClock
+from .db import async_engine
 from .schema import deployments, leases, orders, routes
 
-__all__ = ["IngressSettings", "Routes", "claim_routes", "ingress_app", "route_urls"]
+log = logging.getLogger("kova_live.ingress")
+
+__all__ = [
+    "Ingress", "IngressError", "IngressSettings", "IngressWorkers", "Routes", "claim_routes",
+    "route_urls",
+]  # fmt: skip
 
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
@@ -45,6 +59,7 @@ HOP_BY_HOP = frozenset({
 })  # fmt: skip
 
 
+NOT_PASSED_BACK = HOP_BY_HOP | {"content-length"}  # the answer's length is the ingress's to set
 AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")  # aiohttp would add
 
 SMALL_BODY = 64 * 1024  # bytes: an answer up to this size is read whole, then sent
@@ -52,11 +67,13 @@ SMALL_BODY = 64 * 1024  # bytes: an answer up to this size is read whole, then s
 
 @dataclass(frozen=True, slots=True)
 class IngressSettings:
-    """The routes' domain, and where the ingress listens (``port`` None: no ingress)."""
+    """The routes' domain, and where the ingress listens (``port`` None: no ingress), in how
+    many worker processes."""
 
     domain: str = "deployments.localhost"
     port: int | None = None
     host: str = "127.0.0.1"
+    workers: int = 1
     scheme: str = "http"  # of the URLs shown to tenants
     tls_cert: str | None = None  # the ingress terminates TLS itself with these
     tls_key: str | None = None
@@ -217,61 +234,86 @@ def _page(status: int, title: str, text: str) -> web.Response:
     return web.Response(status=status, text=body, content_type="text/html")
 
 
-ROUTES: web.AppKey[Routes] = web.AppKey("routes", Routes)
-SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey("session", aiohttp.ClientSession)
+class Ingress:
+    """The ingress's server in one worker process (aiohttp's low-level server: every path of
+    every host is proxied, with no application router in the way)."""
 
+    def __init__(self, routes_: Routes) -> None:
+        self.routes = routes_
+        self.session: aiohttp.ClientSession | None = None
+        self.runner: web.ServerRunner | None = None
 
-async def _proxy(request: web.Request) -> web.StreamResponse:
-    hostname = (request.host or "").rsplit(":", 1)[0].lower().rstrip(".")
-    target = await request.app[ROUTES].lookup(hostname)
-    if target is None or target.state == "closed":
-        return _page(404, "Not found", f"No deployment answers at {hostname}.")
-    if target.state == "insufficient_funds":
-        return _page(503, "Paused", f"The deployment at {hostname} is paused: its escrow ran "
-                     "out. It comes back when its tenant deposits.")  # fmt: skip
-    if not target.endpoints:
-        return _page(502, "Bad gateway", f"No replica of {hostname} is running yet.")
-    endpoint = target.next_endpoint()
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
-    peer = request.remote or ""
-    before = request.headers.get("X-Forwarded-For")
-    headers["X-Forwarded-For"] = f"{before}, {peer}" if before else peer
-    headers["X-Forwarded-Proto"] = request.headers.get("X-Forwarded-Proto", request.scheme)
-    headers["X-Forwarded-Host"] = request.host
-    headers["Host"] = request.host
-    url = f"http://{endpoint}{request.rel_url}"
-    session = request.app[SESSION]
-    if request.headers.get("Upgrade", "").lower() == "websocket":
-        return await _websocket(request, session, url, headers)
-    body = request.content if request.body_exists else None
-    try:
-        async with session.request(
-            request.method, url, headers=headers, data=body, allow_redirects=False,
-            auto_decompress=False,
-        ) as upstream:  # fmt: skip
-            passed = [(k, v) for k, v in upstream.headers.items()
-                      if k.lower() not in HOP_BY_HOP and k.lower() != "content-length"]  # fmt: skip
-            size = upstream.content_length
-            if size is not None and size <= SMALL_BODY:  # most answers: one write, no chunks
-                body = await upstream.read()
-                return web.Response(status=upstream.status, reason=upstream.reason, body=body,
-                                    headers=CIMultiDict(passed))  # fmt: skip
-            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-            for key, value in passed:
-                response.headers.add(key, value)
-            if size is not None:
-                response.content_length = size
-            await response.prepare(request)
-            async for chunk in upstream.content.iter_any():
-                await response.write(chunk)
-            await response.write_eof()
-            return response
-    except (aiohttp.ClientError, TimeoutError, OSError):
-        return _page(502, "Bad gateway", f"The provider serving {hostname} cannot be reached.")
+    async def start(self, sock: socket.socket, ssl_context: ssl.SSLContext | None) -> None:
+        """Serve on the listening socket ``sock`` (which all the workers share)."""
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=256)
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=5)
+        # it passes on what the visitor sent, no more: no headers of aiohttp's own, and no
+        # cookie jar (one shared by every visitor would send one's cookies with another's)
+        self.session = aiohttp.ClientSession(
+            connector=connector, timeout=timeout, auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(), skip_auto_headers=AUTO_HEADERS,
+        )  # fmt: skip
+        self.runner = web.ServerRunner(web.Server(self.proxy, access_log=None))
+        await self.runner.setup()
+        await web.SockSite(self.runner, sock, ssl_context=ssl_context).start()
+
+    async def close(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+        if self.session is not None:
+            await self.session.close()
+
+    async def proxy(self, request: web.BaseRequest) -> web.StreamResponse:
+        hostname = (request.host or "").rsplit(":", 1)[0].lower().rstrip(".")
+        target = await self.routes.lookup(hostname)
+        if target is None or target.state == "closed":
+            return _page(404, "Not found", f"No deployment answers at {hostname}.")
+        if target.state == "insufficient_funds":
+            return _page(503, "Paused", f"The deployment at {hostname} is paused: its escrow "
+                         "ran out. It comes back when its tenant deposits.")  # fmt: skip
+        if not target.endpoints:
+            return _page(502, "Bad gateway", f"No replica of {hostname} is running yet.")
+        endpoint = target.next_endpoint()
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        peer = request.remote or ""
+        before = request.headers.get("X-Forwarded-For")
+        headers["X-Forwarded-For"] = f"{before}, {peer}" if before else peer
+        headers["X-Forwarded-Proto"] = request.headers.get("X-Forwarded-Proto", request.scheme)
+        headers["X-Forwarded-Host"] = request.host
+        headers["Host"] = request.host
+        url = f"http://{endpoint}{request.rel_url}"
+        session = self.session
+        assert session is not None
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return await _websocket(request, session, url, headers)
+        body = request.content if request.body_exists else None
+        try:
+            async with session.request(
+                request.method, url, headers=headers, data=body, allow_redirects=False,
+            ) as upstream:  # fmt: skip
+                passed = [(k, v) for k, v in upstream.headers.items()
+                          if k.lower() not in NOT_PASSED_BACK]  # fmt: skip
+                size = upstream.content_length
+                if size is not None and size <= SMALL_BODY:  # most answers: one write
+                    body = await upstream.read()
+                    return web.Response(status=upstream.status, reason=upstream.reason,
+                                        body=body, headers=CIMultiDict(passed))  # fmt: skip
+                response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+                for key, value in passed:
+                    response.headers.add(key, value)
+                if size is not None:
+                    response.content_length = size
+                await response.prepare(request)
+                async for chunk in upstream.content.iter_any():
+                    await response.write(chunk)
+                await response.write_eof()
+                return response
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            return _page(502, "Bad gateway", f"The provider serving {hostname} cannot be reached.")
 
 
 async def _websocket(
-    request: web.Request, session: aiohttp.ClientSession, url: str, headers: dict[str, str]
+    request: web.BaseRequest, session: aiohttp.ClientSession, url: str, headers: dict[str, str]
 ) -> web.StreamResponse:
     for name in ("Sec-WebSocket-Key", "Sec-WebSocket-Version", "Sec-WebSocket-Extensions"):
         headers.pop(name, None)
@@ -307,23 +349,160 @@ async def _websocket(
     return downstream
 
 
-def ingress_app(routes_: Routes) -> web.Application:
-    """The ingress's own application (its own port): every path of every host is proxied."""
-    app = web.Application(client_max_size=0)
-    app[ROUTES] = routes_
+def listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (a name, an IPv4 or an IPv6 address). Raises
+    :class:`OSError` saying, in one line, why it cannot."""
+    try:
+        family, _, _, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]  # fmt: skip
+        return socket.create_server(address, family=family, backlog=1024)
+    except OSError as exc:
+        why = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else str(exc)
+        raise OSError(f"cannot listen on {host}:{port}: {why}") from None
 
-    async def session(app: web.Application) -> Any:
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=256)
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=5)
-        # it passes on what the visitor sent, no more: no headers of aiohttp's own, and no
-        # cookie jar (one shared by every visitor would send one's cookies with another's)
-        app[SESSION] = aiohttp.ClientSession(
-            connector=connector, timeout=timeout, auto_decompress=False,
-            cookie_jar=aiohttp.DummyCookieJar(), skip_auto_headers=AUTO_HEADERS,
+
+class IngressError(Exception):
+    """An ingress worker could not start (it says why: the port is taken, say)."""
+
+
+@dataclass
+class IngressWorkers:
+    """The ingress's worker processes (``kova-live serve --ingress-workers N``), apart from the
+    API's: each accepts connections on the ingress's listening socket, which this process
+    opens (so a port already taken is refused here, once), and keeps its own
+    :class:`Routes`, read from the database at each new block. :meth:`changed`
+    (which the API's handlers call when they change a deployment or a lease) tells every
+    worker at once, through a pipe, to read them again. A worker ends when that pipe closes:
+    when the server stops, or dies. A worker that ends otherwise is started again."""
+
+    database_url: str
+    settings: IngressSettings
+    genesis_ms: int
+    block_ms: int
+    count: int = 1
+    processes: list[Any] = field(default_factory=list)
+    pipes: list[Any] = field(default_factory=list)
+    sock: socket.socket | None = None
+    watching: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start the workers; return once every one serves. Raises :class:`IngressError`."""
+        host, port = self.settings.host, self.settings.port or 0
+        try:
+            self.sock = listen(host, port)
+        except OSError as exc:
+            raise IngressError(str(exc)) from None
+        for i in range(self.count):
+            self.processes.append(None)
+            self.pipes.append(None)
+            await self._spawn(i)
+        self.watching = asyncio.create_task(self._watch())
+
+    async def _spawn(self, i: int) -> None:
+        """Start worker ``i``; return once it serves. Raises :class:`IngressError`."""
+        context = multiprocessing.get_context("spawn")  # no fork of a process with threads
+        ours, theirs = context.Pipe()
+        process = context.Process(
+            target=_worker, name=f"kova-ingress-{i}", daemon=True,
+            args=(theirs, self.sock, self.database_url, self.settings, self.genesis_ms,
+                  self.block_ms),
         )  # fmt: skip
-        yield
-        await app[SESSION].close()
+        process.start()
+        theirs.close()
+        os.set_blocking(ours.fileno(), False)  # a full pipe already says "changed"
+        self.processes[i], self.pipes[i] = process, ours
+        said = await asyncio.get_running_loop().run_in_executor(None, _first_word, ours)
+        if said:
+            raise IngressError(said)
 
-    app.cleanup_ctx.append(session)
-    app.router.add_route("*", "/{path:.*}", _proxy)
-    return app
+    async def _watch(self) -> None:
+        """Start again any worker that ended (it crashed, or was killed)."""
+        while True:
+            await asyncio.sleep(1)
+            for i, process in enumerate(self.processes):
+                if process is not None and not process.is_alive():
+                    log.warning("ingress worker %s ended (exit code %s): starting it again",
+                                process.pid, process.exitcode)  # fmt: skip
+                    self.pipes[i].close()
+                    try:
+                        await self._spawn(i)
+                    except IngressError as exc:
+                        log.error("ingress worker %d cannot start again: %s", i, exc)
+
+    def changed(self) -> None:
+        for pipe in self.pipes:
+            with contextlib.suppress(OSError, AttributeError):  # full (a change is pending
+                pipe.send_bytes(b"")  # anyway), gone, or not started yet
+
+    async def stop(self) -> None:
+        if self.watching is not None:
+            self.watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.watching
+        for pipe in self.pipes:
+            if pipe is not None:
+                pipe.close()
+        loop = asyncio.get_running_loop()
+        for process in self.processes:
+            if process is None:
+                continue
+            await loop.run_in_executor(None, process.join, 10)
+            if process.is_alive():
+                process.kill()
+                await loop.run_in_executor(None, process.join, 10)
+        if self.sock is not None:
+            self.sock.close()
+
+
+def _first_word(pipe: Any) -> str:
+    """What a starting worker says: "" once it listens, else why it cannot."""
+    if not pipe.poll(120):
+        return "an ingress worker did not start within 120 s"
+    try:
+        return pipe.recv_bytes().decode()
+    except EOFError:
+        return "an ingress worker ended as it started"
+
+
+def _worker(pipe: Any, sock: socket.socket, url: str, settings: IngressSettings,
+            genesis_ms: int, block_ms: int) -> None:  # fmt: skip
+    """An ingress worker process's life (see :class:`IngressWorkers`)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C in a terminal stops the server,
+    # which closes the pipe: the worker ends with it
+    with contextlib.suppress(BrokenPipeError):
+        uvloop.run(_serve(pipe, sock, url, settings, genesis_ms, block_ms))
+
+
+async def _serve(pipe: Any, sock: socket.socket, url: str, settings: IngressSettings,
+                 genesis_ms: int, block_ms: int) -> None:  # fmt: skip
+    engine = async_engine(url, reads_only=True)
+    ingress = Ingress(Routes(engine, BlockClock(genesis_ms, block_ms).height))
+    loop = asyncio.get_running_loop()
+    ended = loop.create_future()
+    try:
+        try:
+            await ingress.start(sock, settings.ssl_context())
+        except (OSError, ValueError) as exc:
+            pipe.send_bytes(f"an ingress worker cannot serve: {exc}".encode())
+            return
+        pipe.send_bytes(b"")
+
+        def readable() -> None:
+            try:
+                while pipe.poll():
+                    pipe.recv_bytes()
+            except (EOFError, OSError):
+                if not ended.done():
+                    ended.set_result(None)
+                return
+            ingress.routes.changed()
+
+        loop.add_reader(pipe.fileno(), readable)
+        loop.add_signal_handler(signal.SIGTERM, lambda: ended.done() or ended.set_result(None))
+        gc.collect()
+        gc.freeze()  # what start-up made lives as long as the process (see ``serve``)
+        await ended
+        loop.remove_reader(pipe.fileno())
+    finally:
+        await ingress.close()
+        await engine.dispose()

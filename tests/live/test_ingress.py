@@ -7,12 +7,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
+import signal
 import socket
 import ssl
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import aiohttp
 import httpx
@@ -247,6 +250,49 @@ def test_the_ingress_adds_no_headers_and_keeps_no_cookies(network):
     assert set(json.loads(body)["headers"]) == ours | {"Content-Length"}
 
 
+def _workers(pid: int) -> set[int]:
+    """The ingress workers of the server ``pid`` (children started by multiprocessing's spawn,
+    beside its resource tracker)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return {int(c) for c in children
+            if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()}  # fmt: skip
+
+
+def test_ingress_workers_follow_changes_at_once_and_one_killed_is_started_again(tmp_path):
+    # blocks of an hour: the workers cannot be reading their routes again at a new block, so
+    # what they serve follows the API's changes through the pipes the server tells them by
+    ingress = free_port()
+    with fresh_database("sqlite", tmp_path) as url:
+        server = Server(url, tmp_path / "data", 3600, "--heartbeat-grace", "100000000",
+                        "--ingress-port", str(ingress), "--ingress-workers", "2")  # fmt: skip
+        upstream = Upstream("a")
+        try:
+            workers = _workers(server.process.pid)
+            assert len(workers) == 2
+            tenant, provider = _parties(server)
+
+            def answers(host: str) -> set[int]:  # a connection each: both workers answer
+                return {httpx.get(f"http://127.0.0.1:{ingress}", headers={"Host": host}).status_code
+                        for _ in range(8)}  # fmt: skip
+
+            dep = _deploy(server, tenant, 1_000_000).json()
+            host = f"web-{dep['id']}.deployments.localhost"
+            assert answers(host) == {502}
+            _lease(server, tenant, provider, dep, upstream.endpoint)
+            assert wait_for(lambda: answers(host) == {200}, 5)
+            os.kill(min(workers), signal.SIGKILL)
+            again = wait_for(lambda: len(now := _workers(server.process.pid)) == 2 and now != workers and now, 30)
+            assert min(workers) not in again and max(workers) in again
+            assert answers(host) == {200}  # the new worker read the routes as it started
+            server.client.post(f"/v1/deployments/{dep['id']}/close", headers=tenant["headers"])
+            assert wait_for(lambda: answers(host) == {404}, 5)
+            assert "starting it again" in server.log.read_text()
+        finally:
+            upstream.stop()
+            server.stop()
+        assert wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in again), 10)
+
+
 def test_an_unreachable_provider_is_a_502(network):
     server, ingress = network["server"], network["ingress"]
     tenant, provider = _parties(server)
@@ -289,6 +335,20 @@ def test_the_ingress_terminates_tls_itself(tmp_path):
          "--tls-cert", str(cert)], capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert refused.returncode == 2 and "--tls-cert and --tls-key go together" in refused.stderr
+
+
+def test_a_port_already_taken_is_one_clear_line(tmp_path):
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = str(taken.getsockname()[1])
+        for flags, says in ((["--port", port], f"--host/--port: cannot listen on 127.0.0.1:{port}"),
+                            (["--port", str(free_port()), "--ingress-port", port],
+                             f"--ingress-port: cannot listen on 127.0.0.1:{port}")):  # fmt: skip
+            refused = subprocess.run(
+                [sys.executable, "-m", "kova_live", "serve", "--data-dir", str(tmp_path), *flags],
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert refused.returncode == 2, refused.stderr
+            assert says in refused.stderr and "Traceback" not in refused.stderr
 
 
 def test_apache_terminates_tls_in_front_of_the_ingress(network, tmp_path):
