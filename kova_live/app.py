@@ -408,7 +408,6 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-
     async def serve_ingress(app: web.Application) -> AsyncIterator[None]:
         settings = app[INGRESS]
         if settings.port is None:

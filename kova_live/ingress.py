@@ -13,10 +13,11 @@ The ingress answers every request by its ``Host`` header:
   provider's agent reported; replicas in turn), HTTP/1.1 with streamed bodies and WebSocket
   upgrades, with ``X-Forwarded-For``, ``X-Forwarded-Proto`` and ``X-Forwarded-Host``.
 
-A request only ever reaches an endpoint of its own route's deployment and service. The table
-of routes and their endpoints is kept in memory, read again at each new block and when the
-server's own handlers change a deployment or a lease; routes thus survive a restart and follow
-a re-placed lease to its new provider's endpoint.
+A request only ever reaches an endpoint of its own route's deployment and service. The
+ingress runs in worker processes of its own (:class:`IngressWorkers`), each with the table of
+routes and their endpoints in memory (:class:`Routes`), read again at each new block and when
+the server's own handlers change a deployment or a lease; routes thus survive a restart and
+follow a re-placed lease to its new provider's endpoint.
 """
 
 from __future__ import annotations
