@@ -393,14 +393,17 @@ class IngressWorkers:
             self.sock = listen(host, port)
         except OSError as exc:
             raise IngressError(str(exc)) from None
-        for i in range(self.count):
-            self.processes.append(None)
-            self.pipes.append(None)
-            await self._spawn(i)
+        self.processes, self.pipes = [None] * self.count, [None] * self.count
+        for i in range(self.count):  # all at once: each takes a second to import what it needs
+            self._launch(i)
+        said = await asyncio.gather(*(self._serving(i) for i in range(self.count)))
+        for word in said:
+            if word:
+                raise IngressError(word)
         self.watching = asyncio.create_task(self._watch())
 
-    async def _spawn(self, i: int) -> None:
-        """Start worker ``i``; return once it serves. Raises :class:`IngressError`."""
+    def _launch(self, i: int) -> None:
+        """Start worker ``i``."""
         context = multiprocessing.get_context("spawn")  # no fork of a process with threads
         ours, theirs = context.Pipe()
         process = context.Process(
@@ -412,9 +415,10 @@ class IngressWorkers:
         theirs.close()
         os.set_blocking(ours.fileno(), False)  # a full pipe already says "changed"
         self.processes[i], self.pipes[i] = process, ours
-        said = await asyncio.get_running_loop().run_in_executor(None, _first_word, ours)
-        if said:
-            raise IngressError(said)
+
+    async def _serving(self, i: int) -> str:
+        """Once worker ``i`` serves, ""; or why it cannot."""
+        return await asyncio.get_running_loop().run_in_executor(None, _first_word, self.pipes[i])
 
     async def _watch(self) -> None:
         """Start again any worker that ended (it crashed, or was killed)."""
@@ -425,10 +429,10 @@ class IngressWorkers:
                     log.warning("ingress worker %s ended (exit code %s): starting it again",
                                 process.pid, process.exitcode)  # fmt: skip
                     self.pipes[i].close()
-                    try:
-                        await self._spawn(i)
-                    except IngressError as exc:
-                        log.error("ingress worker %d cannot start again: %s", i, exc)
+                    self._launch(i)
+                    said = await self._serving(i)
+                    if said:
+                        log.error("ingress worker %d cannot start again: %s", i, said)
 
     def changed(self) -> None:
         for pipe in self.pipes:
