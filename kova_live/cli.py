@@ -31,7 +31,7 @@ from .db import (
     ensure_network,
     migrate,
 )
-from .ingress import IngressError, IngressSettings, listen
+from .ingress import LOG_FORMAT, IngressError, IngressSettings, listen
 from .ledger import balance, move
 from .provider_cli import provider
 from .schema import accounts
@@ -187,7 +187,7 @@ def serve(
         _fail(str(exc))
     except Exception as exc:
         _fail(f"cannot open the database: {exc.__class__.__name__}: {exc}")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     clock = BlockClock(settings.genesis_ms, settings.block_ms)
     if (tls_cert is None) != (tls_key is None):
         _fail("--tls-cert and --tls-key go together")

@@ -48,6 +48,7 @@ from .db import async_engine
 from .schema import deployments, leases, orders, routes
 
 log = logging.getLogger("kova_live.ingress")
+LOG_FORMAT = "%(asctime)s %(name)s %(message)s"  # the server's log lines, and its workers'
 
 __all__ = [
     "Ingress", "IngressError", "IngressSettings", "IngressWorkers", "Routes", "claim_routes",
@@ -175,9 +176,17 @@ class Target:
         return self.endpoints[next(self.turn) % len(self.endpoints)]
 
 
+class RoutesUnreadable(Exception):
+    """The routes were never read: the database cannot be reached."""
+
+
 class Routes:
     """The routes and their endpoints, in memory: read again at each new block, and after
-    :meth:`changed` (which the API's handlers call when they change a deployment or lease)."""
+    :meth:`changed` (which the API's handlers call when they change a deployment or lease).
+
+    When the database cannot be read, the last routes read go on serving (the failure is
+    logged, and the read tried again at the next block or change, not at every request);
+    before any were read, :meth:`lookup` raises :class:`RoutesUnreadable`."""
 
     def __init__(self, engine: AsyncEngine, height: Callable[[], int]) -> None:
         self.engine, self.height = engine, height
@@ -193,11 +202,13 @@ class Routes:
         key = (self.height(), self.version)
         if self._key != key:
             loading = self._loading
-            if loading is None or loading[0] != key or (
-                loading[1].done() and loading[1].exception() is not None
-            ):
+            if loading is None or loading[0] != key:
                 self._loading = (key, asyncio.ensure_future(self._load(key)))
-            await asyncio.shield(self._loading[1])
+            try:
+                await asyncio.shield(self._loading[1])
+            except Exception:  # logged once by _load
+                if self._key is None:
+                    raise RoutesUnreadable from None
         return self.by_host.get(hostname)
 
     async def _load(self, key: tuple[int, int]) -> None:
@@ -214,8 +225,14 @@ class Routes:
             .outerjoin(orders, orders.c.id == leases.c.order_id)
             .order_by(routes.c.hostname, leases.c.id)
         )  # fmt: skip
-        async with self.engine.connect() as connection:
-            rows = (await connection.execute(query)).all()
+        try:
+            async with self.engine.connect() as connection:
+                rows = (await connection.execute(query)).all()
+        except Exception as exc:
+            why = str(getattr(exc, "orig", None) or exc).strip().splitlines() or [repr(exc)]
+            log.warning("cannot read the routes (%s): %s", "serving the last read"
+                        if self._key is not None else "none read yet", why[0])  # fmt: skip
+            raise
         by_host: dict[str, Target] = {}
         for r in rows:
             target = by_host.get(r.hostname)
@@ -266,7 +283,10 @@ class Ingress:
 
     async def proxy(self, request: web.BaseRequest) -> web.StreamResponse:
         hostname = (request.host or "").rsplit(":", 1)[0].lower().rstrip(".")
-        target = await self.routes.lookup(hostname)
+        try:
+            target = await self.routes.lookup(hostname)
+        except RoutesUnreadable:
+            return _page(503, "Unavailable", "The ingress cannot read its routes just now.")
         if target is None or target.state == "closed":
             return _page(404, "Not found", f"No deployment answers at {hostname}.")
         if target.state == "insufficient_funds":
@@ -474,6 +494,7 @@ def _worker(pipe: Any, sock: socket.socket, url: str, settings: IngressSettings,
     """An ingress worker process's life (see :class:`IngressWorkers`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C in a terminal stops the server,
     # which closes the pipe: the worker ends with it
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)  # as the server's own
     with contextlib.suppress(BrokenPipeError):
         uvloop.run(_serve(pipe, sock, url, settings, genesis_ms, block_ms))
 

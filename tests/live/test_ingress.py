@@ -19,6 +19,7 @@ from pathlib import Path
 
 import aiohttp
 import httpx
+import psycopg
 import pytest
 from aiohttp import WSMsgType, web
 
@@ -291,6 +292,36 @@ def test_ingress_workers_follow_changes_at_once_and_one_killed_is_started_again(
             upstream.stop()
             server.stop()
         assert wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in again), 10)
+
+
+def test_when_the_database_cannot_be_read_the_last_routes_read_go_on_serving(tmp_path):
+    ingress = free_port()
+    with fresh_database("postgresql", tmp_path) as url:
+        server = Server(url, tmp_path / "data", 0.05, "--heartbeat-grace", "100000000",
+                        "--ingress-port", str(ingress))  # fmt: skip
+        upstream = Upstream("a")
+        try:
+            tenant, provider = _parties(server)
+            dep = _deploy(server, tenant, 1_000_000).json()
+            host = f"web-{dep['id']}.deployments.localhost"
+            _lease(server, tenant, provider, dep, upstream.endpoint)
+            get = lambda: httpx.get(f"http://127.0.0.1:{ingress}", headers={"Host": host})  # noqa: E731
+            assert wait_for(lambda: get().status_code == 200)
+            with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as db:
+                db.execute("ALTER TABLE routes RENAME TO routes_away")  # every read fails
+                try:
+                    # a request at a new block reads them again: it fails, and is answered
+                    assert wait_for(lambda: get().status_code == 200 and "cannot read the "
+                                    "routes (serving the last read)" in server.log.read_text())  # fmt: skip
+                    for _ in range(20):  # over many blocks: still served
+                        assert get().status_code == 200
+                finally:
+                    db.execute("ALTER TABLE routes_away RENAME TO routes")
+            server.client.post(f"/v1/deployments/{dep['id']}/close", headers=tenant["headers"])
+            assert wait_for(lambda: get().status_code == 404)  # read again, as it comes back
+        finally:
+            upstream.stop()
+            server.stop()
 
 
 def test_an_unreachable_provider_is_a_502(network):
