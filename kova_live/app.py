@@ -416,6 +416,7 @@ def create_app(
         workers = IngressWorkers(engine.url.render_as_string(hide_password=False), settings,
                                  clock.genesis_ms, clock.block_ms, settings.workers)  # fmt: skip
         app[CACHES].routes = workers
+        app[METRICS].ingress.read = workers.answered
         try:
             await workers.start()
             yield

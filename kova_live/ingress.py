@@ -64,6 +64,11 @@ HOP_BY_HOP = frozenset({
 NOT_PASSED_BACK = HOP_BY_HOP | {"content-length"}  # the answer's length is the ingress's to set
 AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")  # aiohttp would add
 
+# answers are counted by who gave them (a container, or the ingress itself: 404, 502, 503) and
+# status, in a slot each: SOURCES.index(source) * STATUSES + status
+SOURCES = ("container", "ingress")
+STATUSES = 600
+
 SMALL_BODY = 64 * 1024  # bytes: an answer up to this size is read whole, then sent
 
 
@@ -247,19 +252,26 @@ class Routes:
         self._key = key
 
 
+class Page(web.Response):
+    """An answer of the ingress's own (404, 502, 503), not a container's."""
+
+
 def _page(status: int, title: str, text: str) -> web.Response:
     body = f"<!doctype html><title>{title}</title><h1>{title}</h1><p>{text}</p>\n"
-    return web.Response(status=status, text=body, content_type="text/html")
+    return Page(status=status, text=body, content_type="text/html")
 
 
 class Ingress:
     """The ingress's server in one worker process (aiohttp's low-level server: every path of
     every host is proxied, with no application router in the way)."""
 
-    def __init__(self, routes_: Routes) -> None:
+    def __init__(self, routes_: Routes, answered: Any = None) -> None:
+        """``answered``: where to count answers (see :data:`SOURCES`), shared with the server
+        process; a list of its own by default."""
         self.routes = routes_
         self.session: aiohttp.ClientSession | None = None
         self.runner: web.ServerRunner | None = None
+        self.answered = answered if answered is not None else [0] * len(SOURCES) * STATUSES
 
     async def start(self, sock: socket.socket, ssl_context: ssl.SSLContext | None) -> None:
         """Serve on the listening socket ``sock`` (which all the workers share)."""
@@ -271,7 +283,7 @@ class Ingress:
             connector=connector, timeout=timeout, auto_decompress=False,
             cookie_jar=aiohttp.DummyCookieJar(), skip_auto_headers=AUTO_HEADERS,
         )  # fmt: skip
-        self.runner = web.ServerRunner(web.Server(self.proxy, access_log=None))
+        self.runner = web.ServerRunner(web.Server(self.answer, access_log=None))
         await self.runner.setup()
         await web.SockSite(self.runner, sock, ssl_context=ssl_context).start()
 
@@ -280,6 +292,12 @@ class Ingress:
             await self.runner.cleanup()
         if self.session is not None:
             await self.session.close()
+
+    async def answer(self, request: web.BaseRequest) -> web.StreamResponse:
+        response = await self.proxy(request)
+        slot = (1 if isinstance(response, Page) else 0) * STATUSES + min(response.status, 599)
+        self.answered[slot] += 1
+        return response
 
     async def proxy(self, request: web.BaseRequest) -> web.StreamResponse:
         hostname = (request.host or "").rsplit(":", 1)[0].lower().rstrip(".")
@@ -405,6 +423,7 @@ class IngressWorkers:
     pipes: list[Any] = field(default_factory=list)
     sock: socket.socket | None = None
     watching: asyncio.Task[None] | None = None
+    counts: list[Any] = field(default_factory=list)  # each worker's answers (shared memory)
 
     async def start(self) -> None:
         """Start the workers; return once every one serves. Raises :class:`IngressError`."""
@@ -414,6 +433,9 @@ class IngressWorkers:
         except OSError as exc:
             raise IngressError(str(exc)) from None
         self.processes, self.pipes = [None] * self.count, [None] * self.count
+        context = multiprocessing.get_context("spawn")
+        # a worker started again counts on where the one before it stopped
+        self.counts = [context.RawArray("q", len(SOURCES) * STATUSES) for _ in range(self.count)]
         for i in range(self.count):  # all at once: each takes a second to import what it needs
             self._launch(i)
         said = await asyncio.gather(*(self._serving(i) for i in range(self.count)))
@@ -428,8 +450,8 @@ class IngressWorkers:
         ours, theirs = context.Pipe()
         process = context.Process(
             target=_worker, name=f"kova-ingress-{i}", daemon=True,
-            args=(theirs, self.sock, self.database_url, self.settings, self.genesis_ms,
-                  self.block_ms),
+            args=(theirs, self.sock, self.counts[i], self.database_url, self.settings,
+                  self.genesis_ms, self.block_ms),
         )  # fmt: skip
         process.start()
         theirs.close()
@@ -453,6 +475,17 @@ class IngressWorkers:
                     said = await self._serving(i)
                     if said:
                         log.error("ingress worker %d cannot start again: %s", i, said)
+
+    def answered(self) -> dict[tuple[str, int], int]:
+        """How many requests the workers answered, by who answered and status (the ones that
+        ever happened)."""
+        totals: dict[tuple[str, int], int] = {}
+        for counts in self.counts:
+            for slot, n in enumerate(counts):
+                if n:
+                    key = (SOURCES[slot // STATUSES], slot % STATUSES)
+                    totals[key] = totals.get(key, 0) + n
+        return totals
 
     def changed(self) -> None:
         for pipe in self.pipes:
@@ -489,20 +522,20 @@ def _first_word(pipe: Any) -> str:
         return "an ingress worker ended as it started"
 
 
-def _worker(pipe: Any, sock: socket.socket, url: str, settings: IngressSettings,
+def _worker(pipe: Any, sock: socket.socket, counts: Any, url: str, settings: IngressSettings,
             genesis_ms: int, block_ms: int) -> None:  # fmt: skip
     """An ingress worker process's life (see :class:`IngressWorkers`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C in a terminal stops the server,
     # which closes the pipe: the worker ends with it
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)  # as the server's own
     with contextlib.suppress(BrokenPipeError):
-        uvloop.run(_serve(pipe, sock, url, settings, genesis_ms, block_ms))
+        uvloop.run(_serve(pipe, sock, counts, url, settings, genesis_ms, block_ms))
 
 
-async def _serve(pipe: Any, sock: socket.socket, url: str, settings: IngressSettings,
-                 genesis_ms: int, block_ms: int) -> None:  # fmt: skip
+async def _serve(pipe: Any, sock: socket.socket, counts: Any, url: str,
+                 settings: IngressSettings, genesis_ms: int, block_ms: int) -> None:  # fmt: skip
     engine = async_engine(url, reads_only=True)
-    ingress = Ingress(Routes(engine, BlockClock(genesis_ms, block_ms).height))
+    ingress = Ingress(Routes(engine, BlockClock(genesis_ms, block_ms).height), counts)
     loop = asyncio.get_running_loop()
     ended = loop.create_future()
     try:

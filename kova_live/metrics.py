@@ -8,10 +8,11 @@ database when Prometheus scrapes, so every server process reports the same numbe
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import generate_latest
 from sqlalchemy import func, select
 
@@ -20,6 +21,25 @@ from .schema import accounts, balances, deployments, leases, orders, settlement_
 __all__ = ["METRICS", "Metrics", "metrics_middleware", "serve_metrics"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class IngressAnswers:
+    """``kova_ingress_requests_total``: what the ingress's worker processes answered, by who
+    answered (``container``, or ``ingress`` itself: no route, paused, no replica, unreachable)
+    and status; ``read`` gives the counts (the workers count in memory shared with the server
+    process)."""
+
+    def __init__(self) -> None:
+        self.read: Callable[[], dict[tuple[str, int], int]] = dict
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "kova_ingress_requests", "Requests the ingress answered, by who answered and status",
+            labels=["source", "status"],
+        )  # fmt: skip
+        for (source, status), count in sorted(self.read().items()):
+            family.add_metric([source, str(status)], count)
+        yield family
 
 
 class Metrics:
@@ -47,6 +67,8 @@ class Metrics:
             "kova_bid_batch_size", "Bid requests taken by one transaction", registry=r,
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
         )  # fmt: skip
+        self.ingress = IngressAnswers()
+        r.register(self.ingress)
 
 
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)

@@ -5,6 +5,7 @@ reports it as the lease's endpoint, as the agent does). Docker runs in ``test_ag
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import json
 import os
@@ -22,6 +23,7 @@ import httpx
 import psycopg
 import pytest
 from aiohttp import WSMsgType, web
+from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import (
     Server,
@@ -189,6 +191,21 @@ def test_the_ingress_routes_a_deployments_hostnames_to_its_running_lease(network
     assert wait_for(lambda: get(host).status_code == 404)
     assert get("app.example.com").status_code == 404
     client.close()
+    # the server's /metrics counts what its ingress workers answered, and who answered
+    answered = _ingress_answers(server)
+    assert answered[("ingress", 502)] >= 2 and answered[("ingress", 503)] >= 1
+    assert answered[("ingress", 404)] >= 3 and answered[("container", 101)] == 1
+    assert answered[("container", 200)] >= 5
+
+
+def _ingress_answers(server) -> dict[tuple[str, int], float]:
+    """``kova_ingress_requests_total`` from the server's /metrics: (source, status) -> count."""
+    families = text_string_to_metric_families(server.client.get("/metrics").text)
+    family = next(f for f in families if f.name == "kova_ingress_requests")
+    return collections.defaultdict(float, {
+        (s.labels["source"], int(s.labels["status"])): s.value
+        for s in family.samples if s.name == "kova_ingress_requests_total"
+    })  # fmt: skip
 
 
 def test_hostnames_are_one_deployments_and_never_reach_anothers_container(network):
@@ -281,10 +298,13 @@ def test_ingress_workers_follow_changes_at_once_and_one_killed_is_started_again(
             assert answers(host) == {502}
             _lease(server, tenant, provider, dep, upstream.endpoint)
             assert wait_for(lambda: answers(host) == {200}, 5)
+            before = sum(_ingress_answers(server).values())
+            assert before >= 16  # the 502s and the 200s: both workers' counts
             os.kill(min(workers), signal.SIGKILL)
             again = wait_for(lambda: len(now := _workers(server.process.pid)) == 2 and now != workers and now, 30)
             assert min(workers) not in again and max(workers) in again
             assert answers(host) == {200}  # the new worker read the routes as it started
+            assert sum(_ingress_answers(server).values()) >= before + 8  # counts kept
             server.client.post(f"/v1/deployments/{dep['id']}/close", headers=tenant["headers"])
             assert wait_for(lambda: answers(host) == {404}, 5)
             assert "starting it again" in server.log.read_text()
