@@ -326,6 +326,7 @@ class Ingress:
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await _websocket(request, session, url, headers)
         body = request.content if request.body_exists else None
+        response: web.StreamResponse | None = None
         try:
             async with session.request(
                 request.method, url, headers=headers, data=body, allow_redirects=False,
@@ -348,6 +349,12 @@ class Ingress:
                 await response.write_eof()
                 return response
         except (aiohttp.ClientError, TimeoutError, OSError):
+            if response is not None and response.prepared:
+                # cut off mid-answer: so is the visitor's (ending the answer here would pass a
+                # part for the whole); aiohttp takes the closed connection as the visitor gone
+                if request.transport is not None:
+                    request.transport.close()
+                return response
             return _page(502, "Bad gateway", f"The provider serving {hostname} cannot be reached.")
 
 

@@ -44,7 +44,7 @@ PRICE = 1_000
 class Upstream:
     """A stand-in container on a loopback port: ``/`` echoes what it was sent (method, path,
     headers, the body's length and SHA-256), ``/ws`` echoes WebSocket messages, and
-    ``/login?user=U`` sets a cookie."""
+    ``/login?user=U`` sets a cookie, ``/broken`` cuts its streamed answer off."""
 
     def __init__(self, name: str) -> None:
         self.name, self.port = name, free_port()
@@ -66,6 +66,14 @@ class Upstream:
                         await ws.send_str(f"{self.name}: {message.data}")
                 return ws
             body = await request.read()
+            if request.path == "/broken":  # a streamed answer cut off: the container died
+                response = web.StreamResponse()
+                response.enable_chunked_encoding()
+                await response.prepare(request)
+                await response.write(b"half of it")
+                await asyncio.sleep(0.1)
+                request.transport.abort()
+                return response
             if request.path == "/login":  # the container sets a cookie for its own user
                 response = web.Response(text="welcome")
                 response.set_cookie("session", request.query["user"])
@@ -196,6 +204,23 @@ def test_the_ingress_routes_a_deployments_hostnames_to_its_running_lease(network
     assert answered[("ingress", 502)] >= 2 and answered[("ingress", 503)] >= 1
     assert answered[("ingress", 404)] >= 3 and answered[("container", 101)] == 1
     assert answered[("container", 200)] >= 5
+
+
+def test_an_answer_cut_off_upstream_is_cut_off_downstream_not_completed(network):
+    # a streamed answer the container stopped sending must not reach the visitor as a whole
+    # one: the ingress closes the connection instead of ending the answer
+    server, ingress, upstream = network["server"], network["ingress"], network["upstream"]
+    tenant, provider = _parties(server)
+    dep = _deploy(server, tenant, 1_000_000).json()
+    _lease(server, tenant, provider, dep, upstream.endpoint)
+    host = f"web-{dep['id']}.deployments.localhost"
+    wait_for(lambda: httpx.get(ingress, headers={"Host": host}).status_code == 200)
+    with pytest.raises(httpx.RemoteProtocolError):
+        httpx.get(f"{ingress}/broken", headers={"Host": host}, timeout=10)
+    head, body = _raw_get(ingress, host, "/broken")  # what the visitor got, byte for byte
+    assert head.startswith("HTTP/1.1 200") and b"half of it" in body
+    assert not body.endswith(b"0\r\n\r\n") and b"Bad gateway" not in body, body
+    assert httpx.get(ingress, headers={"Host": host}).status_code == 200  # and it goes on
 
 
 def _ingress_answers(server) -> dict[tuple[str, int], float]:
