@@ -334,7 +334,8 @@ class Ingress:
                 passed = [(k, v) for k, v in upstream.headers.items()
                           if k.lower() not in NOT_PASSED_BACK]  # fmt: skip
                 size = upstream.content_length
-                if size is not None and size <= SMALL_BODY:  # most answers: one write
+                if size is not None and size <= SMALL_BODY and request.method != "HEAD":
+                    # most answers: read whole, sent in one write
                     body = await upstream.read()
                     return web.Response(status=upstream.status, reason=upstream.reason,
                                         body=body, headers=CIMultiDict(passed))  # fmt: skip

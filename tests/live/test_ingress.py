@@ -283,6 +283,9 @@ def test_the_ingress_adds_no_headers_and_keeps_no_cookies(network):
     _lease(server, tenant, provider, dep, f"localhost:{upstream.port}")
     host = f"web-{dep['id']}.deployments.localhost"
     wait_for(lambda: _raw_get(ingress, host)[0].startswith("HTTP/1.1 200"))
+    # HEAD: the container's head, its Content-Length included, and no body
+    head, body = _raw_get(ingress, host, "/login?user=bob", "HEAD")
+    assert "Content-Length: 7" in head and body == b"", head  # "welcome"
     head, _ = _raw_get(ingress, host, "/login?user=alice")
     assert "Set-Cookie: session=alice" in head  # alice's browser gets her cookie
     _, body = _raw_get(ingress, host)  # then somebody else's request
