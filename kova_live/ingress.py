@@ -57,7 +57,7 @@ __all__ = [
 
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-    "trailers", "transfer-encoding", "upgrade", "host",
+    "trailers", "transfer-encoding", "upgrade", "host", "expect",
 })  # fmt: skip
 
 
@@ -325,6 +325,11 @@ class Ingress:
         assert session is not None
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await _websocket(request, session, url, headers)
+        if request.headers.get("Expect", "").lower() == "100-continue" and request.body_exists:
+            # the visitor waits to be told to send its body; the ingress tells it (as aiohttp's
+            # application router would) and does not pass the question on
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0
         body = request.content if request.body_exists else None
         response: web.StreamResponse | None = None
         try:

@@ -206,6 +206,26 @@ def test_the_ingress_routes_a_deployments_hostnames_to_its_running_lease(network
     assert answered[("container", 200)] >= 5
 
 
+def test_a_visitor_that_expects_100_continue_is_told_to_go_on(network):
+    server, ingress, upstream = network["server"], network["ingress"], network["upstream"]
+    tenant, provider = _parties(server)
+    dep = _deploy(server, tenant, 1_000_000).json()
+    _lease(server, tenant, provider, dep, upstream.endpoint)
+    host = f"web-{dep['id']}.deployments.localhost"
+    wait_for(lambda: httpx.get(ingress, headers={"Host": host}).status_code == 200)
+    address = ingress.removeprefix("http://").split(":")
+    with socket.create_connection((address[0], int(address[1])), timeout=5) as s:
+        s.sendall(f"POST /up HTTP/1.1\r\nHost: {host}\r\nContent-Length: 3\r\n"
+                  "Expect: 100-continue\r\nConnection: close\r\n\r\n".encode())  # fmt: skip
+        assert s.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"  # before the body is sent
+        s.sendall(b"abc")
+        answer = b"".join(iter(lambda: s.recv(65536), b""))
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    echoed = json.loads(body)
+    assert echoed["length"] == 3 and "Expect" not in echoed["headers"]
+
+
 def test_an_answer_cut_off_upstream_is_cut_off_downstream_not_completed(network):
     # a streamed answer the container stopped sending must not reach the visitor as a whole
     # one: the ingress closes the connection instead of ending the answer
