@@ -265,13 +265,13 @@ class Ingress:
     """The ingress's server in one worker process (aiohttp's low-level server: every path of
     every host is proxied, with no application router in the way)."""
 
-    def __init__(self, routes_: Routes, answered: Any = None) -> None:
-        """``answered``: where to count answers (see :data:`SOURCES`), shared with the server
-        process; a list of its own by default."""
+    def __init__(self, routes_: Routes, answered: Any) -> None:
+        """``answered``: where to count answers, a slot each (see :data:`SOURCES`), in memory
+        shared with the server process."""
         self.routes = routes_
         self.session: aiohttp.ClientSession | None = None
         self.runner: web.ServerRunner | None = None
-        self.answered = answered if answered is not None else [0] * len(SOURCES) * STATUSES
+        self.answered = answered
 
     async def start(self, sock: socket.socket, ssl_context: ssl.SSLContext | None) -> None:
         """Serve on the listening socket ``sock`` (which all the workers share)."""

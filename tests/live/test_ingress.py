@@ -162,6 +162,21 @@ def _lease(server, tenant, provider, dep, endpoint):
     return lease
 
 
+def _served(server, endpoint):
+    """A tenant's deployment whose one lease runs at ``endpoint``: (tenant, deployment, its
+    generated hostname)."""
+    tenant, provider = _parties(server)
+    dep = _deploy(server, tenant, 1_000_000).json()
+    _lease(server, tenant, provider, dep, endpoint)
+    return tenant, dep, f"web-{dep['id']}.deployments.localhost"
+
+
+def _connect(url):
+    """A socket of its own to ``url`` (``http://host:port``)."""
+    host, port = url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=10)
+
+
 def test_the_ingress_routes_a_deployments_hostnames_to_its_running_lease(network):
     server, ingress, upstream = network["server"], network["ingress"], network["upstream"]
     tenant, provider = _parties(server)
@@ -208,13 +223,9 @@ def test_the_ingress_routes_a_deployments_hostnames_to_its_running_lease(network
 
 def test_a_visitor_that_expects_100_continue_is_told_to_go_on(network):
     server, ingress, upstream = network["server"], network["ingress"], network["upstream"]
-    tenant, provider = _parties(server)
-    dep = _deploy(server, tenant, 1_000_000).json()
-    _lease(server, tenant, provider, dep, upstream.endpoint)
-    host = f"web-{dep['id']}.deployments.localhost"
+    _, _, host = _served(server, upstream.endpoint)
     wait_for(lambda: httpx.get(ingress, headers={"Host": host}).status_code == 200)
-    address = ingress.removeprefix("http://").split(":")
-    with socket.create_connection((address[0], int(address[1])), timeout=5) as s:
+    with _connect(ingress) as s:
         s.sendall(f"POST /up HTTP/1.1\r\nHost: {host}\r\nContent-Length: 3\r\n"
                   "Expect: 100-continue\r\nConnection: close\r\n\r\n".encode())  # fmt: skip
         assert s.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"  # before the body is sent
@@ -230,10 +241,7 @@ def test_an_answer_cut_off_upstream_is_cut_off_downstream_not_completed(network)
     # a streamed answer the container stopped sending must not reach the visitor as a whole
     # one: the ingress closes the connection instead of ending the answer
     server, ingress, upstream = network["server"], network["ingress"], network["upstream"]
-    tenant, provider = _parties(server)
-    dep = _deploy(server, tenant, 1_000_000).json()
-    _lease(server, tenant, provider, dep, upstream.endpoint)
-    host = f"web-{dep['id']}.deployments.localhost"
+    _, _, host = _served(server, upstream.endpoint)
     wait_for(lambda: httpx.get(ingress, headers={"Host": host}).status_code == 200)
     with pytest.raises(httpx.RemoteProtocolError):
         httpx.get(f"{ingress}/broken", headers={"Host": host}, timeout=10)
@@ -283,10 +291,9 @@ def test_hostnames_are_one_deployments_and_never_reach_anothers_container(networ
 def _raw_get(ingress, host, path="/", method="GET", body=b""):
     """A request with no header but Host (and Content-Length with a body), on a socket of its
     own: the answer's head and body."""
-    address = ingress.removeprefix("http://").split(":")
     length = f"Content-Length: {len(body)}\r\n" if body else ""
     request = f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n{length}Connection: close\r\n\r\n"
-    with socket.create_connection((address[0], int(address[1])), timeout=10) as s:
+    with _connect(ingress) as s:
         s.sendall(request.encode() + body)
         answer = b"".join(iter(lambda: s.recv(65536), b""))
     head, _, body = answer.partition(b"\r\n\r\n")
@@ -298,10 +305,7 @@ def test_the_ingress_adds_no_headers_and_keeps_no_cookies(network):
     # cookies and send them with another's requests; the endpoint is a name here, as a
     # provider may report (cookies are kept for names, not for IP addresses)
     server, ingress, upstream = network["server"], network["ingress"], network["upstream"]
-    tenant, provider = _parties(server)
-    dep = _deploy(server, tenant, 1_000_000).json()
-    _lease(server, tenant, provider, dep, f"localhost:{upstream.port}")
-    host = f"web-{dep['id']}.deployments.localhost"
+    _, _, host = _served(server, f"localhost:{upstream.port}")
     wait_for(lambda: _raw_get(ingress, host)[0].startswith("HTTP/1.1 200"))
     # HEAD: the container's head, its Content-Length included, and no body
     head, body = _raw_get(ingress, host, "/login?user=bob", "HEAD")
@@ -369,10 +373,7 @@ def test_when_the_database_cannot_be_read_the_last_routes_read_go_on_serving(tmp
                         "--ingress-port", str(ingress))  # fmt: skip
         upstream = Upstream("a")
         try:
-            tenant, provider = _parties(server)
-            dep = _deploy(server, tenant, 1_000_000).json()
-            host = f"web-{dep['id']}.deployments.localhost"
-            _lease(server, tenant, provider, dep, upstream.endpoint)
+            tenant, dep, host = _served(server, upstream.endpoint)
             get = lambda: httpx.get(f"http://127.0.0.1:{ingress}", headers={"Host": host})  # noqa: E731
             assert wait_for(lambda: get().status_code == 200)
             with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as db:
