@@ -138,6 +138,7 @@ class Service:
     depends_on: tuple[str, ...] = ()
     credentials: RegistryCredentials | None = None
     files: tuple[FileMount, ...] = ()
+    read_only_root: bool = False  # Kova's readOnlyRootFilesystem: only volumes and /tmp written
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -320,6 +321,7 @@ _SERVICE_FIELDS = (
     "depends_on",
     "credentials",
     "files",
+    "readOnlyRootFilesystem",
 )
 _FILE_FIELDS = ("sha256", "path")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -627,6 +629,23 @@ class _Checker:
                     self.add(f"{path}.depends_on.{i}", f"no service named {other!r} in services")
         credentials = self.credentials(svc.get("credentials"), f"{path}.credentials")
         files = self.files(svc.get("files"), f"{path}.files", mounts or ())
+        read_only_root: bool | None = False
+        if svc.get("readOnlyRootFilesystem") is not None:
+            read_only_root = self.boolean(
+                svc["readOnlyRootFilesystem"], f"{path}.readOnlyRootFilesystem"
+            )
+        if read_only_root and files and mounts is not None:
+            # files are copied in before the container starts: onto a volume, since the root
+            # filesystem refuses every write
+            writable = [m.mount.rstrip("/") + "/" for m in mounts if not m.read_only]
+            for i, placed in enumerate(files):
+                if not any(placed.path.startswith(m) for m in writable):
+                    self.add(
+                        f"{path}.files.{i}.path",
+                        "with readOnlyRootFilesystem a file is placed under a writable storage "
+                        f"mount of the service ({', '.join(writable) or 'it has none'})",
+                    )
+                    files = None
         if (
             image is None
             or command is None
@@ -637,6 +656,7 @@ class _Checker:
             or depends_on is None
             or credentials is False
             or files is None
+            or read_only_root is None
         ):
             return None
         return Service(
@@ -650,6 +670,7 @@ class _Checker:
             depends_on=depends_on,
             credentials=credentials or None,
             files=files,
+            read_only_root=read_only_root,
         )
 
     def env(self, value: object, path: str) -> dict[str, str] | None:

@@ -636,6 +636,30 @@ def test_a_file_cannot_take_a_volumes_mount() -> None:
     assert problem.path == "services.db.files.0.path" and "already used" in problem.message
 
 
+def test_a_read_only_root_filesystem_is_asked_for_per_service() -> None:
+    manifest = parse_manifest(edit(("    image: postgres:16\n",
+                                    "    image: postgres:16\n    readOnlyRootFilesystem: true\n")))  # fmt: skip
+    assert manifest.services["db"].read_only_root is True
+    assert manifest.services["web"].read_only_root is False  # the default: Docker's
+    (problem,) = problems_of(edit(("    image: postgres:16\n",
+                                   "    image: postgres:16\n    readOnlyRootFilesystem: maybe\n")))  # fmt: skip
+    assert problem.path == "services.db.readOnlyRootFilesystem" and "true or false" in problem.message
+
+
+def test_under_a_read_only_root_files_go_onto_a_writable_volume() -> None:
+    """Files are copied in before the container starts, and a read-only root refuses them."""
+    placed = ("    image: postgres:16\n",
+              "    image: postgres:16\n    readOnlyRootFilesystem: true\n    files:\n"
+              f"      - {{sha256: {HASH}, path: /var/lib/postgresql/data/seed.sql}}\n"
+              f"      - {{sha256: {HASH}, path: /etc/seed.conf}}\n")  # fmt: skip
+    (problem,) = problems_of(edit(placed))
+    assert problem.path == "services.db.files.1.path"
+    assert "writable storage mount" in problem.message and "/var/lib/postgresql/data/" in problem.message
+    read_only_volume = edit(placed, ("          mount: /var/lib/postgresql/data\n",
+                                     "          mount: /var/lib/postgresql/data\n          readOnly: true\n"))  # fmt: skip
+    assert [p.path for p in problems_of(read_only_volume)] == ["services.db.files.0.path", "services.db.files.1.path"]
+
+
 # ---- real-world SDL files ----------------------------------------------------------------------
 
 
