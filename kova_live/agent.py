@@ -2,35 +2,43 @@
 
 Every poll (``--poll-seconds``, 15 s by default) the agent:
 
-1. sends a heartbeat (its capacity, attributes and pricing strategy);
-2. reads its leases (``GET /v1/leases``, each with what its container runs) and its containers
-   (found by the label ``kova.provider``), ships their new output (``POST /v1/leases/{id}/
-   logs``), and reconciles the two: a live lease without a container gets one; a container
-   whose lease is closed or unknown is stopped and removed (its volume is kept until
-   ``kova-live provider gc-volumes``); a paused lease (``insufficient_funds``) pauses its
-   container and a resumed one unpauses it; a job's container that exited is reported
-   ``finished`` with its exit code and the end of its output; a deployment's container that
-   exited, or a lease whose container cannot be made (an image not on this machine, say), is
-   reported ``failed``;
+1. sends a heartbeat (its capacity, attributes, pricing strategy, and the addresses and port
+   range its leases are reached at);
+2. reads every lease it holds that is not closed (``GET /v1/leases?state=live``, page after
+   page, each with what its container runs) and its containers (found by the label
+   ``kova.provider``), ships their new output (``POST /v1/leases/{id}/logs``), and reconciles
+   the two:
+
+   - a live lease without a container gets one (:mod:`kova_live.runner`);
+   - a container whose lease is not among the live ones is removed only when the orchestrator,
+     asked about that very lease (``GET /v1/leases?ids=...``), reports it closed; its volumes
+     are kept (``gc-volumes``, ``--volume-retention``). A container the orchestrator says
+     nothing of is left alone, with a warning: when an answer is missing, partial or the
+     orchestrator cannot be reached, nothing is removed;
+   - a paused lease (``insufficient_funds``) pauses its container and a resumed one unpauses
+     it; a job's container that exited is reported ``finished`` with its exit code and the end
+     of its output; a deployment's container that exited, a lease whose container cannot be
+     made (an image not on this machine, say), or one that wrote more than its writable-layer
+     allowance outside its volumes, is reported ``failed``;
+   - a container made by an earlier agent (root, Docker's default bridge, no limits) is made
+     again with this agent's settings, its volumes' data copied into sized volumes;
+   - deployment networks no live lease needs any more are removed;
 3. bids on the open orders its free capacity fits (capacity less what its leases hold and its
    open bids reserve), at the price its ``kova_core`` pricing strategy gives, if that is within
    the order's max price, and withdraws bids its free capacity can no longer honour.
 
 After a restart it adopts the containers whose leases are still live, by their labels: the
-same reconciliation. What a lease's container is given: see :class:`Docker`.
+same reconciliation.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import logging
 import math
-import tarfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -40,13 +48,17 @@ import numpy as np
 
 from kova_core import PricingContext, PricingStrategy, Resources
 
-__all__ = ["Agent", "AgentError", "Docker", "machine_capacity"]
+from .runner import GENERATION, Docker, RunnerError
+from .volumes import LEASE_LABEL, VolumeError, Volumes, volume_name
+
+__all__ = ["Agent", "AgentError", "gc_volumes", "lookup", "machine_capacity"]
 
 log = logging.getLogger("kova_live.agent")
 
-LABEL = "kova.lease"
 OUTPUT_TAIL = 64 * 1024  # characters of a job's output sent as its result
 LOG_BATCH = 500  # lines per POST /v1/leases/{id}/logs
+LOOKUP_BATCH = 100  # lease ids per GET /v1/leases?ids=
+MAX_PAGES = 100_000  # of GET /v1/leases: a server that never ends its listing is an error
 
 
 class AgentError(Exception):
@@ -69,121 +81,6 @@ def machine_capacity(client: docker.DockerClient) -> Resources:
     )
 
 
-class Docker:
-    """The leases' containers, through the Docker SDK. A lease's container is given:
-
-    - the image its manifest names, which must exist on this machine (no registry is pulled);
-      the manifest's ``command`` as the entrypoint and ``args`` as the command, and its env;
-    - a CPU limit of the lease's cores (``nano_cpus``, fractions included) and a memory limit
-      (``mem_limit``, swap the same, so no more);
-    - one named volume per storage volume of the lease (``kova-lease-<id>-<volume>``), mounted
-      at the manifest's mount path (``/data`` for a volume without one);
-    - each exposed port published on ``host_ip`` on a port Docker picks; the endpoint reported
-      is the first one's;
-    - the uploaded files its manifest places, copied in (read by the container's user);
-    - labels ``kova.lease``, ``kova.deployment``, ``kova.order``, ``kova.provider``,
-      ``kova.kind``;
-    - the default bridge network; not privileged, no new privileges, no host network and no
-      host mounts; no restart policy (a container that stops is reported).
-    """
-
-    def __init__(self, client: docker.DockerClient, provider_id: int, host_ip: str) -> None:
-        self.client, self.provider_id, self.host_ip = client, provider_id, host_ip
-
-    def containers(self) -> dict[int, Any]:
-        """This provider's lease containers, running or not, by lease id."""
-        found = self.client.containers.list(
-            all=True, filters={"label": f"kova.provider={self.provider_id}"}
-        )
-        return {int(c.labels[LABEL]): c for c in found}
-
-    def storage_size_enforced(self) -> bool:
-        """Whether the storage driver can limit a container's disk (overlay2 on xfs with project
-        quotas can; most cannot, and then a lease's storage is not limited)."""
-        try:
-            probe = self.client.containers.create(
-                "kova/job:1", storage_opt={"size": "1G"}, labels={"kova.probe": "1"}
-            )
-        except docker.errors.APIError:
-            return False
-        except docker.errors.ImageNotFound:
-            return False
-        probe.remove(force=True)
-        return True
-
-    def start(self, lease: dict[str, Any], files: dict[str, bytes]) -> Any:
-        """Create and start the lease's container (``files``: content by SHA-256)."""
-        spec = lease["container"]
-        resources = lease["resources"]
-        volumes = {}
-        for volume in spec["storage"]:
-            name = f"kova-lease-{lease['id']}-{volume['name']}"
-            self.client.volumes.create(
-                name, labels={LABEL: str(lease["id"]), "kova.provider": str(self.provider_id)}
-            )
-            mode = "ro" if volume["read_only"] else "rw"
-            volumes[name] = {"bind": volume["mount"] or "/data", "mode": mode}
-        ports = {f"{e['port']}/{e['proto'].lower()}": (self.host_ip, None) for e in spec["expose"]}
-        container = self.client.containers.create(
-            spec["image"],
-            entrypoint=spec["command"] or None,
-            command=spec["args"] or None,
-            environment=spec["env"],
-            name=f"kova-lease-{lease['id']}",
-            labels={
-                LABEL: str(lease["id"]), "kova.deployment": str(lease["deployment_id"]),
-                "kova.order": str(lease["order_id"]), "kova.provider": str(self.provider_id),
-                "kova.kind": lease["kind"],
-            },
-            nano_cpus=resources["cpu"] * 1_000_000,
-            mem_limit=resources["memory"],
-            memswap_limit=resources["memory"],
-            volumes=volumes,
-            ports=ports,
-            privileged=False,
-            security_opt=["no-new-privileges"],
-            detach=True,
-        )  # fmt: skip
-        for placed in spec["files"]:
-            path = PurePosixPath(placed["path"])
-            archive = io.BytesIO()
-            with tarfile.open(fileobj=archive, mode="w") as tar:
-                content = files[placed["sha256"]]
-                entry = tarfile.TarInfo(path.name)
-                entry.size, entry.mode = len(content), 0o444
-                tar.addfile(entry, io.BytesIO(content))
-            container.put_archive(str(path.parent), archive.getvalue())
-        container.start()
-        return container
-
-    def endpoint(self, container: Any) -> str | None:
-        """``host:port`` of the container's first published port, if any."""
-        container.reload()
-        for bindings in (container.attrs["NetworkSettings"]["Ports"] or {}).values():
-            for binding in bindings or ():
-                host = binding["HostIp"] or self.host_ip
-                host = f"[{host}]" if ":" in host else host  # an IPv6 address
-                return f"{host}:{binding['HostPort']}"
-        return None
-
-    def remove(self, container: Any) -> None:
-        """Stop and remove a container; its volumes stay."""
-        with contextlib.suppress(docker.errors.NotFound):
-            container.remove(force=True)
-
-    def gc_volumes(self, live: Iterable[int]) -> list[str]:
-        """Remove this provider's lease volumes whose lease is not in ``live``; their names."""
-        keep = {str(i) for i in live}
-        gone = []
-        for volume in self.client.volumes.list(
-            filters={"label": f"kova.provider={self.provider_id}"}
-        ):
-            if volume.attrs["Labels"].get(LABEL) not in keep:
-                volume.remove(force=True)
-                gone.append(volume.name)
-        return gone
-
-
 @dataclass
 class Agent:
     """One provider machine's agent; :meth:`tick` is one poll (see the module's docs)."""
@@ -196,11 +93,13 @@ class Agent:
     attributes: dict[str, str] = field(default_factory=dict)
     state_file: Path | None = None  # where open bids and log cursors survive a restart
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng())
+    volume_retention: float | None = None  # seconds a closed lease's volumes are kept (None: ever)
     bids: dict[int, tuple[int, Resources]] = field(default_factory=dict)  # order -> bid, needs
     refused: dict[int, int] = field(default_factory=dict)  # order -> height it was refused
     cursors: dict[str, str] = field(default_factory=dict)  # lease id -> last log timestamp
     reported: dict[int, str] = field(default_factory=dict)  # lease id -> what we told
     cannot_run: set[int] = field(default_factory=set)  # deployments whose image is missing
+    unknown: set[int] = field(default_factory=set)  # containers' leases nobody reports (warned)
     block_seconds: float | None = None  # the network's, read when first needed
 
     def __post_init__(self) -> None:
@@ -216,42 +115,88 @@ class Agent:
 
     def tick(self) -> None:
         height = self.heartbeat()
-        leases = self._get("/v1/leases")["leases"]
-        live = [lease for lease in leases if lease["state"] != "closed"]
+        live = self.live_leases()
         containers = self.docker.containers()
         self.ship_logs(containers)
         self.reconcile(live, containers)
         self.bid(live, height)
+        if self.volume_retention is not None:
+            for name in self.gc_volumes(self.volume_retention):
+                log.info("volume %s: its lease closed over %g s ago: removed", name,
+                         self.volume_retention)  # fmt: skip
 
     def heartbeat(self) -> int:
-        c = self.capacity
+        c, policy = self.capacity, self.docker.policy
         body = {
             "capacity": {"cpu": c.cpu, "memory": c.memory, "storage": c.storage, "gpu": c.gpu},
             "attributes": self.attributes, "pricing": self.pricing,
+            "endpoints": {"addresses": list(policy.public_addresses),
+                          "ports": list(policy.port_range)},
         }  # fmt: skip
         return int(self._post("/v1/providers/heartbeat", body)["height"])
+
+    # ------------------------------------------------------------------ leases
+
+    def live_leases(self) -> list[dict[str, Any]]:
+        """Every lease of this provider that is not closed, however many pages that takes.
+        Raises :class:`AgentError` or httpx's errors: a poll with a partial answer stops."""
+        found: dict[int, dict[str, Any]] = {}
+        path = "/v1/leases?state=live"
+        for _ in range(MAX_PAGES):
+            page = self._get(path)
+            for lease in page["leases"]:
+                found[lease["id"]] = lease
+            before = page.get("next_before")
+            if before is None:
+                return list(found.values())
+            path = f"/v1/leases?state=live&before={int(before)}"
+        raise AgentError(f"GET /v1/leases did not end after {MAX_PAGES} pages")
+
+    def lookup(self, lease_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+        """What the orchestrator reports of these leases (:func:`lookup`)."""
+        return lookup(self.http, lease_ids)
 
     # ------------------------------------------------------------------ containers
 
     def reconcile(self, live: list[dict[str, Any]], containers: dict[int, Any]) -> None:
         by_id = {lease["id"]: lease for lease in live}
-        for lease_id, container in containers.items():
-            if lease_id not in by_id:  # closed, or never ours: nothing runs without a lease
-                log.info("lease %s is over: removing its container", lease_id)
-                self.docker.remove(container)
+        others = [lease_id for lease_id in containers if lease_id not in by_id]
+        reported = self.lookup(others) if others else {}
+        for lease_id in others:
+            lease = reported.get(lease_id)
+            if lease is not None and lease["state"] == "closed":
+                log.info("lease %s is closed (%s): removing its container", lease_id,
+                         lease["close_reason"])  # fmt: skip
+                self.docker.remove(containers[lease_id])
                 self.cursors.pop(str(lease_id), None)
+            elif lease is None and lease_id not in self.unknown:
+                self.unknown.add(lease_id)
+                log.warning("the orchestrator does not report lease %s of container %s: "
+                            "leaving the container as it is", lease_id,
+                            containers[lease_id].name)  # fmt: skip
+        sizes = {} if self.docker.layer_limit_by_driver else self.docker.layer_sizes()
         for lease in live:
             container = containers.get(lease["id"])
+            if container is not None and container.labels.get("kova.agent") != GENERATION:
+                log.info("lease %s: its container was made by an earlier agent: making it "
+                         "again with this agent's settings, its data kept", lease["id"])
+                self.docker.remove(container)
+                container = None
             if container is None:
                 if lease["status"] in ("finished", "failed"):
                     continue  # reported; the orchestrator closes it
                 self._start(lease)
                 continue
+            if sizes.get(lease["id"], 0) > self.docker.policy.writable_layer:
+                self._overfull(lease, container, sizes[lease["id"]])
+                continue
             self._follow(lease, container)
+        self.docker.prune_networks(lease["deployment_id"] for lease in live)
         self._save()
 
     def _start(self, lease: dict[str, Any]) -> None:
         try:
+            self._carry_over(lease)
             files = {f["sha256"]: self._file(f["sha256"]) for f in lease["container"]["files"]}
             container = self.docker.start(lease, files)
         except docker.errors.ImageNotFound:
@@ -260,6 +205,9 @@ class Agent:
             self._report(lease, {"state": "failed", "message": f"image {image!r} is not on "
                                  "this provider's machine (no registry is reachable)"})  # fmt: skip
             return
+        except (RunnerError, VolumeError) as exc:
+            self._report(lease, {"state": "failed", "message": str(exc)[:2000]})
+            return
         except (docker.errors.APIError, httpx.HTTPError, KeyError) as exc:
             self._report(lease, {"state": "failed", "message": f"cannot start: {exc}"[:2000]})
             return
@@ -267,6 +215,46 @@ class Agent:
         if lease["state"] == "insufficient_funds":
             container.pause()
         self._running(lease, container)
+
+    def _carry_over(self, lease: dict[str, Any]) -> None:
+        """Copy the data of an earlier agent's volumes of the lease (``kova-lease-<id>-<name>``,
+        unsized) into the lease's volumes, once: when the new volume does not exist yet. The
+        old volume stays until ``gc-volumes``. Raises :class:`VolumeError`."""
+        for index, volume in enumerate(lease["container"]["storage"]):
+            if volume.get("class") == "ram":
+                continue
+            try:
+                old = self.docker.client.volumes.get(f"kova-lease-{lease['id']}-{volume['name']}")
+            except (docker.errors.NotFound, docker.errors.APIError):
+                continue  # (an SDL name Docker refuses as a volume name: there is none)
+            try:
+                self.docker.client.volumes.get(volume_name(lease["id"], index))
+                continue  # carried over already
+            except docker.errors.NotFound:
+                pass
+            name = self.docker.volumes.ensure(lease["id"], index, volume)
+            try:
+                self.docker.volumes.copy_in(old, name)
+            except VolumeError as exc:
+                raise VolumeError(f"the data of volume {volume['name']!r} from an earlier agent "
+                                  f"does not fit its {volume['size']} bytes: {exc}") from exc
+            log.info("lease %s: the data of %s carried over into %s", lease["id"], old.name, name)
+
+    def _overfull(self, lease: dict[str, Any], container: Any, size: int) -> None:
+        """The container wrote more than its allowance outside its volumes: stop it, and fail
+        its lease with that reason."""
+        allowed = self.docker.policy.writable_layer
+        log.info("lease %s: its container holds %d bytes outside its volumes (%d allowed): "
+                 "stopping it", lease["id"], size, allowed)  # fmt: skip
+        container.reload()
+        if container.status in ("running", "paused"):
+            if container.status == "paused":
+                container.unpause()
+            container.kill()
+        self._report(lease, {"state": "failed", "message": (
+            f"the container wrote {size / 2**20:.1f} MiB outside its storage volumes, over the "
+            f"{allowed / 2**20:.1f} MiB of writable layer this provider allows (write to a "
+            "storage volume instead)")})  # fmt: skip
 
     def _running(self, lease: dict[str, Any], container: Any) -> None:
         endpoint = self.docker.endpoint(container) if lease["kind"] == "deployment" else None
@@ -294,6 +282,10 @@ class Agent:
             container.unpause()
         if lease["status"] == "pending" and status in ("running", "paused"):
             self._running(lease, container)  # adopted after a restart, or not yet reported
+
+    def gc_volumes(self, closed_for: float) -> list[str]:
+        """Remove volumes of leases closed ``closed_for`` seconds ago (:func:`gc_volumes`)."""
+        return gc_volumes(self.http, self.docker.volumes, closed_for)
 
     def _runtime(self, container: Any) -> int | None:
         """How many blocks an exited container ran (started to finished, rounded up)."""
@@ -408,6 +400,54 @@ class Agent:
         reply = self.http.post(path, json=body)
         _check(reply)
         return reply.json()
+
+
+def lookup(http: httpx.Client, lease_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+    """What the orchestrator reports of these leases of the caller's, whatever their state (a
+    lease it does not report is absent). Raises :class:`AgentError` or httpx's errors."""
+    wanted = sorted(set(lease_ids))
+    found: dict[int, dict[str, Any]] = {}
+    for i in range(0, len(wanted), LOOKUP_BATCH):
+        ids = ",".join(str(x) for x in wanted[i : i + LOOKUP_BATCH])
+        reply = http.get(f"/v1/leases?ids={ids}")
+        _check(reply)
+        for lease in reply.json()["leases"]:
+            found[lease["id"]] = lease
+    return found
+
+
+def gc_volumes(http: httpx.Client, volumes: Volumes, closed_for: float) -> list[str]:
+    """Remove the provider's lease volumes whose lease the orchestrator reports closed for at
+    least ``closed_for`` seconds (and no container uses); their names. A volume whose lease it
+    does not report, or reports live, stays. Raises like :func:`lookup`."""
+    by_lease: dict[int, list[Any]] = {}
+    for volume in volumes.mine():
+        raw = (volume.attrs.get("Labels") or {}).get(LEASE_LABEL, "")
+        if raw.isdigit():
+            by_lease.setdefault(int(raw), []).append(volume)
+    if not by_lease:
+        return []
+    reply = http.get("/v1/status")
+    _check(reply)
+    status = reply.json()
+    height, block_seconds = int(status["height"]), float(status["block_seconds"])
+    retention = math.ceil(closed_for / block_seconds)
+    reported = lookup(http, by_lease)
+    gone = []
+    for lease_id, found in sorted(by_lease.items()):
+        lease = reported.get(lease_id)
+        if lease is None or lease["state"] != "closed":
+            continue
+        if height - int(lease["closed_at"]) < retention:
+            continue
+        for volume in found:
+            try:
+                volumes.remove(volume)
+            except (docker.errors.APIError, VolumeError) as exc:
+                log.warning("volume %s cannot be removed yet: %s", volume.name, exc)
+                continue
+            gone.append(volume.name)
+    return gone
 
 
 def _check(reply: httpx.Response) -> None:

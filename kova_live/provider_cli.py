@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import click
 import docker
@@ -12,16 +14,19 @@ import docker.errors
 import httpx
 import numpy as np
 
-from kova_core import KovaError, parse_cpu, parse_size, pricing_strategy
+from kova_core import KovaError, parse_cpu, parse_duration, parse_size, pricing_strategy
 
-from .agent import Agent, AgentError, Docker, machine_capacity
+from .agent import Agent, AgentError, gc_volumes, machine_capacity
+from .firewall import DEFAULT_DENIED, Firewall, FirewallError, parse_networks, resolvers
+from .runner import Docker, Policy
+from .volumes import Volumes
 
 __all__ = ["provider"]
 
 log = logging.getLogger("kova_live.agent")
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     raise SystemExit(2)
 
@@ -90,6 +95,56 @@ def _docker() -> docker.DockerClient:
     return client
 
 
+def _address(value: str, option: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value.strip().strip("[]")))
+    except ValueError:
+        _fail(f"{option}: {value!r} is not an IP address (a name could resolve anywhere)")
+
+
+def _port_range(value: str) -> tuple[int, int]:
+    low, sep, high = value.partition("-")
+    if not (low.strip().isdigit() and (not sep or high.strip().isdigit())):
+        _fail(f"--port-range: expected LOW-HIGH such as 30000-32767, got {value!r}")
+    first, last = int(low), int(high) if sep else int(low)
+    if not 1 <= first <= last <= 65535:
+        _fail(f"--port-range: {value!r} is not within 1-65535 with LOW <= HIGH")
+    return first, last
+
+
+def _size(value: str, option: str) -> int:
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        _fail(f"{option}: {exc}")
+
+
+def _duration(value: str, option: str) -> int:
+    try:
+        return parse_duration(value, allow_zero=True)
+    except ValueError as exc:
+        _fail(f"{option}: {exc}")
+
+
+def _routes() -> list[tuple[str, ipaddress.IPv4Network]]:
+    """The host's IPv4 routes (interface, destination) but the default one (/proc/net/route)."""
+    found = []
+    try:
+        lines = Path("/proc/net/route").read_text().splitlines()[1:]
+    except OSError:
+        return found
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 8:
+            continue
+        dest = ipaddress.IPv4Address(bytes.fromhex(fields[1])[::-1])
+        mask = ipaddress.IPv4Address(bytes.fromhex(fields[7])[::-1])
+        network = ipaddress.IPv4Network(f"{dest}/{mask}", strict=False)
+        if network.prefixlen:
+            found.append((fields[0], network))
+    return found
+
+
 @click.group(invoke_without_command=True)
 @click.option("--orchestrator", envvar="KOVA_ORCHESTRATOR", help="The orchestrator's URL.")
 @click.option("--token", envvar="KOVA_TOKEN", help="This provider's bearer token.")
@@ -102,21 +157,50 @@ def _docker() -> docker.DockerClient:
               help="A strategy parameter k=v (money in micro-units per block).")
 @click.option("--poll-seconds", default=15.0, show_default=True,
               type=click.FloatRange(0.05, 3600))
-@click.option("--host-ip", default="127.0.0.1", show_default=True,
-              help="Where the leases' exposed ports are published.")
+@click.option("--public-address", multiple=True, default=("127.0.0.1",), show_default=True,
+              help="An IP address leases are reached at (repeat for more); the first is "
+                   "reported. The orchestrator accepts only its --endpoint-networks.")
+@click.option("--host-ip", default=None,
+              help="Where leases' ports are published [default: the first --public-address].")
+@click.option("--port-range", default="30000-32767", show_default=True,
+              help="Host ports leases' exposed ports are published on.")
+@click.option("--pids-limit", default=512, show_default=True, type=click.IntRange(16, 4_194_304),
+              help="Processes (and threads) a lease container may have at once.")
+@click.option("--log-max-size", default="10Mi", show_default=True,
+              help="Size at which a container's log file is rotated.")
+@click.option("--log-max-files", default=3, show_default=True, type=click.IntRange(1, 100),
+              help="Log files kept per container (the cap is this times --log-max-size).")
+@click.option("--writable-layer", default="1Gi", show_default=True,
+              help="What a container may write outside its volumes (beyond: the lease fails).")
+@click.option("--network-pool", default="10.213.0.0/16", show_default=True,
+              help="Where deployment networks' subnets come from (must not overlap the host's "
+                   "routes).")
+@click.option("--network-prefix", default=27, show_default=True, type=click.IntRange(16, 29),
+              help="Each deployment network's prefix length (/27: 29 containers).")
+@click.option("--deny-networks", default=",".join(DEFAULT_DENIED), show_default=True,
+              help="Private ranges lease containers may not reach (comma-separated; none).")
+@click.option("--firewall/--no-firewall", default=True, show_default=True,
+              help="Set the host rules that wall lease networks off (iptables; needs root).")
+@click.option("--volume-retention", default=None,
+              help="Remove a closed lease's volumes this long after it closed, e.g. 7d "
+                   "[default: keep until gc-volumes].")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("kova-agent"), show_default=True,
-              help="Folder for what the agent keeps across restarts (open bids, log positions).")
+              help="Folder for what the agent keeps across restarts (open bids, log positions, "
+                   "volume images).")
 @click.option("--seed", type=int, default=None, help="Seed of the pricing strategy's draws.")
 @click.pass_context
 def provider(
     ctx: click.Context, orchestrator: str | None, token: str | None, capacity: tuple[str, ...],
     attributes: tuple[str, ...], strategy: str, strategy_param: tuple[str, ...],
-    poll_seconds: float, host_ip: str, data_dir: Path, seed: int | None,
+    poll_seconds: float, public_address: tuple[str, ...], host_ip: str | None, port_range: str,
+    pids_limit: int, log_max_size: str, log_max_files: int, writable_layer: str,
+    network_pool: str, network_prefix: int, deny_networks: str, firewall: bool,
+    volume_retention: str | None, data_dir: Path, seed: int | None,
 ) -> None:  # fmt: skip
     """The provider agent: bids on open orders and runs leases in Docker."""
     ctx.ensure_object(dict)
-    ctx.obj.update(orchestrator=orchestrator, token=token)
+    ctx.obj.update(orchestrator=orchestrator, token=token, data_dir=data_dir)
     if ctx.invoked_subcommand is not None:
         return
     if not orchestrator or not token:
@@ -128,25 +212,80 @@ def provider(
         _fail(f"--strategy {strategy}: {exc}")
     overrides = _capacity(_pairs(capacity, "--capacity"))
     placement = _pairs(attributes, "--attributes")
+    addresses = tuple(_address(a, "--public-address") for a in public_address)
+    try:
+        pool = ipaddress.IPv4Network(network_pool, strict=True)
+    except ValueError as exc:
+        _fail(f"--network-pool: {exc}")
+    if network_prefix <= pool.prefixlen:
+        _fail(f"--network-prefix: /{network_prefix} is not inside --network-pool {pool}")
+    try:
+        denied = parse_networks(deny_networks)
+    except ValueError as exc:
+        _fail(f"--deny-networks: {exc}")
+    policy = Policy(
+        public_addresses=addresses,
+        host_ip=_address(host_ip, "--host-ip") if host_ip else addresses[0],
+        port_range=_port_range(port_range), pids_limit=pids_limit,
+        log_max_size=_size(log_max_size, "--log-max-size"), log_max_files=log_max_files,
+        writable_layer=_size(writable_layer, "--writable-layer"),
+        network_pool=pool, network_prefix=network_prefix,
+    )  # fmt: skip
+    retention = None if volume_retention is None else _duration(volume_retention,
+                                                                "--volume-retention")  # fmt: skip
+    for interface, route in _routes():
+        if route.overlaps(pool) and not interface.startswith("kova"):
+            _fail(f"--network-pool: {pool} overlaps this host's route to {route} on "
+                  f"{interface}; choose a pool outside the host's networks")  # fmt: skip
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
     http = _client(orchestrator, token)
     provider_id = _whoami(http)
     client = _docker()
-    runner = Docker(client, provider_id, host_ip)
-    offered = machine_capacity(client)._replace(**overrides)
-    if not runner.storage_size_enforced():
-        click.echo("kova-live provider: this Docker storage driver cannot limit a container's "
-                   "disk; leases' storage sizes are not enforced", err=True)  # fmt: skip
+    data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    folder = data_dir / "volumes"
+    why_not = Volumes.probe(folder)
+    volumes = Volumes(client, provider_id, folder, sized=why_not is None)
+    runner = Docker(client, provider_id, volumes, policy)
+    walls = Firewall(denied, dns=resolvers())
+    if firewall:
+        try:
+            walls.apply()
+        except FirewallError as exc:
+            _fail(f"cannot set the host rules that wall lease networks off: {exc} "
+                  "(--no-firewall runs without them)")  # fmt: skip
+    remounted = volumes.mount_all()
+    offered = machine_capacity(client)._replace(**overrides)
     agent = Agent(
         http=http, docker=runner, capacity=offered, strategy=pricing,
         pricing={"strategy": strategy, "params": params},
         attributes=placement, state_file=data_dir / "agent.json",
-        rng=np.random.default_rng(seed),
+        rng=np.random.default_rng(seed), volume_retention=retention,
     )  # fmt: skip
-    click.echo(f"kova-live provider: provider {provider_id} offering {offered} to "
-               f"{orchestrator}, polling every {poll_seconds:g} s", err=True)  # fmt: skip
+    layer = (
+        "limited by the storage driver" if runner.probe_layer_limit()
+        else "measured every poll"
+    )  # fmt: skip
+    userns = any("userns" in o for o in client.info().get("SecurityOptions") or ())
+    mib = 2**20
+    lines = [
+        f"provider {provider_id} offering {offered} to {orchestrator}, polling every "
+        f"{poll_seconds:g} s",
+        f"leases reached at {', '.join(addresses)}, ports {policy.port_range[0]}-"
+        f"{policy.port_range[1]} published on {policy.host_ip}",
+        volumes.describe() + ("" if why_not is None else f" ({why_not})")
+        + (f"; mounted again: {len(remounted)}" if remounted else ""),
+        f"writable layer: {layer}, {policy.writable_layer / mib:g} MiB allowed",
+        f"networks: one per deployment, /{network_prefix} from {pool} "
+        f"({policy.networks():,} networks)",
+        "firewall: " + (walls.describe() if firewall else "OFF (--no-firewall): lease "
+                        "containers can reach this host and its networks"),
+        f"containers: capabilities dropped but 8, no-new-privileges, {pids_limit} processes, "
+        f"logs rotated at {policy.log_max_size / mib:g} MiB x {log_max_files}; user "
+        "namespaces " + ("on (dockerd --userns-remap)" if userns else "off (see docs/provider.md)"),
+    ]  # fmt: skip
+    click.echo("kova-live provider: " + "\n  ".join(lines), err=True)
     while True:
         started = time.monotonic()
         try:
@@ -159,16 +298,23 @@ def provider(
 
 
 @provider.command("gc-volumes")
+@click.option("--closed-for", default="0", show_default=True,
+              help="Remove only volumes of leases closed at least this long ago, e.g. 7d.")
 @click.pass_context
-def gc_volumes(ctx: click.Context) -> None:
-    """Remove the volumes of leases that are over (the agent keeps them when it removes a
-    lease's container)."""
+def gc_volumes_command(ctx: click.Context, closed_for: str) -> None:
+    """Remove the volumes of leases the orchestrator reports closed (the agent keeps them
+    when it removes a lease's container). A volume whose lease the orchestrator does not
+    report closed stays."""
     orchestrator, token = ctx.obj["orchestrator"], ctx.obj["token"]
     if not orchestrator or not token:
         _fail("--orchestrator and --token are required (or KOVA_ORCHESTRATOR, KOVA_TOKEN)")
+    seconds = _duration(closed_for, "--closed-for")
     http = _client(orchestrator, token)
     provider_id = _whoami(http)
-    leases = http.get("/v1/leases").json()["leases"]
-    live = [lease["id"] for lease in leases if lease["state"] != "closed"]
-    gone = Docker(_docker(), provider_id, "127.0.0.1").gc_volumes(live)
+    folder = Path(ctx.obj["data_dir"]).resolve() / "volumes"
+    volumes = Volumes(_docker(), provider_id, folder, sized=True)
+    try:
+        gone = gc_volumes(http, volumes, seconds)
+    except (AgentError, httpx.HTTPError) as exc:
+        _fail(f"cannot ask the orchestrator about the leases: {exc}")
     click.echo(f"removed {len(gone)} volume(s)" + "".join(f"\n  {name}" for name in gone))
