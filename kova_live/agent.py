@@ -33,6 +33,7 @@ same reconciliation.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -133,7 +134,15 @@ class Agent:
             "endpoints": {"addresses": list(policy.public_addresses),
                           "ports": list(policy.port_range)},
         }  # fmt: skip
-        return int(self._post("/v1/providers/heartbeat", body)["height"])
+        reply = self.http.post("/v1/providers/heartbeat", json=body)
+        if reply.status_code == 400:
+            with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
+                error = reply.json()["error"]
+                if str(error.get("field") or "").startswith("endpoints"):
+                    raise AgentError(f"--public-address/--port-range: the orchestrator refuses "
+                                     f"them: {error['message']}")  # fmt: skip
+        _check(reply)
+        return int(reply.json()["height"])
 
     # ------------------------------------------------------------------ leases
 
