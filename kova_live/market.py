@@ -478,15 +478,20 @@ async def heartbeat(
     gpu_models: Iterable[str],
     height: int,
     pricing: str | None = None,
+    endpoints: tuple[str, int, int] | None = None,
 ) -> None:
     """Record what a provider's machine has (and, as JSON, the pricing strategy its agent bids
-    with, if it says); it is online from now."""
+    with, if it says; and where its leases are reached: the addresses as a JSON list, and the
+    lowest and highest port, if it says); it is online from now. A heartbeat that does not
+    say how it prices, or where its leases are, leaves nothing of it registered."""
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    addresses, low, high = endpoints if endpoints is not None else (None, None, None)
     values = {
         "cpu": capacity.cpu, "memory": capacity.memory, "storage": capacity.storage,
         "gpu": capacity.gpu, "attributes": json.dumps(attributes, sort_keys=True),
         "gpu_models": json.dumps(sorted({g.lower() for g in gpu_models})),
         "state": "online", "last_seen": height, "pricing": pricing,
+        "endpoint_addresses": addresses, "endpoint_port_low": low, "endpoint_port_high": high,
     }  # fmt: skip
     statement = dialect.insert(provider_nodes).values(
         provider_id=provider_id, completed=0, failed=0, **values

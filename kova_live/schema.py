@@ -183,6 +183,12 @@ provider_nodes = Table(
     Column("pricing", Text, nullable=True),
     Column("state", String(16), nullable=False),
     Column("last_seen", BigInteger, nullable=False),  # height of the last heartbeat
+    # where its leases are reached, as its last heartbeat registered them (NULL: nothing
+    # registered): a JSON list of IP addresses, and the inclusive range of ports they publish
+    # on; a lease's reported endpoint must be among them (kova_live.endpoints)
+    Column("endpoint_addresses", Text, nullable=True),
+    Column("endpoint_port_low", Integer, nullable=True),
+    Column("endpoint_port_high", Integer, nullable=True),
     Column("completed", Integer, nullable=False),
     Column("failed", Integer, nullable=False),
     CheckConstraint("state IN ('online', 'lost')", name="state_known"),
@@ -257,6 +263,7 @@ leases = Table(
     Index(None, "state", "deployment_id"),
     Index(None, "deployment_id"),
     Index(None, "provider_id", "state"),
+    Index(None, "provider_id", "id"),  # a provider's leases newest first (GET /v1/leases)
 )
 """Contracts made by accepting bids; the core's Lease, row for row. On PostgreSQL its pages are
 filled to 70% (migration 0008), so that each round's rewrite of a lease stays in its page."""
