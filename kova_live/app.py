@@ -15,6 +15,7 @@ import logging
 import secrets
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -28,6 +29,7 @@ from kova_core import InsufficientBalance, KovaError, format_micro
 
 from .clock import BlockClock
 from .db import retriable, snapshot_reader
+from .endpoints import EndpointPolicy
 from .ingress import IngressSettings, IngressWorkers
 from .intake import BidIntake
 from .ledger import account_transfers, balance
@@ -37,7 +39,7 @@ from .openapi import serve_openapi
 from .schema import accounts
 from .work import WorkSettings, worker_loop
 
-__all__ = ["ApiError", "RequestBody", "core_error", "create_app", "hash_token"]
+__all__ = ["ApiError", "ApiSettings", "RequestBody", "core_error", "create_app", "hash_token"]
 
 MAX_BODY = 1024 * 1024  # bytes; larger requests get 413
 ENGINE: web.AppKey[AsyncEngine] = web.AppKey("engine", AsyncEngine)
@@ -46,6 +48,20 @@ READER: web.AppKey[AsyncEngine] = web.AppKey("reader", AsyncEngine)
 CLOCK: web.AppKey[BlockClock] = web.AppKey("clock", BlockClock)
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
 WORK: web.AppKey[WorkSettings] = web.AppKey("work", WorkSettings)
+
+
+@dataclass(slots=True)
+class ApiSettings:
+    """The API's own settings: the most leases ``GET /v1/leases`` answers at once
+    (``kova-live serve --page-size``), and where leases' endpoints may be (the endpoint networks,
+    ``--endpoint-networks``, and the server's own listening sockets, which no endpoint may be:
+    the ingress's is added once it listens)."""
+
+    page_size: int = 1000
+    endpoints: EndpointPolicy = field(default_factory=EndpointPolicy)
+
+
+API: web.AppKey[ApiSettings] = web.AppKey("api", ApiSettings)
 
 
 class Caller(NamedTuple):
@@ -79,6 +95,11 @@ class Caches:
         """Forget the cached open-order list (and the ingress's routes: whatever changes
         orders may change what serves a deployment)."""
         self.orders_version += 1
+        self.routes_changed()
+
+    def routes_changed(self) -> None:
+        """Tell the ingress to read its routes again (a provider's registered endpoints
+        changed, say)."""
         if self.routes is not None:
             self.routes.changed()
 
@@ -382,11 +403,13 @@ def create_app(
     work: WorkSettings | None = None,
     files_dir: Path | None = None,
     ingress: IngressSettings | None = None,
+    api: ApiSettings | None = None,
 ) -> web.Application:
     """The application, on an engine whose database is at the newest schema; uploaded files
     live in ``files_dir`` (default: a folder ``kova-files`` in the system's temporary folder).
     With ``ingress.port``, the ingress listens there too (:mod:`kova_live.ingress`), on the
-    same host as the API, in ``ingress.workers`` processes of its own."""
+    same host as the API, in ``ingress.workers`` processes of its own. ``api``: the page size
+    and the endpoint policy (its listeners: the API's own socket, which the caller opened)."""
     app = web.Application(middlewares=[metrics_middleware, json_errors], client_max_size=MAX_BODY)
     app[METRICS] = Metrics()
     app[ENGINE] = engine
@@ -396,6 +419,7 @@ def create_app(
     app[WORK] = work or WorkSettings()
     app[CACHES] = Caches()
     app[INGRESS] = ingress or IngressSettings()
+    app[API] = api or ApiSettings()
     app[BIDS] = BidIntake(engine, clock.height, settings, observe=app[METRICS].bid_batch.observe)
 
     async def background(app: web.Application) -> AsyncIterator[None]:
@@ -414,11 +438,13 @@ def create_app(
             yield
             return
         workers = IngressWorkers(engine.url.render_as_string(hide_password=False), settings,
-                                 clock.genesis_ms, clock.block_ms, settings.workers)  # fmt: skip
+                                 clock.genesis_ms, clock.block_ms, settings.workers,
+                                 endpoints=app[API].endpoints)  # fmt: skip
         app[CACHES].routes = workers
         app[METRICS].ingress.read = workers.answered
         try:
             await workers.start()
+            app[API].endpoints = workers.endpoints  # with the ingress's own socket
             yield
         finally:
             app[CACHES].routes = None

@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from kova_core import InvalidAmount, TransferReason, format_micro, parse_amount
 
-from .app import create_app
+from .app import ApiSettings, create_app
 from .clock import BlockClock
 from .db import (
     DatabaseError,
@@ -31,6 +31,7 @@ from .db import (
     ensure_network,
     migrate,
 )
+from .endpoints import EndpointPolicy, parse_networks
 from .ingress import LOG_FORMAT, IngressError, IngressSettings, listen
 from .ledger import balance, move
 from .provider_cli import provider
@@ -158,6 +159,20 @@ def migrate_command(data_dir: Path, database_url: str | None) -> None:
 )
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), default=None,
               help="The PEM private key of --tls-cert.")
+@click.option(
+    "--page-size",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="The most leases GET /v1/leases answers at once (the rest by paging with before).",
+)
+@click.option(
+    "--endpoint-networks",
+    default="public",
+    show_default=True,
+    help="Where leases' endpoints may be: comma-separated CIDRs and/or public (globally "
+    "routable addresses). Providers' registered addresses must be inside them.",
+)
 def serve(
     data_dir: Path,
     database_url: str | None,
@@ -173,9 +188,15 @@ def serve(
     public_scheme: str,
     tls_cert: str | None,
     tls_key: str | None,
+    page_size: int,
+    endpoint_networks: str,
 ) -> None:
     """Run the orchestrator: the API and the block clock, and (with --ingress-port) the
     ingress in processes of its own."""
+    try:
+        networks = parse_networks(endpoint_networks)
+    except ValueError as exc:
+        _fail(f"--endpoint-networks: {exc}")
     url = _url(data_dir, database_url)
     try:
         if current_revision(url) is None:
@@ -199,6 +220,13 @@ def serve(
         ingress.ssl_context()
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
         _fail(f"--tls-cert/--tls-key: {exc}")
+    try:  # the API's port, before anything starts
+        listening = listen(host, port)
+    except OSError as exc:
+        _fail(f"--host/--port: {exc}")
+    port = listening.getsockname()[1]  # --port 0: the one the system picked
+    # no lease's endpoint may be the server's own socket (the ingress adds its own as it starts)
+    endpoints = EndpointPolicy(networks).listening_also(host, port)
     app = create_app(
         async_engine(url),
         clock,
@@ -210,12 +238,8 @@ def serve(
         ),
         data_dir / "files",
         ingress,
+        ApiSettings(page_size=page_size, endpoints=endpoints),
     )  # fmt: skip
-    try:  # the API's port, before anything starts
-        listening = listen(host, port)
-    except OSError as exc:
-        _fail(f"--host/--port: {exc}")
-    port = listening.getsockname()[1]  # --port 0: the one the system picked
     click.echo(f"kova-live: height {clock.height()}, serving on http://{host}:{port}", err=True)
     # what start-up made (modules, tables, compiled statements) lives as long as the process:
     # out of the garbage collector's way, a full collection walks a tenth as many objects and

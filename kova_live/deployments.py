@@ -12,10 +12,11 @@ import asyncio
 import functools
 import json
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import Field
+from pydantic import Field, field_validator
+from pydantic_core import PydanticCustomError
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -41,6 +42,7 @@ from kova_core import (
 
 from . import market
 from .app import (
+    API,
     BIDS,
     CACHES,
     CLOCK,
@@ -56,6 +58,14 @@ from .app import (
     read_body,
 )
 from .db import transact
+from .endpoints import (
+    MAX_ADDRESSES,
+    EndpointPolicy,
+    Registration,
+    format_endpoint,
+    parse_address,
+    parse_endpoint,
+)
 from .files import check_files
 from .ingress import HostnameTaken, claim_routes, route_urls
 from .ledger import balance
@@ -108,14 +118,65 @@ class Pricing(RequestBody):
     params: dict[str, str | int | float] = Field(default_factory=dict, max_length=16)
 
 
+PORT = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Endpoints(RequestBody):
+    """Where the provider's leases are reached: the IP ``addresses`` (IPv4 or IPv6 literals,
+    no names: 1 to 16) and the inclusive range of ``ports`` they publish on, ``[low,
+    high]``. Each address must be inside the server's endpoint networks; a lease's reported
+    endpoint must be one of these addresses, at a port in the range."""
+
+    addresses: list[Annotated[str, Field(max_length=64)]] = Field(
+        min_length=1, max_length=MAX_ADDRESSES
+    )
+    ports: list[PORT] = Field(min_length=2, max_length=2)
+
+    @field_validator("addresses", mode="before")
+    @classmethod
+    def _addresses(cls, value: Any) -> Any:
+        # checked whole, so that any problem names endpoints.addresses (not an item of it)
+        if not isinstance(value, list) or not 1 <= len(value) <= MAX_ADDRESSES:
+            raise PydanticCustomError(
+                "addresses", f"a list of 1 to {MAX_ADDRESSES} IP addresses"
+            )
+        for item in value:
+            try:
+                parse_address(item)
+            except ValueError as exc:
+                raise PydanticCustomError("address", str(exc)) from None
+        return value
+
+    @field_validator("ports", mode="before")
+    @classmethod
+    def _ports(cls, value: Any) -> Any:
+        if (
+            not isinstance(value, list) or len(value) != 2
+            or not all(type(p) is int and 1 <= p <= 65535 for p in value)
+        ):  # fmt: skip
+            raise PydanticCustomError(
+                "ports", "[low, high]: two integer ports from 1 to 65535, low <= high"
+            )
+        if value[0] > value[1]:
+            raise PydanticCustomError("ports", f"the low port {value[0]} is above the high "
+                                      f"port {value[1]}")  # fmt: skip
+        return value
+
+    def registration(self) -> Registration:
+        addresses = dict.fromkeys(parse_address(a) for a in self.addresses)  # once each, in order
+        return Registration(tuple(addresses), self.ports[0], self.ports[1])
+
+
 class Heartbeat(RequestBody):
-    """``POST /v1/providers/heartbeat``: what the provider's machine has, and optionally how its
-    agent prices (candidates then tell tenants whose ceiling is below what it asks)."""
+    """``POST /v1/providers/heartbeat``: what the provider's machine has, optionally how its
+    agent prices (candidates then tell tenants whose ceiling is below what it asks), and where
+    its leases are reached (``endpoints``; without it, no endpoint of its can be reported)."""
 
     capacity: Capacity
     attributes: dict[str, str] = Field(default_factory=dict, max_length=64)
     gpu_models: list[str] = Field(default_factory=list, max_length=64)
     pricing: Pricing | None = None
+    endpoints: Endpoints | None = None
 
 
 class NewBid(RequestBody):
@@ -515,18 +576,37 @@ async def heartbeat(request: web.Request) -> web.Response:
             pricing_strategy, body.pricing.strategy, body.pricing.params, "pricing", "strategy"
         )
     pricing = None if body.pricing is None else body.pricing.model_dump_json()
+    endpoints = None
+    if body.endpoints is not None:
+        registration = body.endpoints.registration()
+        policy = request.app[API].endpoints
+        for address in registration.addresses:
+            outside = policy.address_problem(address)
+            if outside is not None:
+                raise ApiError(400, "invalid_field", outside, "endpoints.addresses")
+        endpoints = (registration.stored(), registration.low, registration.high)
     clock, settings = request.app[CLOCK].height, request.app[SETTINGS]
 
-    async def work(connection: AsyncConnection) -> int:
+    async def work(connection: AsyncConnection) -> tuple[int, bool]:
         height = await market.settle_to_now(connection, clock, settings)
+        before = (
+            await connection.execute(
+                select(provider_nodes.c.endpoint_addresses, provider_nodes.c.endpoint_port_low,
+                       provider_nodes.c.endpoint_port_high)
+                .where(provider_nodes.c.provider_id == provider.id)
+            )
+        ).first()  # fmt: skip
         await market.heartbeat(
             connection, provider.id,
             Resources(cpu=c.cpu, memory=c.memory, storage=c.storage, gpu=c.gpu),
-            body.attributes, body.gpu_models, height, pricing,
+            body.attributes, body.gpu_models, height, pricing, endpoints,
         )  # fmt: skip
-        return height
+        nothing = (None, None, None)
+        return height, (nothing if before is None else tuple(before)) != (endpoints or nothing)
 
-    height = await transact(request.app[ENGINE], work)
+    height, moved = await transact(request.app[ENGINE], work)
+    if moved:  # the ingress checks the provider's endpoints against it now, not next block
+        request.app[CACHES].routes_changed()
     return web.json_response({"provider_id": provider.id, "state": "online", "height": height})
 
 
@@ -697,32 +777,77 @@ def _resources_of(row: Any) -> Resources:
     return Resources(cpu=row.cpu, memory=row.memory, storage=row.storage, gpu=row.gpu)
 
 
+LEASE_STATES = {
+    "active": ("active",),
+    "insufficient_funds": ("insufficient_funds",),
+    "closed": ("closed",),
+    "live": ("active", "insufficient_funds"),  # not closed: its container should run
+}
+MAX_ID = 2**63 - 1
+
+
+def _lease_ids(raw: str, most: int) -> list[int]:
+    """``ids=1,2,3``: the lease ids asked about, once each; 400 naming ``ids`` otherwise."""
+    items = raw.split(",")
+    if len(items) > most:
+        raise ApiError(400, "invalid_field", f"at most {most} lease ids at once", "ids")
+    ids = []
+    for item in items:
+        if not (item.isascii() and item.isdigit()) or not 1 <= int(item) <= MAX_ID:
+            raise ApiError(
+                400, "invalid_field",
+                f"comma-separated lease ids from 1 to {MAX_ID}; {item[:40]!r} is not one", "ids",
+            )  # fmt: skip
+        ids.append(int(item))
+    return sorted(set(ids), reverse=True)
+
+
 async def my_leases(request: web.Request) -> web.Response:
-    """The calling provider's leases, newest first; ``state`` filters (active,
-    insufficient_funds, closed). Each lease carries what its container is to run
-    (``container``: see :func:`container_spec`)."""
+    """The calling provider's leases, newest first, a page at a time: ``state`` filters
+    (active, insufficient_funds, closed, or live: not closed), ``limit`` (1 to the server's
+    page size, which is the default) and ``before`` (a lease id: only older ones) page;
+    ``next_before`` is the cursor of the next page, null after the last. ``ids=1,2,3`` asks
+    about those leases instead, whatever their state (the caller's among them; at most a page
+    of ids; no paging). Each lease carries what its container is to run (``container``: see
+    :func:`container_spec`)."""
     provider = await _account(request, "provider")
+    page_size = request.app[API].page_size
     state = request.query.get("state")
-    if state is not None and state not in ("active", "insufficient_funds", "closed"):
-        raise ApiError(400, "invalid_field", "one of active, insufficient_funds, closed", "state")
+    if state is not None and state not in LEASE_STATES:
+        raise ApiError(400, "invalid_field", f"one of {', '.join(LEASE_STATES)}", "state")
+    limit = int_query(request, "limit", page_size, 1, page_size)
+    before = int_query(request, "before", MAX_ID, 1, MAX_ID)
+    raw_ids = request.query.get("ids")
+    ids = None if raw_ids is None else _lease_ids(raw_ids, page_size)
     query = (
         select(leases, deployments.c.manifest, deployments.c.kind, deployments.c.max_runtime,
                orders.c.spec_index)
         .join(deployments, deployments.c.id == leases.c.deployment_id)
         .join(orders, orders.c.id == leases.c.order_id)
         .where(leases.c.provider_id == provider.id)
+        .order_by(leases.c.id.desc())
     )  # fmt: skip
-    if state is not None:
-        query = query.where(leases.c.state == state)
+    if ids is not None:  # these leases, whatever their state: no paging
+        query = query.where(leases.c.id.in_(ids))
+    else:
+        if state is not None:
+            query = query.where(leases.c.state.in_(LEASE_STATES[state]))
+        # one more than the page: whether there is a next page, exactly
+        query = query.where(leases.c.id < before).limit(limit + 1)
     async with request.app[READER].connect() as connection:
-        rows = (await connection.execute(query.order_by(leases.c.id.desc()).limit(1000))).all()
+        rows = (await connection.execute(query)).all()
+    following = None
+    if ids is None and len(rows) > limit:
+        rows = rows[:limit]
+        following = rows[-1].id
     return web.json_response(
         {
             "leases": [
                 {**_lease_view(r), "container": container_spec(r.manifest, r.spec_index),
                  "kind": r.kind, "max_runtime": r.max_runtime}
                 for r in rows
-            ]
+            ],
+            "next_before": following,
         }
     )  # fmt: skip
 
@@ -798,7 +923,10 @@ async def lease_status(request: web.Request) -> web.Response:
                 raise ApiError(
                     409, "lease_closed", f"lease {lease_id} is closed ({row.close_reason})"
                 )
-            report["endpoint"] = body.endpoint
+            if body.endpoint is not None:
+                report["endpoint"] = await _checked_endpoint(
+                    connection, request.app[API].endpoints, provider.id, body.endpoint
+                )
         elif body.state == "finished":
             await market.finish_job(
                 connection, lease_id, height, settings, succeeded=body.exit_code == 0
@@ -815,6 +943,25 @@ async def lease_status(request: web.Request) -> web.Response:
     row = await transact(request.app[ENGINE], work)
     request.app[CACHES].orders_changed()  # a running lease's endpoint serves its routes now
     return web.json_response(_lease_view(row))
+
+
+async def _checked_endpoint(
+    connection: AsyncConnection, policy: EndpointPolicy, provider_id: int, endpoint: str
+) -> str:
+    """``endpoint`` in its normal form, if the provider's lease may be reached there (see
+    :mod:`kova_live.endpoints`); else 400 naming ``endpoint``, saying which rule it breaks."""
+    node = (
+        await connection.execute(
+            select(provider_nodes.c.endpoint_addresses, provider_nodes.c.endpoint_port_low,
+                   provider_nodes.c.endpoint_port_high)
+            .where(provider_nodes.c.provider_id == provider_id)
+        )
+    ).first()  # fmt: skip
+    registration = None if node is None else Registration.of(*node)
+    problem = policy.problem(endpoint, registration)
+    if problem is not None:
+        raise ApiError(400, "invalid_field", problem, "endpoint")
+    return format_endpoint(*parse_endpoint(endpoint))
 
 
 async def job_result(request: web.Request) -> web.Response:

@@ -154,8 +154,9 @@ def _responses(ok: int, schema: dict[str, Any], *errors: int) -> dict[str, Any]:
 ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
 
 
-def openapi_document() -> dict[str, Any]:
-    """The document (built on each call: it is small)."""
+def openapi_document(page_size: int = 1000) -> dict[str, Any]:
+    """The document (built on each call: it is small), for a server whose ``GET /v1/leases``
+    answers at most ``page_size`` leases at once."""
     from .app import NewAccount
     from .deployments import (
         Deposit,
@@ -233,9 +234,23 @@ def openapi_document() -> dict[str, Any]:
                 "cannot_serve": {"type": "array", "items": _object(
                     {"provider_id": INT, "reasons": {"type": "array", "items": STR}})},
             }), 401, 403, 404)}},
-        "/v1/leases": {"get": {"summary": "Your leases (providers)", "security": secured,
-            "parameters": [{"name": "state", "in": "query", "schema": {"type": "string"}}],
-            "responses": _responses(200, _list("leases", PROVIDER_LEASE), 400, 401, 403)}},
+        "/v1/leases": {"get": {
+            "summary": "Your leases (providers), newest first, a page at a time; or those of "
+                       "ids=, whatever their state",
+            "security": secured,
+            "parameters": [
+                {"name": "state", "in": "query",
+                 "schema": {"enum": ["active", "insufficient_funds", "closed", "live"]}},
+                {"name": "limit", "in": "query",
+                 "schema": {"type": "integer", "minimum": 1, "maximum": page_size}},
+                {"name": "before", "in": "query",
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}},
+                {"name": "ids", "in": "query", "description": f"at most {page_size} lease ids",
+                 "schema": {"type": "string", "pattern": "^[0-9]+(,[0-9]+)*$"}},
+            ],
+            "responses": _responses(200, _object({
+                "leases": {"type": "array", "items": PROVIDER_LEASE}, "next_before": NULL_INT,
+            }), 400, 401, 403)}},
         "/v1/leases/{id}/status": {"post": {
             "summary": "Report your lease: running, a job finished, or failed",
             "security": secured, "parameters": ID, "requestBody": _body(LeaseStatus),
@@ -293,4 +308,6 @@ def openapi_document() -> dict[str, Any]:
 
 async def serve_openapi(request: web.Request) -> web.Response:
     """The document, as JSON."""
-    return web.json_response(openapi_document())
+    from .app import API
+
+    return web.json_response(openapi_document(request.app[API].page_size))
