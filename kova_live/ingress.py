@@ -13,6 +13,11 @@ The ingress answers every request by its ``Host`` header:
   provider's agent reported; replicas in turn), HTTP/1.1 with streamed bodies and WebSocket
   upgrades, with ``X-Forwarded-For``, ``X-Forwarded-Proto`` and ``X-Forwarded-Host``.
 
+Before it connects anywhere, the ingress checks each endpoint again as it reads the routes
+(:mod:`kova_live.endpoints`): one outside the server's endpoint networks, at one of the
+server's own listening sockets, or no longer among its provider's registered addresses and
+ports is dropped (and logged once), as if that replica did not run.
+
 A request only ever reaches an endpoint of its own route's deployment and service. The
 ingress runs in worker processes of its own (:class:`IngressWorkers`), each with the table of
 routes and their endpoints in memory (:class:`Routes`), read again at each new block and when
@@ -45,7 +50,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .clock import BlockClock
 from .db import async_engine
-from .schema import deployments, leases, orders, routes
+from .endpoints import EndpointPolicy, Registration
+from .schema import deployments, leases, orders, provider_nodes, routes
 
 log = logging.getLogger("kova_live.ingress")
 LOG_FORMAT = "%(asctime)s %(name)s %(message)s"  # the server's log lines, and its workers'
@@ -193,8 +199,16 @@ class Routes:
     logged, and the read tried again at the next block or change, not at every request);
     before any were read, :meth:`lookup` raises :class:`RoutesUnreadable`."""
 
-    def __init__(self, engine: AsyncEngine, height: Callable[[], int]) -> None:
+    def __init__(
+        self, engine: AsyncEngine, height: Callable[[], int],
+        endpoints: EndpointPolicy | None = None,
+    ) -> None:  # fmt: skip
         self.engine, self.height = engine, height
+        self.endpoints = endpoints or EndpointPolicy()
+        # (endpoint, its provider's registration) -> why it may not be reached (None: it may),
+        # and the endpoints whose refusal was logged
+        self.verdicts: dict[tuple[str, str | None, int | None, int | None], str | None] = {}
+        self.logged: set[tuple[str, str]] = set()
         self.version = 0
         self.by_host: dict[str, Target] = {}
         self._key: tuple[int, int] | None = None
@@ -224,10 +238,13 @@ class Routes:
         )  # fmt: skip
         query = (
             select(routes.c.hostname, routes.c.deployment_id, routes.c.service,
-                   deployments.c.state, leases.c.endpoint, orders.c.service.label("lease_service"))
+                   deployments.c.state, leases.c.endpoint, orders.c.service.label("lease_service"),
+                   provider_nodes.c.endpoint_addresses, provider_nodes.c.endpoint_port_low,
+                   provider_nodes.c.endpoint_port_high)
             .join(deployments, deployments.c.id == routes.c.deployment_id)
             .outerjoin(leases, running)
             .outerjoin(orders, orders.c.id == leases.c.order_id)
+            .outerjoin(provider_nodes, provider_nodes.c.provider_id == leases.c.provider_id)
             .order_by(routes.c.hostname, leases.c.id)
         )  # fmt: skip
         try:
@@ -246,10 +263,32 @@ class Routes:
                 target = by_host[r.hostname] = Target(r.deployment_id, r.service, r.state)
                 if old is not None:
                     target.turn = old.turn
-            if r.endpoint is not None and r.lease_service == r.service:
+            if r.endpoint is not None and r.lease_service == r.service and self._allowed(r):
                 target.endpoints.append(r.endpoint)
         self.by_host = by_host
         self._key = key
+
+    def _allowed(self, row: Any) -> bool:
+        """Whether the ingress may connect to a running lease's endpoint: it passes the
+        server's endpoint policy with its provider's registration as it stands now. A
+        refusal is logged once per endpoint and reason."""
+        key = (row.endpoint, row.endpoint_addresses, row.endpoint_port_low,
+               row.endpoint_port_high)  # fmt: skip
+        if key in self.verdicts:
+            problem = self.verdicts[key]
+        else:
+            if len(self.verdicts) >= 100_000:
+                self.verdicts.clear()
+            registration = Registration.of(*key[1:])
+            problem = self.verdicts[key] = self.endpoints.problem(row.endpoint, registration)
+        if problem is None:
+            return True
+        if (row.endpoint, problem) not in self.logged:
+            if len(self.logged) >= 100_000:
+                self.logged.clear()
+            self.logged.add((row.endpoint, problem))
+            log.warning("not proxying to %s: %s", row.endpoint, problem)
+        return False
 
 
 class Page(web.Response):
@@ -432,6 +471,9 @@ class IngressWorkers:
     genesis_ms: int
     block_ms: int
     count: int = 1
+    # the endpoint policy the workers check endpoints with; once they listen, it counts the
+    # ingress's own socket among the server's
+    endpoints: EndpointPolicy = field(default_factory=EndpointPolicy)
     processes: list[Any] = field(default_factory=list)
     pipes: list[Any] = field(default_factory=list)
     sock: socket.socket | None = None
@@ -445,6 +487,7 @@ class IngressWorkers:
             self.sock = listen(host, port)
         except OSError as exc:
             raise IngressError(str(exc)) from None
+        self.endpoints = self.endpoints.listening_also(host, self.sock.getsockname()[1])
         self.processes, self.pipes = [None] * self.count, [None] * self.count
         context = multiprocessing.get_context("spawn")
         # a worker started again counts on where the one before it stopped
@@ -464,7 +507,7 @@ class IngressWorkers:
         process = context.Process(
             target=_worker, name=f"kova-ingress-{i}", daemon=True,
             args=(theirs, self.sock, self.counts[i], self.database_url, self.settings,
-                  self.genesis_ms, self.block_ms),
+                  self.genesis_ms, self.block_ms, self.endpoints),
         )  # fmt: skip
         process.start()
         theirs.close()
@@ -536,19 +579,20 @@ def _first_word(pipe: Any) -> str:
 
 
 def _worker(pipe: Any, sock: socket.socket, counts: Any, url: str, settings: IngressSettings,
-            genesis_ms: int, block_ms: int) -> None:  # fmt: skip
+            genesis_ms: int, block_ms: int, endpoints: EndpointPolicy) -> None:  # fmt: skip
     """An ingress worker process's life (see :class:`IngressWorkers`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C in a terminal stops the server,
     # which closes the pipe: the worker ends with it
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)  # as the server's own
     with contextlib.suppress(BrokenPipeError):
-        uvloop.run(_serve(pipe, sock, counts, url, settings, genesis_ms, block_ms))
+        uvloop.run(_serve(pipe, sock, counts, url, settings, genesis_ms, block_ms, endpoints))
 
 
 async def _serve(pipe: Any, sock: socket.socket, counts: Any, url: str,
-                 settings: IngressSettings, genesis_ms: int, block_ms: int) -> None:  # fmt: skip
+                 settings: IngressSettings, genesis_ms: int, block_ms: int,
+                 endpoints: EndpointPolicy) -> None:  # fmt: skip
     engine = async_engine(url, reads_only=True)
-    ingress = Ingress(Routes(engine, BlockClock(genesis_ms, block_ms).height), counts)
+    ingress = Ingress(Routes(engine, BlockClock(genesis_ms, block_ms).height, endpoints), counts)
     loop = asyncio.get_running_loop()
     ended = loop.create_future()
     try:
