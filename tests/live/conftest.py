@@ -88,7 +88,9 @@ class Server:
         self, database_url: str, data_dir: Path, block_seconds: float = 0.05, *extra: str
     ) -> None:
         """``extra`` flags go to ``kova-live serve``; unless they say otherwise, providers are
-        never lost for missed heartbeats (tests that want that pass ``--heartbeat-grace``)."""
+        never lost for missed heartbeats (tests that want that pass ``--heartbeat-grace``),
+        and leases' endpoints may be on loopback (``--endpoint-networks 127.0.0.0/8``: every
+        test runs on 127.0.0.1)."""
         self.database_url = database_url
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -101,6 +103,7 @@ class Server:
                 "--database-url", database_url, "--data-dir", str(data_dir),
                 "--port", str(self.port), "--block-seconds", str(block_seconds),
                 *(extra or ("--heartbeat-grace", "100000000")),
+                *(() if "--endpoint-networks" in extra else ("--endpoint-networks", "127.0.0.0/8")),
             ],
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
@@ -161,6 +164,10 @@ def credit(database_url: str, account: str, micro: int) -> None:
             await engine.dispose()
 
     asyncio.run(run())
+
+
+LOOPBACK = {"addresses": ["127.0.0.1"], "ports": [1, 65535]}
+"""A heartbeat's ``endpoints`` for a provider whose leases answer anywhere on 127.0.0.1."""
 
 
 def register(server: Server, role: str, name: str) -> dict:

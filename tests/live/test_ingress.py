@@ -26,6 +26,7 @@ from aiohttp import WSMsgType, web
 from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import (
+    LOOPBACK,
     Server,
     apache_in_front,
     credit,
@@ -137,11 +138,14 @@ def _ws_echo(url, host, text, context=None):
 
 
 def _parties(server):
-    """A tenant with money, and a provider whose agent said what its machine has."""
+    """A tenant with money, and a provider whose agent said what its machine has and that its
+    leases answer on 127.0.0.1."""
     tenant, provider = register(server, "tenant", "t"), register(server, "provider", "p")
     credit(server.database_url, tenant["account"], 10_000_000)
-    server.client.post("/v1/providers/heartbeat", headers=provider["headers"],
-                       json={"capacity": {"cpu": 4000, "memory": 2**33, "storage": 2**34, "gpu": 0}})
+    beat = server.client.post("/v1/providers/heartbeat", headers=provider["headers"], json={
+        "capacity": {"cpu": 4000, "memory": 2**33, "storage": 2**34, "gpu": 0},
+        "endpoints": LOOPBACK})  # fmt: skip
+    assert beat.status_code == 200, beat.text
     return tenant, provider
 
 
@@ -302,10 +306,9 @@ def _raw_get(ingress, host, path="/", method="GET", body=b""):
 
 def test_the_ingress_adds_no_headers_and_keeps_no_cookies(network):
     # a proxy shared by every visitor must not add headers of its own, nor keep one visitor's
-    # cookies and send them with another's requests; the endpoint is a name here, as a
-    # provider may report (cookies are kept for names, not for IP addresses)
+    # cookies and send them with another's requests
     server, ingress, upstream = network["server"], network["ingress"], network["upstream"]
-    _, _, host = _served(server, f"localhost:{upstream.port}")
+    _, _, host = _served(server, upstream.endpoint)
     wait_for(lambda: _raw_get(ingress, host)[0].startswith("HTTP/1.1 200"))
     # HEAD: the container's head, its Content-Length included, and no body
     head, body = _raw_get(ingress, host, "/login?user=bob", "HEAD")

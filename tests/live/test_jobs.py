@@ -4,7 +4,7 @@ the server's own loop enforces (escrow run out, max runtime), with the money the
 
 import yaml
 
-from .conftest import credit, register, wait_for
+from .conftest import LOOPBACK, credit, register, wait_for
 from .test_lifecycle import MANIFEST
 
 BOX = {"cpu": 2000, "memory": 4 * 2**30, "storage": 50 * 2**30, "gpu": 0}
@@ -22,7 +22,8 @@ def setup(server, deposit, max_runtime="1h", providers=1):
     agents = []
     for i in range(providers):
         agent = register(server, "provider", f"p{i}")
-        server.client.post("/v1/providers/heartbeat", headers=agent["headers"], json={"capacity": BOX})
+        server.client.post("/v1/providers/heartbeat", headers=agent["headers"],
+                           json={"capacity": BOX, "endpoints": LOOPBACK})  # fmt: skip
         agents.append(agent)
     job = server.client.post("/v1/deployments", headers=tenant["headers"],
                              json={"manifest": job_manifest(max_runtime), "deposit": deposit}).json()
@@ -148,9 +149,9 @@ def test_status_reports_are_checked_and_only_the_lessee_reports(server):
     service = server.client.post("/v1/deployments", headers=tenant["headers"],
                                  json={"manifest": MANIFEST, "deposit": 1_000_000}).json()
     served = lease_on(server, tenant, agent, service)
-    up = report(server, agent, served, state="running", endpoint="10.0.0.7:31000")
-    assert up.json()["endpoint"] == "10.0.0.7:31000"
-    assert show(server, tenant, service)["leases"][0]["endpoint"] == "10.0.0.7:31000"
+    up = report(server, agent, served, state="running", endpoint="127.0.0.1:31000")
+    assert up.json()["endpoint"] == "127.0.0.1:31000"
+    assert show(server, tenant, service)["leases"][0]["endpoint"] == "127.0.0.1:31000"
     not_a_job = report(server, agent, served, state="finished", exit_code=0)
     assert not_a_job.status_code == 409 and not_a_job.json()["error"]["code"] == "not_a_job"
     no_result = server.client.get(f"/v1/deployments/{service['id']}/result", headers=tenant["headers"])
