@@ -190,11 +190,14 @@ def main() -> None:
         container.reload()
         # the container's own address on Docker's bridge: a published port on 127.0.0.1 would
         # put Docker's userland proxy (docker-proxy) in every request's way, all three ways
-        endpoint = f"{container.attrs['NetworkSettings']['IPAddress']}:8080"
+        address = container.attrs["NetworkSettings"]["IPAddress"]
+        endpoint = f"{address}:8080"
         server = subprocess.Popen(
             [sys.executable, "-m", "kova_live", "serve", "--data-dir", str(folder / "data"),
              "--port", str(api), "--ingress-port", str(ingress), "--block-seconds", "1",
-             "--ingress-workers", str(args.ingress_workers)],
+             "--ingress-workers", str(args.ingress_workers),
+             # the container's address on Docker's bridge, a private one: allowed explicitly
+             "--endpoint-networks", f"{address}/32"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         base = f"http://127.0.0.1:{api}"
@@ -209,14 +212,16 @@ def main() -> None:
         t = {"Authorization": f"Bearer {tenant['token']}"}
         p = {"Authorization": f"Bearer {provider['token']}"}
         httpx.post(f"{base}/v1/providers/heartbeat", headers=p, json={
-            "capacity": {"cpu": 4000, "memory": 2**33, "storage": 2**34, "gpu": 0}})  # fmt: skip
+            "capacity": {"cpu": 4000, "memory": 2**33, "storage": 2**34, "gpu": 0},
+            "endpoints": {"addresses": [address], "ports": [8080, 8080]},
+        }).raise_for_status()  # fmt: skip
         dep = httpx.post(f"{base}/v1/deployments", headers=t,
                          json={"manifest": MANIFEST, "deposit": 500_000_000}).json()  # fmt: skip
         bid = httpx.post(f"{base}/v1/orders/{dep['orders'][0]['id']}/bids", headers=p,
                          json={"price": 1000}).json()  # fmt: skip
         lease = httpx.post(f"{base}/v1/bids/{bid['id']}/accept", headers=t).json()
         httpx.post(f"{base}/v1/leases/{lease['id']}/status", headers=p,
-                   json={"state": "running", "endpoint": endpoint})  # fmt: skip
+                   json={"state": "running", "endpoint": endpoint}).raise_for_status()  # fmt: skip
         host = dep["urls"][0]["hostname"]
         via = f"http://127.0.0.1:{ingress}/"
         wait_until(lambda: httpx.get(via, headers={"Host": host}).status_code == 200)
