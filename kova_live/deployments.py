@@ -201,15 +201,17 @@ class ShippedLogs(RequestBody):
     lines: list[LogLine] = Field(min_length=1, max_length=1000)
 
 
-# where a running lease's service answers, which the ingress proxies to: host:port, the host
-# a name, an IPv4 address or an [IPv6] address (no scheme, no path)
+# where a running lease's service answers, which the ingress proxies to: host:port (no scheme,
+# no path); the form only: the handler then requires an IP literal host at an address and port
+# its provider registered (kova_live.endpoints), and says which rule an endpoint breaks
 ENDPOINT = r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?):[0-9]{1,5}$"
 
 
 class LeaseStatus(RequestBody):
     """``POST /v1/leases/{id}/status``: what the provider's agent sees of the lease's container.
 
-    ``running`` (with the ``endpoint`` where a deployment's service answers, ``host:port``),
+    ``running`` (with the ``endpoint`` where a deployment's service answers, ``host:port``: an
+    IP address and port the provider registered in its heartbeat's ``endpoints``),
     ``finished`` (a job's container exited: ``exit_code``, the end of its ``output``, and
     optionally how many blocks it ran, ``runtime_blocks``, as the agent measured it), or
     ``failed`` (the container cannot run: ``message`` says why; the order opens for bids
