@@ -786,6 +786,9 @@ LEASE_STATES = {
     "live": ("active", "insufficient_funds"),  # not closed: its container should run
 }
 MAX_ID = 2**63 - 1
+LOOKUP = 100
+"""An ``ids=`` question may name the page size's worth of ids, and never fewer than this: an
+agent asks about this many at once, whatever the server's page size."""
 
 
 def _lease_ids(raw: str, most: int) -> list[int]:
@@ -810,8 +813,8 @@ async def my_leases(request: web.Request) -> web.Response:
     page size, which is the default) and ``before`` (a lease id: only older ones) page;
     ``next_before`` is the cursor of the next page, null after the last. ``ids=1,2,3`` asks
     about those leases instead, whatever their state (the caller's among them; at most a page
-    of ids; no paging). Each lease carries what its container is to run (``container``: see
-    :func:`container_spec`)."""
+    of ids, or :data:`LOOKUP`; no paging). Each lease carries what its container is to run
+    (``container``: see :func:`container_spec`)."""
     provider = await _account(request, "provider")
     page_size = request.app[API].page_size
     state = request.query.get("state")
@@ -820,7 +823,7 @@ async def my_leases(request: web.Request) -> web.Response:
     limit = int_query(request, "limit", page_size, 1, page_size)
     before = int_query(request, "before", MAX_ID, 1, MAX_ID)
     raw_ids = request.query.get("ids")
-    ids = None if raw_ids is None else _lease_ids(raw_ids, page_size)
+    ids = None if raw_ids is None else _lease_ids(raw_ids, max(page_size, LOOKUP))
     query = (
         select(leases, deployments.c.manifest, deployments.c.kind, deployments.c.max_runtime,
                orders.c.spec_index)

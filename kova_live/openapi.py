@@ -245,7 +245,8 @@ def openapi_document(page_size: int = 1000) -> dict[str, Any]:
                  "schema": {"type": "integer", "minimum": 1, "maximum": page_size}},
                 {"name": "before", "in": "query",
                  "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}},
-                {"name": "ids", "in": "query", "description": f"at most {page_size} lease ids",
+                {"name": "ids", "in": "query",
+                 "description": f"at most {max(page_size, 100)} lease ids",
                  "schema": {"type": "string", "pattern": "^[0-9]+(,[0-9]+)*$"}},
             ],
             "responses": _responses(200, _object({

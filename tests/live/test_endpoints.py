@@ -122,8 +122,10 @@ def test_a_provider_pages_through_every_lease_exactly_once(small_pages):
     assert [lease["id"] for lease in both["leases"]] == [ids[5], ids[0]]
     unknown = server.client.get("/v1/leases", headers=provider["headers"], params={"ids": "999999"})
     assert unknown.json() == {"leases": [], "next_before": None}
-    mine = server.client.get("/v1/leases", headers=other["headers"], params={"ids": ",".join(map(str, ids))})
-    assert mine.status_code == 400  # six ids: more than a page
+    many = ",".join(str(i) for i in range(1, 101))  # a page is two; a question may name 100
+    assert server.client.get("/v1/leases", headers=other["headers"], params={"ids": many}).status_code == 200
+    too_many = server.client.get("/v1/leases", headers=other["headers"], params={"ids": many + ",101"})
+    assert too_many.status_code == 400 and too_many.json()["error"]["field"] == "ids"
     assert server.client.get("/v1/leases", headers=other["headers"],
                              params={"ids": str(ids[0])}).json()["leases"] == []  # fmt: skip
 
@@ -132,7 +134,7 @@ def test_a_provider_pages_through_every_lease_exactly_once(small_pages):
     ("params", "field"),
     [
         ({"ids": ""}, "ids"), ({"ids": "a"}, "ids"), ({"ids": "1,,2"}, "ids"),
-        ({"ids": "0"}, "ids"), ({"ids": "-1"}, "ids"), ({"ids": "1,2,3"}, "ids"),
+        ({"ids": "0"}, "ids"), ({"ids": "-1"}, "ids"),
         ({"ids": "1 ,2"}, "ids"), ({"ids": "99999999999999999999"}, "ids"),
         ({"ids": "١"}, "ids"), ({"before": "0"}, "before"), ({"before": "x"}, "before"),
         ({"before": "-5"}, "before"), ({"before": "9223372036854775808"}, "before"),
