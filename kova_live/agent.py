@@ -37,6 +37,7 @@ import contextlib
 import json
 import logging
 import math
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +96,7 @@ class Agent:
     state_file: Path | None = None  # where open bids and log cursors survive a restart
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng())
     volume_retention: float | None = None  # seconds a closed lease's volumes are kept (None: ever)
+    heartbeat_every: float = 15.0  # seconds: the poll interval, kept during a long poll too
     bids: dict[int, tuple[int, Resources]] = field(default_factory=dict)  # order -> bid, needs
     refused: dict[int, int] = field(default_factory=dict)  # order -> height it was refused
     cursors: dict[str, str] = field(default_factory=dict)  # lease id -> last log timestamp
@@ -102,6 +104,7 @@ class Agent:
     cannot_run: set[int] = field(default_factory=set)  # deployments whose image is missing
     unknown: set[int] = field(default_factory=set)  # containers' leases nobody reports (warned)
     block_seconds: float | None = None  # the network's, read when first needed
+    last_heartbeat: float = -math.inf  # time.monotonic() of the last one
 
     def __post_init__(self) -> None:
         if self.state_file is not None and self.state_file.exists():
@@ -134,6 +137,7 @@ class Agent:
             "endpoints": {"addresses": list(policy.public_addresses),
                           "ports": list(policy.port_range)},
         }  # fmt: skip
+        self.last_heartbeat = time.monotonic()
         reply = self.http.post("/v1/providers/heartbeat", json=body)
         if reply.status_code == 400:
             with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
@@ -185,6 +189,10 @@ class Agent:
                             containers[lease_id].name)  # fmt: skip
         sizes = {} if self.docker.layer_limit_by_driver else self.docker.layer_sizes()
         for lease in live:
+            # a poll that starts many containers takes long: the orchestrator hears from this
+            # machine as often as ever, or it would take it for lost
+            if time.monotonic() - self.last_heartbeat >= self.heartbeat_every:
+                self.heartbeat()
             container = containers.get(lease["id"])
             if container is not None and container.labels.get("kova.agent") != GENERATION:
                 log.info("lease %s: its container was made by an earlier agent: making it "

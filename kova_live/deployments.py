@@ -865,7 +865,8 @@ def _manifest(text: str) -> Any:
 def container_spec(manifest: str, spec_index: int) -> dict[str, Any]:
     """What the container of the order at ``spec_index`` of ``manifest`` runs: the service's
     image, command and args, environment, exposed ports, uploaded files (by SHA-256, with the
-    path to place each at) and storage volumes (size in bytes, mount path)."""
+    path to place each at), storage volumes (size in bytes, mount path, storage class) and
+    whether its root filesystem is read-only."""
     parsed = _manifest(manifest)
     spec = parsed.order_specs()[spec_index]
     service = parsed.services[spec.service]
@@ -875,8 +876,9 @@ def container_spec(manifest: str, spec_index: int) -> dict[str, Any]:
         "expose": [{"port": e.port, "as": e.as_port, "proto": e.proto, "global": e.global_}
                    for e in service.expose],
         "files": [{"sha256": f.sha256, "path": f.path} for f in service.files],
-        "storage": [{"name": v.name, "size": v.size, "mount": v.mount, "read_only": v.read_only}
-                    for v in spec.storage],
+        "storage": [{"name": v.name, "size": v.size, "mount": v.mount, "read_only": v.read_only,
+                     "class": v.storage_class} for v in spec.storage],
+        "read_only_root": service.read_only_root,
     }  # fmt: skip
 
 

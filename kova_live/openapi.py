@@ -72,7 +72,9 @@ CONTAINER = _object(
             {"port": INT, "as": INT, "proto": STR, "global": {"type": "boolean"}})},
         "files": {"type": "array", "items": _object({"sha256": STR, "path": STR})},
         "storage": {"type": "array", "items": _object(
-            {"name": STR, "size": INT, "mount": NULL_STR, "read_only": {"type": "boolean"}})},
+            {"name": STR, "size": INT, "mount": NULL_STR, "read_only": {"type": "boolean"},
+             "class": NULL_STR})},
+        "read_only_root": {"type": "boolean"},
     }
 )  # fmt: skip
 PROVIDER_LEASE = {

@@ -262,6 +262,7 @@ def provider(
         pricing={"strategy": strategy, "params": params},
         attributes=placement, state_file=data_dir / "agent.json",
         rng=np.random.default_rng(seed), volume_retention=retention,
+        heartbeat_every=poll_seconds,
     )  # fmt: skip
     layer = (
         "limited by the storage driver" if runner.probe_layer_limit()

@@ -102,7 +102,8 @@ class Server:
                 sys.executable, "-m", "kova_live", "serve",
                 "--database-url", database_url, "--data-dir", str(data_dir),
                 "--port", str(self.port), "--block-seconds", str(block_seconds),
-                *(extra or ("--heartbeat-grace", "100000000")),
+                *extra,
+                *(() if "--heartbeat-grace" in extra else ("--heartbeat-grace", "100000000")),
                 *(() if "--endpoint-networks" in extra else ("--endpoint-networks", "127.0.0.0/8")),
             ],
             stdout=self._log_file,
@@ -240,3 +241,55 @@ def wait_for(predicate, timeout: float = 20.0):
             return value
         time.sleep(0.05)
     raise AssertionError("timed out")
+
+
+# --------------------------------------------------------------------------- provider agents
+
+
+@pytest.fixture(scope="module")
+def docker_client() -> Iterator[object]:
+    """The Docker daemon ``scripts/services`` starts, with the images of ``scripts/images``.
+    Without it the test is skipped, except under ``CI=true``, where it fails."""
+    try:
+        import docker
+
+        client = docker.from_env()
+        client.ping()
+        client.images.get("kova/httpd:1")
+        client.images.get("kova/job:1")
+    except Exception as exc:  # no daemon, or no images: scripts/services makes both
+        message = f"no Docker daemon with the local images (run scripts/services): {exc}"
+        (pytest.fail if os.environ.get("CI") == "true" else pytest.skip)(message)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def network(request, docker_client, tmp_path) -> Iterator[dict]:
+    """An orchestrator on PostgreSQL with 0.05 s blocks (and the ``kova-live serve`` flags of an
+    indirect parameter, if any); agents are started by the test and stopped here, and every
+    container, volume and network of the test's providers removed."""
+    from .agents import AgentProcess, remove_providers_things
+
+    agents: list[AgentProcess] = []
+    ingress = free_port()
+    with fresh_database("postgresql", tmp_path) as url:
+        server = Server(url, tmp_path / "server", 0.05, *getattr(request, "param", ()),
+                        "--ingress-port", str(ingress))  # fmt: skip
+        providers: list[int] = []
+
+        def agent(name: str, *extra: str) -> tuple[dict, AgentProcess]:
+            account = register(server, "provider", name)
+            providers.append(account["id"])
+            started = AgentProcess(server, account["token"], tmp_path / name, *extra)
+            agents.append(started)
+            return account, started
+
+        try:
+            yield {"server": server, "agent": agent, "docker": docker_client,
+                   "ingress": f"http://127.0.0.1:{ingress}"}  # fmt: skip
+        finally:
+            for started in agents:
+                started.stop()
+            server.stop()
+            remove_providers_things(docker_client, providers)

@@ -7,169 +7,31 @@ Docker daemon the tests are skipped, except under ``CI=true``, where they fail.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from .conftest import (
-    Server,
-    apache_in_front,
-    credit,
-    free_port,
-    fresh_database,
-    register,
-    wait_for,
-)  # fmt: skip
+from .agents import (
+    HTTPD,
+    PRICE,
+    accept_first_bid,
+    container_of,
+    fixed_agent,
+    lease_of,
+    tenant_with_money,
+)
+from .conftest import apache_in_front, wait_for
 
-docker = pytest.importorskip("docker")
-
-HTTPD = """
-version: "2.0"
-services:
-  web:
-    image: kova/httpd:1
-    expose:
-      - port: 8080
-        as: 80
-        to:
-          - global: true
-profiles:
-  compute:
-    web:
-      resources:
-        cpu: {units: 0.5}
-        memory: {size: 128Mi}
-        storage: {size: 512Mi}
-  placement:
-    dc:
-      pricing:
-        web: {denom: ukova, amount: 5000}
-deployment:
-  web:
-    dc:
-      profile: web
-      count: 1
-"""
-PRICE = 1_000  # what the agents' fixed strategy asks per block
-
-
-@pytest.fixture(scope="module")
-def docker_client() -> Iterator[object]:
-    try:
-        client = docker.from_env()
-        client.ping()
-        client.images.get("kova/httpd:1")
-        client.images.get("kova/job:1")
-    except Exception as exc:  # no daemon, or no images: scripts/services makes both
-        message = f"no Docker daemon with the local images (run scripts/services): {exc}"
-        (pytest.fail if os.environ.get("CI") == "true" else pytest.skip)(message)
-    yield client
-    client.close()
-
-
-class AgentProcess:
-    """A ``kova-live provider`` process."""
-
-    def __init__(self, server: Server, token: str, folder: Path, *extra: str) -> None:
-        self.args = [
-            sys.executable, "-m", "kova_live", "provider", "--orchestrator", server.url,
-            "--token", token, "--poll-seconds", "0.3", "--data-dir", str(folder),
-            "--capacity", "cpu=2,memory=1Gi,storage=4Gi", "--seed", "1", *extra,
-        ]  # fmt: skip
-        self.log = folder / "agent.log"
-        folder.mkdir(parents=True, exist_ok=True)
-        self.start()
-
-    def start(self) -> None:
-        self._log_file = self.log.open("a")
-        self.process = subprocess.Popen(self.args, stdout=self._log_file, stderr=subprocess.STDOUT)
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-        self._log_file.close()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-        self._log_file.close()
-
-
-@pytest.fixture
-def network(request, docker_client, tmp_path) -> Iterator[dict]:
-    """An orchestrator on PostgreSQL with 0.05 s blocks (and the ``kova-live serve`` flags of an
-    indirect parameter, if any); agents are started by the test and stopped here, and every
-    container and volume of the test's providers removed."""
-    agents: list[AgentProcess] = []
-    ingress = free_port()
-    with fresh_database("postgresql", tmp_path) as url:
-        server = Server(url, tmp_path / "server", 0.05, *getattr(request, "param", ()),
-                        "--ingress-port", str(ingress))  # fmt: skip
-        providers: list[int] = []
-
-        def agent(name: str, *extra: str) -> tuple[dict, AgentProcess]:
-            account = register(server, "provider", name)
-            providers.append(account["id"])
-            started = AgentProcess(server, account["token"], tmp_path / name, *extra)
-            agents.append(started)
-            return account, started
-
-        try:
-            yield {"server": server, "agent": agent, "docker": docker_client,
-                   "ingress": f"http://127.0.0.1:{ingress}"}  # fmt: skip
-        finally:
-            for started in agents:
-                started.stop()
-            server.stop()
-            for provider_id in providers:
-                label = {"label": f"kova.provider={provider_id}"}
-                for container in docker_client.containers.list(all=True, filters=label):
-                    container.remove(force=True)
-                for volume in docker_client.volumes.list(filters=label):
-                    volume.remove(force=True)
-
-
-def _tenant(server):
-    """A tenant with money to spend."""
-    tenant = register(server, "tenant", "t")
-    credit(server.database_url, tenant["account"], 10_000_000)
-    return tenant
-
-
-def _fixed(network, name):
-    """A provider and its agent, which asks ``PRICE`` per block."""
-    return network["agent"](name, "--strategy", "fixed", "--strategy-param", f"price_per_block={PRICE}")
-
-
-def _lease(server, provider, lease_id):
-    leases = server.client.get("/v1/leases", headers=provider["headers"]).json()["leases"]
-    return next(lease for lease in leases if lease["id"] == lease_id)
-
-
-def _container(client, lease_id):
-    """The lease's container, if any (looked at again if it went while being listed: the
-    agent removes containers as the test watches)."""
-    for _ in range(10):
-        try:
-            found = client.containers.list(all=True, filters={"label": f"kova.lease={lease_id}"})
-        except docker.errors.NotFound:
-            continue
-        return found[0] if found else None
-    raise AssertionError(f"lease {lease_id}'s container kept vanishing while listed")
-
+# the agents' containers share this machine's Docker networks, iptables and loop devices
+pytestmark = pytest.mark.xdist_group("host")
 
 def test_a_deployment_runs_in_a_container_that_follows_its_lease(network):
     server, client = network["server"], network["docker"]
-    tenant = _tenant(server)
-    provider, _ = _fixed(network, "p")
+    tenant = tenant_with_money(server)
+    provider, _ = fixed_agent(network, "p")
     # an uploaded file the manifest places where the HTTP server serves it
     sha256 = server.client.post("/v1/files", headers=tenant["headers"], content=b"uploaded\n").json()["sha256"]
     manifest = HTTPD.replace("    image: kova/httpd:1\n",
@@ -181,12 +43,12 @@ def test_a_deployment_runs_in_a_container_that_follows_its_lease(network):
                                               headers=tenant["headers"]).json()["bids"])  # fmt: skip
     assert bids[0]["provider_id"] == provider["id"] and bids[0]["price"] == PRICE
     lease = server.client.post(f"/v1/bids/{bids[0]['id']}/accept", headers=tenant["headers"]).json()
-    running = wait_for(lambda: (x := _lease(server, provider, lease["id"]))["status"] == "running" and x)
-    container = _container(client, lease["id"])
+    running = wait_for(lambda: (x := lease_of(server, provider, lease["id"]))["status"] == "running" and x)
+    container = container_of(client, lease["id"])
     assert container.labels["kova.deployment"] == str(dep["id"])
     host = container.attrs["HostConfig"]
     assert host["NanoCpus"] == 500_000_000 and host["Memory"] == 128 * 2**20
-    assert not host["Privileged"] and host["NetworkMode"] == "default"
+    assert not host["Privileged"] and host["NetworkMode"] == f"kova-p{provider['id']}-d{dep['id']}"
     assert [m["Type"] for m in container.attrs["Mounts"]] == ["volume"]
     # the limits as the container's own cgroup sees them (v1 or v2)
     seen = container.exec_run(["sh", "-c", "cat /sys/fs/cgroup/cpu.max 2>/dev/null || "
@@ -199,15 +61,15 @@ def test_a_deployment_runs_in_a_container_that_follows_its_lease(network):
     assert httpx.get(f"http://{running['endpoint']}/", timeout=5).text.strip() == "kova"
     assert httpx.get(f"http://{running['endpoint']}/up.txt", timeout=5).text == "uploaded\n"
     # the escrow runs short: the lease pauses, and so does its container
-    wait_for(lambda: _lease(server, provider, lease["id"])["state"] == "insufficient_funds", 30)
-    wait_for(lambda: (_container(client, lease["id"]).reload() or True)
-             and _container(client, lease["id"]).status == "paused")  # fmt: skip
+    wait_for(lambda: lease_of(server, provider, lease["id"])["state"] == "insufficient_funds", 30)
+    wait_for(lambda: (container_of(client, lease["id"]).reload() or True)
+             and container_of(client, lease["id"]).status == "paused")  # fmt: skip
     server.client.post(f"/v1/deployments/{dep['id']}/deposit", headers=tenant["headers"],
                        json={"amount": 1_000_000})  # fmt: skip
-    wait_for(lambda: _container(client, lease["id"]).status == "running")
+    wait_for(lambda: container_of(client, lease["id"]).status == "running")
     assert httpx.get(f"http://{running['endpoint']}/", timeout=5).text.strip() == "kova"
     server.client.post(f"/v1/deployments/{dep['id']}/close", headers=tenant["headers"])
-    wait_for(lambda: _container(client, lease["id"]) is None)
+    wait_for(lambda: container_of(client, lease["id"]) is None)
     volumes = client.volumes.list(filters={"label": f"kova.lease={lease['id']}"})
     assert len(volumes) == 1  # kept until the operator runs gc-volumes
     gc = subprocess.run(
@@ -227,18 +89,10 @@ def _job(script: str) -> str:
             + "kind: job\nmax_runtime: 1h\n")  # fmt: skip
 
 
-def _accept_first_bid(server, tenant, dep):
-    bids = wait_for(lambda: server.client.get(f"/v1/deployments/{dep['id']}/bids",
-                                              headers=tenant["headers"]).json()["bids"])  # fmt: skip
-    reply = server.client.post(f"/v1/bids/{bids[0]['id']}/accept", headers=tenant["headers"])
-    assert reply.status_code == 201, reply.text
-    return reply.json()
-
-
 def test_a_job_runs_to_completion_pays_for_its_runtime_and_returns_its_result(network):
     server, client = network["server"], network["docker"]
-    tenant = _tenant(server)
-    _fixed(network, "p")
+    tenant = tenant_with_money(server)
+    fixed_agent(network, "p")
     ok = server.client.post("/v1/deployments", headers=tenant["headers"], json={
         "manifest": _job("echo the answer is 42; sleep 1"), "deposit": 1_000_000}).json()  # fmt: skip
     crash = server.client.post("/v1/deployments", headers=tenant["headers"], json={
@@ -246,7 +100,7 @@ def test_a_job_runs_to_completion_pays_for_its_runtime_and_returns_its_result(ne
     # a job whose escrow pays for 30 blocks, and that would run a minute: stopped on time
     long = server.client.post("/v1/deployments", headers=tenant["headers"], json={
         "manifest": _job("sleep 60"), "deposit": 30 * PRICE}).json()  # fmt: skip
-    leases = {_accept_first_bid(server, tenant, dep)["id"]: dep for dep in (ok, crash, long)}
+    leases = {accept_first_bid(server, tenant, dep)["id"]: dep for dep in (ok, crash, long)}
     results = {}
     for dep in (ok, crash, long):
         results[dep["id"]] = wait_for(lambda dep=dep: (r := server.client.get(
@@ -267,34 +121,34 @@ def test_a_job_runs_to_completion_pays_for_its_runtime_and_returns_its_result(ne
     logs = server.client.get(f"/v1/deployments/{ok['id']}/logs", headers=tenant["headers"]).json()
     assert "the answer is 42" in [line["text"] for line in logs["lines"]]
     for lease_id in leases:  # the containers went with their leases
-        wait_for(lambda lease_id=lease_id: _container(client, lease_id) is None)
+        wait_for(lambda lease_id=lease_id: container_of(client, lease_id) is None)
 
 
 def test_after_a_kill_the_agent_adopts_live_containers_and_removes_closed_ones(network):
     server, client = network["server"], network["docker"]
-    tenant = _tenant(server)
-    provider, agent = _fixed(network, "p")
+    tenant = tenant_with_money(server)
+    provider, agent = fixed_agent(network, "p")
     deps = [server.client.post("/v1/deployments", headers=tenant["headers"],
                                json={"manifest": HTTPD, "deposit": 1_000_000}).json()
             for _ in range(2)]  # fmt: skip
-    kept, closed = (_accept_first_bid(server, tenant, dep) for dep in deps)
+    kept, closed = (accept_first_bid(server, tenant, dep) for dep in deps)
     for lease in (kept, closed):
-        wait_for(lambda lease=lease: _lease(server, provider, lease["id"])["status"] == "running")
-    before = _container(client, kept["id"]).id
+        wait_for(lambda lease=lease: lease_of(server, provider, lease["id"])["status"] == "running")
+    before = container_of(client, kept["id"]).id
     agent.kill()
     server.client.post(f"/v1/deployments/{deps[1]['id']}/close", headers=tenant["headers"])
-    assert _container(client, closed["id"]) is not None  # nobody has removed it yet
+    assert container_of(client, closed["id"]) is not None  # nobody has removed it yet
     agent.start()
-    wait_for(lambda: _container(client, closed["id"]) is None)
-    assert _container(client, kept["id"]).id == before  # adopted, not started again
-    assert _container(client, kept["id"]).status == "running"
-    endpoint = _lease(server, provider, kept["id"])["endpoint"]
+    wait_for(lambda: container_of(client, closed["id"]) is None)
+    assert container_of(client, kept["id"]).id == before  # adopted, not started again
+    assert container_of(client, kept["id"]).status == "running"
+    endpoint = lease_of(server, provider, kept["id"])["endpoint"]
     assert httpx.get(f"http://{endpoint}/", timeout=5).text.strip() == "kova"
 
 
 def test_two_agents_compete_and_the_tenants_policy_picks(network):
     server = network["server"]
-    tenant = _tenant(server)
+    tenant = tenant_with_money(server)
     dear, _ = network["agent"]("dear", "--strategy", "fixed", "--strategy-param", "price_per_block=3000")
     cheap, _ = network["agent"]("cheap", "--strategy", "cost-plus",
                                 "--strategy-param", "cpu_cost=1000",
@@ -310,32 +164,32 @@ def test_two_agents_compete_and_the_tenants_policy_picks(network):
     view = server.client.get(f"/v1/deployments/{dep['id']}", headers=tenant["headers"]).json()
     (lease,) = view["leases"]
     assert lease["provider_id"] == cheap["id"] and lease["price"] == 500
-    wait_for(lambda: _lease(server, cheap, lease["id"])["status"] == "running")
+    wait_for(lambda: lease_of(server, cheap, lease["id"])["status"] == "running")
     assert server.client.get("/v1/leases", headers=dear["headers"]).json()["leases"] == []
 
 
 @pytest.mark.parametrize("network", [("--heartbeat-grace", "20")], indirect=True)
 def test_a_lost_providers_lease_fails_and_its_order_finds_another_provider(network):
     server, client = network["server"], network["docker"]
-    tenant = _tenant(server)
-    first, first_agent = _fixed(network, "first")
+    tenant = tenant_with_money(server)
+    first, first_agent = fixed_agent(network, "first")
     wait_for(lambda: server.client.get("/v1/providers").json()["providers"], 30)
     dep = server.client.post("/v1/deployments", headers=tenant["headers"], json={
         "manifest": HTTPD, "deposit": 5_000_000,
         "auto_accept": {"policy": "cheapest", "wait": 10}}).json()  # fmt: skip
     lost = wait_for(lambda: server.client.get("/v1/leases", headers=first["headers"]).json()["leases"], 30)[0]
-    wait_for(lambda: _lease(server, first, lost["id"])["status"] == "running")
+    wait_for(lambda: lease_of(server, first, lost["id"])["status"] == "running")
     second, _ = network["agent"]("second", "--strategy", "fixed", "--strategy-param", "price_per_block=2000")
     first_agent.kill()  # its heartbeats stop; after 20 blocks the sweep finds it lost
     new = wait_for(lambda: server.client.get("/v1/leases", headers=second["headers"]).json()["leases"], 30)[0]
     assert new["deployment_id"] == dep["id"] and new["order_id"] == lost["order_id"]
-    closed = _lease(server, first, lost["id"])
+    closed = lease_of(server, first, lost["id"])
     assert closed["state"] == "closed" and closed["close_reason"] == "provider_lost"
     providers = {p["provider_id"]: p for p in server.client.get("/v1/providers").json()["providers"]}
     assert providers[first["id"]]["state"] == "lost" and providers[first["id"]]["failed"] == 1
-    running = wait_for(lambda: (x := _lease(server, second, new["id"]))["status"] == "running" and x)
+    running = wait_for(lambda: (x := lease_of(server, second, new["id"]))["status"] == "running" and x)
     assert httpx.get(f"http://{running['endpoint']}/", timeout=5).text.strip() == "kova"
-    assert _container(client, new["id"]).labels["kova.provider"] == str(second["id"])
+    assert container_of(client, new["id"]).labels["kova.provider"] == str(second["id"])
 
 
 @pytest.mark.parametrize(("flags", "says"), [
@@ -344,6 +198,15 @@ def test_a_lost_providers_lease_fails_and_its_order_finds_another_provider(netwo
     (["--strategy", "nope"], "unknown pricing strategy 'nope'"),
     (["--strategy", "fixed", "--strategy-param", "price_per_block=-5"], "price_per_block"),
     (["--attributes", "region"], "--attributes: expected key=value"),
+    (["--public-address", "provider.example"], "--public-address: 'provider.example' is not an IP address"),
+    (["--port-range", "5-3"], "--port-range: '5-3' is not within 1-65535"),
+    (["--port-range", "lots"], "--port-range: expected LOW-HIGH"),
+    (["--network-pool", "10.0.0.0/33"], "--network-pool"),
+    (["--network-pool", "10.213.0.0/16", "--network-prefix", "16"], "--network-prefix: /16 is not inside"),
+    (["--deny-networks", "10.0.0.0/8,nope"], "--deny-networks: 'nope' is not an IPv4 network"),
+    (["--log-max-size", "lots"], "--log-max-size"),
+    (["--writable-layer", "0"], "--writable-layer"),
+    (["--volume-retention", "forever"], "--volume-retention"),
     ([], "cannot reach the orchestrator"),
 ])  # fmt: skip
 def test_the_agent_refuses_bad_flags_with_one_line_naming_them(flags, says):
@@ -357,15 +220,15 @@ def test_the_agent_refuses_bad_flags_with_one_line_naming_them(flags, says):
 
 def test_an_image_not_on_the_machine_fails_the_lease_with_a_clear_message(network):
     server, client = network["server"], network["docker"]
-    tenant = _tenant(server)
-    provider, _ = _fixed(network, "p")
+    tenant = tenant_with_money(server)
+    provider, _ = fixed_agent(network, "p")
     dep = server.client.post("/v1/deployments", headers=tenant["headers"], json={
         "manifest": HTTPD.replace("kova/httpd:1", "kova/nowhere:1"), "deposit": 1_000_000}).json()  # fmt: skip
-    lease = _accept_first_bid(server, tenant, dep)
-    closed = wait_for(lambda: (x := _lease(server, provider, lease["id"]))["state"] == "closed" and x)
+    lease = accept_first_bid(server, tenant, dep)
+    closed = wait_for(lambda: (x := lease_of(server, provider, lease["id"]))["state"] == "closed" and x)
     assert closed["close_reason"] == "container_failed"
     assert "image 'kova/nowhere:1' is not on this provider's machine" in closed["status_message"]
-    assert _container(client, lease["id"]) is None
+    assert container_of(client, lease["id"]) is None
     # the order is open again, and this agent does not bid on it again
     view = server.client.get(f"/v1/deployments/{dep['id']}", headers=tenant["headers"]).json()
     assert [o["state"] for o in view["orders"]] == ["open"]
@@ -378,8 +241,8 @@ def test_bids_the_machine_can_no_longer_honour_are_withdrawn(network):
     """The agent bids on two half-core orders with a core to offer; restarted offering half a
     core, it still knows its bids and withdraws the newer one."""
     server = network["server"]
-    tenant = _tenant(server)
-    _, agent = _fixed(network, "p")
+    tenant = tenant_with_money(server)
+    _, agent = fixed_agent(network, "p")
     agent.args[agent.args.index("--capacity") + 1] = "cpu=1,memory=1Gi,storage=4Gi"
     agent.kill()
     agent.start()
@@ -401,7 +264,7 @@ def test_bids_the_machine_can_no_longer_honour_are_withdrawn(network):
 
 def test_without_capacity_the_agent_offers_what_the_machine_has(network):
     server, client = network["server"], network["docker"]
-    provider, agent = _fixed(network, "p")
+    provider, agent = fixed_agent(network, "p")
     agent.kill()
     at = agent.args.index("--capacity")
     del agent.args[at : at + 2]
@@ -425,8 +288,8 @@ def test_the_whole_network_on_one_machine_through_the_ingress(network, tmp_path)
     the escrow is out and the containers paused, comes back after a deposit, and is gone with
     the containers on close."""
     server, client, ingress = network["server"], network["docker"], network["ingress"]
-    tenant = _tenant(server)
-    _fixed(network, "fixed")
+    tenant = tenant_with_money(server)
+    fixed_agent(network, "fixed")
     network["agent"]("cost", "--strategy", "cost-plus", "--strategy-param", "cpu_cost=1000",
                      "--strategy-param", "margin_bps=0")  # fmt: skip
     wait_for(lambda: len(server.client.get("/v1/providers").json()["providers"]) == 2, 30)
@@ -458,10 +321,10 @@ def test_the_whole_network_on_one_machine_through_the_ingress(network, tmp_path)
         for _ in range(4):  # both replicas answer, in turn
             assert wait_for(lambda: statuses() == {200})
         assert wait_for(lambda: statuses() == {503}, 30)
-        wait_for(lambda: all(_container(client, lease["id"]).status == "paused" for lease in leases))
+        wait_for(lambda: all(container_of(client, lease["id"]).status == "paused" for lease in leases))
         server.client.post(f"/v1/deployments/{dep['id']}/deposit", headers=tenant["headers"],
                            json={"amount": 1_000_000})  # fmt: skip
         assert wait_for(lambda: statuses() == {200})
         server.client.post(f"/v1/deployments/{dep['id']}/close", headers=tenant["headers"])
         assert wait_for(lambda: statuses() == {404})
-    wait_for(lambda: all(_container(client, lease["id"]) is None for lease in leases))
+    wait_for(lambda: all(container_of(client, lease["id"]) is None for lease in leases))
