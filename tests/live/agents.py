@@ -100,8 +100,9 @@ def fixed_agent(network, name):
 
 
 def lease_of(server, provider, lease_id):
-    leases = server.client.get("/v1/leases", headers=provider["headers"]).json()["leases"]
-    return next(lease for lease in leases if lease["id"] == lease_id)
+    reply = server.client.get(f"/v1/leases?ids={lease_id}", headers=provider["headers"])
+    (lease,) = reply.json()["leases"]
+    return lease
 
 
 def container_of(client, lease_id):
