@@ -299,8 +299,9 @@ def provider(
 
 
 @provider.command("gc-volumes")
-@click.option("--closed-for", default="0", show_default=True,
-              help="Remove only volumes of leases closed at least this long ago, e.g. 7d.")
+@click.option("--closed-for", required=True,
+              help="Remove only volumes of leases closed at least this long ago, e.g. 7d "
+                   "(0: every closed lease's).")
 @click.pass_context
 def gc_volumes_command(ctx: click.Context, closed_for: str) -> None:
     """Remove the volumes of leases the orchestrator reports closed (the agent keeps them

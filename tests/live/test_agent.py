@@ -74,7 +74,7 @@ def test_a_deployment_runs_in_a_container_that_follows_its_lease(network):
     assert len(volumes) == 1  # kept until the operator runs gc-volumes
     gc = subprocess.run(
         [sys.executable, "-m", "kova_live", "provider", "--orchestrator", server.url,
-         "--token", provider["token"], "gc-volumes"],
+         "--token", provider["token"], "gc-volumes", "--closed-for", "0"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert gc.returncode == 0 and volumes[0].name in gc.stdout, gc.stderr

@@ -94,7 +94,8 @@ def test_an_agent_holding_more_leases_than_a_page_keeps_every_live_container_and
     time.sleep(2)  # six of the agent's polls
     assert {lease_id: container_of(client, lease_id).id for lease_id in ids} == ids
     assert all(container_of(client, lease_id).status == "running" for lease_id in ids)
-    gc = _gc(server, provider)
+    assert _gc(server, provider).returncode == 2  # how long a lease must have been closed: said
+    gc = _gc(server, provider, "--closed-for", "0")
     assert gc.returncode == 0 and "removed 0 volume(s)" in gc.stdout, gc.stderr
     assert {lease_id: _volumes(client, lease_id) for lease_id in ids} == volumes
     # the oldest lease closes: its container goes, and gc-volumes takes only its volume, and
