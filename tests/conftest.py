@@ -1,18 +1,34 @@
-"""The suite's scheduling on xdist workers (``--dist loadgroup`` in ``pyproject.toml``).
+"""The suite's scheduling on xdist workers (``-n auto --dist loadfile`` in ``pyproject.toml``).
 
 A test file's tests run on one worker, so module fixtures (a simulated run, a server) are made
-once per file. Tests marked ``xdist_group("host")`` share things of the whole machine (Docker's
-networks and address pools, iptables, network namespaces, loop devices): they all run on one
-worker, one at a time.
+once per file. The files of :data:`HOST` share things of the whole machine (Docker's networks
+and address pools, iptables, network namespaces, loop devices, and providers' labels, which
+repeat across the tests' own databases): their tests all run on one worker, one at a time.
+
+(This is a scheduler of our own, not xdist's ``loadgroup``: with pytest 9.2, xdist 3.8's
+``loadgroup`` no longer groups anything, since it renames node ids through an attribute that
+pytest stopped reading.)
 """
 
 from __future__ import annotations
 
 import pytest
 
+HOST = ("tests/live/test_agent.py", "tests/live/test_provider_host.py")
+"""Test files that share the machine: they run one test at a time."""
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own choice of scheduler
+def pytest_xdist_make_scheduler(config, log):  # type: ignore[no-untyped-def]
+    if config.getvalue("dist") != "loadfile":
+        return None  # a mode asked for on the command line: xdist's own
+    from xdist.scheduler import LoadFileScheduling
+
+    class HostOnOneWorker(LoadFileScheduling):
+        """By file, except that the files of :data:`HOST` are one unit of work."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "host" if path in HOST else path
+
+    return HostOnOneWorker(config, log)

@@ -25,8 +25,6 @@ from .agents import (
 )
 from .conftest import apache_in_front, wait_for
 
-# the agents' containers share this machine's Docker networks, iptables and loop devices
-pytestmark = pytest.mark.xdist_group("host")
 
 def test_a_deployment_runs_in_a_container_that_follows_its_lease(network):
     server, client = network["server"], network["docker"]

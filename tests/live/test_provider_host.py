@@ -30,7 +30,6 @@ from .agents import (
 )
 from .conftest import wait_for
 
-pytestmark = pytest.mark.xdist_group("host")
 
 def _sleeper(script: str = "sleep 3600", storage: str = "64Mi", extra: str = "") -> str:
     """A deployment of kova/job:1 running ``script`` (no port), with one ``storage`` volume."""

@@ -56,7 +56,9 @@ def test_a_provider_sees_its_own_leases_and_everyone_sees_providers(server):
     assert mine[0]["container"] == {
         "service": "web", "image": "busybox:1.36", "command": [], "args": [], "env": {},
         "expose": [], "files": [],
-        "storage": [{"name": "default", "size": 2**30, "mount": None, "read_only": False}],
+        "storage": [{"name": "default", "size": 2**30, "mount": None, "read_only": False,
+                     "class": None}],
+        "read_only_root": False,
     }  # fmt: skip
     assert server.client.get("/v1/leases", headers=q["headers"]).json()["leases"] == []
     assert server.client.get("/v1/leases", params={"state": "nope"},
