@@ -26,6 +26,7 @@ them once), and runs again at each agent start: a Docker restart keeps ``DOCKER-
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import shutil
 import subprocess
@@ -81,20 +82,27 @@ def _run(args: Sequence[str]) -> subprocess.CompletedProcess:
     return subprocess.run(list(args), capture_output=True, text=True, timeout=30)
 
 
-def resolvers(resolv_conf: Path = Path("/etc/resolv.conf")) -> tuple[ipaddress.IPv4Address, ...]:
-    """The host's IPv4 name servers (``/etc/resolv.conf``)."""
-    found = []
-    try:
-        text = resolv_conf.read_text()
-    except OSError:
-        return ()
+RESOLV_CONFS = (Path("/etc/resolv.conf"), Path("/run/systemd/resolve/resolv.conf"))
+"""Where the host's name servers are listed (the second is systemd-resolved's upstreams, which
+Docker gives containers when the first names only its local stub)."""
+
+
+def resolvers(files: Iterable[Path] = RESOLV_CONFS) -> tuple[ipaddress.IPv4Address, ...]:
+    """The host's IPv4 name servers."""
+    found: list[ipaddress.IPv4Address] = []
+    text = ""
+    for path in files:
+        with contextlib.suppress(OSError):
+            text += path.read_text() + "\n"
     for line in text.splitlines():
         parts = line.split()
         if len(parts) >= 2 and parts[0] == "nameserver":
             try:
-                found.append(ipaddress.IPv4Address(parts[1]))
+                address = ipaddress.IPv4Address(parts[1])
             except ValueError:
                 continue  # an IPv6 resolver: lease networks have no IPv6
+            if address not in found and not address.is_loopback:
+                found.append(address)
     return tuple(found)
 
 
