@@ -17,6 +17,7 @@ import numpy as np
 from kova_core import KovaError, parse_cpu, parse_duration, parse_size, pricing_strategy
 
 from .agent import Agent, AgentError, gc_volumes, machine_capacity
+from .endpoints import parse_address
 from .firewall import DEFAULT_DENIED, Firewall, FirewallError, parse_networks, resolvers
 from .runner import Docker, Policy
 from .volumes import Volumes
@@ -96,10 +97,20 @@ def _docker() -> docker.DockerClient:
 
 
 def _address(value: str, option: str) -> str:
+    """An IP address to bind to (``--host-ip``: ``0.0.0.0`` is every address)."""
     try:
         return str(ipaddress.ip_address(value.strip().strip("[]")))
     except ValueError:
-        _fail(f"{option}: {value!r} is not an IP address (a name could resolve anywhere)")
+        _fail(f"{option}: {value!r} is not an IP address")
+
+
+def _public(value: str) -> str:
+    """An address leases are reached at, as the orchestrator will take it (no names, no
+    unspecified or multicast addresses)."""
+    try:
+        return str(parse_address(value.strip().strip("[]")))
+    except ValueError as exc:
+        _fail(f"--public-address: {exc}")
 
 
 def _port_range(value: str) -> tuple[int, int]:
@@ -212,7 +223,7 @@ def provider(
         _fail(f"--strategy {strategy}: {exc}")
     overrides = _capacity(_pairs(capacity, "--capacity"))
     placement = _pairs(attributes, "--attributes")
-    addresses = tuple(_address(a, "--public-address") for a in public_address)
+    addresses = tuple(_public(a) for a in public_address)
     try:
         pool = ipaddress.IPv4Network(network_pool, strict=True)
     except ValueError as exc:

@@ -197,6 +197,8 @@ def test_a_lost_providers_lease_fails_and_its_order_finds_another_provider(netwo
     (["--strategy", "fixed", "--strategy-param", "price_per_block=-5"], "price_per_block"),
     (["--attributes", "region"], "--attributes: expected key=value"),
     (["--public-address", "provider.example"], "--public-address: 'provider.example' is not an IP address"),
+    (["--public-address", "0.0.0.0"], "--public-address: 0.0.0.0 is not an address a lease can be reached at"),
+    (["--host-ip", "anywhere"], "--host-ip: 'anywhere' is not an IP address"),
     (["--port-range", "5-3"], "--port-range: '5-3' is not within 1-65535"),
     (["--port-range", "lots"], "--port-range: expected LOW-HIGH"),
     (["--network-pool", "10.0.0.0/33"], "--network-pool"),
