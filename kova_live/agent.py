@@ -234,28 +234,15 @@ class Agent:
         self._running(lease, container)
 
     def _carry_over(self, lease: dict[str, Any]) -> None:
-        """Copy the data of an earlier agent's volumes of the lease (``kova-lease-<id>-<name>``,
-        unsized) into the lease's volumes, once: when the new volume does not exist yet. The
-        old volume stays until ``gc-volumes``. Raises :class:`VolumeError`."""
+        """Carry an earlier agent's volumes of the lease over into its sized volumes (see
+        :meth:`Volumes.carry_over`). Raises :class:`VolumeError`."""
         for index, volume in enumerate(lease["container"]["storage"]):
             if volume.get("class") == "ram":
                 continue
-            try:
-                old = self.docker.client.volumes.get(f"kova-lease-{lease['id']}-{volume['name']}")
-            except (docker.errors.NotFound, docker.errors.APIError):
-                continue  # (an SDL name Docker refuses as a volume name: there is none)
-            try:
-                self.docker.client.volumes.get(volume_name(lease["id"], index))
-                continue  # carried over already
-            except docker.errors.NotFound:
-                pass
-            name = self.docker.volumes.ensure(lease["id"], index, volume)
-            try:
-                self.docker.volumes.copy_in(old, name)
-            except VolumeError as exc:
-                raise VolumeError(f"the data of volume {volume['name']!r} from an earlier agent "
-                                  f"does not fit its {volume['size']} bytes: {exc}") from exc
-            log.info("lease %s: the data of %s carried over into %s", lease["id"], old.name, name)
+            old = self.docker.volumes.carry_over(lease["id"], index, volume)
+            if old is not None:
+                log.info("lease %s: the data of %s carried over into %s", lease["id"], old,
+                         volume_name(lease["id"], index))  # fmt: skip
 
     def _overfull(self, lease: dict[str, Any], container: Any, size: int) -> None:
         """The container wrote more than its allowance outside its volumes: stop it, and fail

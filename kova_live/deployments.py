@@ -24,6 +24,7 @@ from kova_core import (
     MAX_AMOUNT,
     CloseReason,
     InsufficientBalance,
+    LeaseState,
     ManifestError,
     PricingContext,
     Resources,
@@ -779,11 +780,9 @@ def _resources_of(row: Any) -> Resources:
     return Resources(cpu=row.cpu, memory=row.memory, storage=row.storage, gpu=row.gpu)
 
 
-LEASE_STATES = {
-    "active": ("active",),
-    "insufficient_funds": ("insufficient_funds",),
-    "closed": ("closed",),
-    "live": ("active", "insufficient_funds"),  # not closed: its container should run
+# the core's lease states, and live: every one but closed (its container should run)
+LEASE_STATES = {s.value: (s.value,) for s in LeaseState} | {
+    "live": tuple(s.value for s in LeaseState if s is not LeaseState.CLOSED)
 }
 MAX_ID = 2**63 - 1
 LOOKUP = 100

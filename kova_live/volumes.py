@@ -197,13 +197,30 @@ class Volumes:
             shutil.rmtree(mount)
         (mount.parent / f"{volume.name}.img").unlink(missing_ok=True)
 
-    def copy_in(self, source: Any, name: str) -> None:
-        """Copy the files of volume ``source`` (an earlier agent's) into volume ``name``,
-        ownership and modes kept. Raises :class:`VolumeError` (the data does not fit, say)."""
-        target = self.client.volumes.get(name).attrs
+    def carry_over(self, lease_id: int, index: int, volume: dict[str, Any]) -> str | None:
+        """Copy the files of an earlier agent's volume of the lease (``kova-lease-<id>-<SDL
+        name>``, unsized) into the lease's ``index``-th volume, ownership and modes kept, once:
+        only while that volume does not exist yet. The old volume stays until ``gc-volumes``.
+        Its name, if there was one to carry over. Raises :class:`VolumeError` (the data does
+        not fit, say)."""
+        try:
+            old = self.client.volumes.get(f"kova-lease-{lease_id}-{volume['name']}")
+        except (docker.errors.NotFound, docker.errors.APIError):
+            return None  # (an SDL name Docker refuses as a volume name: there is none)
+        try:
+            self.client.volumes.get(volume_name(lease_id, index))
+            return None  # carried over already
+        except docker.errors.NotFound:
+            pass
+        target = self.client.volumes.get(self.ensure(lease_id, index, volume)).attrs
         # a sized volume's files are in the folder Docker binds; a plain one's at its mountpoint
         where = (target.get("Options") or {}).get("device") or target["Mountpoint"]
-        _run("cp", "-a", f"{source.attrs['Mountpoint']}/.", f"{where}/")
+        try:
+            _run("cp", "-a", f"{old.attrs['Mountpoint']}/.", f"{where}/")
+        except VolumeError as exc:
+            raise VolumeError(f"the data of volume {volume['name']!r} from an earlier agent "
+                              f"does not fit its {volume['size']} bytes: {exc}") from exc
+        return str(old.name)
 
 
 def _format(image: Path, size: int) -> None:
