@@ -75,6 +75,7 @@ from ._market import (
     tenant_account,
 )
 from ._money import MAX_AMOUNT, MICRO, format_micro, parse_amount, require_amount
+from ._poll import PollOrder, PollPlan, ProviderView, plan_poll
 from ._pricing import (
     PRICING_STRATEGIES,
     CostPlus,
@@ -113,7 +114,15 @@ from ._settlement import (
     plan_close,
     plan_round,
 )
-from ._specs import GpuModel, OrderSpec, StorageVolume, deployment_denom, provider_matches
+from ._specs import (
+    GpuModel,
+    OrderSpec,
+    StorageVolume,
+    deployment_denom,
+    provider_matches,
+    spec_from_record,
+    spec_record,
+)
 from ._state import (
     TRANSITIONS,
     BidState,
@@ -194,6 +203,8 @@ __all__ = [
     "Payment",
     "Placement",
     "PlacementMismatch",
+    "PollOrder",
+    "PollPlan",
     "Price",
     "PriceAboveMax",
     "PricingContext",
@@ -203,6 +214,7 @@ __all__ = [
     "ProviderOffline",
     "ProviderRecovered",
     "ProviderState",
+    "ProviderView",
     "RandomBand",
     "RegistryCredentials",
     "Resources",
@@ -238,6 +250,7 @@ __all__ = [
     "parse_manifest",
     "parse_size",
     "plan_close",
+    "plan_poll",
     "plan_round",
     "prices_alike",
     "pricing_strategy",
@@ -246,6 +259,8 @@ __all__ = [
     "reputation_score",
     "require_amount",
     "selection_policy",
+    "spec_from_record",
+    "spec_record",
     "tenant_account",
     "transition",
 ]

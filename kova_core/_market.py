@@ -22,7 +22,7 @@ decided by the pure functions of ``_settlement``; lifecycles by the tables of ``
 from __future__ import annotations
 
 import heapq
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TypeVar
@@ -70,6 +70,7 @@ from ._events import (
 )
 from ._manifest import Manifest
 from ._money import require_amount
+from ._poll import PollOrder, ProviderView, plan_poll
 from ._pricing import PricingContext, PricingStrategy, auto_bid_price, prices_alike
 from ._reputation import reputation_score
 from ._resources import Resources
@@ -141,6 +142,29 @@ class _Tally:
     first_round: int
     gap: int
     check: int
+
+
+class _BidNeeds(Mapping[int, tuple[int, Resources]]):
+    """A provider's open bids as :func:`plan_poll` reads them, order id -> (bid id, resources
+    reserved), looked up only if read (a market's provider never holds more than it has)."""
+
+    __slots__ = ("_open_bids", "_orders")
+
+    def __init__(self, open_bids: Mapping[int, int], orders: Mapping[int, Order]) -> None:
+        self._open_bids = open_bids
+        self._orders = orders
+
+    def __getitem__(self, order_id: int) -> tuple[int, Resources]:
+        return self._open_bids[order_id], self._orders[order_id].resources
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._open_bids)
+
+    def __len__(self) -> int:
+        return len(self._open_bids)
+
+    def __contains__(self, order_id: object) -> bool:
+        return order_id in self._open_bids
 
 
 class Market:
@@ -662,10 +686,21 @@ class Market:
             visit = self.open_orders()
         else:
             visit = [open_orders[i] for i in sorted(orders) if i in open_orders]
-        for order in visit:
-            placed = self._poll_order(provider, order, strategy, rng, height)
-            if placed is not None:
-                events.append(placed)
+        own = provider.open_bids
+        view = ProviderView(
+            provider.capacity, provider.used, _BidNeeds(own, self.orders), provider.attributes,
+            provider.auditors, provider.gpu_models, provider.reserved,
+        )  # fmt: skip
+        seen = (
+            PollOrder(o.id, o.spec, o.created_at, min(o.open_bids.values(), default=None))
+            for o in visit
+            if o.id not in own
+        )
+        plan = plan_poll(view, seen, strategy, rng, height)
+        for bid_id in plan.withdraw:
+            events.append(self._withdraw(self.bids[bid_id], height))
+        for order_id, price in plan.bids:
+            events.append(self._place_bid(open_orders[order_id], provider, price, height))
         return events
 
     def poll_late(
@@ -780,39 +815,6 @@ class Market:
                 )
             )
         return events, placed
-
-    def _poll_order(
-        self,
-        provider: Provider,
-        order: Order,
-        strategy: PricingStrategy,
-        rng: np.random.Generator,
-        height: int,
-    ) -> BidPlaced | None:
-        """One online provider's poll of one open order: its bid, if it places one."""
-        spec = order.spec
-        needs = spec.resources
-        free = provider.free
-        if order.id in provider.open_bids or not needs.fits_in(free):
-            return None
-        if provider_matches(spec, provider.attributes, provider.auditors, provider.gpu_models):
-            return None
-        others = order.open_bids
-        ctx = PricingContext(
-            order_id=order.id,
-            resources=needs,
-            max_price=spec.max_price,
-            order_created_at=order.created_at,
-            height=height,
-            capacity=provider.capacity,
-            free=free,
-            # the provider has no open bid here (checked above): every open bid competes
-            best_price=min(others.values()) if others else None,
-        )
-        price = auto_bid_price(strategy, ctx, rng)
-        if price is None:
-            return None
-        return self._place_bid(order, provider, price, height)
 
     def fail_provider(self, provider_id: int, height: int) -> list[Event]:
         """A provider is lost: its open bids are withdrawn and each of its leases fails

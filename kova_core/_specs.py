@@ -12,7 +12,15 @@ from types import MappingProxyType
 from ._errors import ManifestError, ManifestProblem
 from ._resources import Resources
 
-__all__ = ["GpuModel", "OrderSpec", "StorageVolume", "deployment_denom", "provider_matches"]
+__all__ = [
+    "GpuModel",
+    "OrderSpec",
+    "StorageVolume",
+    "deployment_denom",
+    "provider_matches",
+    "spec_from_record",
+    "spec_record",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -128,3 +136,74 @@ def deployment_denom(
     if problems:
         raise ManifestError(sorted(set(problems), key=str))
     return next(iter(denoms), None)
+
+
+def spec_record(spec: OrderSpec) -> dict[str, object]:
+    """An order spec as a plain JSON-able record (:func:`spec_from_record` reads it back): what
+    a driver stores with an order, and what a polling provider is shown of one."""
+    r = spec.resources
+    return {
+        "service": spec.service,
+        "placement": spec.placement,
+        "profile": spec.profile,
+        "replica": spec.replica,
+        "resources": {"cpu": r.cpu, "memory": r.memory, "storage": r.storage, "gpu": r.gpu},
+        "max_price": spec.max_price,
+        "denom": spec.denom,
+        "attributes": dict(spec.attributes),
+        "signed_by_any_of": list(spec.signed_by_any_of),
+        "signed_by_all_of": list(spec.signed_by_all_of),
+        "gpu_models": [
+            {"vendor": g.vendor, "model": g.model, "ram": g.ram, "interface": g.interface}
+            for g in spec.gpu_models
+        ],
+        "storage": [
+            {
+                "name": v.name, "size": v.size, "persistent": v.persistent,
+                "storage_class": v.storage_class, "mount": v.mount, "read_only": v.read_only,
+            }
+            for v in spec.storage
+        ],
+    }  # fmt: skip
+
+
+def spec_from_record(record: Mapping[str, object]) -> OrderSpec:
+    """The order spec a :func:`spec_record` describes. Raises ``KeyError``, ``TypeError`` or
+    ``ValueError`` for a record it did not make."""
+    r: dict[str, object] = dict(record)
+    res = r["resources"]
+    if not isinstance(res, Mapping):
+        raise TypeError("resources must be an object")
+    values = [res.get(k, 0) for k in ("cpu", "memory", "storage", "gpu")]
+    if not all(type(v) is int for v in values):
+        raise TypeError("resources must be integers")
+    models = r.get("gpu_models", [])
+    volumes = r.get("storage", [])
+    attributes = r.get("attributes", {})
+    if not isinstance(models, list) or not isinstance(volumes, list):
+        raise TypeError("gpu_models and storage must be lists")
+    if not isinstance(attributes, Mapping):
+        raise TypeError("attributes must be an object")
+    max_price = r["max_price"]
+    if type(max_price) is not int:
+        raise TypeError("max_price must be an integer")
+    return OrderSpec(
+        service=str(r["service"]),
+        placement=str(r["placement"]),
+        profile=str(r["profile"]),
+        replica=int(str(r["replica"])),
+        resources=Resources(*values),
+        max_price=max_price,
+        denom=str(r["denom"]),
+        attributes=_frozen_map({str(k): str(v) for k, v in attributes.items()}),
+        signed_by_any_of=tuple(str(a) for a in _strings(r.get("signed_by_any_of", []))),
+        signed_by_all_of=tuple(str(a) for a in _strings(r.get("signed_by_all_of", []))),
+        gpu_models=tuple(GpuModel(**g) for g in models),
+        storage=tuple(StorageVolume(**v) for v in volumes),
+    )
+
+
+def _strings(value: object) -> list[object]:
+    if not isinstance(value, list):
+        raise TypeError("signed_by_any_of and signed_by_all_of must be lists")
+    return value
