@@ -48,7 +48,14 @@ import docker.errors
 import httpx
 import numpy as np
 
-from kova_core import PricingContext, PricingStrategy, Resources
+from kova_core import (
+    PollOrder,
+    PricingStrategy,
+    ProviderView,
+    Resources,
+    plan_poll,
+    spec_from_record,
+)
 
 from .runner import GENERATION, Docker, RunnerError
 from .volumes import LEASE_LABEL, VolumeError, Volumes, volume_name
@@ -104,6 +111,7 @@ class Agent:
     cannot_run: set[int] = field(default_factory=set)  # deployments whose image is missing
     unknown: set[int] = field(default_factory=set)  # containers' leases nobody reports (warned)
     block_seconds: float | None = None  # the network's, read when first needed
+    auditors: frozenset[str] = frozenset()  # who audited this provider, as heartbeats report
     last_heartbeat: float = -math.inf  # time.monotonic() of the last one
 
     def __post_init__(self) -> None:
@@ -146,7 +154,9 @@ class Agent:
                     raise AgentError(f"--public-address/--port-range: the orchestrator refuses "
                                      f"them: {error['message']}")  # fmt: skip
         _check(reply)
-        return int(reply.json()["height"])
+        answer = reply.json()
+        self.auditors = frozenset(answer.get("auditors", ()))
+        return int(answer["height"])
 
     # ------------------------------------------------------------------ leases
 
@@ -352,45 +362,42 @@ class Agent:
     # ------------------------------------------------------------------ bids
 
     def bid(self, live: list[dict[str, Any]], height: int) -> None:
-        """Bid on the open orders that fit, and withdraw bids that no longer can be honoured."""
+        """Withdraw the bids this machine can no longer honour and bid on the open orders that
+        fit, as the core's provider poll (``plan_poll``, the simulator's too) decides."""
         orders = self._get("/v1/orders?state=open")["orders"]
         open_ids = {o["id"] for o in orders}
         for order_id in [o for o in self.bids if o not in open_ids]:  # won, lost or closed
             del self.bids[order_id]
-        held = sum((_resources(lease["resources"]) for lease in live), Resources())
-        room = self.capacity - held
-        for order_id in sorted(self.bids, reverse=True):  # newest first
-            reserved = sum((needs for _, needs in self.bids.values()), Resources())
-            if reserved.fits_in(room):
-                break
-            bid_id, _ = self.bids.pop(order_id)
+        seen = [
+            PollOrder(o["id"], spec_from_record(o["spec"]), o["created_at"], o.get("best_price"))
+            for o in orders
+            if o["id"] not in self.bids
+            and height - self.refused.get(o["id"], -(10**9)) >= 60
+            and o["deployment_id"] not in self.cannot_run
+        ]
+        view = ProviderView(
+            capacity=self.capacity,
+            used=sum((_resources(lease["resources"]) for lease in live), Resources()),
+            bids=self.bids,
+            attributes=self.attributes,
+            auditors=self.auditors,
+        )
+        plan = plan_poll(view, seen, self.strategy, self.rng, height)
+        by_bid = {bid_id: order_id for order_id, (bid_id, _) in self.bids.items()}
+        for bid_id in plan.withdraw:
+            order_id = by_bid[bid_id]
             log.info("withdrawing bid %s: this machine can no longer serve order %s", bid_id,
                      order_id)  # fmt: skip
             self.http.delete(f"/v1/bids/{bid_id}")
-        free = room - sum((needs for _, needs in self.bids.values()), Resources())
-        for order in orders:
-            if order["id"] in self.bids or height - self.refused.get(order["id"], -10**9) < 60:
-                continue
-            if order["deployment_id"] in self.cannot_run:
-                continue
-            needs = _resources(order["resources"])
-            if not needs.fits_in(free):
-                continue
-            context = PricingContext(
-                order_id=order["id"], resources=needs, max_price=order["max_price"],
-                order_created_at=order["created_at"], height=height, capacity=self.capacity,
-                free=free,
-            )  # fmt: skip
-            price = self.strategy.price(context, self.rng)
-            if price is None or price > order["max_price"] or price <= 0:
-                continue
-            reply = self.http.post(f"/v1/orders/{order['id']}/bids", json={"price": price})
+            del self.bids[order_id]
+        needs_of = {order.id: order.spec.resources for order in seen}
+        for order_id, price in plan.bids:
+            reply = self.http.post(f"/v1/orders/{order_id}/bids", json={"price": price})
             if reply.status_code == 201:
-                self.bids[order["id"]] = (int(reply.json()["id"]), needs)
-                free = free - needs
-                log.info("bid %s per block on order %s", price, order["id"])
+                self.bids[order_id] = (int(reply.json()["id"]), needs_of[order_id])
+                log.info("bid %s per block on order %s", price, order_id)
             else:  # placement, a bid made before a restart, or gone: not again for a minute
-                self.refused[order["id"]] = height
+                self.refused[order_id] = height
         self._save()
 
     # ------------------------------------------------------------------ HTTP

@@ -25,7 +25,7 @@ from sqlalchemy import func, insert, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from kova_core import InsufficientBalance, KovaError, format_micro
+from kova_core import InsufficientBalance, KovaError, ManifestError, format_micro
 
 from .clock import BlockClock
 from .db import retriable, snapshot_reader
@@ -151,6 +151,12 @@ def core_error(exc: KovaError) -> ApiError:
     """A core error as the API reports it."""
     name = type(exc).__name__
     status, field = _CORE_ERRORS.get(name, (409, None))
+    if isinstance(exc, ManifestError) and exc.problems:  # the first problem's field
+        first = exc.problems[0]
+        return ApiError(
+            400, "invalid_manifest", f"{len(exc.problems)} problem(s); first: {first.message}",
+            f"manifest.{first.path}",
+        )  # fmt: skip
     if isinstance(exc, InsufficientBalance):
         held, needed = format_micro(exc.balance), format_micro(exc.amount)
         message = f"{exc.account} holds {held}, this needs {needed}"

@@ -8,6 +8,7 @@ embedded SQLite file in the data folder (``--data-dir`` or ``KOVA_DATA_DIR``, de
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import logging
 import sys
@@ -173,6 +174,12 @@ def migrate_command(data_dir: Path, database_url: str | None) -> None:
     help="Where leases' endpoints may be: comma-separated CIDRs and/or public (globally "
     "routable addresses). Providers' registered addresses must be inside them.",
 )
+@click.option(
+    "--accepted-denoms",
+    default="",
+    help="Comma-separated denominations manifests may price in [default: any]; a deployment "
+    "priced in another is refused (400 naming the manifest's denom field).",
+)
 def serve(
     data_dir: Path,
     database_url: str | None,
@@ -190,6 +197,7 @@ def serve(
     tls_key: str | None,
     page_size: int,
     endpoint_networks: str,
+    accepted_denoms: str,
 ) -> None:
     """Run the orchestrator: the API and the block clock, and (with --ingress-port) the
     ingress in processes of its own."""
@@ -197,6 +205,9 @@ def serve(
         networks = parse_networks(endpoint_networks)
     except ValueError as exc:
         _fail(f"--endpoint-networks: {exc}")
+    denoms = frozenset(d.strip() for d in accepted_denoms.split(",") if d.strip()) or None
+    if accepted_denoms.strip() and denoms is None:
+        _fail("--accepted-denoms: name at least one denomination (or leave it out: any)")
     url = _url(data_dir, database_url)
     try:
         if current_revision(url) is None:
@@ -230,7 +241,7 @@ def serve(
     app = create_app(
         async_engine(url),
         clock,
-        settings.settlement,
+        dataclasses.replace(settings.settlement, accepted_denoms=denoms),
         WorkSettings(
             order_expiry=order_expiry,
             heartbeat_grace=heartbeat_grace,

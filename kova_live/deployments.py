@@ -17,11 +17,12 @@ from typing import Annotated, Any, Literal
 from aiohttp import web
 from pydantic import Field, field_validator
 from pydantic_core import PydanticCustomError
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kova_core import (
     MAX_AMOUNT,
+    BidState,
     CloseReason,
     InsufficientBalance,
     LeaseState,
@@ -39,6 +40,7 @@ from kova_core import (
     provider_matches,
     reputation_score,
     selection_policy,
+    spec_record,
 )
 
 from . import market
@@ -55,6 +57,7 @@ from .app import (
     ApiError,
     RequestBody,
     authenticate,
+    core_error,
     int_query,
     read_body,
 )
@@ -386,11 +389,7 @@ async def create_deployment(request: web.Request) -> web.Response:
     try:
         manifest = parse_manifest(body.manifest)
     except ManifestError as exc:
-        first = exc.problems[0]
-        raise ApiError(
-            400, "invalid_manifest", f"{len(exc.problems)} problem(s); first: {first.message}",
-            f"manifest.{first.path}",
-        ) from None  # fmt: skip
+        raise core_error(exc) from None
     text = body.manifest if isinstance(body.manifest, str) else json.dumps(body.manifest)
     auto = body.auto_accept
     if auto is not None:
@@ -637,12 +636,36 @@ async def open_orders(request: web.Request) -> web.Response:
 
 async def _load_open_orders(app: web.Application, key: tuple[int, int]) -> bytes:
     async with app[READER].connect() as connection:
+        best = (
+            select(bids.c.order_id, func.min(bids.c.price).label("best_price"))
+            .where(bids.c.state == BidState.OPEN.value)
+            .group_by(bids.c.order_id)
+            .subquery()
+        )
         rows = (
             await connection.execute(
-                select(orders).where(orders.c.state == "open").order_by(orders.c.id).limit(1000)
+                select(orders, deployments.c.manifest, best.c.best_price)
+                .join(deployments, deployments.c.id == orders.c.deployment_id)
+                .outerjoin(best, best.c.order_id == orders.c.id)
+                .where(orders.c.state == "open")
+                .order_by(orders.c.id)
+                .limit(1000)
             )
         ).all()
-    body = json.dumps({"orders": [_order_view(o) for o in rows]}).encode()
+    # each order with what a provider's poll (kova_core.plan_poll) reads of it: its spec
+    # (placement included) and the lowest open bid on it
+    body = json.dumps(
+        {
+            "orders": [
+                {
+                    **_order_view(o),
+                    "spec": spec_record(market.order_specs(o.manifest)[o.spec_index]),
+                    "best_price": o.best_price,
+                }
+                for o in rows
+            ]
+        }
+    ).encode()
     app[CACHES].open_orders = (key, body)
     return body
 

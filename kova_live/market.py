@@ -128,6 +128,8 @@ class Settings:
 
     settlement_interval: int = 60
     fee_bps: int = 0
+    # the denominations manifests may price in (``serve --accepted-denoms``); None: any
+    accepted_denoms: frozenset[str] | None = None
 
 
 # --------------------------------------------------------------------------- settlement rounds
@@ -502,7 +504,8 @@ async def heartbeat(
 
 
 @lru_cache(maxsize=4096)
-def _specs(manifest: str) -> tuple[OrderSpec, ...]:
+def order_specs(manifest: str) -> tuple[OrderSpec, ...]:
+    """A manifest's order specs, one per replica (parsed once per manifest text)."""
     return parse_manifest(manifest).order_specs()
 
 
@@ -511,7 +514,7 @@ async def order_spec(connection: AsyncConnection, order: Any) -> OrderSpec:
     manifest = await connection.scalar(
         select(deployments.c.manifest).where(deployments.c.id == order.deployment_id)
     )
-    return _specs(manifest)[order.spec_index]
+    return order_specs(manifest)[order.spec_index]
 
 
 async def free_capacity(connection: AsyncConnection, node: Any) -> Resources:
@@ -655,7 +658,7 @@ async def place_bids(
                 duplicates.append((len(outcomes), made[key]))
                 outcomes.append(DuplicateBid(""))
                 continue
-            spec = _specs(manifests[order.deployment_id])[order.spec_index]
+            spec = order_specs(manifests[order.deployment_id])[order.spec_index]
             mismatch = provider_matches(
                 spec,
                 json.loads(node.attributes),
@@ -951,10 +954,10 @@ async def create_deployment(
     """Create a deployment from a parsed manifest (``source`` is its text, kept as submitted):
     the deposit moves from the tenant's balance into the new escrow and one order opens per
     service replica (``auto_accept``: the tenant's policy as JSON, kept with it). Returns the
-    deployment's id. Raises :class:`kova_core.ManifestError` (several denominations),
-    :class:`kova_core.InsufficientBalance`."""
+    deployment's id. Raises :class:`kova_core.ManifestError` (several denominations, or one
+    the network does not accept), :class:`kova_core.InsufficientBalance`."""
     specs = manifest.order_specs()
-    deployment_denom(specs)
+    deployment_denom(specs, settings.accepted_denoms)
     await catch_up(connection, height, settings)
     dep_id = int(
         (

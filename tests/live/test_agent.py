@@ -166,6 +166,27 @@ def test_two_agents_compete_and_the_tenants_policy_picks(network):
     assert server.client.get("/v1/leases", headers=dear["headers"]).json()["leases"] == []
 
 
+def test_an_undercutting_agent_undercuts_an_earlier_bid(network):
+    """The poll answer carries each order's lowest open bid, and the agent prices with the
+    core's poll (``plan_poll``), so ``--strategy undercut`` beats the bid already there, as it
+    does in the simulator."""
+    server = network["server"]
+    tenant = tenant_with_money(server)
+    network["agent"]("dear", "--strategy", "fixed", "--strategy-param", "price_per_block=3000")
+    dep = server.client.post("/v1/deployments", headers=tenant["headers"],
+                             json={"manifest": HTTPD, "deposit": 1_000_000}).json()  # fmt: skip
+
+    def prices():
+        bids = server.client.get(f"/v1/deployments/{dep['id']}/bids", headers=tenant["headers"])
+        return sorted(b["price"] for b in bids.json()["bids"])
+
+    wait_for(lambda: prices() == [3000], 30)
+    network["agent"]("sharp", "--strategy", "undercut", "--strategy-param", "step=500",
+                     "--strategy-param", "floor=100")  # fmt: skip
+    wait_for(lambda: len(prices()) == 2, 30)
+    assert prices() == [2500, 3000]
+
+
 @pytest.mark.parametrize("network", [("--heartbeat-grace", "20")], indirect=True)
 def test_a_lost_providers_lease_fails_and_its_order_finds_another_provider(network):
     server, client = network["server"], network["docker"]

@@ -181,3 +181,32 @@ def test_bad_deposits_change_nothing(server, amount):
 def test_unknown_deployments_are_404(server, path):
     alice = register(server)
     assert server.client.get(path, headers=alice["headers"]).status_code == 404
+
+
+@pytest.fixture(scope="module")
+def uusd_only(tmp_path_factory):
+    from .conftest import Server
+
+    folder = tmp_path_factory.mktemp("denoms")
+    server = Server(f"sqlite:///{folder / 'kova.db'}", folder, 0.05, "--accepted-denoms", "uusd")
+    yield server
+    server.stop()
+
+
+def test_a_denomination_the_network_does_not_accept_is_refused_naming_the_field(uusd_only):
+    """``serve --accepted-denoms uusd``: the core's rule refuses a manifest priced in uakt
+    with 400 naming the price's denom field, and nothing changes."""
+    alice = register(uusd_only, credit="100")
+    priced = MANIFEST.replace("denom: uusd", "denom: uakt")
+    assert priced != MANIFEST
+    refused = uusd_only.client.post("/v1/deployments", headers=alice["headers"],
+                                     json={"manifest": priced, "deposit": 10_000_000})  # fmt: skip
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["error"]
+    assert error["field"].startswith("manifest.profiles.placement.") and error["field"].endswith(".denom")
+    assert "not accepted" in error["message"]
+    assert uusd_only.client.get("/v1/deployments", headers=alice["headers"]).json()["deployments"] == []
+    assert balance(uusd_only, alice) == 100_000_000
+    made = uusd_only.client.post("/v1/deployments", headers=alice["headers"],
+                                  json={"manifest": MANIFEST, "deposit": 10_000_000})  # fmt: skip
+    assert made.status_code == 201, made.text
