@@ -5,6 +5,9 @@
   round is a SimPy event, and ``fast``, which skips what changes nothing, with the same
   outputs (:func:`make_simulation`).
 - :mod:`kova_sim.recorder` and :mod:`kova_sim.outputs`: the run's tables, summary and files.
+- :mod:`kova_sim.commands`: command logs (``kova-sim run --record-commands``): the exact
+  engine's commands to the core, in order, for another driver to replay; read back and replayed
+  into a fresh market.
 - :mod:`kova_sim.run`: all of it end to end (:func:`run_scenario`); :mod:`kova_sim.cli`: the
   ``kova-sim`` command.
 - :mod:`kova_sim.analysis` and :mod:`kova_sim.plots`: reading run folders, for the notebooks.

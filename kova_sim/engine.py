@@ -83,6 +83,7 @@ from kova_core import (
     provider_matches,
 )
 
+from .commands import CommandLog
 from .recorder import Recorder
 from .scenario import DemandStream, ProviderGroup, Scenario
 
@@ -238,20 +239,40 @@ class Simulation:
     (``exact``) makes every poll and round a SimPy event; :class:`FastSimulation` (``fast``)
     skips the polls that cannot change anything. Make one with :func:`make_simulation`.
     ``keep_events`` keeps every core event (for traces and tests; large runs should not).
+    ``commands`` writes every command the engine issues to the market to a command log
+    (:mod:`kova_sim.commands`), from the registrations on; only engines whose
+    :attr:`records_commands` is true take one. Without it the engine drives a plain ``Market``.
     """
 
     engine = ""
+    records_commands = False
+    """Whether this engine's commands can be logged for a replay: every command at its height,
+    in order (see :mod:`kova_sim.commands`)."""
 
-    def __init__(self, scenario: Scenario, *, keep_events: bool = False) -> None:
+    def __init__(
+        self, scenario: Scenario, *, keep_events: bool = False, commands: CommandLog | None = None
+    ) -> None:
+        if commands is not None and not self.records_commands:
+            raise ValueError(
+                f"the {self.engine} engine's commands cannot be recorded: it carries polls out"
+                " late, at heights already passed; record the exact engine's"
+            )
         self.scenario = scenario
-        self.market = Market(
+        market = Market(
             fee_bps=scenario.fee_bps,
             settlement_interval=scenario.settlement_interval,
             defer_rounds=self.defers_rounds(scenario),
             # with per-order aggregates only, the recorder keeps what it needs as bids are placed
             forget_closed_bids=scenario.record.bids == "aggregates",
         )
-        self.recorder = Recorder(self.market, scenario.duration, scenario.record)
+        self.recorder = Recorder(market, scenario.duration, scenario.record)
+        self.commands = commands
+        # the market the engine drives: with a command log, one that writes each command
+        self.market = (
+            market
+            if commands is None
+            else commands.record(market, duration=scenario.duration, seed=scenario.seed)
+        )
         self._deadline_at: int | None = None  # block of the scheduled deadline tick
         self.keep_events = keep_events
         self.events: list[Event] = []
@@ -288,7 +309,10 @@ class Simulation:
                 )
                 self.recorder.add_provider(pid, group, phase)
         for index, stream in enumerate(scenario.demand):
-            manifest = parse_manifest(manifest_for(stream, scenario.duration))
+            source = manifest_for(stream, scenario.duration)
+            manifest = parse_manifest(source)
+            if commands is not None:
+                commands.manifest_source(manifest, source)
             tenants = [self.market.add_tenant(f"{stream.name}-{i}") for i in range(stream.tenants)]
             self.streams.append(
                 StreamInfo(
@@ -620,9 +644,12 @@ class ExactSimulation(Simulation):
     changes anything."""
 
     engine = "exact"
+    records_commands = True
 
-    def __init__(self, scenario: Scenario, *, keep_events: bool = False) -> None:
-        super().__init__(scenario, keep_events=keep_events)
+    def __init__(
+        self, scenario: Scenario, *, keep_events: bool = False, commands: CommandLog | None = None
+    ) -> None:
+        super().__init__(scenario, keep_events=keep_events, commands=commands)
         self.env = simpy.Environment()
 
     @property
@@ -688,8 +715,10 @@ class FastSimulation(Simulation):
         """Rounds are deferred when nothing shows the difference: a compact ledger and no fee."""
         return scenario.record.ledger == "compact" and scenario.fee_bps == 0
 
-    def __init__(self, scenario: Scenario, *, keep_events: bool = False) -> None:
-        super().__init__(scenario, keep_events=keep_events)
+    def __init__(
+        self, scenario: Scenario, *, keep_events: bool = False, commands: CommandLog | None = None
+    ) -> None:
+        super().__init__(scenario, keep_events=keep_events, commands=commands)
         self._heap: list[tuple[int, int, int, Action]] = []
         self._seq = 0
         self._now = 0
@@ -1026,9 +1055,16 @@ class FastSimulation(Simulation):
 
 
 def make_simulation(
-    scenario: Scenario, engine: str = "exact", *, keep_events: bool = False
+    scenario: Scenario,
+    engine: str = "exact",
+    *,
+    keep_events: bool = False,
+    commands: CommandLog | None = None,
 ) -> Simulation:
-    """A simulation of ``scenario`` with the named engine (``auto`` is ``fast``)."""
+    """A simulation of ``scenario`` with the named engine (``auto`` is ``fast``).
+
+    ``commands``: a command log to write the run's commands to (the exact engine only; the
+    others raise ``ValueError``)."""
     engines: dict[str, type[Simulation]] = {
         "exact": ExactSimulation,
         "fast": FastSimulation,
@@ -1036,7 +1072,7 @@ def make_simulation(
     }
     if engine not in engines:
         raise ValueError(f"unknown engine {engine!r}; available: {', '.join(ENGINES)}")
-    return engines[engine](scenario, keep_events=keep_events)
+    return engines[engine](scenario, keep_events=keep_events, commands=commands)
 
 
 def _ceil(value: float) -> int:
