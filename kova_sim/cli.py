@@ -28,8 +28,9 @@ from rich.table import Table
 
 from kova_core import MICRO
 
+from .commands import FILE_NAME as COMMANDS_FILE
 from .engine import ENGINES
-from .run import DEFAULT_ENGINE, default_out, run_scenario
+from .run import DEFAULT_ENGINE, default_out, recording_engine, run_scenario
 from .scenario import Scenario, ScenarioError, load_scenario
 from .sweep import SEED_MODES, SeedMode, SweepError, run_sweep
 
@@ -177,22 +178,48 @@ def main() -> None:
     show_default=True,
     help="exact: every poll and settlement round is a SimPy event (the reference); fast: the"
     " same outputs, skipping the polls that change nothing, carrying each order's polls out"
-    " together and, with a compact ledger, skipping the per-lease work of rounds; auto: fast.",
+    " together and, with a compact ledger, skipping the per-lease work of rounds; auto: fast"
+    " (exact with --record-commands).",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary table.")
 @click.option("--no-plots", is_flag=True, help="Skip the plots/ folder.")
+@click.option(
+    "--record-commands",
+    is_flag=True,
+    help=f"Also write {COMMANDS_FILE} into the run folder: every command the engine issues to"
+    " the core's Market, in order, each with its height, for another driver (the live"
+    " orchestrator) to replay; see docs/simulator.md. Needs the exact engine: auto picks it,"
+    " --engine fast is refused. A run is always one part (one process, one market), so every"
+    " run can record.",
+)
 def run(
-    scenario: str, out: Path | None, seed: int | None, engine: str, quiet: bool, no_plots: bool
+    scenario: str,
+    out: Path | None,
+    seed: int | None,
+    engine: str,
+    quiet: bool,
+    no_plots: bool,
+    record_commands: bool,
 ) -> None:
     """Run SCENARIO (a YAML file) and write its outputs."""
+    commands = None
+    if record_commands:
+        try:
+            engine = recording_engine(engine)
+        except ValueError as exc:
+            _fail(escape(f"--record-commands with --engine {engine}: {exc}"))
     loaded = _load(scenario, seed)
     out = out or default_out(loaded)
     if out.exists() and not out.is_dir():
         _fail(f"--out {out}: exists and is not a folder")
+    if record_commands:
+        commands = out / COMMANDS_FILE
     report, close = _progress_reporter(loaded, quiet)
     started = time.perf_counter()
     try:
-        result = run_scenario(loaded, out, engine=engine, progress=report, plots=not no_plots)
+        result = run_scenario(
+            loaded, out, engine=engine, progress=report, plots=not no_plots, commands=commands
+        )
     except OSError as exc:
         _fail(f"cannot write {out}: {exc.strerror or exc}")
         return
