@@ -206,9 +206,10 @@ class RequestBody(BaseModel):
 
 
 class NewAccount(RequestBody):
-    """``POST /v1/accounts``."""
+    """``POST /v1/accounts``: an auditor's identity, which manifests' ``signedBy`` name,
+    is ``auditor:<id>`` (the ``account`` in the reply)."""
 
-    role: Literal["tenant", "provider"]
+    role: Literal["tenant", "provider", "auditor"]
     name: str = Field(min_length=1, max_length=100)
 
 
@@ -319,7 +320,8 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def create_account(request: web.Request) -> web.Response:
-    """Register a tenant or a provider; the token is shown once, only its hash is kept."""
+    """Register a tenant, a provider or an auditor; the token is shown once, only its hash
+    is kept."""
     body: NewAccount = await read_body(request, NewAccount)
     token = "kova_" + secrets.token_urlsafe(32)
     async with request.app[ENGINE].begin() as connection:

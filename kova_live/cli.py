@@ -22,6 +22,7 @@ from sqlalchemy import select
 from kova_core import InvalidAmount, TransferReason, format_micro, parse_amount
 
 from .app import ApiSettings, create_app
+from .audit_cli import audit
 from .clock import BlockClock
 from .db import (
     DatabaseError,
@@ -328,3 +329,4 @@ if __name__ == "__main__":  # pragma: no cover
 
 
 main.add_command(provider)
+main.add_command(audit)

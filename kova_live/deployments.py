@@ -61,6 +61,8 @@ from .app import (
     int_query,
     read_body,
 )
+from .audits import add_routes as add_audit_routes
+from .audits import auditors_of
 from .db import transact
 from .endpoints import (
     MAX_ADDRESSES,
@@ -569,7 +571,9 @@ async def accept(request: web.Request) -> web.Response:
 
 
 async def heartbeat(request: web.Request) -> web.Response:
-    """A provider's agent says what its machine has; the provider is online."""
+    """A provider's agent says what its machine has; the provider is online. The reply lists
+    the auditors whose audits of it stand (``auditor:<id>``, sorted): the agent bids on
+    orders whose ``signedBy`` they satisfy."""
     provider = await _account(request, "provider")
     body: Heartbeat = await read_body(request, Heartbeat)
     c = body.capacity
@@ -589,7 +593,7 @@ async def heartbeat(request: web.Request) -> web.Response:
         endpoints = (registration.stored(), registration.low, registration.high)
     clock, settings = request.app[CLOCK].height, request.app[SETTINGS]
 
-    async def work(connection: AsyncConnection) -> tuple[int, bool]:
+    async def work(connection: AsyncConnection) -> tuple[int, bool, frozenset[str]]:
         height = await market.settle_to_now(connection, clock, settings)
         before = (
             await connection.execute(
@@ -604,12 +608,18 @@ async def heartbeat(request: web.Request) -> web.Response:
             body.attributes, body.gpu_models, height, pricing, endpoints,
         )  # fmt: skip
         nothing = (None, None, None)
-        return height, (nothing if before is None else tuple(before)) != (endpoints or nothing)
+        moved = (nothing if before is None else tuple(before)) != (endpoints or nothing)
+        # whose audits stand now, with the attributes just registered
+        audited = (await auditors_of(connection, [provider.id])).get(provider.id, frozenset())
+        return height, moved, audited
 
-    height, moved = await transact(request.app[ENGINE], work)
+    height, moved, audited = await transact(request.app[ENGINE], work)
     if moved:  # the ingress checks the provider's endpoints against it now, not next block
         request.app[CACHES].routes_changed()
-    return web.json_response({"provider_id": provider.id, "state": "online", "height": height})
+    return web.json_response(
+        {"provider_id": provider.id, "state": "online", "height": height,
+         "auditors": sorted(audited)}
+    )  # fmt: skip
 
 
 async def open_orders(request: web.Request) -> web.Response:
@@ -748,13 +758,14 @@ async def candidates(request: web.Request) -> web.Response:
             for node in nodes
         }
         height = request.app[CLOCK].height()
+        audited = await auditors_of(connection)
         able, unable = [], []
         for node in nodes:
             reasons = []
             if node.state != "online":
                 reasons.append(f"the provider is {node.state}")
             mismatch = provider_matches(
-                spec, json.loads(node.attributes), frozenset(),
+                spec, json.loads(node.attributes), audited.get(node.provider_id, frozenset()),
                 frozenset(json.loads(node.gpu_models)),
             )  # fmt: skip
             if mismatch:
@@ -905,12 +916,13 @@ def container_spec(manifest: str, spec_index: int) -> dict[str, Any]:
 
 
 async def public_providers(request: web.Request) -> web.Response:
-    """Every provider that has sent a heartbeat: attributes, capacity, state and reputation
-    (public: no token needed)."""
+    """Every provider that has sent a heartbeat: attributes, capacity, state, reputation and
+    the auditors whose audits of it stand (public: no token needed)."""
     async with request.app[READER].connect() as connection:
         rows = (
             await connection.execute(select(provider_nodes).order_by(provider_nodes.c.provider_id))
         ).all()
+        audited = await auditors_of(connection)
     return web.json_response(
         {
             "providers": [
@@ -921,6 +933,7 @@ async def public_providers(request: web.Request) -> web.Response:
                     "failed": r.failed,
                     "pricing": None if r.pricing is None else json.loads(r.pricing),
                     "reputation": float(reputation_score(r.completed, r.failed)),
+                    "auditors": sorted(audited.get(r.provider_id, ())),
                 }
                 for r in rows
             ]
@@ -1092,7 +1105,7 @@ async def deployment_logs(request: web.Request) -> web.Response:
 
 def add_more_routes(app: web.Application) -> None:
     """Candidates, a provider's leases and their status reports, the public list of providers,
-    a job's result."""
+    a job's result, providers' audits (:mod:`kova_live.audits`)."""
     app.router.add_get("/v1/orders/{id}/candidates", candidates)
     app.router.add_get("/v1/leases", my_leases)
     app.router.add_post("/v1/leases/{id}/status", lease_status)
@@ -1100,3 +1113,4 @@ def add_more_routes(app: web.Application) -> None:
     app.router.add_get("/v1/deployments/{id}/result", job_result)
     app.router.add_post("/v1/leases/{id}/logs", ship_logs)
     app.router.add_get("/v1/deployments/{id}/logs", deployment_logs)
+    add_audit_routes(app)

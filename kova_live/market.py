@@ -597,8 +597,8 @@ async def place_bids(
     for each request, the new bid's row as a dict or the error that refused it.
 
     A handful of statements for the whole list (the orders and providers concerned, locked in
-    id order; their open bids; their manifests; their held resources; one insert), so that the
-    server can take many bids per transaction.
+    id order; their open bids; their manifests; their held resources; their auditors; one
+    insert), so that the server can take many bids per transaction.
     """
     await catch_up(connection, height, settings)
     order_ids = sorted({r.order_id for r in requests})
@@ -626,6 +626,9 @@ async def place_bids(
         ).all()
     )
     held = await _held(connection, provider_ids)
+    from .audits import auditors_of  # (it builds on the app, which imports this module)
+
+    audited = await auditors_of(connection, provider_ids)
     outcomes: list[dict[str, Any] | KovaError] = []
     new: list[dict[str, Any]] = []  # the bids made here, in the order of their requests
     made: dict[tuple[int, int], int] = {}  # (order, provider) -> index in ``new``
@@ -662,7 +665,7 @@ async def place_bids(
             mismatch = provider_matches(
                 spec,
                 json.loads(node.attributes),
-                frozenset(),
+                audited.get(provider_id, frozenset()),
                 frozenset(json.loads(node.gpu_models)),
             )
             if mismatch:

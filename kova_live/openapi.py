@@ -133,6 +133,14 @@ PROVIDER = _object(
         "capacity": RESOURCES, "attributes": {"type": "object"},
         "gpu_models": {"type": "array", "items": STR}, "completed": INT, "failed": INT,
         "reputation": {"type": "number"}, "pricing": {"type": ["object", "null"]},
+        "auditors": {"type": "array", "items": STR},
+    }
+)  # fmt: skip
+AUDIT = _object(
+    {
+        "provider_id": INT, "auditor": STR, "auditor_id": INT,
+        "attributes": {"type": "object", "additionalProperties": STR}, "height": HEIGHT,
+        "valid": {"type": "boolean"}, "voided_by": {"type": "array", "items": STR},
     }
 )  # fmt: skip
 
@@ -160,6 +168,7 @@ def openapi_document(page_size: int = 1000) -> dict[str, Any]:
     """The document (built on each call: it is small), for a server whose ``GET /v1/leases``
     answers at most ``page_size`` leases at once."""
     from .app import NewAccount
+    from .audits import NewAudit
     from .deployments import (
         Deposit,
         Heartbeat,
@@ -178,7 +187,8 @@ def openapi_document(page_size: int = 1000) -> dict[str, Any]:
             200, _object({"height": HEIGHT, "block_seconds": {"type": "number"},
                           "tenants": INT, "providers": INT}))}},
         "/v1/accounts": {"post": {
-            "summary": "Register a tenant or provider; the token is shown once",
+            "summary": "Register a tenant, provider or auditor (auditor:<id>); the token is "
+                       "shown once",
             "requestBody": _body(NewAccount),
             "responses": _responses(201, _object({"id": INT, "role": STR, "name": STR,
                                                   "account": STR, "token": STR}), 400, 413)}},
@@ -221,7 +231,8 @@ def openapi_document(page_size: int = 1000) -> dict[str, Any]:
         "/v1/providers/heartbeat": {"post": {"summary": "Your machine's capacity",
             "security": secured, "requestBody": _body(Heartbeat),
             "responses": _responses(200, _object({"provider_id": INT, "state": STR,
-                                                  "height": HEIGHT}), 400, 401, 403, 413)}},
+                "height": HEIGHT, "auditors": {"type": "array", "items": STR}}),
+                400, 401, 403, 413)}},
         "/v1/orders": {"get": {"summary": "Orders open for bids", "security": secured,
             "parameters": [{"name": "state", "in": "query", "schema": {"type": "string"}}],
             "responses": _responses(200, _list("orders", ORDER), 400, 401, 403)}},
@@ -288,9 +299,26 @@ def openapi_document(page_size: int = 1000) -> dict[str, Any]:
                     "schema": {"type": "string", "format": "binary"}}}}}}},
         "/v1/providers": {"get": {"summary": "Providers, publicly",
             "responses": _responses(200, _list("providers", PROVIDER))}},
+        "/v1/providers/{id}/audits": {
+            "post": {"summary": "Audit a provider (auditors): vouch for attributes its last "
+                                "heartbeat registered (default: all); replaces your earlier audit",
+                     "security": secured, "parameters": ID,
+                     "requestBody": {**_body(NewAudit), "required": False},
+                     "responses": _responses(201, AUDIT, *tenant, 413)},
+            "delete": {"summary": "Revoke your audit of a provider (auditors)",
+                       "security": secured, "parameters": ID,
+                       "responses": _responses(200, _object({
+                           "provider_id": INT, "auditor": STR, "revoked": {"type": "boolean"}}),
+                           401, 403, 404)},
+            "get": {"summary": "A provider's audits, and the auditors whose audits stand",
+                    "security": secured, "parameters": ID,
+                    "responses": _responses(200, _object({
+                        "provider_id": INT, "auditors": {"type": "array", "items": STR},
+                        "audits": {"type": "array", "items": AUDIT}}), 401, 404)}},
     }  # fmt: skip
     schemas: dict[str, Any] = {"Error": ERROR}
-    for model in (NewAccount, NewDeployment, Deposit, Heartbeat, NewBid, LeaseStatus, ShippedLogs):
+    for model in (NewAccount, NewDeployment, Deposit, Heartbeat, NewBid, LeaseStatus, ShippedLogs,
+                  NewAudit):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
     return {

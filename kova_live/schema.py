@@ -24,6 +24,7 @@ from sqlalchemy import (
 __all__ = [
     "HOLDER_WHERE",
     "accounts",
+    "audits",
     "balances",
     "bids",
     "deployment_files",
@@ -74,9 +75,10 @@ accounts = Table(
     Column("name", String(100), nullable=False),
     Column("token_hash", String(64), nullable=False, unique=True),  # sha256 hex of the token
     Column("created_height", BigInteger, nullable=False),
-    CheckConstraint("role IN ('tenant', 'provider')", name="role_known"),
+    CheckConstraint("role IN ('tenant', 'provider', 'auditor')", name="role_known"),
 )
-"""Tenants and providers. The bearer token itself is never stored, only its SHA-256."""
+"""Tenants, providers and auditors (migration 0014). The bearer token itself is never stored,
+only its SHA-256."""
 
 balances = Table(
     "balances",
@@ -345,3 +347,16 @@ routes = Table(
 """The ingress's routes: a hostname to a deployment's service (whose running leases' endpoints
 serve it). Each service that exposes a port globally gets ``<service>-<id>.<domain>``, and
 each name in its ``accept`` list."""
+
+audits = Table(
+    "audits",
+    metadata,
+    Column("provider_id", BigInteger, ForeignKey("accounts.id"), primary_key=True),
+    Column("auditor_id", BigInteger, ForeignKey("accounts.id"), primary_key=True),
+    Column("attributes", Text, nullable=False),  # JSON object: what the auditor vouches for
+    Column("height", BigInteger, nullable=False),  # when it was signed
+)
+"""Auditors' audits of providers (``POST /v1/providers/{id}/audits``, migration 0014): one per
+auditor and provider, a new one replacing the old. A provider counts as audited by
+``auditor:<auditor_id>`` while every attribute the audit signed still equals what its last
+heartbeat registered (:mod:`kova_live.audits`)."""
