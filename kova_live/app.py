@@ -468,10 +468,11 @@ def create_app(
     app.router.add_post("/v1/accounts", create_account)
     app.router.add_get("/v1/accounts/me", me)
     app.router.add_get("/v1/accounts/me/transactions", my_transactions)
-    from . import deployments, files  # they build on this module's helpers
+    from . import deployments, files, operators  # they build on this module's helpers
 
     deployments.add_routes(app)
     files.add_routes(app)
+    operators.add_routes(app)
     app[files.FILES_DIR] = files_dir or Path(tempfile.gettempdir()) / "kova-files"
 
     async def close_engine(app: web.Application) -> None:

@@ -11,19 +11,20 @@ import asyncio
 import dataclasses
 import gc
 import logging
+import secrets
 import sys
 from pathlib import Path
 
 import click
 import uvloop
 from aiohttp import web
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from kova_core import InvalidAmount, TransferReason, format_micro, parse_amount
 
-from .app import ApiSettings, create_app
+from .app import ApiSettings, create_app, hash_token
 from .audit_cli import audit
-from .clock import BlockClock
+from .clock import BlockClock, ManualClock
 from .db import (
     DatabaseError,
     async_engine,
@@ -181,6 +182,15 @@ def migrate_command(data_dir: Path, database_url: str | None) -> None:
     help="Comma-separated denominations manifests may price in [default: any]; a deployment "
     "priced in another is refused (400 naming the manifest's denom field).",
 )
+@click.option(
+    "--clock",
+    "clock_kind",
+    type=click.Choice(["wall", "manual"]),
+    default="wall",
+    show_default=True,
+    help="wall: heights from the wall clock; manual: the height moves only when an operator "
+    "advances it (POST /v1/clock), for replays and tests.",
+)
 def serve(
     data_dir: Path,
     database_url: str | None,
@@ -199,6 +209,7 @@ def serve(
     page_size: int,
     endpoint_networks: str,
     accepted_denoms: str,
+    clock_kind: str,
 ) -> None:
     """Run the orchestrator: the API and the block clock, and (with --ingress-port) the
     ingress in processes of its own."""
@@ -222,6 +233,14 @@ def serve(
         _fail(f"cannot open the database: {exc.__class__.__name__}: {exc}")
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     clock = BlockClock(settings.genesis_ms, settings.block_ms)
+    if clock_kind == "manual":
+        if ingress_port is not None:
+            _fail("--clock manual: the ingress keeps wall-clock time; leave out --ingress-port")
+        try:
+            start = asyncio.run(_manual_start(url))
+        except ValueError as exc:
+            _fail(f"--clock manual: {exc}")
+        clock = ManualClock(settings.genesis_ms, settings.block_ms, start)
     if (tls_cert is None) != (tls_key is None):
         _fail("--tls-cert and --tls-key go together")
     ingress = IngressSettings(
@@ -265,9 +284,62 @@ def serve(
         _fail(f"--ingress-port: {exc}")
 
 
+async def _manual_start(url: str) -> int:
+    from .operators import manual_start
+
+    engine = async_engine(url)
+    try:
+        return await manual_start(engine)
+    finally:
+        await engine.dispose()
+
+
 @main.group()
 def admin() -> None:
     """Operator commands, straight on the database."""
+
+
+@admin.command()
+@click.argument("name")
+@data_dir_option
+@database_option
+def operator(name: str, data_dir: Path, database_url: str | None) -> None:
+    """Make an operator account called NAME and print its token (shown once).
+
+    An operator credits tenants, takes providers down or back, and moves a manual clock over
+    the API (POST /v1/accounts/{id}/credit, /v1/providers/{id}/fail and /recover, /v1/clock).
+    """
+    name = name.strip()
+    if not 1 <= len(name) <= 100:
+        _fail("NAME: 1 to 100 characters")
+    url = _url(data_dir, database_url)
+    try:
+        if current_revision(url) is None:
+            migrate(url)
+        check_schema(url)
+        settings = ensure_network(url)
+    except DatabaseError as exc:
+        _fail(str(exc))
+    height = BlockClock(settings.genesis_ms, settings.block_ms).height()
+    token = "kova_" + secrets.token_urlsafe(32)
+    account_id = asyncio.run(_new_operator(url, name, token, height))
+    click.echo(f"operator {account_id} ({name}); token (shown once):")
+    click.echo(token)
+
+
+async def _new_operator(url: str, name: str, token: str, height: int) -> int:
+    engine = async_engine(url)
+    try:
+        async with engine.begin() as connection:
+            made = await connection.execute(
+                insert(accounts)
+                .values(role="operator", name=name, token_hash=hash_token(token),
+                        created_height=height)
+                .returning(accounts.c.id)
+            )  # fmt: skip
+            return int(made.scalar_one())
+    finally:
+        await engine.dispose()
 
 
 @admin.command()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-__all__ = ["BlockClock"]
+__all__ = ["BlockClock", "ManualClock"]
 
 
 class BlockClock:
@@ -35,3 +35,26 @@ class BlockClock:
         """Wall seconds until ``height`` begins (0 if it has)."""
         start_ms = self.genesis_ms + height * self.block_ms
         return max(0.0, start_ms / 1000 - self._now())
+
+
+class ManualClock(BlockClock):
+    """A clock whose height moves only when an operator advances it (``serve --clock manual``,
+    ``POST /v1/clock``): replays and tests drive the network block by block. The wall clock
+    still dates log lines (``now_ms``)."""
+
+    def __init__(self, genesis_ms: int, block_ms: int, height: int) -> None:
+        super().__init__(genesis_ms, block_ms)
+        self._height = height
+
+    def height(self) -> int:
+        return self._height
+
+    def seconds_until(self, height: int) -> float:
+        """Nobody knows when the operator moves it: background work looks again soon."""
+        return 0.0 if height <= self._height else 0.05
+
+    def advance(self, height: int) -> None:
+        """Move to ``height`` (never back)."""
+        if height < self._height:
+            raise ValueError(f"the clock is at {self._height}; it cannot go back to {height}")
+        self._height = height

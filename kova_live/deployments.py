@@ -43,7 +43,7 @@ from kova_core import (
     spec_record,
 )
 
-from . import market
+from . import journal, market
 from .app import (
     API,
     BIDS,
@@ -421,9 +421,9 @@ async def create_deployment(request: web.Request) -> web.Response:
         fresh = await _owned(connection, dep_id, tenant.id, lock=False)
         return await _view(request, connection, fresh)
 
-    view = await transact(request.app[ENGINE], work)
+    answer = await journal.run(request, tenant.id, work, status=201)
     request.app[CACHES].orders_changed()
-    return web.json_response(view, status=201)
+    return answer.response()
 
 
 def _registered(
@@ -497,9 +497,9 @@ async def deposit(request: web.Request) -> web.Response:
         fresh = await _owned(connection, dep_id, tenant.id, lock=False)
         return await _view(request, connection, fresh)
 
-    view = await transact(request.app[ENGINE], work)
+    answer = await journal.run(request, tenant.id, work)
     request.app[CACHES].orders_changed()  # a deposit may resume it
-    return web.json_response(view)
+    return answer.response()
 
 
 async def close(request: web.Request) -> web.Response:
@@ -515,9 +515,9 @@ async def close(request: web.Request) -> web.Response:
         fresh = await _owned(connection, dep_id, tenant.id, lock=False)
         return await _view(request, connection, fresh)
 
-    view = await transact(request.app[ENGINE], work)
+    answer = await journal.run(request, tenant.id, work)
     request.app[CACHES].orders_changed()
-    return web.json_response(view)
+    return answer.response()
 
 
 async def deployment_bids(request: web.Request) -> web.Response:
@@ -560,11 +560,12 @@ async def accept(request: web.Request) -> web.Response:
     async def work(connection: AsyncConnection) -> Any:
         height = await market.settle_to_now(connection, clock, settings)
         lease_id = await market.accept_bid(connection, tenant.id, bid_id, height, settings)
-        return (await connection.execute(select(leases).where(leases.c.id == lease_id))).one()
+        lease = select(leases).where(leases.c.id == lease_id)
+        return _lease_view((await connection.execute(lease)).one())
 
-    lease = await transact(request.app[ENGINE], work)
+    answer = await journal.run(request, tenant.id, work, status=201)
     request.app[CACHES].orders_changed()
-    return web.json_response(_lease_view(lease), status=201)
+    return answer.response()
 
 
 # --------------------------------------------------------------------------- providers
@@ -685,7 +686,15 @@ async def place_bid(request: web.Request) -> web.Response:
     provider = await _account(request, "provider")
     order_id = _id(request, "order")
     body: NewBid = await read_body(request, NewBid)
-    bid = await request.app[BIDS].place(market.BidRequest(provider.id, order_id, body.price))
+    command = await journal.command_of(request, provider.id)
+    try:
+        bid = await request.app[BIDS].place(
+            market.BidRequest(provider.id, order_id, body.price, command)
+        )
+    except journal.KeyReused as exc:
+        raise ApiError(422, "idempotency_key_reused", str(exc), journal.KEY_HEADER) from None
+    if isinstance(bid, journal.Answer):
+        return bid.response()
     return web.json_response(bid, status=201)
 
 
@@ -698,9 +707,31 @@ async def withdraw_bid(request: web.Request) -> web.Response:
     async def work(connection: AsyncConnection) -> Any:
         height = await market.settle_to_now(connection, clock, settings)
         await market.withdraw_bid(connection, provider.id, bid_id, height, settings)
-        return (await connection.execute(select(bids).where(bids.c.id == bid_id))).one()
+        return _bid_view((await connection.execute(select(bids).where(bids.c.id == bid_id))).one())
 
-    return web.json_response(_bid_view(await transact(request.app[ENGINE], work)))
+    return (await journal.run(request, provider.id, work)).response()
+
+
+async def expire_order(request: web.Request) -> web.Response:
+    """The tenant gives up on one of its open orders: it closes as ``expired`` and its open
+    bids are lost (the server does the same on its own after ``--order-expiry`` blocks)."""
+    tenant = await _account(request, "tenant")
+    order_id = _id(request, "order")
+    clock, settings = request.app[CLOCK].height, request.app[SETTINGS]
+
+    async def work(connection: AsyncConnection) -> dict[str, Any]:
+        height = await market.settle_to_now(connection, clock, settings)
+        the_order = select(orders).where(orders.c.id == order_id)
+        row = (await connection.execute(the_order)).first()
+        if row is None:
+            raise ApiError(404, "not_found", f"no order {order_id}")
+        await _owned(connection, row.deployment_id, tenant.id, lock=False)  # 404 if not its
+        await market.expire_order(connection, order_id, height, settings)
+        return _order_view((await connection.execute(the_order)).one())
+
+    answer = await journal.run(request, tenant.id, work)
+    request.app[CACHES].orders_changed()
+    return answer.response()
 
 
 def _bid_view(row: Any) -> dict[str, Any]:
@@ -723,6 +754,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/providers/heartbeat", heartbeat)
     app.router.add_get("/v1/orders", open_orders)
     app.router.add_post("/v1/orders/{id}/bids", place_bid)
+    app.router.add_post("/v1/orders/{id}/expire", expire_order)
     app.router.add_delete("/v1/bids/{id}", withdraw_bid)
     add_more_routes(app)
 
@@ -980,11 +1012,11 @@ async def lease_status(request: web.Request) -> web.Response:
             await market.fail_lease(connection, lease_id, height, settings)
             report["status_message"] = body.message
         await connection.execute(update(leases).where(leases.c.id == lease_id).values(**report))
-        return (await connection.execute(the_lease)).one()
+        return _lease_view((await connection.execute(the_lease)).one())
 
-    row = await transact(request.app[ENGINE], work)
+    answer = await journal.run(request, provider.id, work)
     request.app[CACHES].orders_changed()  # a running lease's endpoint serves its routes now
-    return web.json_response(_lease_view(row))
+    return answer.response()
 
 
 async def _checked_endpoint(

@@ -109,6 +109,7 @@ __all__ = [
     "place_bid",
     "place_bids",
     "provider_matches",
+    "recover_provider",
     "resume_if_covered",
     "settle_to_now",
     "withdraw_bid",
@@ -558,11 +559,13 @@ async def _held(connection: AsyncConnection, provider_ids: list[int]) -> dict[in
 
 @dataclass(frozen=True, slots=True)
 class BidRequest:
-    """A provider's bid of ``price`` per block on an order, not yet checked."""
+    """A provider's bid of ``price`` per block on an order, not yet checked (``command``: the
+    request as the journal knows it, with its idempotency key)."""
 
     provider_id: int
     order_id: int
     price: int
+    command: Any = None
 
 
 async def place_bid(
@@ -1059,6 +1062,22 @@ async def fail_provider(
         await _fail_lease(connection, row, height, settings, CloseReason.PROVIDER_LOST)
         reopened.append(row.order_id)
     return reopened
+
+
+async def recover_provider(connection: AsyncConnection, provider_id: int, height: int) -> None:
+    """A lost provider is back online (the core's ``recover_provider``); its heartbeat is
+    counted from ``height``. Raises :class:`kova_core.UnknownEntity`,
+    :class:`kova_core.IllegalTransition` (not lost)."""
+    nodes = select(provider_nodes).where(provider_nodes.c.provider_id == provider_id)
+    node = (await connection.execute(nodes.with_for_update())).first()
+    if node is None:
+        raise UnknownEntity("provider", provider_id)
+    online = transition("provider", provider_id, ProviderState(node.state), "recover")
+    await connection.execute(
+        update(provider_nodes)
+        .where(provider_nodes.c.provider_id == provider_id)
+        .values(state=online.value, last_seen=height)
+    )
 
 
 async def expire_order(

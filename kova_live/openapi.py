@@ -177,6 +177,7 @@ def openapi_document(page_size: int = 1000) -> dict[str, Any]:
         NewDeployment,
         ShippedLogs,
     )
+    from .operators import ClockMove, Credit
 
     secured = [{"bearer": []}]
     tenant = (400, 401, 403, 404, 409)
@@ -239,6 +240,9 @@ def openapi_document(page_size: int = 1000) -> dict[str, Any]:
         "/v1/orders/{id}/bids": {"post": {"summary": "Bid on an order", "security": secured,
             "parameters": ID, "requestBody": _body(NewBid),
             "responses": _responses(201, BID, *tenant, 413)}},
+        "/v1/orders/{id}/expire": {"post": {"summary": "Give up on your open order",
+            "security": secured, "parameters": ID,
+            "responses": _responses(200, ORDER, *tenant, 422)}},
         "/v1/orders/{id}/candidates": {"get": {"summary": "Who could serve it, and why not",
             "security": secured, "parameters": ID,
             "responses": _responses(200, _object({
@@ -297,6 +301,25 @@ def openapi_document(page_size: int = 1000) -> dict[str, Any]:
             "responses": {**_responses(200, {}, 401, 404), "200": {"description": "the bytes",
                 "content": {"application/octet-stream": {
                     "schema": {"type": "string", "format": "binary"}}}}}}},
+        "/v1/accounts/{id}/credit": {"post": {"summary": "Credit a tenant (operators)",
+            "security": secured, "parameters": ID, "requestBody": _body(Credit),
+            "responses": _responses(200, _object({"account": STR, "amount": MONEY,
+                                                  "height": HEIGHT, "balance": MONEY}),
+                                    *tenant, 413, 422)}},
+        "/v1/providers/{id}/fail": {"post": {"summary": "Take a provider down (operators)",
+            "security": secured, "parameters": ID,
+            "responses": _responses(200, _object({"provider_id": INT, "state": STR,
+                                                  "height": HEIGHT,
+                                                  "reopened_orders": {"type": "array",
+                                                                      "items": INT}}),
+                                    *tenant, 422)}},
+        "/v1/providers/{id}/recover": {"post": {"summary": "Bring a provider back (operators)",
+            "security": secured, "parameters": ID,
+            "responses": _responses(200, _object({"provider_id": INT, "state": STR,
+                                                  "height": HEIGHT}), *tenant, 422)}},
+        "/v1/clock": {"post": {"summary": "Move a manual clock forward (operators)",
+            "security": secured, "requestBody": _body(ClockMove),
+            "responses": _responses(200, _object({"height": HEIGHT}), *tenant, 413, 422)}},
         "/v1/providers": {"get": {"summary": "Providers, publicly",
             "responses": _responses(200, _list("providers", PROVIDER))}},
         "/v1/providers/{id}/audits": {
@@ -327,7 +350,9 @@ def openapi_document(page_size: int = 1000) -> dict[str, Any]:
             "title": "Kova orchestrator",
             "version": "1",
             "description": "Money is integer micro-units (1 unit = 1,000,000); heights are "
-            "blocks (1 block = 1 s by default). Errors: {error: {code, message, field}}.",
+            "blocks (1 block = 1 s by default). Errors: {error: {code, message, field}}. "
+            "A market command applies once per Idempotency-Key header (a retry gets the "
+            "original answer; the key used for another request: 422).",
         },
         "paths": paths,
         "components": {

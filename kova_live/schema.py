@@ -27,6 +27,7 @@ __all__ = [
     "audits",
     "balances",
     "bids",
+    "commands",
     "deployment_files",
     "deployments",
     "files",
@@ -64,6 +65,9 @@ network = Table(
     CheckConstraint("block_ms > 0", name="block_positive"),
     CheckConstraint("settlement_interval > 0", name="interval_positive"),
     CheckConstraint("fee_bps >= 0 AND fee_bps <= 10000", name="fee_range"),
+    # ``serve --clock manual``: the height an operator last advanced the clock to (NULL: the
+    # network has never run on a manual clock)
+    Column("manual_height", BigInteger, nullable=True),
 )
 """The one row that says when height 0 was and how long a block lasts."""
 
@@ -75,7 +79,7 @@ accounts = Table(
     Column("name", String(100), nullable=False),
     Column("token_hash", String(64), nullable=False, unique=True),  # sha256 hex of the token
     Column("created_height", BigInteger, nullable=False),
-    CheckConstraint("role IN ('tenant', 'provider', 'auditor')", name="role_known"),
+    CheckConstraint("role IN ('tenant', 'provider', 'auditor', 'operator')", name="role_known"),
 )
 """Tenants, providers and auditors (migration 0014). The bearer token itself is never stored,
 only its SHA-256."""
@@ -347,6 +351,24 @@ routes = Table(
 """The ingress's routes: a hostname to a deployment's service (whose running leases' endpoints
 serve it). Each service that exposes a port globally gets ``<service>-<id>.<domain>``, and
 each name in its ``accept`` list."""
+
+commands = Table(
+    "commands",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("account_id", BigInteger, nullable=False),  # who sent it (0: no account)
+    Column("idem_key", String(128), nullable=False),  # its Idempotency-Key
+    Column("method", String(8), nullable=False),
+    Column("path", String(256), nullable=False),
+    Column("request_sha256", String(64), nullable=False),  # of method, path and body
+    Column("height", BigInteger, nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("response", Text, nullable=False),  # the answer's JSON body
+    Column("created_ms", BigInteger, nullable=False),
+    Index("uq_commands_account_id_idem_key", "account_id", "idem_key", unique=True),
+)
+"""The command journal (:mod:`kova_live.journal`): each command the API applied, in commit
+order, with the answer a retry under the same key gets back."""
 
 audits = Table(
     "audits",
