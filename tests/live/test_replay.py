@@ -1,0 +1,101 @@
+"""One ledger, two drivers: every shipped scenario, shortened, runs in the exact simulator with
+its commands recorded (``kova-sim run --record-commands``); the commands are replayed over HTTP
+against a real server on a manual clock, killed with SIGKILL at random points with a command in
+flight and restarted on the same database (the unanswered command is sent again under its
+Idempotency-Key); then the server's ledger, leases and escrows must equal the simulator's.
+
+Settings the servers run with: ``--clock manual``, ``--order-expiry`` 10^9 blocks (orders
+expire only when the simulated tenants give up on them), no heartbeat grace (providers are
+taken down only by the operator's replayed failures), settlement every 60 blocks, no fee.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kova_live.replay import Replayer, compare
+from kova_sim.commands import market_for, read_commands, replay_into
+from kova_sim.run import run_scenario
+from kova_sim.scenario import parse_scenario
+
+from .conftest import Server, fresh_database
+from .test_operators import operator_token
+
+SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
+SERVE = ("--clock", "manual", "--order-expiry", "1000000000")
+# (scenario, simulated length, one provider kept of every ..., database, kills): between them
+# the shortened scenarios have provider failures and repairs (mixed-strategies), jobs
+# (jobs-batch), deposits that resume paused deployments (budget-exhaustion) and orders given up
+# on (scarcity, jobs-batch). Each replays 600 to 1,500 commands; ``benchmarks/replay.py`` runs
+# them whole.
+CASES = [
+    ("baseline", "20m", 5, "postgresql", 5),
+    ("budget-exhaustion", "45m", 5, "postgresql", 0),
+    ("jobs-batch", "20m", 5, "postgresql", 5),
+    ("mixed-strategies", "3h", 4, "postgresql", 5),
+    ("price-war", "20m", 5, "postgresql", 0),
+    ("scarcity", "40m", 5, "postgresql", 0),
+    ("baseline", "20m", 5, "sqlite", 2),
+]
+
+
+def recorded(name: str, duration: str, divisor: int, folder: Path) -> Path:
+    """Run a shipped scenario, shortened and with fewer providers (every group keeps one in
+    ``divisor``, at least one), in the exact engine, with its commands recorded."""
+    data = yaml.safe_load((SCENARIOS / f"{name}.yaml").read_text())
+    data["duration"] = duration
+    for group in data["providers"]:
+        group["count"] = max(1, group["count"] // divisor)
+    path = folder / "commands.jsonl"
+    run_scenario(parse_scenario(data), None, engine="exact", commands=path)
+    return path
+
+
+@pytest.mark.parametrize(("name", "duration", "divisor", "backend", "kills"), CASES,
+                         ids=[f"{c[0]}-{c[3]}" for c in CASES])  # fmt: skip
+def test_the_live_network_ends_where_the_simulator_does(
+    name, duration, divisor, backend, kills, tmp_path
+):
+    header, commands = read_commands(recorded(name, duration, divisor, tmp_path))
+    assert (header["settlement_interval"], header["fee_bps"]) == (60, 0)  # the server's
+    reference = market_for(header)
+    replay_into(reference, header, commands)
+    rng = random.Random(f"{name}-{backend}")
+    at = set(rng.sample(range(2, len(commands)), kills))
+    with fresh_database(backend, tmp_path) as url:
+        ops = operator_token(url)
+        servers = [Server(url, tmp_path / "data", 1.0, *SERVE)]
+        killed: list[int] = []
+
+        def kill_soon(seq: int) -> None:
+            """SIGKILL the server a moment after the command is sent: in flight, or just
+            answered, or not yet read; whichever, it is sent again and applies once."""
+            if seq not in at:
+                return
+            process = servers[-1].process
+            delay = rng.uniform(0.0, 0.004)
+            threading.Timer(delay, process.send_signal, (signal.SIGKILL,)).start()
+            killed.append(seq)
+
+        def restart():
+            old = servers[-1]
+            old.process.wait()
+            old.stop()
+            servers.append(Server(url, tmp_path / "data", 1.0, *SERVE))
+            return servers[-1].client
+
+        replayer = Replayer(servers[0].client, ops, reconnect=restart)
+        try:
+            replayer.replay(commands, before_send=kill_soon)
+            figures = compare(url, reference, replayer.ids)
+        finally:
+            servers[-1].stop()
+    assert len(killed) == kills
+    assert figures["transfers"] == len(reference.ledger) > 0
+    assert figures["leases"] == len(reference.leases)
