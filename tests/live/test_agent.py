@@ -23,7 +23,7 @@ from .agents import (
     lease_of,
     tenant_with_money,
 )
-from .conftest import apache_in_front, wait_for
+from .conftest import apache_in_front, register, wait_for
 
 
 def test_a_deployment_runs_in_a_container_that_follows_its_lease(network):
@@ -185,6 +185,35 @@ def test_an_undercutting_agent_undercuts_an_earlier_bid(network):
                      "--strategy-param", "floor=100")  # fmt: skip
     wait_for(lambda: len(prices()) == 2, 30)
     assert prices() == [2500, 3000]
+
+
+def test_an_audited_agent_bids_on_a_signed_order_and_an_unaudited_one_does_not(network):
+    """The heartbeat's reply tells the agent who audited it, and the core's poll matches the
+    order's ``signedBy`` with them."""
+    server = network["server"]
+    tenant = tenant_with_money(server)
+    auditor = register(server, "auditor", "a")
+    audited, _ = fixed_agent(network, "audited")
+    other, _ = fixed_agent(network, "other")
+    wait_for(lambda: {p["provider_id"] for p in server.client.get("/v1/providers").json()["providers"]}
+             >= {audited["id"], other["id"]}, 30)  # both agents are up  # fmt: skip
+    signed = server.client.post(f"/v1/providers/{audited['id']}/audits",
+                                headers=auditor["headers"])  # fmt: skip
+    assert signed.status_code == 201, signed.text
+    manifest = HTTPD.replace("    dc:\n      pricing:",
+                             f"    dc:\n      signedBy:\n        anyOf: [\"{auditor['account']}\"]\n"
+                             "      pricing:")  # fmt: skip
+    assert "signedBy" in manifest
+    dep = server.client.post("/v1/deployments", headers=tenant["headers"],
+                             json={"manifest": manifest, "deposit": 1_000_000}).json()  # fmt: skip
+
+    def bidders():
+        bids = server.client.get(f"/v1/deployments/{dep['id']}/bids", headers=tenant["headers"])
+        return {b["provider_id"] for b in bids.json()["bids"]}
+
+    wait_for(lambda: bidders() == {audited["id"]}, 30)
+    time.sleep(1)  # several more polls of the other agent: still no bid from it
+    assert bidders() == {audited["id"]}
 
 
 @pytest.mark.parametrize("network", [("--heartbeat-grace", "20")], indirect=True)

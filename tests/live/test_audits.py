@@ -5,17 +5,11 @@ revocation; who may audit; bad bodies; ``kova-live audit``; and a provider agent
 signed order once audited."""
 
 import subprocess
-from types import SimpleNamespace
 
-import httpx
-import numpy as np
 import pytest
 import yaml
 
-from kova_core import Resources, pricing_strategy
-from kova_live.agent import Agent
-
-from .conftest import Server, credit, fresh_database, kova_live, register
+from .conftest import kova_live, register
 from .test_lifecycle import MANIFEST
 from .test_openapi import CHECKS, SCHEMATHESIS
 
@@ -292,42 +286,3 @@ def test_schemathesis_finds_no_server_error_in_the_audit_routes(server, tmp_path
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-4000:]
     assert "3 selected" in result.stdout and "failed" not in result.stdout.split("Test cases:")[-1]
-
-
-class _NoDocker:
-    """What an agent's heartbeat and bids read of its runner: where leases are reached."""
-
-    policy = SimpleNamespace(public_addresses=("127.0.0.1",), port_range=(30000, 32767))
-
-
-def test_an_audited_agent_bids_on_a_signed_order(tmp_path):
-    """The agent's own poll (no Docker: a heartbeat and a round of bids) on a server of its
-    own, so that it sees only this test's orders."""
-    with fresh_database("sqlite", tmp_path) as url:
-        server = Server(url, tmp_path / "data")
-        try:
-            tenant, auditor = register(server, "tenant", "t"), register(server, "auditor", "a")
-            credit(url, tenant["account"], 10_000_000)
-            agents = {}
-            for name in ("audited", "other"):
-                account = register(server, "provider", name)
-                http = httpx.Client(base_url=server.url, headers=account["headers"], timeout=10)
-                agents[name] = (account, Agent(
-                    http=http, docker=_NoDocker(), capacity=Resources(**BOX),
-                    strategy=pricing_strategy("fixed", price_per_block=20_000),
-                    pricing={"strategy": "fixed", "params": {"price_per_block": 20_000}},
-                    attributes={"region": "eu"}, rng=np.random.default_rng(1),
-                ))  # fmt: skip
-            for _, agent in agents.values():
-                agent.heartbeat()
-            assert audit(server, auditor, agents["audited"][0]["id"]).status_code == 201
-            order_id = deploy(server, tenant, {"anyOf": [auditor["account"]]})
-            for _, agent in agents.values():
-                agent.bid([], agent.heartbeat())
-            assert agents["audited"][1].auditors == {auditor["account"]}
-            assert order_id in agents["audited"][1].bids
-            assert agents["other"][1].auditors == frozenset() and agents["other"][1].bids == {}
-            for _, agent in agents.values():
-                agent.http.close()
-        finally:
-            server.stop()
