@@ -190,6 +190,11 @@ class Market:
     :attr:`bids` once it is no longer open (accepted, lost or withdrawn), so the market's memory
     does not grow with every bid ever placed; commands naming such a bid then raise
     :class:`UnknownEntity`.
+
+    ``keep_ledger`` (default True): every transfer is also appended to :attr:`ledger`. A driver
+    that stores the transfers its commands return (the live orchestrator) turns it off, so
+    memory does not grow with history; :meth:`forget_closed` does the same for closed
+    deployments, and :meth:`restore` builds a market from a driver's records.
     """
 
     def __init__(
@@ -200,6 +205,7 @@ class Market:
         accepted_denoms: Collection[str] | None = None,
         defer_rounds: bool = False,
         forget_closed_bids: bool = False,
+        keep_ledger: bool = True,
     ) -> None:
         if isinstance(fee_bps, bool) or not isinstance(fee_bps, int) or not 0 <= fee_bps <= BPS:
             raise InvalidAmount(f"fee_bps must be an integer from 0 to {BPS}, got {fee_bps!r}")
@@ -236,6 +242,8 @@ class Market:
         # tallies add up to, and when each may next fall short.
         self.defer_rounds = defer_rounds
         self.forget_closed_bids = forget_closed_bids
+        self.keep_ledger = keep_ledger
+        self._closed: list[int] = []  # deployments closed since forget_closed last ran
         self.accrued = 0
         self._tallies: dict[int, _Tally] = {}
         self._rate = 0  # Σ price per block of the leases of tallied deployments
@@ -256,6 +264,13 @@ class Market:
     def escrow(self, deployment_id: int) -> int:
         """A deployment's escrow balance."""
         return self.balance(escrow_account(deployment_id))
+
+    @property
+    def next_ids(self) -> Mapping[str, int]:
+        """The id each kind of entity (``tenant``, ``provider``, ``deployment``, ``order``,
+        ``bid``, ``lease``) gets next: what a driver keeps to :meth:`restore` a market whose
+        records leave out forgotten ones."""
+        return MappingProxyType(self._next_id)
 
     def money_drift(self) -> int:
         """Σ balances − (credited − withdrawn): zero whenever money is conserved."""
@@ -308,9 +323,11 @@ class Market:
 
     # ------------------------------------------------------------------ accounts
 
-    def add_tenant(self, name: str = "") -> int:
-        """Register a tenant and return its id."""
-        tenant_id = self._new_id("tenant")
+    def add_tenant(self, name: str = "", *, tenant_id: int | None = None) -> int:
+        """Register a tenant and return its id: the next one, or ``tenant_id`` (a driver whose
+        accounts are numbered elsewhere; raises :class:`InvalidAmount` if it is taken or not
+        a positive integer)."""
+        tenant_id = self._given_id("tenant", tenant_id, self.tenants)
         self.tenants[tenant_id] = Tenant(id=tenant_id, name=name or f"tenant-{tenant_id}")
         return tenant_id
 
@@ -322,8 +339,10 @@ class Market:
         attributes: Mapping[str, str] | None = None,
         auditors: Iterable[str] = (),
         gpu_models: Iterable[str] = (),
+        provider_id: int | None = None,
     ) -> int:
-        """Register a provider with its capacity and placement attributes; return its id.
+        """Register a provider with its capacity and placement attributes; return its id (the
+        next one, or ``provider_id``, as for :meth:`add_tenant`).
 
         ``gpu_models`` are ``vendor/model`` keys such as ``nvidia/a100`` (case does not
         matter: the manifest side is lower-cased too). Raises
@@ -331,7 +350,7 @@ class Market:
         """
         if not capacity.is_nonnegative():
             raise InvalidAmount(f"capacity must not be negative: {capacity}")
-        provider_id = self._new_id("provider")
+        provider_id = self._given_id("provider", provider_id, self.providers)
         self.providers[provider_id] = Provider(
             id=provider_id,
             name=name or f"provider-{provider_id}",
@@ -341,6 +360,38 @@ class Market:
             gpu_models=frozenset(g.lower() for g in gpu_models),
         )
         return provider_id
+
+    def update_provider(
+        self,
+        provider_id: int,
+        *,
+        capacity: Resources,
+        attributes: Mapping[str, str],
+        gpu_models: Iterable[str],
+        height: int,
+    ) -> list[Event]:
+        """A provider's machine changed (its agent's heartbeat says so): new capacity, placement
+        attributes and GPUs. What its leases hold and its bids reserve stay held; if the new
+        capacity is less than that, it bids on nothing until its poll (:func:`plan_poll`)
+        withdraws the bids it can no longer honour. Raises :class:`UnknownEntity`,
+        :class:`InvalidAmount` (a negative capacity), :class:`InvalidHeight`."""
+        provider = self._provider(provider_id)
+        if not capacity.is_nonnegative():
+            raise InvalidAmount(f"capacity must not be negative: {capacity}")
+        self._advance(height)
+        provider.capacity = capacity
+        provider.attributes = MappingProxyType({str(k): str(v) for k, v in attributes.items()})
+        provider.gpu_models = frozenset(g.lower() for g in gpu_models)
+        provider.free = capacity - provider.used - provider.reserved
+        return self._take()
+
+    def set_auditors(self, provider_id: int, auditors: Iterable[str], height: int) -> list[Event]:
+        """The auditors whose audits of a provider stand now (placement's ``signedBy``).
+        Raises :class:`UnknownEntity`, :class:`InvalidHeight`."""
+        provider = self._provider(provider_id)
+        self._advance(height)
+        provider.auditors = frozenset(auditors)
+        return self._take()
 
     def credit(self, tenant_id: int, amount: int, height: int) -> list[Event]:
         """Credit a tenant's balance with money from outside (an operator's top-up).
@@ -867,6 +918,120 @@ class Market:
             events += self._materialize(self.deployments[dep_id], self.last_round)
         return events
 
+    # ------------------------------------------------------------------ memory and restoring
+
+    def forget_closed(self) -> list[int]:
+        """Drop the deployments closed since the last call from memory, with their orders,
+        bids and leases (a driver that has stored them calls it, so that memory grows with what
+        is live, not with history); return their ids. Commands naming them then raise
+        :class:`UnknownEntity`. A provider's record (completed and failed leases) stays."""
+        gone, self._closed = self._closed, []
+        orders: set[int] = set()
+        for dep_id in gone:
+            dep = self.deployments.pop(dep_id, None)
+            if dep is None:
+                continue
+            for order_id in dep.order_ids:
+                self.orders.pop(order_id, None)
+                orders.add(order_id)
+            for lease_id in dep.lease_ids:
+                self.leases.pop(lease_id, None)
+            if not self._balances.get(escrow_account(dep_id)):
+                self._balances.pop(escrow_account(dep_id), None)
+        if orders and not self.forget_closed_bids:  # closed bids are kept: drop theirs
+            for bid_id in [b.id for b in self.bids.values() if b.order_id in orders]:
+                del self.bids[bid_id]
+        return gone
+
+    @classmethod
+    def restore(
+        cls,
+        *,
+        height: int,
+        last_round: int,
+        balances: Mapping[str, int],
+        credited: int,
+        withdrawn: int,
+        tenants: Iterable[Tenant] = (),
+        providers: Iterable[Provider] = (),
+        deployments: Iterable[Deployment] = (),
+        orders: Iterable[Order] = (),
+        bids: Iterable[Bid] = (),
+        leases: Iterable[Lease] = (),
+        next_ids: Mapping[str, int] | None = None,
+        **settings: object,
+    ) -> Market:
+        """A market rebuilt from a driver's records (rows it stored): what the market keeps
+        about each entity as given, and what follows from them (a provider's held and
+        reserved resources and its free capacity, an order's open bids, the open orders, the
+        deployments that pay each round, each job's next deadline) worked out again. Closed
+        deployments may be left out (see :meth:`forget_closed`), and so may bids that are not
+        open. ``settings`` are the constructor's (``defer_rounds`` is refused: tallies are not
+        records). ``next_ids``: the next id of each kind, if the driver knows more than the
+        records show. Raises ``ValueError`` for records that do not fit together.
+        """
+        if settings.get("defer_rounds"):
+            raise ValueError("a market with deferred rounds cannot be restored from records")
+        market = cls(**settings)  # type: ignore[arg-type]
+        market.height, market.last_round = height, last_round
+        market.credited, market.withdrawn = credited, withdrawn
+        market._balances = {k: v for k, v in balances.items() if v}
+        market.tenants = {t.id: t for t in tenants}
+        market.providers = {p.id: p for p in providers}
+        market.deployments = {d.id: d for d in deployments}
+        market.orders = {o.id: o for o in sorted(orders, key=lambda o: o.id)}
+        market.leases = {lease.id: lease for lease in sorted(leases, key=lambda x: x.id)}
+        for provider in market.providers.values():
+            provider.used, provider.reserved = Resources(), Resources()
+            provider.open_bids, provider.leases = {}, set()
+        for dep in market.deployments.values():
+            dep.order_ids, dep.lease_ids = [], []
+        try:
+            for order in market.orders.values():
+                market.deployments[order.deployment_id].order_ids.append(order.id)
+                order.open_bids = {}
+                if order.state is OrderState.OPEN:
+                    market._open_orders[order.id] = order
+            for lease in market.leases.values():
+                market.deployments[lease.deployment_id].lease_ids.append(lease.id)
+                market.orders[lease.order_id].lease_id = lease.id
+                if lease.state is not LeaseState.CLOSED:
+                    provider = market.providers[lease.provider_id]
+                    provider.leases.add(lease.id)
+                    provider.used += lease.resources
+            for bid in sorted(bids, key=lambda b: b.id):
+                if bid.state is BidState.OPEN:
+                    order = market.orders[bid.order_id]
+                    provider = market.providers[bid.provider_id]
+                    order.open_bids[bid.id] = bid.price
+                    provider.open_bids[order.id] = bid.id
+                    provider.reserved += order.resources
+                elif market.forget_closed_bids:
+                    continue
+                market.bids[bid.id] = bid
+        except KeyError as exc:
+            raise ValueError(f"the records name {exc.args[0]!r}, which they do not hold") from None
+        for provider in market.providers.values():
+            provider.free = provider.capacity - provider.used - provider.reserved
+        for dep in market.deployments.values():
+            if dep.state is DeploymentState.CLOSED:
+                continue
+            if dep.is_job:
+                market._schedule_job(dep)
+            elif dep.state is DeploymentState.ACTIVE and any(
+                market.leases[i].state is LeaseState.ACTIVE for i in dep.lease_ids
+            ):
+                market._billing.add(dep.id)
+        known = {
+            "tenant": market.tenants, "provider": market.providers,
+            "deployment": market.deployments, "order": market.orders, "bid": market.bids,
+            "lease": market.leases,
+        }  # fmt: skip
+        for kind, table in known.items():
+            after = max(table, default=0) + 1
+            market._next_id[kind] = max(after, (next_ids or {}).get(kind, 1))
+        return market
+
     def settle_deployment(self, deployment_id: int, height: int) -> list[Event]:
         """Settle one deployment's active leases up to ``height`` now, as a round would.
 
@@ -1156,6 +1321,7 @@ class Market:
         dep.closed_at, dep.close_reason = height, reason
         self._billing.discard(dep.id)
         self._job_deadlines.pop(dep.id, None)
+        self._closed.append(dep.id)
         left = self.escrow(dep.id)
         if left:
             events.append(
@@ -1337,7 +1503,8 @@ class Market:
             start=start,
             end=end,
         )
-        self.ledger.append(entry)
+        if self.keep_ledger:
+            self.ledger.append(entry)
         return entry
 
     def _place_bid(self, order: Order, provider: Provider, price: int, height: int) -> BidPlaced:
@@ -1444,6 +1611,16 @@ class Market:
                 provider_ids=tuple(provider_ids),
             )
         ]
+
+    def _given_id(self, kind: str, wanted: int | None, taken: Mapping[int, object]) -> int:
+        if wanted is None:
+            return self._new_id(kind)
+        if isinstance(wanted, bool) or not isinstance(wanted, int) or wanted < 1:
+            raise InvalidAmount(f"{kind} id must be a positive integer, got {wanted!r}")
+        if wanted in taken:
+            raise InvalidAmount(f"{kind} {wanted} exists already")
+        self._next_id[kind] = max(self._next_id.get(kind, 1), wanted + 1)
+        return wanted
 
     def _new_id(self, kind: str) -> int:
         value = self._next_id.get(kind, 1)
