@@ -192,6 +192,11 @@ def main() -> None:
         # put Docker's userland proxy (docker-proxy) in every request's way, all three ways
         address = container.attrs["NetworkSettings"]["IPAddress"]
         endpoint = f"{address}:8080"
+        made = subprocess.run(
+            [sys.executable, "-m", "kova_live", "admin", "operator", "bench",
+             "--data-dir", str(folder / "data")], capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        ops = made.stdout.strip().splitlines()[-1]
         server = subprocess.Popen(
             [sys.executable, "-m", "kova_live", "serve", "--data-dir", str(folder / "data"),
              "--port", str(api), "--ingress-port", str(ingress), "--block-seconds", "1",
@@ -206,7 +211,7 @@ def main() -> None:
         provider = httpx.post(f"{base}/v1/accounts", json={"role": "provider", "name": "p"}).json()
         credit = subprocess.run(
             [sys.executable, "-m", "kova_live", "admin", "credit", tenant["account"], "1000",
-             "--data-dir", str(folder / "data")], capture_output=True, text=True, check=True,
+             "--orchestrator", base, "--token", ops], capture_output=True, text=True, check=True,
         )  # fmt: skip
         assert "credited" in credit.stdout
         t = {"Authorization": f"Bearer {tenant['token']}"}

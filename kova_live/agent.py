@@ -38,6 +38,7 @@ import json
 import logging
 import math
 import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -314,7 +315,7 @@ class Agent:
         said = json.dumps(body, sort_keys=True)
         if self.reported.get(lease["id"]) == said:
             return
-        reply = self.http.post(f"/v1/leases/{lease['id']}/status", json=body)
+        reply = self._command("POST", f"/v1/leases/{lease['id']}/status", body)
         if reply.status_code == 200:
             self.reported[lease["id"]] = said
         else:
@@ -388,11 +389,11 @@ class Agent:
             order_id = by_bid[bid_id]
             log.info("withdrawing bid %s: this machine can no longer serve order %s", bid_id,
                      order_id)  # fmt: skip
-            self.http.delete(f"/v1/bids/{bid_id}")
+            self._command("DELETE", f"/v1/bids/{bid_id}")
             del self.bids[order_id]
         needs_of = {order.id: order.spec.resources for order in seen}
         for order_id, price in plan.bids:
-            reply = self.http.post(f"/v1/orders/{order_id}/bids", json={"price": price})
+            reply = self._command("POST", f"/v1/orders/{order_id}/bids", {"price": price})
             if reply.status_code == 201:
                 self.bids[order_id] = (int(reply.json()["id"]), needs_of[order_id])
                 log.info("bid %s per block on order %s", price, order_id)
@@ -411,6 +412,19 @@ class Agent:
         reply = self.http.post(path, json=body)
         _check(reply)
         return reply.json()
+
+    def _command(self, method: str, path: str, body: Any = None) -> httpx.Response:
+        """Send a market command under an Idempotency-Key, again with the same key if the
+        answer is lost on the way (the orchestrator applies it once either way). Raises httpx's
+        errors after three tries."""
+        headers = {"Idempotency-Key": uuid.uuid4().hex}
+        for attempt in range(3):
+            try:
+                return self.http.request(method, path, json=body, headers=headers)
+            except httpx.TransportError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
 
 def lookup(http: httpx.Client, lease_ids: Iterable[int]) -> dict[int, dict[str, Any]]:

@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 import click
 import httpx
 
-__all__ = ["audit"]
+__all__ = ["audit", "call_api"]
 
 
 def _refused(message: str) -> NoReturn:
@@ -21,7 +21,7 @@ def _refused(message: str) -> NoReturn:
     raise SystemExit(1)
 
 
-def _call(orchestrator: str | None, token: str | None, method: str, path: str,
+def call_api(orchestrator: str | None, token: str | None, method: str, path: str,
           body: Any = None) -> Any:  # fmt: skip
     """The server's JSON answer; one line and exit status 1 if it refuses or cannot be
     reached."""
@@ -99,7 +99,7 @@ def sign(provider_id: int, attributes: tuple[str, ...], orchestrator: str | None
     registered). Replaces your earlier audit of it."""
     chosen = _attributes(attributes)
     body = {"attributes": chosen} if attributes else {}
-    made = _call(orchestrator, token, "POST", f"/v1/providers/{provider_id}/audits", body)
+    made = call_api(orchestrator, token, "POST", f"/v1/providers/{provider_id}/audits", body)
     click.echo(
         f"{made['auditor']} audited provider {provider_id} at block {made['height']}:"
         f" {_pairs(made['attributes'])}"
@@ -112,7 +112,7 @@ def sign(provider_id: int, attributes: tuple[str, ...], orchestrator: str | None
 @token_option
 def revoke(provider_id: int, orchestrator: str | None, token: str | None) -> None:
     """Take back your audit of PROVIDER_ID."""
-    done = _call(orchestrator, token, "DELETE", f"/v1/providers/{provider_id}/audits")
+    done = call_api(orchestrator, token, "DELETE", f"/v1/providers/{provider_id}/audits")
     click.echo(f"{done['auditor']} revoked its audit of provider {provider_id}")
 
 
@@ -123,7 +123,7 @@ def revoke(provider_id: int, orchestrator: str | None, token: str | None) -> Non
 def list_command(provider_id: int, orchestrator: str | None, token: str | None) -> None:
     """PROVIDER_ID's audits (any account's token will do): who signed what, and whether each
     still stands."""
-    found = _call(orchestrator, token, "GET", f"/v1/providers/{provider_id}/audits")
+    found = call_api(orchestrator, token, "GET", f"/v1/providers/{provider_id}/audits")
     standing = ", ".join(found["auditors"]) or "nobody"
     click.echo(f"provider {provider_id}: audited by {standing}")
     for a in found["audits"]:

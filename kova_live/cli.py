@@ -20,7 +20,7 @@ import uvloop
 from aiohttp import web
 from sqlalchemy import insert, select
 
-from kova_core import InvalidAmount, TransferReason, format_micro, parse_amount
+from kova_core import InvalidAmount, format_micro, parse_amount
 
 from .app import ApiSettings, create_app, hash_token
 from .audit_cli import audit
@@ -36,9 +36,8 @@ from .db import (
 )
 from .endpoints import EndpointPolicy, parse_networks
 from .ingress import LOG_FORMAT, IngressError, IngressSettings, listen
-from .ledger import balance, move
 from .provider_cli import provider
-from .schema import accounts
+from .schema import accounts, network
 from .work import WorkSettings
 
 __all__ = ["main"]
@@ -296,7 +295,8 @@ async def _manual_start(url: str) -> int:
 
 @main.group()
 def admin() -> None:
-    """Operator commands, straight on the database."""
+    """Operator commands: an operator account (on the database, before the server starts),
+    and credits (over the running server's API, with that account's token)."""
 
 
 @admin.command()
@@ -317,20 +317,22 @@ def operator(name: str, data_dir: Path, database_url: str | None) -> None:
         if current_revision(url) is None:
             migrate(url)
         check_schema(url)
-        settings = ensure_network(url)
     except DatabaseError as exc:
         _fail(str(exc))
-    height = BlockClock(settings.genesis_ms, settings.block_ms).height()
     token = "kova_" + secrets.token_urlsafe(32)
-    account_id = asyncio.run(_new_operator(url, name, token, height))
+    account_id = asyncio.run(_new_operator(url, name, token))
     click.echo(f"operator {account_id} ({name}); token (shown once):")
     click.echo(token)
 
 
-async def _new_operator(url: str, name: str, token: str, height: int) -> int:
+async def _new_operator(url: str, name: str, token: str) -> int:
+    """The new operator's id; made at the network's height now (0 before its first start,
+    which this does not bring forward: the first ``serve`` still says how long a block is)."""
     engine = async_engine(url)
     try:
         async with engine.begin() as connection:
+            row = (await connection.execute(select(network))).first()
+            height = 0 if row is None else BlockClock(row.genesis_ms, row.block_ms).height()
             made = await connection.execute(
                 insert(accounts)
                 .values(role="operator", name=name, token_hash=hash_token(token),
@@ -345,13 +347,19 @@ async def _new_operator(url: str, name: str, token: str, height: int) -> int:
 @admin.command()
 @click.argument("account")
 @click.argument("amount")
-@data_dir_option
-@database_option
-def credit(account: str, amount: str, data_dir: Path, database_url: str | None) -> None:
+@click.option("--orchestrator", envvar="KOVA_ORCHESTRATOR", default="http://127.0.0.1:8080",
+              show_default=True, help="The orchestrator's URL (or KOVA_ORCHESTRATOR).")
+@click.option("--token", envvar="KOVA_TOKEN",
+              help="An operator's token (kova-live admin operator; or KOVA_TOKEN).")
+def credit(account: str, amount: str, orchestrator: str, token: str | None) -> None:
     """Credit AMOUNT units (e.g. 100 or 0.5) to a tenant: ACCOUNT is its id or tenant:<id>.
 
-    There is no payment rail; this is how money enters the network.
+    There is no payment rail; this is how money enters the network. It goes through the
+    running orchestrator's API (POST /v1/accounts/{id}/credit) with an operator's token, so
+    the market the orchestrator keeps sees it.
     """
+    from .audit_cli import call_api
+
     try:
         micro = parse_amount(amount)
     except InvalidAmount as exc:
@@ -361,39 +369,12 @@ def credit(account: str, amount: str, data_dir: Path, database_url: str | None) 
     raw = account.removeprefix("tenant:")
     if not (raw.isascii() and raw.isdigit()):
         _fail(f"ACCOUNT: expected a tenant id such as 3 or tenant:3, got {account!r}")
-    url = _url(data_dir, database_url)
-    try:
-        check_schema(url)
-        settings = ensure_network(url)
-    except DatabaseError as exc:
-        _fail(str(exc))
-    clock = BlockClock(settings.genesis_ms, settings.block_ms)
-    held = asyncio.run(_credit(url, int(raw), micro, clock.height()))
-    click.echo(f"credited {format_micro(micro)} to tenant:{raw}; balance {format_micro(held)}")
-
-
-async def _credit(url: str, tenant_id: int, micro: int, height: int) -> int:
-    engine = async_engine(url)
-    try:
-        async with engine.begin() as connection:
-            role = await connection.scalar(
-                select(accounts.c.role).where(accounts.c.id == tenant_id)
-            )
-            if role != "tenant":
-                what = "no account" if role is None else f"account {tenant_id} is a {role}"
-                _fail(f"ACCOUNT: {what} with id {tenant_id}; credits go to tenants")
-            name = f"tenant:{tenant_id}"
-            await move(
-                connection,
-                source="external",
-                destination=name,
-                amount=micro,
-                reason=TransferReason.CREDIT,
-                height=height,
-            )
-            return await balance(connection, name)
-    finally:
-        await engine.dispose()
+    if not token:
+        _fail("--token: an operator's token is needed (kova-live admin operator makes one)")
+    done = call_api(orchestrator, token, "POST", f"/v1/accounts/{int(raw)}/credit",
+                    {"amount": micro})  # fmt: skip
+    held = format_micro(int(done["balance"]))
+    click.echo(f"credited {format_micro(micro)} to tenant:{int(raw)}; balance {held}")
 
 
 if __name__ == "__main__":  # pragma: no cover

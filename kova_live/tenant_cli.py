@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -58,12 +59,18 @@ class Api:
             if not self.token:
                 raise click.UsageError("no token: pass --token, set KOVA_TOKEN, or run kova login")
             headers["Authorization"] = f"Bearer {self.token}"
-        try:
-            response = httpx.request(
-                method, self.server + path, json=body, headers=headers, timeout=30
-            )
-        except httpx.TransportError as exc:
-            _refused(f"cannot reach {self.server}: {exc}")
+        if method != "GET":  # a command: applied once, however often it is sent
+            headers["Idempotency-Key"] = uuid.uuid4().hex
+        for attempt in range(3):
+            try:
+                response = httpx.request(
+                    method, self.server + path, json=body, headers=headers, timeout=30
+                )
+                break
+            except httpx.TransportError as exc:
+                # the answer may be lost with the command applied: the same key again
+                if attempt == 2:
+                    _refused(f"cannot reach {self.server}: {exc}")
         try:
             data = response.json()
         except ValueError:

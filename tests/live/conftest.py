@@ -122,6 +122,8 @@ class Server:
                 raise RuntimeError(f"the server did not start: {self.log.read_text()}")
             time.sleep(0.05)
         self.client = httpx.Client(base_url=self.url, timeout=10)
+        self.ops: dict[str, str] | None = None  # an operator's headers, made when first needed
+        RUNNING[database_url] = self
 
     def stop(self) -> None:
         self.client.close()
@@ -147,24 +149,42 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
             started.stop()
 
 
+RUNNING: dict[str, Server] = {}
+"""The server running on each database (the latest started), for :func:`credit`."""
+
+
+def operator_headers(database_url: str) -> dict[str, str]:
+    """The headers of a new operator account on the database: what ``kova-live admin operator``
+    makes (that command has its own tests; this saves a process start per server)."""
+    import secrets
+
+    from sqlalchemy import insert
+
+    from kova_live.app import hash_token
+    from kova_live.db import sync_engine
+    from kova_live.schema import accounts
+
+    token = "kova_" + secrets.token_urlsafe(32)
+    engine = sync_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(insert(accounts).values(
+                role="operator", name="tests", token_hash=hash_token(token), created_height=0))
+    finally:
+        engine.dispose()
+    return {"Authorization": f"Bearer {token}"}
+
+
 def credit(database_url: str, account: str, micro: int) -> None:
-    """Credit a tenant straight through the ledger, as `kova-live admin credit` does (that
-    command has its own tests; this saves a process start per credit)."""
-    import asyncio
-
-    from kova_live.db import async_engine
-    from kova_live.ledger import move
-
-    async def run() -> None:
-        engine = async_engine(database_url)
-        try:
-            async with engine.begin() as connection:
-                await move(connection, source="external", destination=account, amount=micro,
-                           reason="credit", height=0)  # fmt: skip
-        finally:
-            await engine.dispose()
-
-    asyncio.run(run())
+    """Credit a tenant as an operator does, over the API of the server running on the
+    database (``POST /v1/accounts/{id}/credit``, as ``kova-live admin credit`` sends it)."""
+    server = RUNNING[database_url]
+    if server.ops is None:
+        server.ops = operator_headers(database_url)
+    tenant_id = int(account.removeprefix("tenant:"))
+    reply = server.client.post(f"/v1/accounts/{tenant_id}/credit", headers=server.ops,
+                               json={"amount": micro})  # fmt: skip
+    assert reply.status_code == 200, reply.text
 
 
 LOOPBACK = {"addresses": ["127.0.0.1"], "ports": [1, 65535]}
