@@ -1,0 +1,384 @@
+"""The core's ``Market`` and the database, rows in and rows out: :func:`load_market` rebuilds a
+``Market`` from the tables (``Market.restore``), :func:`persist` writes what a batch of the
+market's commands changed, found from the events they returned.
+
+These are the two halves of the orchestrator as DESIGN section 2 has it (the ``Market`` in
+memory as the single writer, durable before acknowledged, restored at start): the tables are
+the ones the orchestrator writes today, so a database it wrote restores as it is.
+
+What each table holds of the market's records:
+
+- ``deployments``: the core's deployment (id, tenant, kind, creation, max runtime, state,
+  close, written off) and, for jobs, ``deadline`` (``Market.job_deadline``); the manifest as
+  submitted and the tenant's auto-accept policy are the driver's, written when it is created.
+- ``orders``: id, deployment, its position among the manifest's ``order_specs()`` (the spec is
+  parsed again from the manifest on restore), the spec's resources, price ceiling and
+  denomination copied out for queries, state and close.
+- ``bids``: every bid ever placed; the market keeps only the open ones in memory.
+- ``leases``: the core's lease, column for column (the agent's reports are other columns).
+- ``provider_nodes``: capacity, attributes, GPUs, state and record (completed, failed).
+- ``balances`` and ``transfers``: the ledger; ``settlement_rounds``: one row per round run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from kova_core import (
+    EXTERNAL,
+    Bid,
+    BidPlaced,
+    BidsLost,
+    BidsPlaced,
+    BidState,
+    BidWithdrawn,
+    CloseReason,
+    DebtWrittenOff,
+    Deployment,
+    DeploymentClosed,
+    DeploymentCreated,
+    DeploymentPaused,
+    DeploymentResumed,
+    DeploymentState,
+    Event,
+    Lease,
+    LeaseClosed,
+    LeasePaused,
+    LeaseResumed,
+    LeaseStarted,
+    LeaseState,
+    Market,
+    Order,
+    OrderClosed,
+    OrderOpened,
+    OrderReopened,
+    OrderState,
+    Provider,
+    ProviderLost,
+    ProviderRecovered,
+    ProviderState,
+    Resources,
+    SettlementRound,
+    Tenant,
+    Transfer,
+    TransferReason,
+)
+
+from .audits import auditors_of
+from .market import Settings, order_specs
+from .schema import (
+    accounts,
+    balances,
+    bids,
+    commands,
+    deployments,
+    leases,
+    network,
+    orders,
+    provider_nodes,
+    settlement_rounds,
+    transfers,
+)
+
+__all__ = ["load_market", "persist"]
+
+_TRANSFER_COLUMNS = (
+    "height", "source", "destination", "amount", "reason", "lease_id", "start_block", "end_block",
+)  # fmt: skip
+
+
+def _reason(value: str | None) -> CloseReason | None:
+    return None if value is None else CloseReason(value)
+
+
+async def load_market(connection: AsyncConnection, settings: Settings) -> Market:
+    """The ``Market`` the database holds: every tenant, every provider that sent a heartbeat
+    (with the auditors whose audits stand), every deployment not closed with its orders, open
+    bids and leases, the balances, the last round and the height of the last thing done, and
+    the next id of each kind. Closed deployments stay in the tables only."""
+    last_round = await connection.scalar(select(func.max(settlement_rounds.c.height))) or 0
+    journaled = await connection.scalar(
+        select(commands.c.height).order_by(commands.c.id.desc()).limit(1)
+    )
+    manual = await connection.scalar(select(network.c.manual_height))
+    height = max(last_round, journaled or 0, manual or 0)
+    credited = withdrawn = 0
+    for reason, total in await connection.execute(
+        select(transfers.c.reason, func.sum(transfers.c.amount))
+        .where(transfers.c.reason.in_([TransferReason.CREDIT, TransferReason.WITHDRAWAL]))
+        .group_by(transfers.c.reason)
+    ):
+        if reason == TransferReason.CREDIT:
+            credited = int(total)
+        else:
+            withdrawn = int(total)
+    held = dict((await connection.execute(select(balances.c.account, balances.c.amount))).all())
+
+    tenants = [
+        Tenant(id=row.id, name=row.name)
+        for row in await connection.execute(
+            select(accounts.c.id, accounts.c.name).where(accounts.c.role == "tenant")
+        )
+    ]
+    audited = await auditors_of(connection)
+    providers = [
+        Provider(
+            id=row.provider_id, name=f"provider-{row.provider_id}",
+            capacity=Resources(row.cpu, row.memory, row.storage, row.gpu),
+            attributes=json.loads(row.attributes),
+            auditors=audited.get(row.provider_id, frozenset()),
+            gpu_models=frozenset(json.loads(row.gpu_models)),
+            state=ProviderState(row.state), completed=row.completed, failed=row.failed,
+        )
+        for row in await connection.execute(select(provider_nodes))
+    ]
+    live = deployments.c.state != DeploymentState.CLOSED.value
+    manifests: dict[int, str] = {}
+    deps = []
+    for row in await connection.execute(select(deployments).where(live)):
+        manifests[row.id] = row.manifest
+        deps.append(
+            Deployment(
+                id=row.id, tenant_id=row.tenant_id, kind=row.kind, created_at=row.created_at,
+                max_runtime=row.max_runtime, state=DeploymentState(row.state),
+                closed_at=row.closed_at, close_reason=_reason(row.close_reason),
+                written_off=row.written_off,
+            )
+        )
+    of_live = select(deployments.c.id).where(live).scalar_subquery()
+    found_orders = [
+        Order(
+            id=row.id, deployment_id=row.deployment_id,
+            spec=order_specs(manifests[row.deployment_id])[row.spec_index],
+            created_at=row.created_at, state=OrderState(row.state), closed_at=row.closed_at,
+            close_reason=_reason(row.close_reason),
+        )
+        for row in await connection.execute(
+            select(orders).where(orders.c.deployment_id.in_(of_live))
+        )
+    ]
+    open_bids = [
+        Bid(row.id, row.order_id, row.provider_id, row.price, row.height, row.response_time)
+        for row in await connection.execute(
+            select(bids).where(bids.c.state == BidState.OPEN.value)
+        )
+    ]
+    found_leases = [
+        Lease(
+            id=row.id, deployment_id=row.deployment_id, order_id=row.order_id,
+            provider_id=row.provider_id, bid_id=row.bid_id, price=row.price,
+            resources=Resources(row.cpu, row.memory, row.storage, row.gpu),
+            created_at=row.created_at, last_settled=row.last_settled,
+            state=LeaseState(row.state), debt=row.debt, debt_start=row.debt_start,
+            debt_end=row.debt_end, blocks_paid=row.blocks_paid, total_paid=row.total_paid,
+            written_off=row.written_off, closed_at=row.closed_at,
+            close_reason=_reason(row.close_reason),
+        )
+        for row in await connection.execute(
+            select(leases).where(leases.c.deployment_id.in_(of_live))
+        )
+    ]
+    next_ids = {}
+    for kind, table in (("deployment", deployments), ("order", orders), ("bid", bids),
+                        ("lease", leases)):  # fmt: skip
+        next_ids[kind] = (await connection.scalar(select(func.max(table.c.id))) or 0) + 1
+    last_account = await connection.scalar(select(func.max(accounts.c.id))) or 0
+    next_ids["tenant"] = next_ids["provider"] = last_account + 1
+    return Market.restore(
+        height=height, last_round=last_round, balances=held, credited=credited,
+        withdrawn=withdrawn, tenants=tenants, providers=providers, deployments=deps,
+        orders=found_orders, bids=open_bids, leases=found_leases, next_ids=next_ids,
+        fee_bps=settings.fee_bps, settlement_interval=settings.settlement_interval,
+        accepted_denoms=settings.accepted_denoms, keep_ledger=False, forget_closed_bids=True,
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- persisting
+
+
+def _upsert(connection: AsyncConnection, table: Any, keys: Sequence[str],
+            refresh: Iterable[str]) -> Any:  # fmt: skip
+    """``INSERT ... ON CONFLICT (keys) DO UPDATE`` the ``refresh`` columns."""
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(table)
+    return statement.on_conflict_do_update(
+        index_elements=[table.c[k] for k in keys],
+        set_={c: statement.excluded[c] for c in refresh},
+    )
+
+
+async def persist(
+    connection: AsyncConnection,
+    market: Market,
+    events: Sequence[Event],
+    new_deployments: Mapping[int, tuple[str, str | None]] | None = None,
+    touched_providers: Iterable[int] = (),
+) -> None:
+    """Write what ``events`` (a batch of the market's commands, in order) changed, from the
+    market's records as they are now, in the caller's transaction. ``new_deployments``: the
+    manifest text and auto-accept policy (JSON or None) of each deployment the batch created
+    (raises ``ValueError`` for one it does not name). ``touched_providers``: providers the
+    batch added or changed without an event (``add_provider``, ``update_provider``,
+    ``set_auditors``); their ``provider_nodes`` rows are made or rewritten. The accounts named
+    must exist. Call it before ``market.forget_closed()``."""
+    deps: set[int] = set()
+    order_ids: set[int] = set()
+    lease_ids: set[int] = set()
+    provider_ids: set[int] = set(touched_providers)
+    accounts_moved: set[str] = set()
+    placed: list[dict[str, Any]] = []
+    bid_states: dict[int, str] = {}
+    moved: list[tuple[Any, ...]] = []
+    rounds: list[dict[str, int]] = []
+    for e in events:
+        if isinstance(e, Transfer):
+            moved.append((e.height, e.source, e.destination, e.amount, e.reason, e.lease_id,
+                          e.start, e.end))  # fmt: skip
+            accounts_moved.update((e.source, e.destination))
+            if e.lease_id is not None:
+                lease_ids.add(e.lease_id)
+            for account in (e.source, e.destination):
+                if account.startswith("escrow:"):
+                    deps.add(int(account[7:]))
+        elif isinstance(e, BidPlaced):
+            placed.append({"id": e.bid_id, "order_id": e.order_id, "provider_id": e.provider_id,
+                           "price": e.price, "height": e.height,
+                           "response_time": e.response_time,
+                           "state": BidState.OPEN.value})  # fmt: skip
+        elif isinstance(e, BidsPlaced):
+            for bid_id, provider_id, price, at in zip(e.bid_ids, e.provider_ids, e.prices,
+                                                      e.heights, strict=True):  # fmt: skip
+                created = market.orders[e.order_id].created_at
+                placed.append({"id": bid_id, "order_id": e.order_id, "provider_id": provider_id,
+                               "price": price, "height": at, "response_time": at - created,
+                               "state": BidState.OPEN.value})  # fmt: skip
+        elif isinstance(e, BidsLost):
+            bid_states.update(dict.fromkeys(e.bid_ids, BidState.LOST.value))
+        elif isinstance(e, BidWithdrawn):
+            bid_states[e.bid_id] = BidState.WITHDRAWN.value
+        elif isinstance(e, LeaseStarted):
+            lease_ids.add(e.lease_id)
+            order_ids.add(e.order_id)
+            deps.add(e.deployment_id)
+            provider_ids.add(e.provider_id)
+            bid_states[market.leases[e.lease_id].bid_id] = BidState.ACCEPTED.value
+        elif isinstance(e, (LeasePaused, LeaseResumed, LeaseClosed, DebtWrittenOff)):
+            lease_ids.add(e.lease_id)
+            deps.add(e.deployment_id)
+            provider_ids.add(e.provider_id)
+        elif isinstance(e, (OrderOpened, OrderReopened, OrderClosed)):
+            order_ids.add(e.order_id)
+            deps.add(e.deployment_id)
+        elif isinstance(e, DeploymentCreated):
+            if e.deployment_id not in (new_deployments or {}):
+                raise ValueError(f"deployment {e.deployment_id} was created: name its manifest")
+            deps.add(e.deployment_id)
+        elif isinstance(e, (DeploymentPaused, DeploymentResumed, DeploymentClosed)):
+            deps.add(e.deployment_id)
+        elif isinstance(e, (ProviderLost, ProviderRecovered)):
+            provider_ids.add(e.provider_id)
+        elif isinstance(e, SettlementRound):
+            rounds.append({"height": e.height, "deployments_paid": e.deployments_paid,
+                           "deployments_paused": e.deployments_paused,
+                           "amount_paid": e.amount_paid})  # fmt: skip
+    made = new_deployments or {}
+    if deps:
+        rows = []
+        for dep_id in sorted(deps):
+            dep = market.deployments[dep_id]
+            manifest, auto_accept = made.get(dep_id, ("", None))
+            rows.append({
+                "id": dep.id, "tenant_id": dep.tenant_id, "kind": dep.kind,
+                "manifest": manifest, "max_runtime": dep.max_runtime,
+                "created_at": dep.created_at, "state": dep.state.value,
+                "closed_at": dep.closed_at,
+                "close_reason": None if dep.close_reason is None else dep.close_reason.value,
+                "written_off": dep.written_off, "deadline": market.job_deadline(dep.id),
+                "auto_accept": auto_accept,
+            })  # fmt: skip
+        await connection.execute(
+            _upsert(connection, deployments, ["id"],
+                    ["state", "closed_at", "close_reason", "written_off", "deadline"]),
+            rows,
+        )  # fmt: skip
+    if order_ids:
+        rows = []
+        for order_id in sorted(order_ids):
+            order = market.orders[order_id]
+            spec, r = order.spec, order.spec.resources
+            rows.append({
+                "id": order.id, "deployment_id": order.deployment_id,
+                "spec_index": market.deployments[order.deployment_id].order_ids.index(order.id),
+                "service": spec.service, "replica": spec.replica, "cpu": r.cpu,
+                "memory": r.memory, "storage": r.storage, "gpu": r.gpu,
+                "max_price": spec.max_price, "denom": spec.denom,
+                "created_at": order.created_at, "state": order.state.value,
+                "closed_at": order.closed_at,
+                "close_reason": None if order.close_reason is None else order.close_reason.value,
+            })  # fmt: skip
+        await connection.execute(
+            _upsert(connection, orders, ["id"], ["state", "closed_at", "close_reason"]), rows
+        )
+    # bids placed before the batch first (one a provider withdrew may be bid again in the
+    # batch: at most one open bid per provider and order), then the batch's, in their state now
+    new_bids = {row["id"] for row in placed}
+    for state in sorted(set(bid_states.values())):
+        ids = sorted(i for i, s in bid_states.items() if s == state and i not in new_bids)
+        if ids:
+            await connection.execute(update(bids).where(bids.c.id.in_(ids)).values(state=state))
+    if placed:
+        for row in placed:
+            row["state"] = bid_states.get(row["id"], row["state"])
+        await connection.execute(bids.insert(), placed)
+    if lease_ids:
+        rows = []
+        for lease_id in sorted(lease_ids):
+            x = market.leases[lease_id]
+            r = x.resources
+            rows.append({
+                "id": x.id, "deployment_id": x.deployment_id, "order_id": x.order_id,
+                "provider_id": x.provider_id, "bid_id": x.bid_id, "price": x.price,
+                "cpu": r.cpu, "memory": r.memory, "storage": r.storage, "gpu": r.gpu,
+                "created_at": x.created_at, "last_settled": x.last_settled,
+                "state": x.state.value, "debt": x.debt, "debt_start": x.debt_start,
+                "debt_end": x.debt_end, "blocks_paid": x.blocks_paid, "total_paid": x.total_paid,
+                "written_off": x.written_off, "closed_at": x.closed_at,
+                "close_reason": None if x.close_reason is None else x.close_reason.value,
+            })  # fmt: skip
+        refresh = ["last_settled", "state", "debt", "debt_start", "debt_end", "blocks_paid",
+                   "total_paid", "written_off", "closed_at", "close_reason"]  # fmt: skip
+        await connection.execute(_upsert(connection, leases, ["id"], refresh), rows)
+    if moved:
+        await connection.execute(
+            transfers.insert(), [dict(zip(_TRANSFER_COLUMNS, t, strict=True)) for t in moved]
+        )
+        accounts_moved.discard(EXTERNAL)
+        await connection.execute(
+            _upsert(connection, balances, ["account"], ["amount"]),
+            [{"account": a, "amount": market.balance(a)} for a in sorted(accounts_moved)],
+        )
+    if provider_ids:
+        rows = []
+        for provider_id in sorted(provider_ids):
+            p = market.providers[provider_id]
+            c = p.capacity
+            rows.append({
+                "provider_id": p.id, "cpu": c.cpu, "memory": c.memory, "storage": c.storage,
+                "gpu": c.gpu, "attributes": json.dumps(dict(p.attributes), sort_keys=True),
+                "gpu_models": json.dumps(sorted(p.gpu_models)), "state": p.state.value,
+                "last_seen": market.height, "completed": p.completed, "failed": p.failed,
+            })  # fmt: skip
+        await connection.execute(
+            _upsert(connection, provider_nodes, ["provider_id"],
+                    ["cpu", "memory", "storage", "gpu", "attributes", "gpu_models", "state",
+                     "completed", "failed"]),
+            rows,
+        )  # fmt: skip
+    if rounds:
+        await connection.execute(settlement_rounds.insert(), rounds)
