@@ -16,6 +16,7 @@ __all__ = [
     "GpuModel",
     "OrderSpec",
     "StorageVolume",
+    "audit_voided_by",
     "deployment_denom",
     "provider_matches",
     "spec_from_record",
@@ -103,6 +104,13 @@ def provider_matches(
         if not ok:
             return "no GPU of the required vendor/model"
     return None
+
+
+def audit_voided_by(signed: Mapping[str, str], registered: Mapping[str, str]) -> list[str]:
+    """The attributes an audit signed (names, sorted) whose value the provider no longer
+    registers. An audit stands, and its auditor counts among the provider's auditors for
+    placement's ``signedBy``, while this is empty; an audit that signed nothing always does."""
+    return sorted(key for key, value in signed.items() if registered.get(key) != value)
 
 
 def deployment_denom(

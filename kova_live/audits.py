@@ -28,7 +28,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from kova_core import MAX_AMOUNT
+from kova_core import MAX_AMOUNT, audit_voided_by
 
 from .app import CLOCK, ENGINE, READER, ApiError, RequestBody, authenticate, read_body
 from .db import transact
@@ -42,7 +42,6 @@ __all__ = [
     "add_routes",
     "auditors_of",
     "identity",
-    "voided_by",
 ]
 
 MAX_ATTRIBUTES = 64  # attributes one audit may sign (a heartbeat registers at most as many)
@@ -54,10 +53,7 @@ def identity(auditor_id: int) -> str:
     return f"auditor:{auditor_id}"
 
 
-def voided_by(signed: dict[str, str], registered: dict[str, str]) -> list[str]:
-    """The signed attributes (names, sorted) whose value the provider no longer registers: an
-    audit stands while this is empty."""
-    return sorted(key for key, value in signed.items() if registered.get(key) != value)
+
 
 
 async def auditors_of(
@@ -81,7 +77,7 @@ async def auditors_of(
         now = registered.get(row.registered)
         if now is None:
             now = registered[row.registered] = json.loads(row.registered)
-        if not voided_by(json.loads(row.attributes), now):
+        if not audit_voided_by(json.loads(row.attributes), now):
             found.setdefault(row.provider_id, set()).add(identity(row.auditor_id))
     return {provider: frozenset(names) for provider, names in found.items()}
 
@@ -161,7 +157,7 @@ async def _registered(connection: AsyncConnection, provider_id: int) -> dict[str
 
 def _view(row: Any, registered: dict[str, str]) -> dict[str, Any]:
     signed = json.loads(row.attributes)
-    void = voided_by(signed, registered)
+    void = audit_voided_by(signed, registered)
     return {
         "provider_id": row.provider_id, "auditor": identity(row.auditor_id),
         "auditor_id": row.auditor_id, "attributes": signed, "height": row.height,

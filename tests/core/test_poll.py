@@ -89,3 +89,11 @@ def test_bids_it_cannot_honour_are_withdrawn_newest_first() -> None:
     view = _view(Resources(cpu=2000, memory=8 * GIB, storage=8 * GIB), needs, bids=bids)
     plan = plan_poll(view, [], FixedPrice(price_per_block=1), rng, height=0)
     assert plan.withdraw == (5, 4)
+
+
+def test_an_audit_stands_while_nothing_it_signed_changed() -> None:
+    from kova_core import audit_voided_by
+
+    assert audit_voided_by({"region": "eu"}, {"region": "eu", "tier": "1"}) == []
+    assert audit_voided_by({"region": "eu", "tier": "1"}, {"region": "us"}) == ["region", "tier"]
+    assert audit_voided_by({}, {}) == []  # signed nothing: always stands
