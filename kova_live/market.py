@@ -18,6 +18,7 @@ with ``plan_round``, and writes the results in bulk: transfers, balances, leases
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -116,6 +117,7 @@ __all__ = [
 ]
 
 RESOURCE_COLUMNS = ("cpu", "memory", "storage", "gpu")
+PART = 2000  # rows (deployments) a round handles between two turns of the event loop
 ROUND_LOCK = 0x6B6F7661  # "kova": PostgreSQL advisory lock key of the settlement round
 
 
@@ -228,29 +230,34 @@ async def run_round(connection: AsyncConnection, height: int, settings: Settings
     """One settlement round at ``height`` (DESIGN section 1), all in the caller's transaction."""
     # every active lease of every billing deployment, with the deployment's escrow
     escrow = literal("escrow:") + cast(deployments.c.id, String)
-    rows = (
-        await connection.execute(
-            select(
-                leases.c.id, leases.c.deployment_id, leases.c.provider_id, leases.c.price,
-                leases.c.last_settled, leases.c.total_paid, balances.c.amount,
-            )
-            .join(deployments, deployments.c.id == leases.c.deployment_id)
-            .outerjoin(balances, balances.c.account == escrow)
-            .where(leases.c.state == LeaseState.ACTIVE.value)
-            .where(deployments.c.kind == "deployment")
-            .where(deployments.c.state == DeploymentState.ACTIVE.value)
-            .order_by(leases.c.deployment_id, leases.c.id)
+    # read in parts, and every part of the work below lets the event loop answer the requests
+    # waiting (a round over 100,000 leases is a second of Python: polls would wait that long)
+    result = await connection.stream(
+        select(
+            leases.c.id, leases.c.deployment_id, leases.c.provider_id, leases.c.price,
+            leases.c.last_settled, leases.c.total_paid, balances.c.amount,
         )
-    ).all()  # fmt: skip
+        .join(deployments, deployments.c.id == leases.c.deployment_id)
+        .outerjoin(balances, balances.c.account == escrow)
+        .where(leases.c.state == LeaseState.ACTIVE.value)
+        .where(deployments.c.kind == "deployment")
+        .where(deployments.c.state == DeploymentState.ACTIVE.value)
+        .order_by(leases.c.deployment_id, leases.c.id)
+        .execution_options(yield_per=PART)
+    )  # fmt: skip
     by_deployment: dict[int, list[Any]] = defaultdict(list)
-    for row in rows:
-        by_deployment[row[1]].append(row)
+    async for part in result.partitions():
+        for row in part:
+            by_deployment[row[1]].append(row)
+        await asyncio.sleep(0)
     writes = _Writes(height)
     paid = paused = amount = 0
     paid_leases: list[int] = []
     paused_leases: list[int] = []
     paused_deployments: list[int] = []
-    for dep_id, lease_rows in by_deployment.items():
+    for done, (dep_id, lease_rows) in enumerate(by_deployment.items()):
+        if done % PART == PART - 1:
+            await asyncio.sleep(0)
         # each an active lease's claim, as _claim makes it: its blocks since last settled
         claims = [
             Claim(lease_id=lease_id, provider_id=provider_id, amount=owed(price, since, height),
@@ -371,8 +378,10 @@ async def _insert_transfers(connection: AsyncConnection, rows: list[tuple[Any, .
     assert driver is not None
     statement = f"COPY transfers ({', '.join(_TRANSFER_COLUMNS)}) FROM STDIN"
     async with driver.cursor() as cursor, cursor.copy(statement) as copy:
-        for row in rows:
+        for i, row in enumerate(rows):
             await copy.write_row(row)
+            if i % (10 * PART) == 10 * PART - 1:  # a turn for the event loop now and then
+                await asyncio.sleep(0)
 
 
 class _Writes:
