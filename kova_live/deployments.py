@@ -647,17 +647,19 @@ async def open_orders(request: web.Request) -> web.Response:
 
 async def _load_open_orders(app: web.Application, key: tuple[int, int]) -> bytes:
     async with app[READER].connect() as connection:
+        # per order listed, through the bids' (order_id, state) index: the bids table holds
+        # every bid ever placed, which a GROUP BY over it would read once per block
         best = (
-            select(bids.c.order_id, func.min(bids.c.price).label("best_price"))
-            .where(bids.c.state == BidState.OPEN.value)
-            .group_by(bids.c.order_id)
-            .subquery()
+            select(func.min(bids.c.price))
+            .where(bids.c.order_id == orders.c.id, bids.c.state == BidState.OPEN.value)
+            .correlate(orders)
+            .scalar_subquery()
+            .label("best_price")
         )
         rows = (
             await connection.execute(
-                select(orders, deployments.c.manifest, best.c.best_price)
+                select(orders, deployments.c.manifest, best)
                 .join(deployments, deployments.c.id == orders.c.deployment_id)
-                .outerjoin(best, best.c.order_id == orders.c.id)
                 .where(orders.c.state == "open")
                 .order_by(orders.c.id)
                 .limit(1000)
