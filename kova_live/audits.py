@@ -30,8 +30,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kova_core import MAX_AMOUNT, audit_voided_by
 
-from .app import CLOCK, ENGINE, READER, ApiError, RequestBody, authenticate, read_body
-from .db import transact
+from . import journal
+from .app import CLOCK, READER, ApiError, RequestBody, authenticate, read_body
 from .market import _among
 from .schema import accounts, audits, provider_nodes
 
@@ -206,7 +206,7 @@ async def sign(request: web.Request) -> web.Response:
         row = (await connection.execute(_audits(provider_id, auditor.id))).one()
         return _view(row, registered)
 
-    return web.json_response(await transact(request.app[ENGINE], work), status=201)
+    return (await journal.run(request, auditor.id, work, status=201)).response()
 
 
 def _audits(provider_id: int, auditor_id: int | None = None) -> Any:
@@ -221,21 +221,19 @@ async def revoke(request: web.Request) -> web.Response:
     auditor = await _auditor(request)
     provider_id = _provider_id(request)
 
-    async def work(connection: AsyncConnection) -> int:
+    async def work(connection: AsyncConnection) -> dict[str, Any]:
         gone = await connection.execute(
             delete(audits).where(
                 audits.c.provider_id == provider_id, audits.c.auditor_id == auditor.id
             )
         )
-        return gone.rowcount
+        if not gone.rowcount:  # raised inside: nothing is journaled, a retry is checked again
+            raise ApiError(
+                404, "not_found", f"{identity(auditor.id)} has no audit of provider {provider_id}"
+            )
+        return {"provider_id": provider_id, "auditor": identity(auditor.id), "revoked": True}
 
-    if not await transact(request.app[ENGINE], work):
-        raise ApiError(
-            404, "not_found", f"{identity(auditor.id)} has no audit of provider {provider_id}"
-        )
-    return web.json_response(
-        {"provider_id": provider_id, "auditor": identity(auditor.id), "revoked": True}
-    )
+    return (await journal.run(request, auditor.id, work)).response()
 
 
 async def list_audits(request: web.Request) -> web.Response:

@@ -175,6 +175,19 @@ def test_revoking_an_audit(server):
     assert refusal(revoke(server, auditor, provider["id"])) == (404, "not_found")
 
 
+def test_an_audit_sent_again_under_its_key_applies_once(server):
+    auditor, provider = register(server, "auditor", "a"), register(server, "provider", "p")
+    heartbeat(server, provider, {"region": "eu"})
+    keyed = {**auditor["headers"], "Idempotency-Key": "sign-1"}
+    path = f"/v1/providers/{provider['id']}/audits"
+    first = server.client.post(path, headers=keyed, json={"attributes": {"region": "eu"}})
+    assert first.status_code == 201, first.text
+    heartbeat(server, provider, {"region": "us"})  # voids it; the retry must not sign anew
+    again = server.client.post(path, headers=keyed, json={"attributes": {"region": "eu"}})
+    assert (again.status_code, again.json()) == (201, first.json())
+    assert audits_of(server, auditor, provider["id"])["auditors"] == []
+
+
 def test_only_auditors_audit(server):
     tenant, provider = register(server, "tenant", "t"), register(server, "provider", "p")
     heartbeat(server, provider, {"region": "eu"})
