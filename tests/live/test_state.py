@@ -54,7 +54,10 @@ class _Persisting(_Replay):
         self.touched: list[int] = []
 
     def _add_tenant(self, line: dict, height: int) -> int:
-        return self.market.add_tenant(line["name"], tenant_id=self.account_ids["tenant", line["tenant_id"]])
+        tenant_id = self.account_ids["tenant", line["tenant_id"]]
+        if tenant_id in self.market.tenants:  # restored from its account row
+            return tenant_id
+        return self.market.add_tenant(line["name"], tenant_id=tenant_id)
 
     def _add_provider(self, line: dict, height: int) -> int:
         from kova_core import Resources
