@@ -26,7 +26,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -71,7 +71,7 @@ from kova_core import (
 )
 
 from .audits import auditors_of
-from .market import Settings, order_specs
+from .market import Settings, _insert_transfers, _joined, order_specs
 from .schema import (
     accounts,
     balances,
@@ -88,9 +88,6 @@ from .schema import (
 
 __all__ = ["load_market", "persist"]
 
-_TRANSFER_COLUMNS = (
-    "height", "source", "destination", "amount", "reason", "lease_id", "start_block", "end_block",
-)  # fmt: skip
 
 
 def _reason(value: str | None) -> CloseReason | None:
@@ -213,6 +210,34 @@ def _upsert(connection: AsyncConnection, table: Any, keys: Sequence[str],
     )
 
 
+async def _pg_leases(
+    connection: AsyncConnection, rows: list[dict[str, Any]], started: set[int],
+    refresh: list[str],
+) -> None:
+    """Insert the leases the batch started; update the others in one statement, each column
+    an array parameter sent as one comma-separated string (a round rewrites 100,000)."""
+    new = [r for r in rows if r["id"] in started]
+    if new:
+        await connection.execute(leases.insert(), new)
+    old = [r for r in rows if r["id"] not in started]
+    if not old:
+        return
+    kinds = {"state": "text", "close_reason": "text"}
+    columns = ["id", *refresh]
+    arrays = ", ".join(
+        f"CAST(string_to_array(:{c}, ',', '') AS {kinds.get(c, 'bigint')}[])" for c in columns
+    )
+    sets = ", ".join(f"{c} = d.{c}" for c in refresh)
+    values = {
+        c: ",".join("" if r[c] is None else str(r[c]) for r in old) for c in columns
+    }  # '' is NULL: no value here holds a comma or is empty
+    await connection.execute(
+        text(f"UPDATE leases SET {sets} FROM unnest({arrays}) AS d({', '.join(columns)})"
+             " WHERE leases.id = d.id"),
+        values,
+    )  # fmt: skip
+
+
 async def persist(
     connection: AsyncConnection,
     market: Market,
@@ -235,6 +260,7 @@ async def persist(
     placed: list[dict[str, Any]] = []
     bid_states: dict[int, str] = {}
     moved: list[tuple[Any, ...]] = []
+    started: set[int] = set()  # leases the batch started: rows to insert
     rounds: list[dict[str, int]] = []
     for e in events:
         if isinstance(e, Transfer):
@@ -244,8 +270,10 @@ async def persist(
             if e.lease_id is not None:
                 lease_ids.add(e.lease_id)
             for account in (e.source, e.destination):
-                if account.startswith("escrow:"):
-                    deps.add(int(account[7:]))
+                if account.startswith("escrow:"):  # a job's deadline moves with its escrow
+                    dep_id = int(account[7:])
+                    if market.deployments[dep_id].is_job:
+                        deps.add(dep_id)
         elif isinstance(e, BidPlaced):
             placed.append({"id": e.bid_id, "order_id": e.order_id, "provider_id": e.provider_id,
                            "price": e.price, "height": e.height,
@@ -264,6 +292,7 @@ async def persist(
             bid_states[e.bid_id] = BidState.WITHDRAWN.value
         elif isinstance(e, LeaseStarted):
             lease_ids.add(e.lease_id)
+            started.add(e.lease_id)
             order_ids.add(e.order_id)
             deps.add(e.deployment_id)
             provider_ids.add(e.provider_id)
@@ -353,16 +382,29 @@ async def persist(
             })  # fmt: skip
         refresh = ["last_settled", "state", "debt", "debt_start", "debt_end", "blocks_paid",
                    "total_paid", "written_off", "closed_at", "close_reason"]  # fmt: skip
-        await connection.execute(_upsert(connection, leases, ["id"], refresh), rows)
+        if connection.dialect.name == "postgresql":
+            await _pg_leases(connection, rows, started, refresh)
+        else:
+            await connection.execute(_upsert(connection, leases, ["id"], refresh), rows)
     if moved:
-        await connection.execute(
-            transfers.insert(), [dict(zip(_TRANSFER_COLUMNS, t, strict=True)) for t in moved]
-        )
+        await _insert_transfers(connection, moved)  # COPY on PostgreSQL
         accounts_moved.discard(EXTERNAL)
-        await connection.execute(
-            _upsert(connection, balances, ["account"], ["amount"]),
-            [{"account": a, "amount": market.balance(a)} for a in sorted(accounts_moved)],
-        )
+        held = [(a, market.balance(a)) for a in sorted(accounts_moved)]
+        if connection.dialect.name == "postgresql":  # one statement, two array parameters
+            await connection.execute(
+                text(
+                    "INSERT INTO balances (account, amount)"
+                    " SELECT * FROM unnest(string_to_array(:accounts, ','),"
+                    " CAST(string_to_array(:amounts, ',') AS bigint[]))"
+                    " ON CONFLICT (account) DO UPDATE SET amount = excluded.amount"
+                ),  # account names have no comma
+                {"accounts": _joined(a for a, _ in held), "amounts": _joined(v for _, v in held)},
+            )
+        else:
+            await connection.execute(
+                _upsert(connection, balances, ["account"], ["amount"]),
+                [{"account": a, "amount": v} for a, v in held],
+            )
     if provider_ids:
         rows = []
         for provider_id in sorted(provider_ids):

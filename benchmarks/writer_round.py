@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""A settlement round over many active leases as the single writer runs it: computed in the
+core's ``Market`` (restored from PostgreSQL) and persisted from its events. Prints figures;
+asserts nothing.
+
+    .venv/bin/python benchmarks/writer_round.py [--leases 100000] [--per-deployment 2]
+        [--database postgresql://postgres@127.0.0.1:5432/postgres]
+
+The scratch database is the one ``live_restore.py`` builds (``live_settlement.py``'s leases, a
+real manifest, the providers' rows; every tenth deployment short of money). The ``Market`` is
+restored from it (``kova_live.state.load_market``), the round at block 60 is computed
+(``Market.tick``), and its events are written in one transaction (``kova_live.state.persist``);
+each part is timed. The database is dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import psycopg  # noqa: E402
+from live_restore import complete  # noqa: E402
+from live_settlement import populate  # noqa: E402
+from sqlalchemy import func, select  # noqa: E402
+
+from kova_core import LeaseState, Transfer  # noqa: E402
+from kova_live.db import async_engine, migrate  # noqa: E402
+from kova_live.market import Settings  # noqa: E402
+from kova_live.schema import leases, transfers  # noqa: E402
+from kova_live.state import load_market, persist  # noqa: E402
+
+
+async def one_round(url: str) -> dict[str, float]:
+    engine = async_engine(url)
+    try:
+        async with engine.connect() as c:
+            market = await load_market(c, Settings(settlement_interval=60, fee_bps=100))
+        started = time.perf_counter()
+        events = market.tick(60)
+        computed = time.perf_counter() - started
+        started = time.perf_counter()
+        async with engine.begin() as c:
+            await persist(c, market, events)
+        written = time.perf_counter() - started
+        async with engine.connect() as c:
+            moved = await c.scalar(select(func.count()).select_from(transfers))
+            paused = await c.scalar(select(func.count()).select_from(leases).where(
+                leases.c.state == LeaseState.INSUFFICIENT_FUNDS.value))  # fmt: skip
+    finally:
+        await engine.dispose()
+    payments = sum(isinstance(e, Transfer) for e in events)
+    return {"computed": computed, "written": written, "events": len(events),
+            "payments": payments, "transfers": moved, "paused": paused}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--leases", type=int, default=100_000)
+    parser.add_argument("--per-deployment", type=int, default=2)
+    parser.add_argument("--database", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    args = parser.parse_args()
+    name = f"kova_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(args.database, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = args.database.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    url = f"{url}/{name}"
+    try:
+        migrate(url)
+        asyncio.run(populate(url, args.leases, args.per_deployment))
+        asyncio.run(complete(url))
+        with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as scratch:
+            scratch.execute("VACUUM ANALYZE")
+        figures = asyncio.run(one_round(url))
+    finally:
+        with psycopg.connect(args.database, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    total = figures["computed"] + figures["written"]
+    print(f"leases                 {args.leases:>12,}  ({args.per_deployment} per deployment)")
+    print(f"round in the Market    {figures['computed']:>12.2f} s  ({figures['events']:,} events)")
+    print(f"persisted              {figures['written']:>12.2f} s")
+    print(f"round, persisted       {total:>12.2f} s  (target: at most 2 s)")
+    print(f"transfers after round  {figures['transfers']:>12,}")
+    print(f"leases paused          {figures['paused']:>12,}  (every tenth deployment is short)")
+
+
+if __name__ == "__main__":
+    main()
