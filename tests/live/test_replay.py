@@ -5,8 +5,9 @@ flight and restarted on the same database (the unanswered command is sent again 
 Idempotency-Key); then the server's ledger, leases and escrows must equal the simulator's.
 
 Settings the servers run with: ``--clock manual``, ``--order-expiry`` 10^9 blocks (orders
-expire only when the simulated tenants give up on them), no heartbeat grace (providers are
-taken down only by the operator's replayed failures), settlement every 60 blocks, no fee.
+expire only when the simulated tenants give up on them), ``--heartbeat-grace`` 10^8 blocks (the
+test servers' default: providers are taken down only by the operator's replayed failures),
+settlement every 60 blocks, no fee.
 """
 
 from __future__ import annotations
