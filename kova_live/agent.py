@@ -37,6 +37,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import time
 import uuid
 from collections.abc import Iterable
@@ -117,12 +118,19 @@ class Agent:
 
     def __post_init__(self) -> None:
         if self.state_file is not None and self.state_file.exists():
-            kept = json.loads(self.state_file.read_text())
-            self.cursors = kept.get("cursors", {})
-            self.bids = {
-                int(order): (int(bid), Resources(*needs))
-                for order, (bid, needs) in kept.get("bids", {}).items()
-            }
+            try:
+                kept = json.loads(self.state_file.read_text())
+                cursors = dict(kept.get("cursors", {}))
+                bids = {
+                    int(order): (int(bid), Resources(*needs))
+                    for order, (bid, needs) in kept.get("bids", {}).items()
+                }
+            except (ValueError, TypeError, AttributeError, OSError) as exc:
+                # written by an agent before this one whose writes were not atomic, or damaged:
+                # its bids show up as refused duplicates and its log cursors start over
+                log.warning("%s cannot be read (%s): starting without it", self.state_file, exc)
+            else:
+                self.cursors, self.bids = cursors, bids
 
     # ------------------------------------------------------------------ one poll
 
@@ -358,7 +366,10 @@ class Agent:
     def _save(self) -> None:
         if self.state_file is not None:
             bids = {order: [bid, list(needs)] for order, (bid, needs) in self.bids.items()}
-            self.state_file.write_text(json.dumps({"cursors": self.cursors, "bids": bids}))
+            # whole or not at all: an agent killed while writing leaves the last whole state
+            partial = self.state_file.with_name(self.state_file.name + ".partial")
+            partial.write_text(json.dumps({"cursors": self.cursors, "bids": bids}))
+            os.replace(partial, self.state_file)
 
     # ------------------------------------------------------------------ bids
 

@@ -7,6 +7,7 @@ Docker daemon the tests are skipped, except under ``CI=true``, where they fail.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -310,6 +311,24 @@ def test_bids_the_machine_can_no_longer_honour_are_withdrawn(network):
     time.sleep(1)  # a few more polls: it stays at one
     (kept,) = open_bids()
     assert kept["id"] == min(b["id"] for b in both)  # the newer bid went
+
+
+def test_an_agent_killed_mid_write_of_its_state_starts_again(network, tmp_path):
+    """The state file (open bids, log cursors) is replaced whole; one an older agent left
+    half-written is set aside with a warning, not a traceback, and the agent bids."""
+    server = network["server"]
+    tenant = tenant_with_money(server)
+    _, agent = fixed_agent(network, "p")
+    agent.kill()
+    (tmp_path / "p" / "agent.json").write_text('{"cursors": {"1": ')  # cut off mid-write
+    agent.start()
+    dep = server.client.post("/v1/deployments", headers=tenant["headers"],
+                             json={"manifest": HTTPD, "deposit": 1_000_000}).json()  # fmt: skip
+    wait_for(lambda: server.client.get(f"/v1/deployments/{dep['id']}/bids",
+                                       headers=tenant["headers"]).json()["bids"], 30)  # fmt: skip
+    said = agent.log.read_text()
+    assert "cannot be read" in said and "Traceback" not in said
+    assert json.loads((tmp_path / "p" / "agent.json").read_text())["bids"]
 
 
 def test_without_capacity_the_agent_offers_what_the_machine_has(network):
