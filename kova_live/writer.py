@@ -66,7 +66,9 @@ class Batch:
 class Command:
     """``apply(market, height, batch) -> (events, value)``; ``answer(connection, value)``,
     if given, runs in the batch's transaction after its rows are written and returns what the
-    submitter gets (default: the value)."""
+    submitter gets (default: the value). Every check that may refuse a command belongs in
+    ``apply`` (a ``KovaError`` there refuses that command alone): whatever ``answer`` raises
+    fails the whole batch."""
 
     apply: Callable[[Market, int, Batch], tuple[list[Event], Any]]
     answer: Callable[[AsyncConnection, Any], Awaitable[Any]] | None = None
