@@ -50,7 +50,6 @@ import psycopg  # noqa: E402
 from sqlalchemy import insert  # noqa: E402
 
 from kova_live.db import async_engine, migrate  # noqa: E402
-from kova_live.ledger import move  # noqa: E402
 from kova_live.schema import accounts, provider_nodes  # noqa: E402
 
 MANIFEST = """
@@ -93,13 +92,16 @@ async def register_providers(url: str, count: int) -> None:
     await engine.dispose()
 
 
-async def credit(url: str, account: str, micro: int) -> None:
-    """What ``kova-live admin credit`` does, without a process start."""
+async def operator(url: str) -> dict[str, str]:
+    """An operator's headers: the account ``kova-live admin operator`` makes, without a
+    process start (credits then go over the API, as ``kova-live admin credit`` sends them)."""
     engine = async_engine(url)
     async with engine.begin() as c:
-        await move(c, source="external", destination=account, amount=micro, reason="credit",
-                   height=0)  # fmt: skip
+        await c.execute(insert(accounts).values(
+            role="operator", name="bench", created_height=0,
+            token_hash=hashlib.sha256(b"kova_bench_operator").hexdigest()))  # fmt: skip
     await engine.dispose()
+    return {"Authorization": "Bearer kova_bench_operator"}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -281,7 +283,9 @@ def main() -> None:
             except httpx.TransportError:
                 time.sleep(0.1)
         tenant = httpx.post(f"{base}/v1/accounts", json={"role": "tenant", "name": "t"}).json()
-        asyncio.run(credit(url, tenant["account"], 10**15))
+        ops = asyncio.run(operator(url))
+        httpx.post(f"{base}/v1/accounts/{tenant['id']}/credit", headers=ops,
+                   json={"amount": 10**15}).raise_for_status()  # fmt: skip
         headers = {"Authorization": f"Bearer {tenant['token']}"}
         order_ids = []
         for _ in range(args.orders):
