@@ -22,10 +22,10 @@ decided by the pure functions of ``_settlement``; lifecycles by the tables of ``
 from __future__ import annotations
 
 import heapq
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -70,7 +70,7 @@ from ._events import (
 )
 from ._manifest import Manifest
 from ._money import require_amount
-from ._poll import PollOrder, ProviderView, plan_poll
+from ._poll import ProviderView, plan_poll
 from ._pricing import PricingContext, PricingStrategy, auto_bid_price, prices_alike
 from ._reputation import reputation_score
 from ._resources import Resources
@@ -144,27 +144,13 @@ class _Tally:
     check: int
 
 
-class _BidNeeds(Mapping[int, tuple[int, Resources]]):
-    """A provider's open bids as :func:`plan_poll` reads them, order id -> (bid id, resources
-    reserved), looked up only if read (a market's provider never holds more than it has)."""
+_NOTHING = Resources()
 
-    __slots__ = ("_open_bids", "_orders")
 
-    def __init__(self, open_bids: Mapping[int, int], orders: Mapping[int, Order]) -> None:
-        self._open_bids = open_bids
-        self._orders = orders
-
-    def __getitem__(self, order_id: int) -> tuple[int, Resources]:
-        return self._open_bids[order_id], self._orders[order_id].resources
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self._open_bids)
-
-    def __len__(self) -> int:
-        return len(self._open_bids)
-
-    def __contains__(self, order_id: object) -> bool:
-        return order_id in self._open_bids
+def _lowest_open_bid(order: Order) -> int | None:
+    """The best competing price a polling provider sees on an order it has not bid on."""
+    bids = order.open_bids
+    return min(bids.values()) if bids else None
 
 
 class Market:
@@ -737,17 +723,16 @@ class Market:
             visit = self.open_orders()
         else:
             visit = [open_orders[i] for i in sorted(orders) if i in open_orders]
-        own = provider.open_bids
+        free = provider.free
+        bids: Mapping[int, Any] = provider.open_bids  # only its keys are read, if free is not short
+        if not _NOTHING.fits_in(free):  # a provider whose machine shrank (update_provider)
+            orders = self.orders
+            bids = {o: (bid_id, orders[o].resources) for o, bid_id in bids.items()}
         view = ProviderView(
-            provider.capacity, provider.used, _BidNeeds(own, self.orders), provider.attributes,
-            provider.auditors, provider.gpu_models, provider.reserved,
+            provider.capacity, provider.used, bids, provider.attributes, provider.auditors,
+            provider.gpu_models, provider.reserved, free,
         )  # fmt: skip
-        seen = (
-            PollOrder(o.id, o.spec, o.created_at, min(o.open_bids.values(), default=None))
-            for o in visit
-            if o.id not in own
-        )
-        plan = plan_poll(view, seen, strategy, rng, height)
+        plan = plan_poll(view, visit, strategy, rng, height, _lowest_open_bid)
         for bid_id in plan.withdraw:
             events.append(self._withdraw(self.bids[bid_id], height))
         for order_id, price in plan.bids:

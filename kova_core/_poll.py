@@ -12,8 +12,8 @@ what its leases hold and its bids reserve) are withdrawn, newest first, until th
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -22,6 +22,8 @@ from ._resources import Resources
 from ._specs import OrderSpec, provider_matches
 
 __all__ = ["PollOrder", "PollPlan", "ProviderView", "plan_poll"]
+
+_NOTHING = Resources()
 
 
 class PollOrder(NamedTuple):
@@ -38,8 +40,10 @@ class PollOrder(NamedTuple):
 class ProviderView(NamedTuple):
     """What a provider knows of itself when it polls: its machine's ``capacity``, what its
     leases that are not closed hold (``used``), and its open bids, ``bids``: order id -> (bid
-    id, the resources the bid reserves). ``reserved`` is the sum of the bids' resources (given
-    by a caller that keeps it, else summed)."""
+    id, the resources the bid reserves). ``reserved`` is the sum of the bids' resources and
+    ``free`` the capacity left (given by a caller that keeps them, else worked out); when
+    ``free`` is given and not short, nothing is withdrawn and only the keys of ``bids`` are
+    read."""
 
     capacity: Resources
     used: Resources
@@ -48,6 +52,7 @@ class ProviderView(NamedTuple):
     auditors: frozenset[str] = frozenset()
     gpu_models: frozenset[str] = frozenset()
     reserved: Resources | None = None
+    free: Resources | None = None
 
 
 class PollPlan(NamedTuple):
@@ -60,27 +65,34 @@ class PollPlan(NamedTuple):
 
 def plan_poll(
     provider: ProviderView,
-    orders: Iterable[PollOrder],
+    orders: Iterable[Any],
     strategy: PricingStrategy,
     rng: np.random.Generator,
     height: int,
+    best_price: Callable[[Any], int | None] | None = None,
 ) -> PollPlan:
-    """Decide one poll of ``orders`` (open orders, by id) at ``height`` (see the module)."""
+    """Decide one poll of ``orders`` (open orders, by id) at ``height`` (see the module).
+
+    ``orders`` are :class:`PollOrder` records, or any objects with ``id``, ``spec`` and
+    ``created_at`` given with ``best_price(order)``, which is asked only for the orders the
+    strategy prices (the simulator passes its own orders: a poll visits every open order)."""
     bids = provider.bids
-    reserved = provider.reserved
-    if reserved is None:
-        reserved = sum((needs for _, needs in bids.values()), Resources())
-    room = provider.capacity - provider.used
+    free = provider.free
     withdraw: list[int] = []
-    if not reserved.fits_in(room):
-        # newest bid first, until what the rest reserve fits what the leases leave
-        for order_id in sorted(bids, key=lambda o: bids[o][0], reverse=True):
-            bid_id, needs = bids[order_id]
-            withdraw.append(bid_id)
-            reserved = reserved - needs
-            if reserved.fits_in(room):
-                break
-    free = room - reserved
+    if free is None or not _NOTHING.fits_in(free):
+        reserved = provider.reserved
+        if reserved is None:
+            reserved = sum((needs for _, needs in bids.values()), Resources())
+        room = provider.capacity - provider.used
+        if not reserved.fits_in(room):
+            # newest bid first, until what the rest reserve fits what the leases leave
+            for order_id in sorted(bids, key=lambda o: bids[o][0], reverse=True):
+                bid_id, needs = bids[order_id]
+                withdraw.append(bid_id)
+                reserved = reserved - needs
+                if reserved.fits_in(room):
+                    break
+        free = room - reserved
     capacity = provider.capacity
     attributes, auditors, gpu_models = provider.attributes, provider.auditors, provider.gpu_models
     placed: list[tuple[int, int]] = []
@@ -94,10 +106,10 @@ def plan_poll(
             continue
         if provider_matches(spec, attributes, auditors, gpu_models):
             continue
+        best = order.best_price if best_price is None else best_price(order)
         ctx = PricingContext(
-            order_id, needs, spec.max_price, order.created_at, height, capacity, free,
-            order.best_price,
-        )  # fmt: skip
+            order_id, needs, spec.max_price, order.created_at, height, capacity, free, best
+        )
         price = auto_bid_price(strategy, ctx, rng)
         if price is None:
             continue
