@@ -17,9 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from kova_core import MAX_AMOUNT, TransferReason, tenant_account
 
 from . import journal, market
-from .app import CACHES, CLOCK, SETTINGS, ApiError, RequestBody, authenticate, read_body
+from .app import CACHES, CLOCK, SETTINGS, ApiError, RequestBody, read_body
 from .clock import ManualClock
 from .db import transact
+from .deployments import _account, _id
 from .ledger import balance, move
 from .schema import accounts, network, provider_nodes, transfers
 
@@ -39,17 +40,7 @@ class ClockMove(RequestBody):
 
 
 async def _operator(request: web.Request) -> Any:
-    caller = await authenticate(request)
-    if caller.role != "operator":
-        raise ApiError(403, "forbidden", "only operators may do this")
-    return caller
-
-
-def _id(request: web.Request, what: str) -> int:
-    raw = request.match_info["id"]
-    if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_AMOUNT:
-        raise ApiError(404, "not_found", f"no {what} {raw!r}")
-    return int(raw)
+    return await _account(request, "operator")
 
 
 async def credit(request: web.Request) -> web.Response:

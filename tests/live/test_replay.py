@@ -18,15 +18,13 @@ import threading
 from pathlib import Path
 
 import pytest
-import yaml
 
 from kova_live.replay import Replayer, compare
-from kova_sim.commands import market_for, read_commands, replay_into
-from kova_sim.run import run_scenario
-from kova_sim.scenario import parse_scenario
+from kova_sim.commands import market_for, replay_into
 
 from .conftest import Server, fresh_database
 from .test_operators import operator_token
+from .test_state import recorded
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 SERVE = ("--clock", "manual", "--order-expiry", "1000000000")
@@ -46,24 +44,12 @@ CASES = [
 ]
 
 
-def recorded(name: str, duration: str, divisor: int, folder: Path) -> Path:
-    """Run a shipped scenario, shortened and with fewer providers (every group keeps one in
-    ``divisor``, at least one), in the exact engine, with its commands recorded."""
-    data = yaml.safe_load((SCENARIOS / f"{name}.yaml").read_text())
-    data["duration"] = duration
-    for group in data["providers"]:
-        group["count"] = max(1, group["count"] // divisor)
-    path = folder / "commands.jsonl"
-    run_scenario(parse_scenario(data), None, engine="exact", commands=path)
-    return path
-
-
 @pytest.mark.parametrize(("name", "duration", "divisor", "backend", "kills"), CASES,
                          ids=[f"{c[0]}-{c[3]}" for c in CASES])  # fmt: skip
 def test_the_live_network_ends_where_the_simulator_does(
     name, duration, divisor, backend, kills, tmp_path
 ):
-    header, commands = read_commands(recorded(name, duration, divisor, tmp_path))
+    header, commands = recorded(name, duration, divisor, tmp_path)
     assert (header["settlement_interval"], header["fee_bps"]) == (60, 0)  # the server's
     reference = market_for(header)
     replay_into(reference, header, commands)
