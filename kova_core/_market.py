@@ -724,6 +724,8 @@ class Market:
         else:
             visit = [open_orders[i] for i in sorted(orders) if i in open_orders]
         free = provider.free
+        if not visit and _NOTHING.fits_in(free):  # nothing to bid on or to withdraw: most
+            return events  # polls of a driver that says which orders are new to the provider
         bids: Mapping[int, Any] = provider.open_bids  # only its keys are read, if free is not short
         if not _NOTHING.fits_in(free):  # a provider whose machine shrank (update_provider)
             orders = self.orders
