@@ -1,6 +1,7 @@
 """The orchestrator's HTTP API (aiohttp): JSON under ``/v1``.
 
-Every state change happens in one database transaction that commits before the response is
+Every market command is a call on the orchestrator's ``kova_core.Market`` (``kova_live.writer``:
+the single writer), made durable in a database transaction that commits before the response is
 sent: an acknowledged command is durable. Errors are JSON, ``{"error": {"code", "message",
 "field"}}``, with a 4xx status naming what was wrong; bad input changes nothing.
 """
@@ -31,13 +32,14 @@ from .clock import BlockClock
 from .db import retriable, snapshot_reader
 from .endpoints import EndpointPolicy
 from .ingress import IngressSettings, IngressWorkers
-from .intake import BidIntake
+from .journal import KEY_HEADER, KeyReused
 from .ledger import account_transfers, balance
 from .market import Settings
 from .metrics import METRICS, Metrics, metrics_middleware, serve_metrics
 from .openapi import serve_openapi
 from .schema import accounts
-from .work import WorkSettings, worker_loop
+from .work import WorkSettings, clock_loop, react, worker_loop
+from .writer import Unavailable, Writer
 
 __all__ = ["ApiError", "ApiSettings", "RequestBody", "core_error", "create_app", "hash_token"]
 
@@ -48,6 +50,7 @@ READER: web.AppKey[AsyncEngine] = web.AppKey("reader", AsyncEngine)
 CLOCK: web.AppKey[BlockClock] = web.AppKey("clock", BlockClock)
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
 WORK: web.AppKey[WorkSettings] = web.AppKey("work", WorkSettings)
+WRITER: web.AppKey[Writer] = web.AppKey("writer", Writer)
 
 
 @dataclass(slots=True)
@@ -106,7 +109,6 @@ class Caches:
 
 CACHES: web.AppKey[Caches] = web.AppKey("caches", Caches)
 INGRESS: web.AppKey[IngressSettings] = web.AppKey("ingress", IngressSettings)
-BIDS: web.AppKey[BidIntake] = web.AppKey("bids", BidIntake)
 
 log = logging.getLogger("kova_live")
 
@@ -175,6 +177,12 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return exc.response()
     except KovaError as exc:
         return core_error(exc).response()
+    except KeyReused as exc:
+        return ApiError(422, "idempotency_key_reused", str(exc), KEY_HEADER).response()
+    except Unavailable as exc:
+        response = ApiError(503, "unavailable", str(exc)).response()
+        response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+        return response
     except DBAPIError as exc:
         if not retriable(exc):
             raise
@@ -383,9 +391,7 @@ async def my_transactions(request: web.Request) -> web.Response:
     before = int_query(request, "before", 2**63 - 1, 1, 2**63 - 1)
     name = _ledger_name(row)
     async with request.app[READER].connect() as connection:
-        rows = (
-            await connection.execute(account_transfers(name, before=before, limit=limit))
-        ).all()
+        rows = (await connection.execute(account_transfers(name, before=before, limit=limit))).all()
     items = [
         {
             "id": t.id,
@@ -428,11 +434,17 @@ def create_app(
     app[CACHES] = Caches()
     app[INGRESS] = ingress or IngressSettings()
     app[API] = api or ApiSettings()
-    app[BIDS] = BidIntake(engine, clock.height, settings, observe=app[METRICS].bid_batch.observe)
+    writer = app[WRITER] = Writer(
+        engine, clock.height, settings, refusals=(ApiError,),
+        observe=app[METRICS].bid_batch.observe, react=react,
+    )  # fmt: skip
 
     async def background(app: web.Application) -> AsyncIterator[None]:
-        # settlement rounds and job deadlines are work items too (``settle``, ``job_deadline``)
-        tasks = [asyncio.create_task(worker_loop(engine, clock, settings, app[WORK]))]
+        await writer.start()  # the market, restored from the database
+        tasks = [
+            asyncio.create_task(worker_loop(engine, clock, writer, app[WORK])),
+            asyncio.create_task(clock_loop(writer, clock)),  # rounds and job deadlines
+        ]
         yield
         for task in tasks:
             task.cancel()
@@ -476,7 +488,7 @@ def create_app(
     app[files.FILES_DIR] = files_dir or Path(tempfile.gettempdir()) / "kova-files"
 
     async def close_engine(app: web.Application) -> None:
-        await app[BIDS].close()
+        await writer.close()
         await engine.dispose()
 
     app.on_cleanup.append(close_engine)

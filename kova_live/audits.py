@@ -31,9 +31,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from kova_core import MAX_AMOUNT, audit_voided_by
 
 from . import journal
-from .app import CLOCK, READER, ApiError, RequestBody, authenticate, read_body
+from .app import CLOCK, READER, WRITER, ApiError, RequestBody, authenticate, read_body
 from .market import _among
 from .schema import accounts, audits, provider_nodes
+from .writer import Command
 
 __all__ = [
     "MAX_ATTRIBUTES",
@@ -53,15 +54,17 @@ def identity(auditor_id: int) -> str:
     return f"auditor:{auditor_id}"
 
 
-
-
-
 async def auditors_of(
-    connection: AsyncConnection, provider_ids: Iterable[int] | None = None
+    connection: AsyncConnection,
+    provider_ids: Iterable[int] | None = None,
+    registering: dict[int, dict[str, str]] | None = None,
 ) -> dict[int, frozenset[str]]:
     """The identities of the auditors whose audits of each provider stand (every attribute
     signed still registered with the same value), for these providers (``None``: every
-    provider). One statement; a provider nobody audited is absent."""
+    provider). ``registering``: attributes a provider registers now, in place of those its
+    row holds (a heartbeat's, not written yet). One statement; a provider nobody audited is
+    absent."""
+    registering = registering or {}
     query = select(
         audits.c.provider_id, audits.c.auditor_id, audits.c.attributes,
         provider_nodes.c.attributes.label("registered"),
@@ -74,6 +77,10 @@ async def auditors_of(
     found: dict[int, set[str]] = {}
     registered: dict[str, dict[str, str]] = {}  # a provider's attributes' JSON, parsed once
     for row in await connection.execute(query):
+        if row.provider_id in registering:
+            if not audit_voided_by(json.loads(row.attributes), registering[row.provider_id]):
+                found.setdefault(row.provider_id, set()).add(identity(row.auditor_id))
+            continue
         now = registered.get(row.registered)
         if now is None:
             now = registered[row.registered] = json.loads(row.registered)
@@ -206,7 +213,25 @@ async def sign(request: web.Request) -> web.Response:
         row = (await connection.execute(_audits(provider_id, auditor.id))).one()
         return _view(row, registered)
 
-    return (await journal.run(request, auditor.id, work, status=201)).response()
+    answered = await journal.run(request, auditor.id, work, status=201)
+    await _tell_market(request, provider_id)
+    return answered.response()
+
+
+async def _tell_market(request: web.Request, provider_id: int) -> None:
+    """The market's copy of whose audits of the provider stand, from the table (a retry of an
+    audit, or one whose server died before this, sets it right: it is read afresh each time,
+    and a restored market reads it too)."""
+    async with request.app[READER].connect() as connection:
+        standing = (await auditors_of(connection, [provider_id])).get(provider_id, frozenset())
+
+    def apply(market: Any, height: int, batch: Any) -> tuple[list[Any], None]:
+        if provider_id not in market.providers:
+            return [], None
+        batch.touched_providers.add(provider_id)
+        return market.set_auditors(provider_id, standing, height), None
+
+    await request.app[WRITER].submit(Command(apply))
 
 
 def _audits(provider_id: int, auditor_id: int | None = None) -> Any:
@@ -233,7 +258,9 @@ async def revoke(request: web.Request) -> web.Response:
             )
         return {"provider_id": provider_id, "auditor": identity(auditor.id), "revoked": True}
 
-    return (await journal.run(request, auditor.id, work)).response()
+    answered = await journal.run(request, auditor.id, work)
+    await _tell_market(request, provider_id)
+    return answered.response()
 
 
 async def list_audits(request: web.Request) -> web.Response:

@@ -1,9 +1,10 @@
 """The market over the API: deployments (create, list, show, deposit, close), their bids and
 leases for tenants; heartbeats, open orders and bids for providers.
 
-Handlers check who is asking and what they sent, then call :mod:`kova_live.market` inside one
-transaction that commits before the reply. The core's errors become 4xx replies in one place
-(:func:`kova_live.app.core_error`); an error rolls the transaction back, so nothing changes.
+Handlers check who is asking and what they sent, then submit the command to the single writer
+(:mod:`kova_live.writer`): a call on the orchestrator's ``kova_core.Market``, made durable before
+the reply. The core's errors become 4xx replies in one place (:func:`kova_live.app.core_error`);
+a refused command changed nothing.
 """
 
 from __future__ import annotations
@@ -22,12 +23,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kova_core import (
     MAX_AMOUNT,
+    BidPlaced,
     BidState,
-    CloseReason,
+    DeploymentCreated,
+    Event,
+    IllegalTransition,
     InsufficientBalance,
+    LeaseStarted,
     LeaseState,
     ManifestError,
+    Market,
     PricingContext,
+    ProviderState,
     Resources,
     StrategyConfigError,
     UnknownStrategy,
@@ -46,7 +53,6 @@ from kova_core import (
 from . import journal, market
 from .app import (
     API,
-    BIDS,
     CACHES,
     CLOCK,
     ENGINE,
@@ -54,6 +60,7 @@ from .app import (
     READER,
     SETTINGS,
     WORK,
+    WRITER,
     ApiError,
     RequestBody,
     authenticate,
@@ -77,6 +84,7 @@ from .ingress import HostnameTaken, claim_routes, route_urls
 from .ledger import balance
 from .schema import bids, deployments, leases, logs, orders, provider_nodes
 from .work import enqueue
+from .writer import Batch, Command
 
 __all__ = ["add_routes"]
 
@@ -143,9 +151,7 @@ class Endpoints(RequestBody):
     def _addresses(cls, value: Any) -> Any:
         # checked whole, so that any problem names endpoints.addresses (not an item of it)
         if not isinstance(value, list) or not 1 <= len(value) <= MAX_ADDRESSES:
-            raise PydanticCustomError(
-                "addresses", f"a list of 1 to {MAX_ADDRESSES} IP addresses"
-            )
+            raise PydanticCustomError("addresses", f"a list of 1 to {MAX_ADDRESSES} IP addresses")
         for item in value:
             try:
                 parse_address(item)
@@ -261,15 +267,10 @@ def _id(request: web.Request, what: str) -> int:
     return int(raw)
 
 
-async def _owned(
-    connection: AsyncConnection, deployment_id: int, tenant_id: int, *, lock: bool
-) -> Any:
+async def _owned(connection: AsyncConnection, deployment_id: int, tenant_id: int) -> Any:
     """The tenant's deployment row (404 for another tenant's: its existence is not disclosed)."""
-    if lock:
-        row = await market.locked_deployment(connection, deployment_id)
-    else:
-        query = select(deployments).where(deployments.c.id == deployment_id)
-        row = (await connection.execute(query)).first()
+    query = select(deployments).where(deployments.c.id == deployment_id)
+    row = (await connection.execute(query)).first()
     if row is None or row.tenant_id != tenant_id:
         raise ApiError(404, "not_found", f"no deployment {deployment_id}")
     return row
@@ -396,34 +397,45 @@ async def create_deployment(request: web.Request) -> web.Response:
     auto = body.auto_accept
     if auto is not None:
         _registered(selection_policy, auto.policy, auto.params, "auto_accept", "policy")
-    clock, settings = request.app[CLOCK].height, request.app[SETTINGS]
-
-    async def work(connection: AsyncConnection) -> dict[str, Any]:
-        height = await market.settle_to_now(connection, clock, settings)
+    auto_json = None if auto is None else auto.model_dump_json()
+    ingress = request.app[INGRESS]
+    # what the database says of the manifest, before the market is asked: its files are the
+    # tenant's, its hostnames free (one taken meanwhile fails the batch, which is sent again)
+    async with request.app[READER].connect() as connection:
+        await check_files(connection, manifest, tenant.id, None)
         try:
-            dep_id = await market.create_deployment(
-                connection, tenant.id, manifest, text, body.deposit, height, settings,
-                None if auto is None else auto.model_dump_json(),
-            )  # fmt: skip
-        except InsufficientBalance as exc:
-            raise _insufficient(exc, "deposit") from None
-        await check_files(connection, manifest, tenant.id, dep_id)  # 400 rolls it all back
-        try:
-            await claim_routes(connection, dep_id, manifest, request.app[INGRESS])
+            await claim_routes(connection, None, manifest, ingress)
         except HostnameTaken as exc:
             raise ApiError(409, "hostname_taken", str(exc), exc.field) from None
+
+    def apply(m: Market, height: int, batch: Batch) -> tuple[list[Event], Any]:
+        events = m.create_deployment(market.tenant(m, tenant.id), manifest, body.deposit, height)
+        made = next(e for e in events if isinstance(e, DeploymentCreated))
+        batch.new_deployments[made.deployment_id] = (text, auto_json)
+        return events, (
+            made.deployment_id,
+            height,
+            list(m.deployments[made.deployment_id].order_ids),
+        )
+
+    async def answer(connection: AsyncConnection, value: Any) -> dict[str, Any]:
+        dep_id, height, order_ids = value
+        await check_files(connection, manifest, tenant.id, dep_id)  # the files it references
+        await claim_routes(connection, dep_id, manifest, ingress)
         expiry = height + request.app[WORK].order_expiry
-        made = await connection.execute(select(orders.c.id).where(orders.c.deployment_id == dep_id))
-        for order_id in made.scalars():
+        for order_id in order_ids:
             await enqueue(connection, "expire_order", order_id, expiry, height)
             if auto is not None:
                 await enqueue(connection, "auto_accept", order_id, height + auto.wait, height)
-        fresh = await _owned(connection, dep_id, tenant.id, lock=False)
+        fresh = await _owned(connection, dep_id, tenant.id)
         return await _view(request, connection, fresh)
 
-    answer = await journal.run(request, tenant.id, work, status=201)
+    try:
+        answered = await journal.submit(request, tenant.id, apply, answer, status=201)
+    except InsufficientBalance as exc:
+        raise _insufficient(exc, "deposit") from None
     request.app[CACHES].orders_changed()
-    return answer.response()
+    return answered.response()
 
 
 def _registered(
@@ -469,15 +481,24 @@ async def show_deployment(request: web.Request) -> web.Response:
     and leases (settled up to the current height)."""
     tenant = await _account(request, "tenant")
     dep_id = _id(request, "deployment")
-
-    async def settle(connection: AsyncConnection) -> None:
-        await market.settle_to_now(connection, request.app[CLOCK].height, request.app[SETTINGS])
-
-    await transact(request.app[ENGINE], settle)
+    await request.app[WRITER].tick()  # the rounds and deadlines due by now, carried out
     # then read it as of one moment: the deployment, its orders and its leases in one snapshot
     async with request.app[READER].connect() as connection:
-        row = await _owned(connection, dep_id, tenant.id, lock=False)
+        row = await _owned(connection, dep_id, tenant.id)
         return web.json_response(await _view(request, connection, row))
+
+
+async def _tenants_deployment(request: web.Request, dep_id: int, tenant_id: int) -> Any:
+    """The tenant's deployment row, read before its command is submitted (404 otherwise)."""
+    async with request.app[READER].connect() as connection:
+        return await _owned(connection, dep_id, tenant_id)
+
+
+def _live(m: Market, dep_id: int, command: str) -> Any:
+    """The deployment in the market (a closed one it has forgotten is refused as closed)."""
+    if dep_id not in m.deployments:
+        raise market.closed("deployment", dep_id, command)
+    return dep_id
 
 
 async def deposit(request: web.Request) -> web.Response:
@@ -485,39 +506,42 @@ async def deposit(request: web.Request) -> web.Response:
     tenant = await _account(request, "tenant")
     dep_id = _id(request, "deployment")
     body: Deposit = await read_body(request, Deposit)
-    clock, settings = request.app[CLOCK].height, request.app[SETTINGS]
+    await _tenants_deployment(request, dep_id, tenant.id)
 
-    async def work(connection: AsyncConnection) -> dict[str, Any]:
-        height = await market.settle_to_now(connection, clock, settings)
-        row = await _owned(connection, dep_id, tenant.id, lock=True)
-        try:
-            await market.deposit(connection, row, body.amount, height, settings)
-        except InsufficientBalance as exc:
-            raise _insufficient(exc, "amount") from None
-        fresh = await _owned(connection, dep_id, tenant.id, lock=False)
-        return await _view(request, connection, fresh)
+    def apply(m: Market, height: int, batch: Batch) -> tuple[list[Event], Any]:
+        return m.deposit(_live(m, dep_id, "deposit"), body.amount, height), dep_id
 
-    answer = await journal.run(request, tenant.id, work)
+    try:
+        answered = await journal.submit(
+            request, tenant.id, apply, _deployment_answer(request, tenant.id)
+        )
+    except InsufficientBalance as exc:
+        raise _insufficient(exc, "amount") from None
     request.app[CACHES].orders_changed()  # a deposit may resume it
-    return answer.response()
+    return answered.response()
+
+
+def _deployment_answer(request: web.Request, tenant_id: int) -> Any:
+    async def answer(connection: AsyncConnection, dep_id: int) -> dict[str, Any]:
+        return await _view(request, connection, await _owned(connection, dep_id, tenant_id))
+
+    return answer
 
 
 async def close(request: web.Request) -> web.Response:
     """Close a deployment: settle its leases to now, close them and its orders, refund."""
     tenant = await _account(request, "tenant")
     dep_id = _id(request, "deployment")
-    clock, settings = request.app[CLOCK].height, request.app[SETTINGS]
+    await _tenants_deployment(request, dep_id, tenant.id)
 
-    async def work(connection: AsyncConnection) -> dict[str, Any]:
-        height = await market.settle_to_now(connection, clock, settings)
-        row = await _owned(connection, dep_id, tenant.id, lock=True)
-        await market.close_deployment(connection, row, height, settings, CloseReason.TENANT_CLOSED)
-        fresh = await _owned(connection, dep_id, tenant.id, lock=False)
-        return await _view(request, connection, fresh)
+    def apply(m: Market, height: int, batch: Batch) -> tuple[list[Event], Any]:
+        return m.close_deployment(_live(m, dep_id, "close"), height), dep_id
 
-    answer = await journal.run(request, tenant.id, work)
+    answered = await journal.submit(
+        request, tenant.id, apply, _deployment_answer(request, tenant.id)
+    )
     request.app[CACHES].orders_changed()
-    return answer.response()
+    return answered.response()
 
 
 async def deployment_bids(request: web.Request) -> web.Response:
@@ -526,7 +550,7 @@ async def deployment_bids(request: web.Request) -> web.Response:
     tenant = await _account(request, "tenant")
     dep_id = _id(request, "deployment")
     async with request.app[READER].connect() as connection:
-        await _owned(connection, dep_id, tenant.id, lock=False)
+        await _owned(connection, dep_id, tenant.id)
         rows = (
             await connection.execute(
                 select(bids, provider_nodes.c.completed, provider_nodes.c.failed)
@@ -555,17 +579,32 @@ async def accept(request: web.Request) -> web.Response:
     """Accept a bid on one of the tenant's orders: the lease starts; its other bids are lost."""
     tenant = await _account(request, "tenant")
     bid_id = _id(request, "bid")
-    clock, settings = request.app[CLOCK].height, request.app[SETTINGS]
+    async with request.app[READER].connect() as connection:
+        row = (
+            await connection.execute(
+                select(bids.c.state, deployments.c.tenant_id)
+                .join(orders, orders.c.id == bids.c.order_id)
+                .join(deployments, deployments.c.id == orders.c.deployment_id)
+                .where(bids.c.id == bid_id)
+            )
+        ).first()
+    if row is None or row.tenant_id != tenant.id:
+        raise ApiError(404, "not_found", f"no bid {bid_id}")
 
-    async def work(connection: AsyncConnection) -> Any:
-        height = await market.settle_to_now(connection, clock, settings)
-        lease_id = await market.accept_bid(connection, tenant.id, bid_id, height, settings)
+    def apply(m: Market, height: int, batch: Batch) -> tuple[list[Event], Any]:
+        if bid_id not in m.bids:  # accepted, lost or withdrawn: the market has let it go
+            raise IllegalTransition("bid", bid_id, row.state if row.state != "open" else "closed",
+                                    "accept")  # fmt: skip
+        events = m.accept_bid(bid_id, height)
+        return events, next(e.lease_id for e in events if isinstance(e, LeaseStarted))
+
+    async def answer(connection: AsyncConnection, lease_id: int) -> dict[str, Any]:
         lease = select(leases).where(leases.c.id == lease_id)
         return _lease_view((await connection.execute(lease)).one())
 
-    answer = await journal.run(request, tenant.id, work, status=201)
+    answered = await journal.submit(request, tenant.id, apply, answer, status=201)
     request.app[CACHES].orders_changed()
-    return answer.response()
+    return answered.response()
 
 
 # --------------------------------------------------------------------------- providers
@@ -592,29 +631,44 @@ async def heartbeat(request: web.Request) -> web.Response:
             if outside is not None:
                 raise ApiError(400, "invalid_field", outside, "endpoints.addresses")
         endpoints = (registration.stored(), registration.low, registration.high)
-    clock, settings = request.app[CLOCK].height, request.app[SETTINGS]
+    capacity = Resources(cpu=c.cpu, memory=c.memory, storage=c.storage, gpu=c.gpu)
+    # whose audits stand with the attributes it registers now
+    async with request.app[READER].connect() as connection:
+        audited = (await auditors_of(connection, [provider.id], {provider.id: body.attributes})
+                   ).get(provider.id, frozenset())  # fmt: skip
 
-    async def work(connection: AsyncConnection) -> tuple[int, bool, frozenset[str]]:
-        height = await market.settle_to_now(connection, clock, settings)
-        before = (
-            await connection.execute(
-                select(provider_nodes.c.endpoint_addresses, provider_nodes.c.endpoint_port_low,
-                       provider_nodes.c.endpoint_port_high)
-                .where(provider_nodes.c.provider_id == provider.id)
+    def apply(m: Market, height: int, batch: Batch) -> tuple[list[Event], Any]:
+        events: list[Event] = []
+        known = m.providers.get(provider.id)
+        if known is None:
+            m.add_provider(capacity=capacity, attributes=body.attributes, auditors=audited,
+                           gpu_models=body.gpu_models, provider_id=provider.id)  # fmt: skip
+        else:
+            if known.state is ProviderState.LOST:  # its agent is back
+                events += m.recover_provider(provider.id, height)
+            events += m.update_provider(provider.id, capacity=capacity,
+                                        attributes=body.attributes, gpu_models=body.gpu_models,
+                                        height=height)  # fmt: skip
+            events += m.set_auditors(provider.id, audited, height)
+        batch.touched_providers.add(provider.id)
+        return events, height
+
+    async def answer(connection: AsyncConnection, height: int) -> tuple[int, bool]:
+        # what the market does not keep: how it prices, where its leases are reached
+        addresses, low, high = endpoints if endpoints is not None else (None, None, None)
+        where = provider_nodes.c.provider_id == provider.id
+        columns = (provider_nodes.c.endpoint_addresses, provider_nodes.c.endpoint_port_low,
+                   provider_nodes.c.endpoint_port_high)  # fmt: skip
+        before = (await connection.execute(select(*columns).where(where))).one()
+        await connection.execute(
+            update(provider_nodes).where(where).values(
+                pricing=pricing, endpoint_addresses=addresses, endpoint_port_low=low,
+                endpoint_port_high=high, last_seen=height,
             )
-        ).first()  # fmt: skip
-        await market.heartbeat(
-            connection, provider.id,
-            Resources(cpu=c.cpu, memory=c.memory, storage=c.storage, gpu=c.gpu),
-            body.attributes, body.gpu_models, height, pricing, endpoints,
         )  # fmt: skip
-        nothing = (None, None, None)
-        moved = (nothing if before is None else tuple(before)) != (endpoints or nothing)
-        # whose audits stand now, with the attributes just registered
-        audited = (await auditors_of(connection, [provider.id])).get(provider.id, frozenset())
-        return height, moved, audited
+        return height, tuple(before) != (addresses, low, high)
 
-    height, moved, audited = await transact(request.app[ENGINE], work)
+    height, moved = await request.app[WRITER].submit(Command(apply, answer))
     if moved:  # the ingress checks the provider's endpoints against it now, not next block
         request.app[CACHES].routes_changed()
     return web.json_response(
@@ -688,30 +742,45 @@ async def place_bid(request: web.Request) -> web.Response:
     provider = await _account(request, "provider")
     order_id = _id(request, "order")
     body: NewBid = await read_body(request, NewBid)
-    command = await journal.command_of(request, provider.id)
-    try:
-        bid = await request.app[BIDS].place(
-            market.BidRequest(provider.id, order_id, body.price, command)
-        )
-    except journal.KeyReused as exc:
-        raise ApiError(422, "idempotency_key_reused", str(exc), journal.KEY_HEADER) from None
-    if isinstance(bid, journal.Answer):
-        return bid.response()
-    return web.json_response(bid, status=201)
+
+    def apply(m: Market, height: int, batch: Batch) -> tuple[list[Event], Any]:
+        events = m.place_bid(order_id, market.bidder(m, provider.id), body.price, height)
+        placed = next(e for e in events if isinstance(e, BidPlaced))
+        return events, {
+            "id": placed.bid_id, "order_id": order_id, "provider_id": provider.id,
+            "price": placed.price, "height": placed.height,
+            "response_time": placed.response_time, "state": BidState.OPEN.value,
+        }  # fmt: skip
+
+    return (await journal.submit(request, provider.id, apply, status=201)).response()
+
+
+async def _providers_bid(request: web.Request, bid_id: int, provider_id: int) -> Any:
+    async with request.app[READER].connect() as connection:
+        row = (await connection.execute(select(bids).where(bids.c.id == bid_id))).first()
+    if row is None or row.provider_id != provider_id:
+        raise ApiError(404, "not_found", f"no bid {bid_id}")
+    return row
 
 
 async def withdraw_bid(request: web.Request) -> web.Response:
     """Take back one of the caller's open bids."""
     provider = await _account(request, "provider")
     bid_id = _id(request, "bid")
-    clock, settings = request.app[CLOCK].height, request.app[SETTINGS]
+    row = await _providers_bid(request, bid_id, provider.id)
 
-    async def work(connection: AsyncConnection) -> Any:
-        height = await market.settle_to_now(connection, clock, settings)
-        await market.withdraw_bid(connection, provider.id, bid_id, height, settings)
+    def apply(m: Market, height: int, batch: Batch) -> tuple[list[Event], Any]:
+        if bid_id not in m.bids:  # accepted, lost or withdrawn: the market has let it go
+            raise IllegalTransition("bid", bid_id, row.state if row.state != "open" else "closed",
+                                    "withdraw")  # fmt: skip
+        return m.withdraw_bid(bid_id, height), bid_id
+
+    async def answer(connection: AsyncConnection, bid_id: int) -> dict[str, Any]:
         return _bid_view((await connection.execute(select(bids).where(bids.c.id == bid_id))).one())
 
-    return (await journal.run(request, provider.id, work)).response()
+    answered = await journal.submit(request, provider.id, apply, answer)
+    request.app[CACHES].orders_changed()
+    return answered.response()
 
 
 async def expire_order(request: web.Request) -> web.Response:
@@ -719,21 +788,24 @@ async def expire_order(request: web.Request) -> web.Response:
     bids are lost (the server does the same on its own after ``--order-expiry`` blocks)."""
     tenant = await _account(request, "tenant")
     order_id = _id(request, "order")
-    clock, settings = request.app[CLOCK].height, request.app[SETTINGS]
-
-    async def work(connection: AsyncConnection) -> dict[str, Any]:
-        height = await market.settle_to_now(connection, clock, settings)
-        the_order = select(orders).where(orders.c.id == order_id)
+    the_order = select(orders).where(orders.c.id == order_id)
+    async with request.app[READER].connect() as connection:
         row = (await connection.execute(the_order)).first()
         if row is None:
             raise ApiError(404, "not_found", f"no order {order_id}")
-        await _owned(connection, row.deployment_id, tenant.id, lock=False)  # 404 if not its
-        await market.expire_order(connection, order_id, height, settings)
+        await _owned(connection, row.deployment_id, tenant.id)  # 404 if not its
+
+    def apply(m: Market, height: int, batch: Batch) -> tuple[list[Event], Any]:
+        if order_id not in m.orders:  # its deployment closed: the market has let it go
+            raise IllegalTransition("order", order_id, "closed", "expire")
+        return m.expire_order(order_id, height), order_id
+
+    async def answer(connection: AsyncConnection, order_id: int) -> dict[str, Any]:
         return _order_view((await connection.execute(the_order)).one())
 
-    answer = await journal.run(request, tenant.id, work)
+    answered = await journal.submit(request, tenant.id, apply, answer)
     request.app[CACHES].orders_changed()
-    return answer.response()
+    return answered.response()
 
 
 def _bid_view(row: Any) -> dict[str, Any]:
@@ -774,7 +846,7 @@ async def candidates(request: web.Request) -> web.Response:
         order = (await connection.execute(select(orders).where(orders.c.id == order_id))).first()
         if order is None:
             raise ApiError(404, "not_found", f"no order {order_id}")
-        await _owned(connection, order.deployment_id, tenant.id, lock=False)
+        await _owned(connection, order.deployment_id, tenant.id)
         spec = await market.order_spec(connection, order)
         nodes = (
             await connection.execute(select(provider_nodes).order_by(provider_nodes.c.provider_id))
@@ -985,40 +1057,56 @@ async def lease_status(request: web.Request) -> web.Response:
     problem = body.problem()
     if problem is not None:
         raise ApiError(400, "invalid_field", problem[1], problem[0])
-    clock, settings = request.app[CLOCK].height, request.app[SETTINGS]
-
-    async def work(connection: AsyncConnection) -> Any:
-        height = await market.settle_to_now(connection, clock, settings)
-        the_lease = select(leases).where(leases.c.id == lease_id)
+    the_lease = select(leases).where(leases.c.id == lease_id)
+    async with request.app[READER].connect() as connection:
         row = (await connection.execute(the_lease)).first()
-        if row is None or row.provider_id != provider.id:
-            raise ApiError(404, "not_found", f"no lease {lease_id}")
-        report: dict[str, Any] = {"status": body.state, "reported_at": height}
-        if body.state == "running":
-            if row.state == "closed":
+    if row is None or row.provider_id != provider.id:
+        raise ApiError(404, "not_found", f"no lease {lease_id}")
+
+    if body.state == "running":  # a report of the agent's, not a market command
+
+        async def running(connection: AsyncConnection) -> Any:
+            now = (await connection.execute(the_lease)).one()
+            if now.state == "closed":
                 raise ApiError(
-                    409, "lease_closed", f"lease {lease_id} is closed ({row.close_reason})"
+                    409, "lease_closed", f"lease {lease_id} is closed ({now.close_reason})"
                 )
+            report: dict[str, Any] = {
+                "status": "running",
+                "reported_at": request.app[CLOCK].height(),
+            }
             if body.endpoint is not None:
                 report["endpoint"] = await _checked_endpoint(
                     connection, request.app[API].endpoints, provider.id, body.endpoint
                 )
-        elif body.state == "finished":
-            await market.finish_job(
-                connection, lease_id, height, settings, succeeded=body.exit_code == 0
-            )
-            report.update(
-                exit_code=body.exit_code, output=body.output, runtime_blocks=body.runtime_blocks
-            )
-        else:
-            await market.fail_lease(connection, lease_id, height, settings)
-            report["status_message"] = body.message
-        await connection.execute(update(leases).where(leases.c.id == lease_id).values(**report))
-        return _lease_view((await connection.execute(the_lease)).one())
+            await connection.execute(update(leases).where(leases.c.id == lease_id).values(**report))
+            return _lease_view((await connection.execute(the_lease)).one())
 
-    answer = await journal.run(request, provider.id, work)
+        answered = await journal.run(request, provider.id, running)
+    else:
+
+        def apply(m: Market, height: int, batch: Batch) -> tuple[list[Event], Any]:
+            if lease_id not in m.leases:  # its deployment closed: the market has let it go
+                raise IllegalTransition("lease", lease_id, "closed", "close")
+            if body.state == "finished":
+                events = m.finish_job(lease_id, height, succeeded=body.exit_code == 0)
+            else:
+                events = m.fail_lease(lease_id, height)
+            return events, height
+
+        async def answer(connection: AsyncConnection, height: int) -> Any:
+            report: dict[str, Any] = {"status": body.state, "reported_at": height}
+            if body.state == "finished":
+                report.update(exit_code=body.exit_code, output=body.output,
+                              runtime_blocks=body.runtime_blocks)  # fmt: skip
+            else:
+                report["status_message"] = body.message
+            await connection.execute(update(leases).where(leases.c.id == lease_id).values(**report))
+            return _lease_view((await connection.execute(the_lease)).one())
+
+        answered = await journal.submit(request, provider.id, apply, answer)
     request.app[CACHES].orders_changed()  # a running lease's endpoint serves its routes now
-    return answer.response()
+    return answered.response()
 
 
 async def _checked_endpoint(
@@ -1046,7 +1134,7 @@ async def job_result(request: web.Request) -> web.Response:
     tenant = await _account(request, "tenant")
     dep_id = _id(request, "deployment")
     async with request.app[READER].connect() as connection:
-        dep = await _owned(connection, dep_id, tenant.id, lock=False)
+        dep = await _owned(connection, dep_id, tenant.id)
         if dep.kind != "job":
             raise ApiError(409, "not_a_job", f"deployment {dep_id} is not a job: it has no result")
         rows = (
@@ -1114,7 +1202,7 @@ async def deployment_logs(request: web.Request) -> web.Response:
     after = int_query(request, "after", 0, 0, MAX_AMOUNT)
     limit = int_query(request, "limit", 200, 1, 1000)
     async with request.app[READER].connect() as connection:
-        await _owned(connection, dep_id, tenant.id, lock=False)
+        await _owned(connection, dep_id, tenant.id)
         rows = (
             await connection.execute(
                 select(logs, orders.c.service, orders.c.replica)

@@ -113,16 +113,21 @@ class HostnameTaken(Exception):
 
 
 async def claim_routes(
-    connection: AsyncConnection, deployment_id: int, manifest: Any, settings: IngressSettings
+    connection: AsyncConnection,
+    deployment_id: int | None,
+    manifest: Any,
+    settings: IngressSettings,
 ) -> None:
     """Make the deployment's routes, in the caller's transaction: one generated hostname per
     service that exposes a port globally, and the hostnames its expose entries accept. Raises
     :class:`HostnameTaken` (naming the manifest field) for a hostname held by another
-    deployment that is not closed, or one under ``settings.domain``."""
+    deployment that is not closed, or one under ``settings.domain``. With no
+    ``deployment_id``, only checks (a deployment not created yet), writing nothing."""  # fmt: skip
     suffix = "." + settings.domain
     for name, service in manifest.services.items():
         wanted: list[tuple[str, int, str | None]] = []  # hostname, custom, field
-        if any(e.global_ for e in service.expose):
+        # a generated hostname is the new deployment's own: nobody else's
+        if deployment_id is not None and any(e.global_ for e in service.expose):
             wanted.append((f"{name}-{deployment_id}{suffix}".lower(), 0, None))
         for i, expose in enumerate(service.expose):
             for j, accepted in enumerate(expose.accept):
@@ -132,21 +137,23 @@ async def claim_routes(
                     raise HostnameTaken(path, f"{hostname} is under Kova's own domain")
                 wanted.append((hostname, 1, path))
         for hostname, custom, path in wanted:
-            held = (
-                await connection.execute(
-                    select(routes.c.deployment_id, deployments.c.state)
-                    .join(deployments, deployments.c.id == routes.c.deployment_id)
-                    .where(routes.c.hostname == hostname)
-                    .with_for_update()
-                )
-            ).first()
+            query = (
+                select(routes.c.deployment_id, deployments.c.state)
+                .join(deployments, deployments.c.id == routes.c.deployment_id)
+                .where(routes.c.hostname == hostname)
+            )
+            if deployment_id is not None:
+                query = query.with_for_update()
+            held = (await connection.execute(query)).first()
             if held is not None and held.deployment_id != deployment_id:
                 if held.state != "closed":
                     raise HostnameTaken(
                         path or "manifest", f"{hostname} is deployment {held.deployment_id}'s"
                     )
+                if deployment_id is None:
+                    continue
                 await connection.execute(delete(routes).where(routes.c.hostname == hostname))
-            elif held is not None:
+            elif held is not None or deployment_id is None:
                 continue
             await connection.execute(
                 routes.insert().values(

@@ -8,7 +8,8 @@ to the ``commands`` table in the same transaction as what the command changed, u
 gets the original answer and changes nothing; a key used again for a different request is
 refused (422). A command that was refused (any 4xx) changed nothing and is not journaled: its
 retry is checked again. Heartbeats and log lines are state reports, not commands: they are not
-journaled.
+journaled. Market commands reach the journal through the single writer (:func:`submit`), which
+looks their keys up and journals them in the batch that applies them.
 
 The journal is also the record of what happened, in commit order (``id``), with who sent what
 (method, path, the request body's SHA-256) at which height.
@@ -42,6 +43,7 @@ __all__ = [
     "record_many",
     "replayed",
     "run",
+    "submit",
 ]
 
 KEY_HEADER = "Idempotency-Key"
@@ -142,34 +144,60 @@ async def record_many(
     )  # fmt: skip
 
 
+async def _earlier(engine: AsyncEngine, command: Command) -> Answer | None:
+    """The journaled answer of a command applied before (422 if its key names another)."""
+    from .app import ApiError
+
+    if command.made:  # a key the server just made was never used
+        return None
+    async with engine.connect() as connection:
+        row = (await answered(connection, [command])).get((command.account_id, command.key))
+    if row is None:
+        return None
+    try:
+        return replayed(command, row)
+    except KeyReused as exc:
+        raise ApiError(422, "idempotency_key_reused", str(exc), KEY_HEADER) from None
+
+
+async def submit(
+    request: web.Request,
+    account_id: int,
+    apply: Callable[..., Any],
+    answer: Callable[[AsyncConnection, Any], Awaitable[Any]] | None = None,
+    status: int = 200,
+) -> Answer:
+    """Apply a market command once, through the single writer (``kova_live.writer``):
+    ``apply(market, height, batch) -> (events, value)`` is the command on the ``Market``;
+    ``answer(connection, value)`` returns the answer's JSON body, in the transaction that
+    makes the command durable (default: the value); the answer is journaled there. A retry of a
+    command already applied gets its answer back and changes nothing."""
+    from .app import ENGINE, WRITER
+    from .writer import Command as WriterCommand
+
+    command = await command_of(request, account_id)
+    before = await _earlier(request.app[ENGINE], command)
+    if before is not None:
+        return before
+    return await request.app[WRITER].submit(WriterCommand(apply, answer, command, status))
+
+
 async def run(
     request: web.Request,
     account_id: int,
     work: Callable[[AsyncConnection], Awaitable[Any]],
     status: int = 200,
 ) -> Answer:
-    """Apply a command once: ``work`` changes the market in a transaction and returns the
-    answer's JSON body; the answer is journaled in that transaction. A retry of a command
-    already applied gets its answer back without running ``work``."""
-    from .app import CLOCK, ENGINE, ApiError
+    """Apply a command that is not the market's (an audit) once: ``work`` changes the
+    database in a transaction and returns the answer's JSON body; the answer is journaled in
+    that transaction. A retry of a command already applied gets its answer back without
+    running ``work``."""
+    from .app import CLOCK, ENGINE
 
     command = await command_of(request, account_id)
     engine: AsyncEngine = request.app[ENGINE]
     clock = request.app[CLOCK]
-
-    async def earlier() -> Answer | None:
-        if command.made:  # a key the server just made was never used
-            return None
-        async with engine.connect() as connection:
-            row = (await answered(connection, [command])).get((command.account_id, command.key))
-        if row is None:
-            return None
-        try:
-            return replayed(command, row)
-        except KeyReused as exc:
-            raise ApiError(422, "idempotency_key_reused", str(exc), KEY_HEADER) from None
-
-    before = await earlier()
+    before = await _earlier(engine, command)
     if before is not None:
         return before
 
@@ -183,7 +211,7 @@ async def run(
         return await transact(engine, once)
     except IntegrityError:
         # the same command, sent twice at once: the other one applied it
-        again = await earlier()
+        again = await _earlier(engine, command)
         if again is None:
             raise
         return again

@@ -14,15 +14,15 @@ from pydantic import Field
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from kova_core import MAX_AMOUNT, TransferReason, tenant_account
+from kova_core import MAX_AMOUNT, Event, Market, OrderReopened, tenant_account
 
 from . import journal, market
-from .app import CACHES, CLOCK, SETTINGS, ApiError, RequestBody, read_body
+from .app import CACHES, CLOCK, READER, ApiError, RequestBody, read_body
 from .clock import ManualClock
 from .db import transact
 from .deployments import _account, _id
-from .ledger import balance, move
 from .schema import accounts, network, provider_nodes, transfers
+from .writer import Batch
 
 __all__ = ["add_routes"]
 
@@ -48,24 +48,21 @@ async def credit(request: web.Request) -> web.Response:
     operator = await _operator(request)
     tenant_id = _id(request, "account")
     body: Credit = await read_body(request, Credit)
-    clock, settings = request.app[CLOCK].height, request.app[SETTINGS]
-
-    async def work(connection: AsyncConnection) -> dict[str, Any]:
-        height = await market.settle_to_now(connection, clock, settings)
+    async with request.app[READER].connect() as connection:
         role = await connection.scalar(select(accounts.c.role).where(accounts.c.id == tenant_id))
-        if role is None:
-            raise ApiError(404, "not_found", f"no account {tenant_id}")
-        if role != "tenant":
-            raise ApiError(409, "not_a_tenant", f"account {tenant_id} is a {role}; credits go "
-                           "to tenants")  # fmt: skip
-        account = tenant_account(tenant_id)
-        await move(connection, source="external", destination=account, amount=body.amount,
-                   reason=TransferReason.CREDIT, height=height)  # fmt: skip
-        return {"account": account, "amount": body.amount, "height": height,
-                "balance": await balance(connection, account)}  # fmt: skip
+    if role is None:
+        raise ApiError(404, "not_found", f"no account {tenant_id}")
+    if role != "tenant":
+        raise ApiError(409, "not_a_tenant", f"account {tenant_id} is a {role}; credits go "
+                       "to tenants")  # fmt: skip
 
-    answer = await journal.run(request, operator.id, work)
-    return answer.response()
+    def apply(m: Market, height: int, batch: Batch) -> tuple[list[Event], Any]:
+        events = m.credit(market.tenant(m, tenant_id), body.amount, height)
+        account = tenant_account(tenant_id)
+        return events, {"account": account, "amount": body.amount, "height": height,
+                        "balance": m.balance(account)}  # fmt: skip
+
+    return (await journal.submit(request, operator.id, apply)).response()
 
 
 async def fail_provider(request: web.Request) -> web.Response:
@@ -73,32 +70,29 @@ async def fail_provider(request: web.Request) -> web.Response:
     are withdrawn and its leases fail against it, their orders open again."""
     operator = await _operator(request)
     provider_id = _id(request, "provider")
-    clock, settings = request.app[CLOCK].height, request.app[SETTINGS]
 
-    async def work(connection: AsyncConnection) -> dict[str, Any]:
-        height = await market.settle_to_now(connection, clock, settings)
-        reopened = await market.fail_provider(connection, provider_id, height, settings)
-        return {"provider_id": provider_id, "state": "lost", "height": height,
-                "reopened_orders": reopened}  # fmt: skip
+    def apply(m: Market, height: int, batch: Batch) -> tuple[list[Event], Any]:
+        events = m.fail_provider(provider_id, height)
+        reopened = [e.order_id for e in events if isinstance(e, OrderReopened)]
+        return events, {"provider_id": provider_id, "state": "lost", "height": height,
+                        "reopened_orders": reopened}  # fmt: skip
 
-    answer = await journal.run(request, operator.id, work)
+    answered = await journal.submit(request, operator.id, apply)
     request.app[CACHES].orders_changed()
-    return answer.response()
+    return answered.response()
 
 
 async def recover_provider(request: web.Request) -> web.Response:
     """Bring a lost provider back online: it may bid again."""
     operator = await _operator(request)
     provider_id = _id(request, "provider")
-    clock, settings = request.app[CLOCK].height, request.app[SETTINGS]
 
-    async def work(connection: AsyncConnection) -> dict[str, Any]:
-        height = await market.settle_to_now(connection, clock, settings)
-        await market.recover_provider(connection, provider_id, height)
-        return {"provider_id": provider_id, "state": "online", "height": height}
+    def apply(m: Market, height: int, batch: Batch) -> tuple[list[Event], Any]:
+        return m.recover_provider(provider_id, height), {
+            "provider_id": provider_id, "state": "online", "height": height,
+        }  # fmt: skip
 
-    answer = await journal.run(request, operator.id, work)
-    return answer.response()
+    return (await journal.submit(request, operator.id, apply)).response()
 
 
 async def move_clock(request: web.Request) -> web.Response:
@@ -113,16 +107,16 @@ async def move_clock(request: web.Request) -> web.Response:
     if body.height < clock.height():
         raise ApiError(400, "invalid_field", f"the clock is at {clock.height()}; heights never "
                        "go back", "height")  # fmt: skip
-    settings = request.app[SETTINGS]
+    clock.advance(body.height)  # the writer applies the command at the clock's height
 
-    async def work(connection: AsyncConnection) -> dict[str, Any]:
-        height = await market.settle_to_now(connection, lambda: body.height, settings)
+    def apply(m: Market, height: int, batch: Batch) -> tuple[list[Event], Any]:
+        return m.tick(height), height
+
+    async def answer(connection: AsyncConnection, height: int) -> dict[str, Any]:
         await connection.execute(update(network).values(manual_height=height))
         return {"height": height}
 
-    answer = await journal.run(request, operator.id, work)
-    clock.advance(max(clock.height(), body.height))
-    return answer.response()
+    return (await journal.submit(request, operator.id, apply, answer)).response()
 
 
 async def manual_start(engine: Any) -> int:

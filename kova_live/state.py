@@ -70,7 +70,6 @@ from kova_core import (
     TransferReason,
 )
 
-from .audits import auditors_of
 from .market import Settings, _insert_transfers, _joined, order_specs
 from .schema import (
     accounts,
@@ -87,7 +86,6 @@ from .schema import (
 )
 
 __all__ = ["load_market", "persist"]
-
 
 
 def _reason(value: str | None) -> CloseReason | None:
@@ -123,15 +121,20 @@ async def load_market(connection: AsyncConnection, settings: Settings) -> Market
             select(accounts.c.id, accounts.c.name).where(accounts.c.role == "tenant")
         )
     ]
+    from .audits import auditors_of  # (the audits' API builds on the app, which builds on this)
+
     audited = await auditors_of(connection)
     providers = [
         Provider(
-            id=row.provider_id, name=f"provider-{row.provider_id}",
+            id=row.provider_id,
+            name=f"provider-{row.provider_id}",
             capacity=Resources(row.cpu, row.memory, row.storage, row.gpu),
             attributes=json.loads(row.attributes),
             auditors=audited.get(row.provider_id, frozenset()),
             gpu_models=frozenset(json.loads(row.gpu_models)),
-            state=ProviderState(row.state), completed=row.completed, failed=row.failed,
+            state=ProviderState(row.state),
+            completed=row.completed,
+            failed=row.failed,
         )
         for row in await connection.execute(select(provider_nodes))
     ]
@@ -142,18 +145,26 @@ async def load_market(connection: AsyncConnection, settings: Settings) -> Market
         manifests[row.id] = row.manifest
         deps.append(
             Deployment(
-                id=row.id, tenant_id=row.tenant_id, kind=row.kind, created_at=row.created_at,
-                max_runtime=row.max_runtime, state=DeploymentState(row.state),
-                closed_at=row.closed_at, close_reason=_reason(row.close_reason),
+                id=row.id,
+                tenant_id=row.tenant_id,
+                kind=row.kind,
+                created_at=row.created_at,
+                max_runtime=row.max_runtime,
+                state=DeploymentState(row.state),
+                closed_at=row.closed_at,
+                close_reason=_reason(row.close_reason),
                 written_off=row.written_off,
             )
         )
     of_live = select(deployments.c.id).where(live).scalar_subquery()
     found_orders = [
         Order(
-            id=row.id, deployment_id=row.deployment_id,
+            id=row.id,
+            deployment_id=row.deployment_id,
             spec=order_specs(manifests[row.deployment_id])[row.spec_index],
-            created_at=row.created_at, state=OrderState(row.state), closed_at=row.closed_at,
+            created_at=row.created_at,
+            state=OrderState(row.state),
+            closed_at=row.closed_at,
             close_reason=_reason(row.close_reason),
         )
         for row in await connection.execute(
@@ -162,19 +173,27 @@ async def load_market(connection: AsyncConnection, settings: Settings) -> Market
     ]
     open_bids = [
         Bid(row.id, row.order_id, row.provider_id, row.price, row.height, row.response_time)
-        for row in await connection.execute(
-            select(bids).where(bids.c.state == BidState.OPEN.value)
-        )
+        for row in await connection.execute(select(bids).where(bids.c.state == BidState.OPEN.value))
     ]
     found_leases = [
         Lease(
-            id=row.id, deployment_id=row.deployment_id, order_id=row.order_id,
-            provider_id=row.provider_id, bid_id=row.bid_id, price=row.price,
+            id=row.id,
+            deployment_id=row.deployment_id,
+            order_id=row.order_id,
+            provider_id=row.provider_id,
+            bid_id=row.bid_id,
+            price=row.price,
             resources=Resources(row.cpu, row.memory, row.storage, row.gpu),
-            created_at=row.created_at, last_settled=row.last_settled,
-            state=LeaseState(row.state), debt=row.debt, debt_start=row.debt_start,
-            debt_end=row.debt_end, blocks_paid=row.blocks_paid, total_paid=row.total_paid,
-            written_off=row.written_off, closed_at=row.closed_at,
+            created_at=row.created_at,
+            last_settled=row.last_settled,
+            state=LeaseState(row.state),
+            debt=row.debt,
+            debt_start=row.debt_start,
+            debt_end=row.debt_end,
+            blocks_paid=row.blocks_paid,
+            total_paid=row.total_paid,
+            written_off=row.written_off,
+            closed_at=row.closed_at,
             close_reason=_reason(row.close_reason),
         )
         for row in await connection.execute(
@@ -211,7 +230,9 @@ def _upsert(connection: AsyncConnection, table: Any, keys: Sequence[str],
 
 
 async def _pg_leases(
-    connection: AsyncConnection, rows: list[dict[str, Any]], started: set[int],
+    connection: AsyncConnection,
+    rows: list[dict[str, Any]],
+    started: set[int],
     refresh: list[str],
 ) -> None:
     """Insert the leases the batch started; update the others in one statement, each column

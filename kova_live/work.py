@@ -1,10 +1,13 @@
-"""Background work from a durable queue (the ``work_queue`` table).
+"""Background work from a durable queue (the ``work_queue`` table), and the clock's rounds.
 
 Work is enqueued in the same transaction as the change that asks for it, so neither can exist
 without the other: creating a deployment enqueues the expiry of each of its orders. A worker
-loop in the server takes due items (``FOR UPDATE SKIP LOCKED`` on PostgreSQL) and runs each in
-its own transaction, which also marks it done; an item whose transaction fails is retried later
-with its error recorded. A server that was down finds its due work still in the queue.
+loop in the server takes due items and runs each: what it does to the market is a command on
+the single writer (:mod:`kova_live.writer`), checked against the market as it is then (an
+order no longer open is not expired); the item is then marked done in a transaction of its
+own. An item whose server died in between runs again and finds nothing left to do; an item
+that fails is retried later with its error recorded. A server that was down finds its due work
+still in the queue.
 
 Kinds:
 
@@ -14,19 +17,15 @@ Kinds:
   are lost: their leases fail and their orders reopen (the core's ``fail_provider``). Each sweep
   enqueues the next one.
 - ``auto_accept``: for a deployment with an auto-accept policy, the policy chooses among the
-  order's open bids and the bid is accepted for the tenant; with no bid yet (or a paused
-  deployment), it looks again after the policy's wait, and at least one poll interval (15
-  blocks) later.
+  order's open bids (the market's ``bid_views``) and the bid is accepted for the tenant; with
+  no bid yet (or a paused deployment), it looks again after the policy's wait, and at least one
+  poll interval (15 blocks) later.
 - ``prune_logs``: log lines older than the retention period (24 hours by default, wall clock)
   are deleted. Each prune enqueues the next one.
-- ``settle``: catch-up settlement. Every item first carries out the settlement rounds and job
-  deadlines due at its height (``market.settle_to_now``), as every command does; a ``settle``
-  item is due at each settlement round's height and enqueues the next one, so rounds run on
-  time when no command comes, and at start a server catches up the rounds it missed while it
-  was down.
-- ``job_deadline``: likewise, due at a job's deadline (enqueued with the deadline, by
-  ``market.schedule_job``), so that a job runs out of funds or time on its block. A deadline
-  that moved since is just a catch-up with nothing to do.
+- ``settle`` and ``job_deadline``: kinds of earlier servers, done at once: settlement rounds and
+  job deadlines are the clock's (:func:`clock_loop`), which submits a tick to the writer in
+  the block a round or a deadline falls due, so they run on time when no command comes, and at
+  start a server catches up the rounds it missed while it was down.
 """
 
 from __future__ import annotations
@@ -37,19 +36,28 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from kova_core import BidView, KovaError, reputation_score, selection_policy
+from kova_core import (
+    DeploymentState,
+    Event,
+    Market,
+    OrderReopened,
+    OrderState,
+    ProviderState,
+    selection_policy,
+)
 
-from . import market
 from .clock import BlockClock
 from .db import transact
 from .queue import enqueue
-from .schema import bids, logs, orders, provider_nodes, work_queue
+from .schema import deployments, logs, orders, provider_nodes, work_queue
+from .writer import Batch, Command, Writer
 
-__all__ = ["WorkSettings", "enqueue", "run_due", "worker_loop"]
+__all__ = ["WorkSettings", "clock_loop", "enqueue", "run_due", "worker_loop"]
 
 log = logging.getLogger("kova_live.work")
 
@@ -66,63 +74,48 @@ class WorkSettings:
     prune_every: int = 60  # blocks between deletions of old log lines
 
 
-async def _expire_order(
-    connection: AsyncConnection, order_id: int, height: int, settings: market.Settings
-) -> None:
-    state = await connection.scalar(select(orders.c.state).where(orders.c.id == order_id))
-    has_bids = await connection.scalar(
-        select(bids.c.id).where(bids.c.order_id == order_id, bids.c.state == "open").limit(1)
-    )
-    if state == "open" and has_bids is None:
-        await market.expire_order(connection, order_id, height, settings)
+def _expire_order(order_id: int) -> Command:
+    def apply(market: Market, height: int, batch: Batch) -> tuple[list[Event], Any]:
+        order = market.orders.get(order_id)
+        if order is None or order.state is not OrderState.OPEN or order.open_bids:
+            return [], None  # matched, closed, or bid on: its tenant chooses
+        return market.expire_order(order_id, height), None
+
+    return Command(apply)
 
 
-async def _auto_accept(
-    connection: AsyncConnection, order_id: int, height: int, settings: market.Settings
-) -> None:
-    order = (await connection.execute(select(orders).where(orders.c.id == order_id))).one()
-    dep = await market.locked_deployment(connection, order.deployment_id)
-    if order.state != "open" or dep.state == "closed" or dep.auto_accept is None:
-        return
-    auto = json.loads(dep.auto_accept)
+def _auto_accept(order_id: int, auto: dict[str, Any]) -> Command:
+    """Accept what the tenant's policy chooses; the value: whether to look again later."""
     policy = selection_policy(auto["policy"], **auto["params"])
-    rows = (
-        await connection.execute(
-            select(bids, provider_nodes.c.completed, provider_nodes.c.failed)
-            .join(provider_nodes, provider_nodes.c.provider_id == bids.c.provider_id)
-            .where(bids.c.order_id == order_id, bids.c.state == "open")
-            .order_by(bids.c.id)
-        )
-    ).all()
-    views = [
-        BidView(r.id, r.provider_id, r.price, r.response_time,
-                reputation_score(r.completed, r.failed), r.completed, r.failed)
-        for r in rows
-    ]  # fmt: skip
-    choice = policy.choose(views) if dep.state == "active" else None
-    if choice is None:  # nothing to choose yet, or paused: look again later
-        later = height + max(auto["wait"], RELOOK)
-        await enqueue(connection, "auto_accept", order_id, later, height)
-        return
-    await market.accept_bid(connection, dep.tenant_id, choice.bid_id, height, settings)
-    log.info("order %s: accepted bid %s for the tenant (%s)", order_id, choice.bid_id, policy)
+
+    def apply(market: Market, height: int, batch: Batch) -> tuple[list[Event], Any]:
+        order = market.orders.get(order_id)
+        if order is None or order.state is not OrderState.OPEN:
+            return [], False
+        dep = market.deployments[order.deployment_id]
+        if dep.state is not DeploymentState.ACTIVE:
+            return [], True  # paused: look again later
+        choice = policy.choose(market.bid_views(order_id))
+        if choice is None:
+            return [], True
+        log.info("order %s: accepting bid %s for the tenant (%s)", order_id, choice.bid_id, policy)
+        return market.accept_bid(choice.bid_id, height), False
+
+    return Command(apply)
 
 
-async def _sweep(
-    connection: AsyncConnection, height: int, settings: market.Settings, work: WorkSettings
-) -> None:
-    silent = (
-        await connection.execute(
-            select(provider_nodes.c.provider_id)
-            .where(provider_nodes.c.state == "online")
-            .where(provider_nodes.c.last_seen < height - work.heartbeat_grace)
-            .order_by(provider_nodes.c.provider_id)
-        )
-    ).scalars().all()
-    for provider_id in silent:
-        await market.fail_provider(connection, provider_id, height, settings)
-        log.info("provider %s lost: no heartbeat since before block %s", provider_id, height)
-    await enqueue(connection, "sweep_providers", None, height + work.sweep_every, height)
+def _lose(provider_ids: list[int]) -> Command:
+    def apply(market: Market, height: int, batch: Batch) -> tuple[list[Event], Any]:
+        events: list[Event] = []
+        for provider_id in provider_ids:
+            provider = market.providers.get(provider_id)
+            if provider is not None and provider.state is ProviderState.ONLINE:
+                events += market.fail_provider(provider_id, height)
+                log.info("provider %s lost: no heartbeat since before block %s", provider_id,
+                         height - 1)  # fmt: skip
+        return events, None
+
+    return Command(apply)
 
 
 async def _prune_logs(
@@ -136,14 +129,9 @@ async def _prune_logs(
     await enqueue(connection, "prune_logs", None, height + work.prune_every, height)
 
 
-async def _settle(connection: AsyncConnection, height: int, settings: market.Settings) -> None:
-    interval = settings.settlement_interval
-    await enqueue(connection, "settle", None, (height // interval + 1) * interval, height)
-
-
 RELOOK = 15  # blocks: at least a provider's poll interval between two looks at no bids
 
-PERIODIC = ("settle", "sweep_providers", "prune_logs")  # kinds that enqueue their next turn
+PERIODIC = ("sweep_providers", "prune_logs")  # kinds that enqueue their next turn
 
 
 async def ensure_periodic(engine: AsyncEngine, height: int) -> None:
@@ -166,65 +154,48 @@ async def ensure_periodic(engine: AsyncEngine, height: int) -> None:
 async def run_due(
     engine: AsyncEngine,
     clock: Callable[[], int],
-    settings: market.Settings,
+    writer: Writer,
     work: WorkSettings,
     now_ms: int | None = None,
 ) -> int:
-    """Run every item due now (``clock`` gives the height; each item runs at the height its
-    transaction reads, see ``market.settle_to_now``; ``now_ms``: the wall clock, for log
+    """Run every item due now (``clock`` gives the height; ``now_ms``: the wall clock, for log
     retention); return how many were done."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     height = clock()
     async with engine.connect() as connection:
         due = (
             await connection.execute(
-                select(work_queue.c.id)
+                select(work_queue)
                 .where(work_queue.c.state == "pending", work_queue.c.run_at <= height)
                 .order_by(work_queue.c.run_at, work_queue.c.id)
                 .limit(100)
             )
-        ).scalars().all()
+        ).all()
     done = 0
-    for item_id in due:
-
-        async def one(connection: AsyncConnection, item_id: int = item_id) -> bool:
-            claim = select(work_queue).where(work_queue.c.id == item_id)
-            if connection.dialect.name == "postgresql":
-                claim = claim.with_for_update(skip_locked=True)
-            item = (await connection.execute(claim)).first()
-            if item is None or item.state != "pending":
-                return False  # another worker has it, or did it
-            height = await market.settle_to_now(connection, clock, settings)
-            try:
-                if item.kind == "expire_order":
-                    await _expire_order(connection, item.subject_id, height, settings)
-                elif item.kind == "sweep_providers":
-                    await _sweep(connection, height, settings, work)
-                elif item.kind == "auto_accept":
-                    await _auto_accept(connection, item.subject_id, height, settings)
-                elif item.kind == "prune_logs":
-                    await _prune_logs(connection, height, now_ms, work)
-                elif item.kind == "settle":
-                    await _settle(connection, height, settings)
-                elif item.kind == "job_deadline":
-                    pass  # settle_to_now above carried it out
-                else:
-                    raise ValueError(f"unknown kind of work {item.kind!r}")
-            except KovaError as exc:  # the world moved on (order closed, provider gone): done
-                log.info("work %s (%s) had nothing to do: %s", item.id, item.kind, exc)
-            await connection.execute(
-                update(work_queue).where(work_queue.c.id == item.id).values(state="done")
-            )
-            return True
-
+    for item in due:
         try:
-            done += await transact(engine, one)
+            later = await _run(engine, clock, writer, work, item, now_ms)
+
+            async def finish(
+                connection: AsyncConnection, item: Any = item, later: Any = later
+            ) -> None:
+                await connection.execute(
+                    update(work_queue).where(work_queue.c.id == item.id).values(state="done")
+                )
+                if later is not None:  # its next turn
+                    kind, subject, at = later
+                    await enqueue(connection, kind, subject, at, clock())
+
+            await transact(engine, finish)
+            done += 1
+        except asyncio.CancelledError:
+            raise
         except Exception as exc:
-            log.exception("work item %s failed; will retry", item_id)
+            log.exception("work item %s failed; will retry", item.id)
             error = f"{type(exc).__name__}: {exc}"[:2000]
 
             async def failed(
-                connection: AsyncConnection, item_id: int = item_id, error: str = error
+                connection: AsyncConnection, item_id: int = item.id, error: str = error
             ) -> None:
                 await connection.execute(
                     update(work_queue)
@@ -238,18 +209,110 @@ async def run_due(
     return done
 
 
+async def _run(
+    engine: AsyncEngine, clock: Callable[[], int], writer: Writer, work: WorkSettings,
+    item: Any, now_ms: int,
+) -> tuple[str, int | None, int] | None:  # fmt: skip
+    """Do one item; return the item to enqueue after it, if any: (kind, subject, run at)."""
+    height = clock()
+    if item.kind == "expire_order":
+        await writer.submit(_expire_order(item.subject_id))
+    elif item.kind == "sweep_providers":
+        async with engine.connect() as connection:
+            silent = (
+                (
+                    await connection.execute(
+                        select(provider_nodes.c.provider_id)
+                        .where(provider_nodes.c.state == "online")
+                        .where(provider_nodes.c.last_seen < height - work.heartbeat_grace)
+                        .order_by(provider_nodes.c.provider_id)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        if silent:
+            await writer.submit(_lose(list(silent)))
+        return "sweep_providers", None, height + work.sweep_every
+    elif item.kind == "auto_accept":
+        async with engine.connect() as connection:
+            raw = await connection.scalar(
+                select(deployments.c.auto_accept)
+                .join(orders, orders.c.deployment_id == deployments.c.id)
+                .where(orders.c.id == item.subject_id)
+            )
+        if raw is None:
+            return None
+        auto = json.loads(raw)
+        if await writer.submit(_auto_accept(item.subject_id, auto)):
+            return "auto_accept", item.subject_id, height + max(auto["wait"], RELOOK)
+    elif item.kind == "prune_logs":
+
+        async def prune(connection: AsyncConnection) -> None:
+            gone = await connection.execute(
+                delete(logs).where(logs.c.created_ms < now_ms - work.log_retention_ms)
+            )
+            if gone.rowcount:
+                log.info("deleted %s log lines older than the retention period", gone.rowcount)
+
+        await transact(engine, prune)
+        return "prune_logs", None, height + work.prune_every
+    elif item.kind in ("settle", "job_deadline"):
+        pass  # an earlier server's: the clock loop carries rounds and deadlines out
+    else:
+        raise ValueError(f"unknown kind of work {item.kind!r}")
+    return None
+
+
+async def react(connection: AsyncConnection, events: list[Event], height: int) -> None:
+    """The work a batch's events call for, in its transaction: an order of an auto-accepting
+    deployment that opens again (its lease failed) is chosen for again after the policy's wait."""
+    reopened = [e for e in events if isinstance(e, OrderReopened)]
+    if not reopened:
+        return
+    policies = dict(
+        (
+            await connection.execute(
+                select(deployments.c.id, deployments.c.auto_accept).where(
+                    deployments.c.id.in_(sorted({e.deployment_id for e in reopened})),
+                    deployments.c.auto_accept.is_not(None),
+                )
+            )
+        ).all()
+    )
+    for e in reopened:
+        if e.deployment_id in policies:
+            wait = json.loads(policies[e.deployment_id])["wait"]
+            await enqueue(connection, "auto_accept", e.order_id, height + wait, height)
+
+
 async def worker_loop(
-    engine: AsyncEngine, clock: BlockClock, settings: market.Settings, work: WorkSettings
+    engine: AsyncEngine, clock: BlockClock, writer: Writer, work: WorkSettings
 ) -> None:
     """Run due work every block, for as long as the server runs."""
     await ensure_periodic(engine, clock.height())
     while True:
         height = clock.height()
         try:
-            await run_due(engine, clock.height, settings, work, clock.now_ms())
+            await run_due(engine, clock.height, writer, work, clock.now_ms())
         except asyncio.CancelledError:
             raise
         except Exception:  # the database is away: log it, the work waits in the queue
             log.exception("cannot reach the work queue; retrying")
             await asyncio.sleep(1)
         await asyncio.sleep(max(0.05, clock.seconds_until(height + 1)))
+
+
+async def clock_loop(writer: Writer, clock: BlockClock) -> None:
+    """Every block, if a settlement round or a job deadline is due, tick the market: the
+    rounds run on time when no command comes."""
+    while True:
+        height = clock.height()
+        if writer.due():
+            try:
+                await writer.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the database is away: the next block tries again
+                log.exception("cannot carry out the settlement round due; retrying")
+        await asyncio.sleep(max(0.02, clock.seconds_until(height + 1)))

@@ -1,20 +1,26 @@
-"""The single writer: a ``kova_core.Market`` in memory, its commands applied one after the other
-and made durable in batches before any of them is answered (group commit).
-
-This is the engine of the orchestrator as DESIGN section 2 has it. ``kova-live serve`` does not
-run on it yet (its commands still run in SQL, ``kova_live/market.py``); ``tests/live/
-test_writer.py`` drives it with the simulator's recorded commands.
+"""The single writer: the orchestrator's ``kova_core.Market`` in memory, its commands applied one
+after the other and made durable in batches before any of them is answered (group commit).
 
 Theory of operation
 -------------------
-A command is a function of the ``Market`` and a block height that returns the events it caused
-and a value (or raises a ``KovaError``: refused, nothing changed). :meth:`Writer.submit` queues
-it. One task takes everything queued (up to ``max_batch``), applies each command in the order
-submitted at the clock's height (never before the market's), then writes the whole batch in one
-database transaction: the rows the events changed (``kova_live.state.persist``), then each
-command's own rows and answer (its ``answer`` function, in the same transaction). Only after
-the commit is any command of the batch answered; commands that arrive meanwhile wait for the
-next batch.
+Every market command of the API (and of the server's own work: expiries, auto-accepts, lost
+providers, the clock's rounds and job deadlines) is a :class:`Command`: a function of the
+``Market`` and a block height that returns the events it caused and a value, or raises a
+refusal (a ``KovaError``, or one of ``refusals``): refused, nothing changed. Nothing else
+changes the ``Market``. :meth:`Writer.submit` queues a command. One task takes everything
+queued (up to ``max_batch``) and:
+
+1. looks the batch's idempotency keys up in the command journal: a command applied before
+   gets its journaled answer and is not applied again; a key sent twice in one batch is
+   applied once, and its copy gets the first's answer;
+2. applies the other commands in the order submitted, at the clock's height (never before the
+   market's), in a worker thread, so that a settlement round over many leases does not hold
+   the event loop;
+3. writes the whole batch in one database transaction: the rows the events changed
+   (``kova_live.state.persist``), then each command's own rows and answer body (its
+   ``answer``), then the journal's row of each journaled command;
+4. only after the commit answers the commands; those that arrived meanwhile wait for the next
+   batch.
 
 If the transaction fails, the ``Market`` is ahead of the database and is no longer trusted: it
 is rebuilt from the database (``load_market``), and every command of the batch is answered
@@ -26,7 +32,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from kova_core import Event, KovaError, Market
 
+from . import journal
 from .db import transact
 from .market import Settings
 from .state import load_market, persist
@@ -56,10 +65,12 @@ class Unavailable(Exception):
 @dataclass
 class Batch:
     """What the commands of one batch tell the writer beyond their events: each deployment
-    created, its manifest text and auto-accept policy; providers changed without an event."""
+    created, its manifest text and auto-accept policy; providers changed without an event.
+    ``height``: the height the batch is applied at."""
 
     new_deployments: dict[int, tuple[str, str | None]] = field(default_factory=dict)
     touched_providers: set[int] = field(default_factory=set)
+    height: int = 0
 
 
 @dataclass
@@ -67,15 +78,25 @@ class Command:
     """``apply(market, height, batch) -> (events, value)``; ``answer(connection, value)``,
     if given, runs in the batch's transaction after its rows are written and returns what the
     submitter gets (default: the value). Every check that may refuse a command belongs in
-    ``apply`` (a ``KovaError`` there refuses that command alone): whatever ``answer`` raises
-    fails the whole batch."""
+    ``apply`` (a refusal raised there refuses that command alone): whatever ``answer`` raises
+    fails the whole batch.
+
+    ``journal``: the request as the command journal knows it, with its idempotency key; the
+    answer (a JSON body, answered with ``status``) is then journaled in the batch's
+    transaction and the submitter gets a :class:`kova_live.journal.Answer`."""
 
     apply: Callable[[Market, int, Batch], tuple[list[Event], Any]]
     answer: Callable[[AsyncConnection, Any], Awaitable[Any]] | None = None
+    journal: journal.Command | None = None
+    status: int = 200
+
+
+_COPY = object()  # an outcome: the same as the first command of the batch with this key
 
 
 class Writer:
-    """See the module. ``clock()`` is the current height."""
+    """See the module. ``clock()`` is the current height; ``refusals``: the exceptions that
+    refuse a command (besides ``KovaError``), answered to its submitter alone."""
 
     def __init__(
         self,
@@ -83,8 +104,17 @@ class Writer:
         clock: Callable[[], int],
         settings: Settings,
         max_batch: int = 256,
+        refusals: tuple[type[Exception], ...] = (),
+        observe: Callable[[int], None] | None = None,
+        react: Callable[[AsyncConnection, list[Event], int], Awaitable[None]] | None = None,
     ) -> None:
+        """``observe`` is told how many commands each transaction took (for ``/metrics``);
+        ``react(connection, events, height)`` runs in each batch's transaction after its rows
+        are written (the work the events call for: ``kova_live.work.react``)."""
+        self.react = react
         self.engine, self.clock, self.settings, self.max_batch = engine, clock, settings, max_batch
+        self.refusals = (KovaError, journal.KeyReused, *refusals)
+        self.observe = observe
         self.market: Market | None = None
         self.started = False
         self.batches = 0
@@ -103,14 +133,30 @@ class Writer:
 
     async def submit(self, command: Command) -> Any:
         """Apply ``command``; its answer once the batch holding it is committed. Raises the
-        ``KovaError`` that refused it, or :class:`Unavailable`."""
+        refusal, or :class:`Unavailable`."""
         if not self.started:
             raise RuntimeError("start() the writer first")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting.append((command, future))
         if self._runner is None or self._runner.done():
             self._runner = asyncio.create_task(self._run())
+        # if the submitter goes away (its client did), the command is applied all the same
         return await future
+
+    async def tick(self) -> None:
+        """Carry out every settlement round and job deadline due by the clock's height."""
+        await self.submit(Command(lambda market, height, batch: (market.tick(height), None)))
+
+    def due(self) -> bool:
+        """Whether a settlement round or a job deadline is due by the clock's height."""
+        market = self.market
+        if market is None:
+            return True
+        height = self.clock()
+        deadline = market.next_deadline()
+        return height >= market.last_round + market.settlement_interval or (
+            deadline is not None and deadline <= height
+        )
 
     async def close(self) -> None:
         """Let the batch under way finish."""
@@ -124,6 +170,32 @@ class Writer:
             del self._waiting[: self.max_batch]
             await self._one(batch)
 
+    async def _answered(self, batch: list[tuple[Command, asyncio.Future[Any]]]) -> dict:
+        keyed = [c.journal for c, _ in batch if c.journal is not None and not c.journal.made]
+        if not keyed:
+            return {}
+        async with self.engine.connect() as connection:
+            return await journal.answered(connection, keyed)
+
+    def _apply(
+        self, market: Market, height: int, made: Batch,
+        batch: list[tuple[Command, asyncio.Future[Any]]], outcomes: list[Any],
+    ) -> list[Event]:  # fmt: skip
+        """Apply the commands whose outcome is not known yet (in a worker thread)."""
+        events: list[Event] = []
+        for i, (command, _) in enumerate(batch):
+            if outcomes[i] is not None:
+                continue
+            try:
+                caused, value = command.apply(market, height, made)
+            except self.refusals as refused:  # nothing changed
+                outcomes[i] = refused
+                continue
+            events += caused
+            outcomes[i] = ("applied", value)
+        events += market.tick(market.height)  # what catching up left for the next command
+        return events
+
     async def _one(self, batch: list[tuple[Command, asyncio.Future[Any]]]) -> None:
         if self.market is None:  # a rebuild failed: the database was away
             try:
@@ -134,21 +206,35 @@ class Writer:
                     if not future.done():
                         future.set_exception(Unavailable("the database is away"))
                 return
+        try:
+            prior = await self._answered(batch)
+        except Exception:
+            log.exception("cannot read the command journal")
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(Unavailable("the database is away: nothing happened"))
+            return
+        outcomes: list[Any] = []
+        first: dict[tuple[int, str], int] = {}
+        for i, (command, _) in enumerate(batch):
+            c = command.journal
+            key = None if c is None else (c.account_id, c.key)
+            if key is not None and key in prior:
+                try:
+                    outcomes.append(journal.replayed(c, prior[key]))
+                except journal.KeyReused as reused:
+                    outcomes.append(reused)
+            elif key is not None and key in first:
+                outcomes.append((_COPY, first[key]))
+            else:
+                if key is not None:
+                    first[key] = i
+                outcomes.append(None)
         market = self.market
         height = max(self.clock(), market.height)
-        made = Batch()
-        events: list[Event] = []
-        values: list[Any] = []
+        made = Batch(height=height)
         try:
-            for command, _ in batch:
-                try:
-                    caused, value = command.apply(market, height, made)
-                except KovaError as refused:  # nothing changed
-                    values.append(refused)
-                    continue
-                events += caused
-                values.append(value)
-            events += market.tick(market.height)  # what catching up left for the next command
+            events = await asyncio.to_thread(self._apply, market, height, made, batch, outcomes)
         except Exception:  # a command failed half-way: the market is not trusted
             log.exception("a command failed while it was applied; rebuilding the market")
             await self._fail(batch, "the market is being rebuilt")
@@ -157,12 +243,23 @@ class Writer:
         async def write(connection: AsyncConnection) -> list[Any]:
             await persist(connection, market, events, made.new_deployments,
                           made.touched_providers)  # fmt: skip
-            answers = []
-            for (command, _), value in zip(batch, values, strict=True):
-                if isinstance(value, KovaError) or command.answer is None:
-                    answers.append(value)
-                else:
-                    answers.append(await command.answer(connection, value))
+            if self.react is not None:
+                await self.react(connection, events, height)
+            answers: list[Any] = []
+            journaled: list[tuple[journal.Command, journal.Answer]] = []
+            for (command, _), outcome in zip(batch, outcomes, strict=True):
+                if not (isinstance(outcome, tuple) and outcome[0] == "applied"):
+                    answers.append(outcome)
+                    continue
+                value = outcome[1]
+                if command.answer is not None:
+                    value = await command.answer(connection, value)
+                if command.journal is not None:
+                    value = journal.Answer(command.status, json.dumps(value))
+                    journaled.append((command.journal, value))
+                answers.append(value)
+            if journaled:
+                await journal.record_many(connection, journaled, height, int(time.time() * 1000))
             return answers
 
         try:
@@ -172,11 +269,16 @@ class Writer:
             await self._fail(batch, "the database did not take the batch")
             return
         self.batches += 1
+        if self.observe is not None:
+            self.observe(len(batch))
         market.forget_closed()
+        for i, answer in enumerate(answers):
+            if isinstance(answer, tuple) and answer[0] is _COPY:
+                answers[i] = answers[answer[1]]
         for (_, future), answer in zip(batch, answers, strict=True):
             if future.done():  # its submitter went away; the command happened all the same
                 continue
-            if isinstance(answer, KovaError):
+            if isinstance(answer, Exception):
                 future.set_exception(answer)
             else:
                 future.set_result(answer)
