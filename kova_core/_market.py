@@ -288,6 +288,24 @@ class Market:
         deadline = self._next_deadline()
         return None if deadline is None else deadline[0]
 
+    def cannot_serve(self, order_id: int, provider_id: int) -> list[str]:
+        """Why a provider cannot bid on an order now, in words (empty: it can, as far as the
+        market goes; its price is its own): it is lost, its placement does not match, or its
+        free capacity is short. Raises :class:`UnknownEntity`."""
+        order = self._order(order_id)
+        provider = self._provider(provider_id)
+        reasons = []
+        if provider.state is not ProviderState.ONLINE:
+            reasons.append(f"the provider is {provider.state.value}")
+        mismatch = provider_matches(
+            order.spec, provider.attributes, provider.auditors, provider.gpu_models
+        )
+        if mismatch:
+            reasons.append(f"placement: {mismatch}")
+        if not order.resources.fits_in(provider.free):
+            reasons.append(f"capacity: {provider.free} free, the order needs {order.resources}")
+        return reasons
+
     def bid_views(self, order_id: int) -> list[BidView]:
         """The open bids on an order as a tenant sees them (price, reputation, response), by id."""
         order = self._order(order_id)
@@ -867,9 +885,7 @@ class Market:
         events = self._take()
         events.append(ProviderLost(height=height, provider_id=provider.id))
         for order_id in sorted(provider.open_bids):
-            events.append(
-                self._withdraw(self.bids[provider.open_bids[order_id]], height)
-            )
+            events.append(self._withdraw(self.bids[provider.open_bids[order_id]], height))
         for lease_id in sorted(provider.leases):
             events += self._fail_lease(self.leases[lease_id], height, CloseReason.PROVIDER_LOST)
         return events

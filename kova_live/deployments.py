@@ -44,7 +44,6 @@ from kova_core import (
     lowest_ask,
     parse_manifest,
     pricing_strategy,
-    provider_matches,
     reputation_score,
     selection_policy,
     spec_record,
@@ -589,7 +588,7 @@ async def accept(request: web.Request) -> web.Response:
             )
         ).first()
     if row is None or row.tenant_id != tenant.id:
-        raise ApiError(404, "not_found", f"no bid {bid_id}")
+        raise ApiError(404, "not_found", f"no bid with id {bid_id}")
 
     def apply(m: Market, height: int, batch: Batch) -> tuple[list[Event], Any]:
         if bid_id not in m.bids:  # accepted, lost or withdrawn: the market has let it go
@@ -759,7 +758,7 @@ async def _providers_bid(request: web.Request, bid_id: int, provider_id: int) ->
     async with request.app[READER].connect() as connection:
         row = (await connection.execute(select(bids).where(bids.c.id == bid_id))).first()
     if row is None or row.provider_id != provider_id:
-        raise ApiError(404, "not_found", f"no bid {bid_id}")
+        raise ApiError(404, "not_found", f"no bid with id {bid_id}")
     return row
 
 
@@ -847,7 +846,6 @@ async def candidates(request: web.Request) -> web.Response:
         if order is None:
             raise ApiError(404, "not_found", f"no order {order_id}")
         await _owned(connection, order.deployment_id, tenant.id)
-        spec = await market.order_spec(connection, order)
         nodes = (
             await connection.execute(select(provider_nodes).order_by(provider_nodes.c.provider_id))
         ).all()
@@ -863,34 +861,40 @@ async def candidates(request: web.Request) -> web.Response:
             node.provider_id: min((p for who, p in offers if who != node.provider_id), default=None)
             for node in nodes
         }
-        height = request.app[CLOCK].height()
-        audited = await auditors_of(connection)
-        able, unable = [], []
-        for node in nodes:
-            reasons = []
-            if node.state != "online":
-                reasons.append(f"the provider is {node.state}")
-            mismatch = provider_matches(
-                spec, json.loads(node.attributes), audited.get(node.provider_id, frozenset()),
-                frozenset(json.loads(node.gpu_models)),
-            )  # fmt: skip
-            if mismatch:
-                reasons.append(f"placement: {mismatch}")
-            free = await market.free_capacity(connection, node)
-            if not spec.resources.fits_in(free):
-                reasons.append(f"capacity: {free} free, the order needs {spec.resources}")
-            if node.pricing is not None:
-                ask = _lowest_ask(order, node, free, best.get(node.provider_id), height)
-                if ask is not None and ask > order.max_price:
-                    reasons.append(
-                        f"price: its {json.loads(node.pricing)['strategy']} strategy asks at"
-                        f" least {format_micro(ask)} per block, above the order's maximum"
-                        f" {format_micro(order.max_price)}"
-                    )
-            if reasons:
-                unable.append({"provider_id": node.provider_id, "reasons": reasons})
-            else:
-                able.append(node.provider_id)
+    height = request.app[CLOCK].height()
+
+    def apply(m: Market, height: int, batch: Batch) -> tuple[list[Event], Any]:
+        # a query: what the market says of each provider's chances (nothing changes)
+        if order_id not in m.orders:
+            raise market.closed("order", order_id, "look for candidates")
+        return [], {
+            node.provider_id: (
+                m.cannot_serve(order_id, node.provider_id),
+                m.providers[node.provider_id].free,
+            )
+            for node in nodes
+            if node.provider_id in m.providers
+        }
+
+    known = await request.app[WRITER].submit(Command(apply))
+    able, unable = [], []
+    for node in nodes:
+        if node.provider_id not in known:  # its row is there, its heartbeat being applied
+            continue
+        reasons, free = known[node.provider_id]
+        reasons = list(reasons)
+        if node.pricing is not None:
+            ask = _lowest_ask(order, node, free, best.get(node.provider_id), height)
+            if ask is not None and ask > order.max_price:
+                reasons.append(
+                    f"price: its {json.loads(node.pricing)['strategy']} strategy asks at"
+                    f" least {format_micro(ask)} per block, above the order's maximum"
+                    f" {format_micro(order.max_price)}"
+                )
+        if reasons:
+            unable.append({"provider_id": node.provider_id, "reasons": reasons})
+        else:
+            able.append(node.provider_id)
     return web.json_response(
         {
             "order_id": order_id,

@@ -19,31 +19,27 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import BigInteger, cast, func, insert, select, union_all
+from sqlalchemy import BigInteger, cast, func, insert
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kova_core import (
-    BidState,
     Deployment,
     IllegalTransition,
     KovaError,
-    LeaseState,
     Market,
     OrderSpec,
-    Resources,
     UnknownEntity,
     parse_manifest,
 )
 
-from .schema import bids, deployments, leases, orders, transfers
+from .schema import transfers
 
 __all__ = [
     "NoHeartbeat",
     "Settings",
     "bidder",
     "closed",
-    "free_capacity",
     "order_specs",
     "owned",
     "tenant",
@@ -109,53 +105,6 @@ def bidder(market: Market, provider_id: int) -> int:
 def order_specs(manifest: str) -> tuple[OrderSpec, ...]:
     """A manifest's order specs, one per replica (parsed once per manifest text)."""
     return parse_manifest(manifest).order_specs()
-
-
-async def order_spec(connection: AsyncConnection, order: Any) -> OrderSpec:
-    """An order's full spec (placement included), from its deployment's manifest."""
-    manifest = await connection.scalar(
-        select(deployments.c.manifest).where(deployments.c.id == order.deployment_id)
-    )
-    return order_specs(manifest)[order.spec_index]
-
-
-async def free_capacity(connection: AsyncConnection, node: Any) -> Resources:
-    """A provider's capacity less what its live leases hold and its open bids reserve."""
-    held = (await _held(connection, [node.provider_id])).get(node.provider_id, Resources())
-    return _capacity(node) - held
-
-
-def _capacity(node: Any) -> Resources:
-    return Resources(cpu=node.cpu, memory=node.memory, storage=node.storage, gpu=node.gpu)
-
-
-async def _held(connection: AsyncConnection, provider_ids: list[int]) -> dict[int, Resources]:
-    """What the live leases hold and the open bids reserve, of each of these providers that
-    holds anything (one statement: both sums, by provider)."""
-
-    def sums(table: Any) -> list[Any]:
-        return [func.sum(table.c[name]) for name in RESOURCE_COLUMNS]
-
-    held_by_leases = (
-        select(leases.c.provider_id, *sums(leases))
-        .where(_among(leases.c.provider_id, provider_ids, connection))
-        .where(leases.c.state != LeaseState.CLOSED.value)
-        .group_by(leases.c.provider_id)
-    )
-    reserved_by_bids = (
-        select(bids.c.provider_id, *sums(orders))
-        .join(orders, orders.c.id == bids.c.order_id)
-        .where(_among(bids.c.provider_id, provider_ids, connection))
-        .where(bids.c.state == BidState.OPEN.value)
-        .group_by(bids.c.provider_id)
-    )
-    held: dict[int, Resources] = {}
-    for provider_id, *amounts in await connection.execute(
-        union_all(held_by_leases, reserved_by_bids)
-    ):
-        more = Resources(**{n: int(a) for n, a in zip(RESOURCE_COLUMNS, amounts, strict=True)})
-        held[provider_id] = held.get(provider_id, Resources()) + more
-    return held
 
 
 def _among(column_: Any, ids: list[int], connection: AsyncConnection) -> Any:

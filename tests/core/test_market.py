@@ -576,3 +576,27 @@ def test_a_market_that_forgets_closed_bids_keeps_only_open_ones() -> None:
     market.withdraw_bid(waiting, 3)
     assert market.bids == {} and market.providers[q].reserved == Resources()
     check_invariants(market)
+
+
+def test_cannot_serve_says_why_a_provider_may_not_bid_in_the_words_place_bid_refuses() -> None:
+    w = World()
+    (order,) = w.orders(w.deploy(attributes={"region": "eu"}))
+    fits = big_provider(w.market, region="eu")
+    elsewhere = big_provider(w.market, region="us")
+    small = w.market.add_provider(capacity=Resources(cpu=100, memory=GIB, storage=GIB),
+                                  attributes={"region": "eu"})  # fmt: skip
+    lost = big_provider(w.market, region="eu")
+    w.market.fail_provider(lost, 1)
+    assert w.market.cannot_serve(order, fits) == []
+    w.market.place_bid(order, fits, 1_000, 1)  # and the market agrees
+    (placement,) = w.market.cannot_serve(order, elsewhere)
+    assert placement.startswith("placement: ")
+    with pytest.raises(PlacementMismatch):
+        w.market.place_bid(order, elsewhere, 1_000, 1)
+    (capacity,) = w.market.cannot_serve(order, small)
+    assert capacity.startswith("capacity: ")
+    with pytest.raises(InsufficientCapacity):
+        w.market.place_bid(order, small, 1_000, 1)
+    assert w.market.cannot_serve(order, lost) == ["the provider is lost"]
+    with pytest.raises(UnknownEntity):
+        w.market.cannot_serve(order + 99, fits)
