@@ -10,9 +10,10 @@ registered, each with the value it registered (by default all of them). A provid
 audited by ``auditor:<id>`` while every attribute that audit signed still equals what the
 provider registers: a heartbeat that changes or drops a signed attribute voids the audit (it
 stays listed, void, until the auditor signs again or revokes it), and one that changes it back
-restores it. :func:`auditors_of` applies that rule; the market's bid checks
-(:func:`kova_live.market.place_bids`), the candidates view and the heartbeat's reply use it,
-so the core's ``provider_matches`` sees the same auditors everywhere.
+restores it. :func:`auditors_of` applies that rule (the core's ``audit_voided_by``) and tells
+the orchestrator's ``Market`` (``set_auditors``): at start when it is restored, on every
+heartbeat, and after every audit signed or revoked. The market's placement check then sees the
+same auditors as the heartbeat's reply.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import func, select, text, update
@@ -70,7 +71,7 @@ from kova_core import (
     TransferReason,
 )
 
-from .market import Settings, _insert_transfers, _joined, order_specs
+from .market import _TRANSFER_COLUMNS, Settings, _insert_transfers, _joined, order_specs
 from .schema import (
     accounts,
     balances,
@@ -229,20 +230,9 @@ def _upsert(connection: AsyncConnection, table: Any, keys: Sequence[str],
     )
 
 
-async def _pg_leases(
-    connection: AsyncConnection,
-    rows: list[dict[str, Any]],
-    started: set[int],
-    refresh: list[str],
-) -> None:
-    """Insert the leases the batch started; update the others in one statement, each column
-    an array parameter sent as one comma-separated string (a round rewrites 100,000)."""
-    new = [r for r in rows if r["id"] in started]
-    if new:
-        await connection.execute(leases.insert(), new)
-    old = [r for r in rows if r["id"] not in started]
-    if not old:
-        return
+def _pg_lease_update(rows: list[dict[str, Any]], refresh: list[str]) -> tuple[str, dict[str, str]]:
+    """One ``UPDATE leases ... FROM unnest(...)`` of these rows, each column an array parameter
+    sent as one comma-separated string (a round rewrites 100,000)."""
     kinds = {"state": "text", "close_reason": "text"}
     columns = ["id", *refresh]
     arrays = ", ".join(
@@ -250,29 +240,48 @@ async def _pg_leases(
     )
     sets = ", ".join(f"{c} = d.{c}" for c in refresh)
     values = {
-        c: ",".join("" if r[c] is None else str(r[c]) for r in old) for c in columns
+        c: ",".join("" if r[c] is None else str(r[c]) for r in rows) for c in columns
     }  # '' is NULL: no value here holds a comma or is empty
-    await connection.execute(
-        text(f"UPDATE leases SET {sets} FROM unnest({arrays}) AS d({', '.join(columns)})"
-             " WHERE leases.id = d.id"),
-        values,
-    )  # fmt: skip
+    statement = (f"UPDATE leases SET {sets} FROM unnest({arrays}) AS d({', '.join(columns)})"
+                 " WHERE leases.id = d.id")  # fmt: skip
+    return statement, values
 
 
-async def persist(
-    connection: AsyncConnection,
+_LEASE_REFRESH = ["last_settled", "state", "debt", "debt_start", "debt_end", "blocks_paid",
+                  "total_paid", "written_off", "closed_at", "close_reason"]  # fmt: skip
+
+
+@dataclass
+class Rows:
+    """What a batch of the market's commands changed, as rows ready to write
+    (:func:`rows_of`), so that the Python work of a large batch (a round over 100,000 leases)
+    can be done away from the event loop, and only the statements run on it."""
+
+    postgresql: bool
+    deployments: list[dict[str, Any]] = field(default_factory=list)
+    orders: list[dict[str, Any]] = field(default_factory=list)
+    bid_states: list[tuple[str, list[int]]] = field(default_factory=list)
+    new_bids: list[dict[str, Any]] = field(default_factory=list)
+    new_leases: list[dict[str, Any]] = field(default_factory=list)
+    leases: list[dict[str, Any]] = field(default_factory=list)
+    lease_update: tuple[str, dict[str, str]] | None = None  # PostgreSQL's one statement
+    transfers: list[tuple[Any, ...]] = field(default_factory=list)
+    transfers_copy: list[bytes] = field(default_factory=list)  # PostgreSQL COPY text, in parts
+    balances: list[tuple[str, int]] = field(default_factory=list)
+    providers: list[dict[str, Any]] = field(default_factory=list)
+    rounds: list[dict[str, int]] = field(default_factory=list)
+
+
+def rows_of(
     market: Market,
     events: Sequence[Event],
     new_deployments: Mapping[int, tuple[str, str | None]] | None = None,
     touched_providers: Iterable[int] = (),
-) -> None:
-    """Write what ``events`` (a batch of the market's commands, in order) changed, from the
-    market's records as they are now, in the caller's transaction. ``new_deployments``: the
-    manifest text and auto-accept policy (JSON or None) of each deployment the batch created
-    (raises ``ValueError`` for one it does not name). ``touched_providers``: providers the
-    batch added or changed without an event (``add_provider``, ``update_provider``,
-    ``set_auditors``); their ``provider_nodes`` rows are made or rewritten. The accounts named
-    must exist. Call it before ``market.forget_closed()``."""
+    *,
+    postgresql: bool = False,
+) -> Rows:
+    """The rows :func:`persist` writes (see there), from the market's records as they are now;
+    pure (no I/O), for a database that is PostgreSQL or not."""
     deps: set[int] = set()
     order_ids: set[int] = set()
     lease_ids: set[int] = set()
@@ -337,6 +346,7 @@ async def persist(
             rounds.append({"height": e.height, "deployments_paid": e.deployments_paid,
                            "deployments_paused": e.deployments_paused,
                            "amount_paid": e.amount_paid})  # fmt: skip
+    out = Rows(postgresql=postgresql)
     made = new_deployments or {}
     if deps:
         rows = []
@@ -352,11 +362,7 @@ async def persist(
                 "written_off": dep.written_off, "deadline": market.job_deadline(dep.id),
                 "auto_accept": auto_accept,
             })  # fmt: skip
-        await connection.execute(
-            _upsert(connection, deployments, ["id"],
-                    ["state", "closed_at", "close_reason", "written_off", "deadline"]),
-            rows,
-        )  # fmt: skip
+        out.deployments = rows
     if order_ids:
         rows = []
         for order_id in sorted(order_ids):
@@ -372,20 +378,17 @@ async def persist(
                 "closed_at": order.closed_at,
                 "close_reason": None if order.close_reason is None else order.close_reason.value,
             })  # fmt: skip
-        await connection.execute(
-            _upsert(connection, orders, ["id"], ["state", "closed_at", "close_reason"]), rows
-        )
+        out.orders = rows
     # bids placed before the batch first (one a provider withdrew may be bid again in the
     # batch: at most one open bid per provider and order), then the batch's, in their state now
     new_bids = {row["id"] for row in placed}
     for state in sorted(set(bid_states.values())):
         ids = sorted(i for i, s in bid_states.items() if s == state and i not in new_bids)
         if ids:
-            await connection.execute(update(bids).where(bids.c.id.in_(ids)).values(state=state))
-    if placed:
-        for row in placed:
-            row["state"] = bid_states.get(row["id"], row["state"])
-        await connection.execute(bids.insert(), placed)
+            out.bid_states.append((state, ids))
+    for row in placed:
+        row["state"] = bid_states.get(row["id"], row["state"])
+    out.new_bids = placed
     if lease_ids:
         rows = []
         for lease_id in sorted(lease_ids):
@@ -401,16 +404,85 @@ async def persist(
                 "written_off": x.written_off, "closed_at": x.closed_at,
                 "close_reason": None if x.close_reason is None else x.close_reason.value,
             })  # fmt: skip
-        refresh = ["last_settled", "state", "debt", "debt_start", "debt_end", "blocks_paid",
-                   "total_paid", "written_off", "closed_at", "close_reason"]  # fmt: skip
-        if connection.dialect.name == "postgresql":
-            await _pg_leases(connection, rows, started, refresh)
+        if postgresql:  # the leases started are inserted, the others updated at once
+            out.new_leases = [r for r in rows if r["id"] in started]
+            old = [r for r in rows if r["id"] not in started]
+            if old:
+                out.lease_update = _pg_lease_update(old, _LEASE_REFRESH)
         else:
-            await connection.execute(_upsert(connection, leases, ["id"], refresh), rows)
+            out.leases = rows
     if moved:
-        await _insert_transfers(connection, moved)  # COPY on PostgreSQL
+        if postgresql and len(moved) >= 100:
+            out.transfers_copy = _copy_text(moved)
+        else:
+            out.transfers = moved
         accounts_moved.discard(EXTERNAL)
-        held = [(a, market.balance(a)) for a in sorted(accounts_moved)]
+        out.balances = [(a, market.balance(a)) for a in sorted(accounts_moved)]
+    if provider_ids:
+        rows = []
+        for provider_id in sorted(provider_ids):
+            p = market.providers[provider_id]
+            c = p.capacity
+            rows.append({
+                "provider_id": p.id, "cpu": c.cpu, "memory": c.memory, "storage": c.storage,
+                "gpu": c.gpu, "attributes": json.dumps(dict(p.attributes), sort_keys=True),
+                "gpu_models": json.dumps(sorted(p.gpu_models)), "state": p.state.value,
+                "last_seen": market.height, "completed": p.completed, "failed": p.failed,
+            })  # fmt: skip
+        out.providers = rows
+    out.rounds = rounds
+    return out
+
+
+def _copy_text(rows: list[tuple[Any, ...]], part: int = 20_000) -> list[bytes]:
+    """Ledger rows in ``COPY ... FROM STDIN``'s text format, ``part`` rows a piece (no value
+    holds a tab, a newline or a backslash: numbers, account names and reasons)."""
+    pieces = []
+    for i in range(0, len(rows), part):
+        pieces.append("".join(
+            "\t".join("\\N" if v is None else str(v) for v in row) + "\n"
+            for row in rows[i : i + part]
+        ).encode())  # fmt: skip
+    return pieces
+
+
+async def write_rows(connection: AsyncConnection, rows: Rows) -> None:
+    """Write what :func:`rows_of` made, in the caller's transaction."""
+    if rows.deployments:
+        await connection.execute(
+            _upsert(connection, deployments, ["id"],
+                    ["state", "closed_at", "close_reason", "written_off", "deadline"]),
+            rows.deployments,
+        )  # fmt: skip
+    if rows.orders:
+        await connection.execute(
+            _upsert(connection, orders, ["id"], ["state", "closed_at", "close_reason"]),
+            rows.orders,
+        )
+    # bids placed before the batch first (one a provider withdrew may be bid again in the
+    # batch: at most one open bid per provider and order), then the batch's, in their state now
+    for state, ids in rows.bid_states:
+        await connection.execute(update(bids).where(bids.c.id.in_(ids)).values(state=state))
+    if rows.new_bids:
+        await connection.execute(bids.insert(), rows.new_bids)
+    if rows.new_leases:
+        await connection.execute(leases.insert(), rows.new_leases)
+    if rows.lease_update is not None:
+        await connection.execute(text(rows.lease_update[0]), rows.lease_update[1])
+    if rows.leases:
+        await connection.execute(_upsert(connection, leases, ["id"], _LEASE_REFRESH), rows.leases)
+    if rows.transfers:
+        await _insert_transfers(connection, rows.transfers)
+    if rows.transfers_copy:
+        raw = await connection.get_raw_connection()
+        driver = raw.driver_connection  # the psycopg AsyncConnection of this very transaction
+        assert driver is not None
+        statement = f"COPY transfers ({', '.join(_TRANSFER_COLUMNS)}) FROM STDIN"
+        async with driver.cursor() as cursor, cursor.copy(statement) as copy:
+            for piece in rows.transfers_copy:
+                await copy.write(piece)
+    if rows.balances:
+        held = rows.balances
         if connection.dialect.name == "postgresql":  # one statement, two array parameters
             await connection.execute(
                 text(
@@ -426,22 +498,32 @@ async def persist(
                 _upsert(connection, balances, ["account"], ["amount"]),
                 [{"account": a, "amount": v} for a, v in held],
             )
-    if provider_ids:
-        rows = []
-        for provider_id in sorted(provider_ids):
-            p = market.providers[provider_id]
-            c = p.capacity
-            rows.append({
-                "provider_id": p.id, "cpu": c.cpu, "memory": c.memory, "storage": c.storage,
-                "gpu": c.gpu, "attributes": json.dumps(dict(p.attributes), sort_keys=True),
-                "gpu_models": json.dumps(sorted(p.gpu_models)), "state": p.state.value,
-                "last_seen": market.height, "completed": p.completed, "failed": p.failed,
-            })  # fmt: skip
+    if rows.providers:
         await connection.execute(
             _upsert(connection, provider_nodes, ["provider_id"],
                     ["cpu", "memory", "storage", "gpu", "attributes", "gpu_models", "state",
                      "completed", "failed"]),
-            rows,
+            rows.providers,
         )  # fmt: skip
-    if rounds:
-        await connection.execute(settlement_rounds.insert(), rounds)
+    if rows.rounds:
+        await connection.execute(settlement_rounds.insert(), rows.rounds)
+
+
+async def persist(
+    connection: AsyncConnection,
+    market: Market,
+    events: Sequence[Event],
+    new_deployments: Mapping[int, tuple[str, str | None]] | None = None,
+    touched_providers: Iterable[int] = (),
+) -> None:
+    """Write what ``events`` (a batch of the market's commands, in order) changed, from the
+    market's records as they are now, in the caller's transaction. ``new_deployments``: the
+    manifest text and auto-accept policy (JSON or None) of each deployment the batch created
+    (raises ``ValueError`` for one it does not name). ``touched_providers``: providers the
+    batch added or changed without an event (``add_provider``, ``update_provider``,
+    ``set_auditors``); their ``provider_nodes`` rows are made or rewritten. The accounts named
+    must exist. Call it before ``market.forget_closed()``. (:func:`rows_of` then
+    :func:`write_rows`, which the writer calls apart.)"""
+    postgresql = connection.dialect.name == "postgresql"
+    await write_rows(connection, rows_of(market, events, new_deployments, touched_providers,
+                                         postgresql=postgresql))  # fmt: skip

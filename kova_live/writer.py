@@ -17,8 +17,9 @@ queued (up to ``max_batch``) and:
    market's), in a worker thread, so that a settlement round over many leases does not hold
    the event loop;
 3. writes the whole batch in one database transaction: the rows the events changed
-   (``kova_live.state.persist``), then each command's own rows and answer body (its
-   ``answer``), then the journal's row of each journaled command;
+   (``kova_live.state.rows_of``, made in the worker thread too, then ``write_rows``), then
+   each command's own rows and answer body (its ``answer``), then the journal's row of each
+   journaled command;
 4. only after the commit answers the commands; those that arrived meanwhile wait for the next
    batch.
 
@@ -46,7 +47,7 @@ from kova_core import Event, KovaError, Market
 from . import journal
 from .db import transact
 from .market import Settings
-from .state import load_market, persist
+from .state import Rows, load_market, rows_of, write_rows
 
 __all__ = ["Batch", "Command", "Unavailable", "Writer"]
 
@@ -119,12 +120,14 @@ class Writer:
         self.started = False
         self.batches = 0
         self.rebuilt = 0
+        self._next_due = 0  # the height at which a round or a job deadline is next due
         self._waiting: list[tuple[Command, asyncio.Future[Any]]] = []
         self._runner: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Restore the ``Market`` from the database."""
         self.market = await self._load()
+        self._note_next_due(self.market)
         self.started = True
 
     async def _load(self) -> Market:
@@ -148,15 +151,15 @@ class Writer:
         await self.submit(Command(lambda market, height, batch: (market.tick(height), None)))
 
     def due(self) -> bool:
-        """Whether a settlement round or a job deadline is due by the clock's height."""
-        market = self.market
-        if market is None:
-            return True
-        height = self.clock()
+        """Whether a settlement round or a job deadline is due by the clock's height (as the
+        market stood after the last batch: the event loop never reads the market while a batch
+        is applied in the worker thread)."""
+        return self.clock() >= self._next_due
+
+    def _note_next_due(self, market: Market) -> None:
         deadline = market.next_deadline()
-        return height >= market.last_round + market.settlement_interval or (
-            deadline is not None and deadline <= height
-        )
+        next_round = market.last_round + market.settlement_interval
+        self._next_due = next_round if deadline is None else min(next_round, deadline)
 
     async def close(self) -> None:
         """Let the batch under way finish."""
@@ -180,8 +183,9 @@ class Writer:
     def _apply(
         self, market: Market, height: int, made: Batch,
         batch: list[tuple[Command, asyncio.Future[Any]]], outcomes: list[Any],
-    ) -> list[Event]:  # fmt: skip
-        """Apply the commands whose outcome is not known yet (in a worker thread)."""
+    ) -> tuple[list[Event], Rows]:  # fmt: skip
+        """Apply the commands whose outcome is not known yet, and make the rows of what they
+        changed (in a worker thread)."""
         events: list[Event] = []
         for i, (command, _) in enumerate(batch):
             if outcomes[i] is not None:
@@ -194,12 +198,15 @@ class Writer:
             events += caused
             outcomes[i] = ("applied", value)
         events += market.tick(market.height)  # what catching up left for the next command
-        return events
+        self._note_next_due(market)
+        return events, rows_of(market, events, made.new_deployments, made.touched_providers,
+                               postgresql=self.engine.dialect.name == "postgresql")  # fmt: skip
 
     async def _one(self, batch: list[tuple[Command, asyncio.Future[Any]]]) -> None:
         if self.market is None:  # a rebuild failed: the database was away
             try:
                 self.market = await self._load()
+                self._note_next_due(self.market)
             except Exception:
                 log.exception("cannot rebuild the market from the database")
                 for _, future in batch:
@@ -234,15 +241,16 @@ class Writer:
         height = max(self.clock(), market.height)
         made = Batch(height=height)
         try:
-            events = await asyncio.to_thread(self._apply, market, height, made, batch, outcomes)
+            events, rows = await asyncio.to_thread(
+                self._apply, market, height, made, batch, outcomes
+            )
         except Exception:  # a command failed half-way: the market is not trusted
             log.exception("a command failed while it was applied; rebuilding the market")
             await self._fail(batch, "the market is being rebuilt")
             return
 
         async def write(connection: AsyncConnection) -> list[Any]:
-            await persist(connection, market, events, made.new_deployments,
-                          made.touched_providers)  # fmt: skip
+            await write_rows(connection, rows)
             if self.react is not None:
                 await self.react(connection, events, height)
             answers: list[Any] = []
@@ -289,6 +297,7 @@ class Writer:
                 future.set_exception(Unavailable(f"{why}: nothing of this command happened"))
         try:
             self.market = await self._load()
+            self._note_next_due(self.market)
             self.rebuilt += 1
         except Exception:  # the database is away: the next batch tries again
             log.exception("cannot rebuild the market from the database")
