@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import json
 import logging
@@ -441,6 +442,11 @@ def create_app(
 
     async def background(app: web.Application) -> AsyncIterator[None]:
         await writer.start()  # the market, restored from the database
+        # the restored market lives long: out of the garbage collector's way (see ``serve``),
+        # a full collection would walk every lease, order and deployment and stall every
+        # request in flight
+        gc.collect()
+        gc.freeze()
         tasks = [
             asyncio.create_task(worker_loop(engine, clock, writer, app[WORK])),
             asyncio.create_task(clock_loop(writer, clock)),  # rounds and job deadlines
