@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import sys
 import time
 import uuid
@@ -96,6 +97,8 @@ async def round_once(url: str) -> tuple[float, int, int]:
     engine = async_engine(url)
     writer = Writer(engine, lambda: 60, Settings(settlement_interval=60, fee_bps=100))
     await writer.start()
+    gc.collect()  # as `kova-live serve` does once the market is restored
+    gc.freeze()
     started = time.perf_counter()
     await writer.tick()
     elapsed = time.perf_counter() - started

@@ -230,23 +230,55 @@ def _upsert(connection: AsyncConnection, table: Any, keys: Sequence[str],
     )
 
 
-def _pg_lease_update(rows: list[dict[str, Any]], refresh: list[str]) -> tuple[str, dict[str, str]]:
-    """One ``UPDATE leases ... FROM unnest(...)`` of these rows, each column an array parameter
-    sent as one comma-separated string (a round rewrites 100,000)."""
+def _pg_lease_update(rows: list[Lease], refresh: list[str]) -> tuple[str, dict[str, str]]:
+    """One ``UPDATE leases ... FROM unnest(...)`` of these leases' ``refresh`` columns, each
+    column an array parameter sent as one comma-separated string (a round rewrites 100,000)."""
     kinds = {"state": "text", "close_reason": "text"}
     columns = ["id", *refresh]
     arrays = ", ".join(
         f"CAST(string_to_array(:{c}, ',', '') AS {kinds.get(c, 'bigint')}[])" for c in columns
     )
     sets = ", ".join(f"{c} = d.{c}" for c in refresh)
-    values = {
-        c: ",".join("" if r[c] is None else str(r[c]) for r in rows) for c in columns
-    }  # '' is NULL: no value here holds a comma or is empty
+
+    def joined(values: Iterable[Any]) -> str:  # '' is NULL: no value here holds a comma
+        return ",".join(["" if v is None else str(v) for v in values])
+
+    every = {
+        "id": lambda: ",".join([str(x.id) for x in rows]),
+        "last_settled": lambda: ",".join([str(x.last_settled) for x in rows]),
+        "state": lambda: ",".join([x.state.value for x in rows]),
+        "debt": lambda: ",".join([str(x.debt) for x in rows]),
+        "debt_start": lambda: joined(x.debt_start for x in rows),
+        "debt_end": lambda: joined(x.debt_end for x in rows),
+        "blocks_paid": lambda: ",".join([str(x.blocks_paid) for x in rows]),
+        "total_paid": lambda: ",".join([str(x.total_paid) for x in rows]),
+        "written_off": lambda: ",".join([str(x.written_off) for x in rows]),
+        "closed_at": lambda: joined(x.closed_at for x in rows),
+        "close_reason": lambda: joined(
+            None if x.close_reason is None else x.close_reason.value for x in rows
+        ),
+    }  # fmt: skip
+    values = {c: every[c]() for c in columns}
     statement = (f"UPDATE leases SET {sets} FROM unnest({arrays}) AS d({', '.join(columns)})"
                  " WHERE leases.id = d.id")  # fmt: skip
     return statement, values
 
 
+def _lease_row(x: Lease) -> dict[str, Any]:
+    r = x.resources
+    return {
+        "id": x.id, "deployment_id": x.deployment_id, "order_id": x.order_id,
+        "provider_id": x.provider_id, "bid_id": x.bid_id, "price": x.price,
+        "cpu": r.cpu, "memory": r.memory, "storage": r.storage, "gpu": r.gpu,
+        "created_at": x.created_at, "last_settled": x.last_settled,
+        "state": x.state.value, "debt": x.debt, "debt_start": x.debt_start,
+        "debt_end": x.debt_end, "blocks_paid": x.blocks_paid, "total_paid": x.total_paid,
+        "written_off": x.written_off, "closed_at": x.closed_at,
+        "close_reason": None if x.close_reason is None else x.close_reason.value,
+    }  # fmt: skip
+
+
+_PAID = ["last_settled", "blocks_paid", "total_paid"]  # what a round's payment changes
 _LEASE_REFRESH = ["last_settled", "state", "debt", "debt_start", "debt_end", "blocks_paid",
                   "total_paid", "written_off", "closed_at", "close_reason"]  # fmt: skip
 
@@ -264,7 +296,7 @@ class Rows:
     new_bids: list[dict[str, Any]] = field(default_factory=list)
     new_leases: list[dict[str, Any]] = field(default_factory=list)
     leases: list[dict[str, Any]] = field(default_factory=list)
-    lease_update: tuple[str, dict[str, str]] | None = None  # PostgreSQL's one statement
+    lease_updates: list[tuple[str, dict[str, str]]] = field(default_factory=list)  # PostgreSQL
     transfers: list[tuple[Any, ...]] = field(default_factory=list)
     transfers_copy: list[bytes] = field(default_factory=list)  # PostgreSQL COPY text, in parts
     balances: list[tuple[str, int]] = field(default_factory=list)
@@ -291,19 +323,18 @@ def rows_of(
     bid_states: dict[int, str] = {}
     moved: list[tuple[Any, ...]] = []
     started: set[int] = set()  # leases the batch started: rows to insert
+    # leases an event other than a payment names: the others were only paid (a round), and
+    # only their settlement columns changed
+    lease_events: set[int] = set()
     rounds: list[dict[str, int]] = []
     for e in events:
         if isinstance(e, Transfer):
             moved.append((e.height, e.source, e.destination, e.amount, e.reason, e.lease_id,
                           e.start, e.end))  # fmt: skip
-            accounts_moved.update((e.source, e.destination))
+            accounts_moved.add(e.source)
+            accounts_moved.add(e.destination)
             if e.lease_id is not None:
                 lease_ids.add(e.lease_id)
-            for account in (e.source, e.destination):
-                if account.startswith("escrow:"):  # a job's deadline moves with its escrow
-                    dep_id = int(account[7:])
-                    if market.deployments[dep_id].is_job:
-                        deps.add(dep_id)
         elif isinstance(e, BidPlaced):
             placed.append({"id": e.bid_id, "order_id": e.order_id, "provider_id": e.provider_id,
                            "price": e.price, "height": e.height,
@@ -329,6 +360,7 @@ def rows_of(
             bid_states[market.leases[e.lease_id].bid_id] = BidState.ACCEPTED.value
         elif isinstance(e, (LeasePaused, LeaseResumed, LeaseClosed, DebtWrittenOff)):
             lease_ids.add(e.lease_id)
+            lease_events.add(e.lease_id)
             deps.add(e.deployment_id)
             provider_ids.add(e.provider_id)
         elif isinstance(e, (OrderOpened, OrderReopened, OrderClosed)):
@@ -346,6 +378,11 @@ def rows_of(
             rounds.append({"height": e.height, "deployments_paid": e.deployments_paid,
                            "deployments_paused": e.deployments_paused,
                            "amount_paid": e.amount_paid})  # fmt: skip
+    for account in accounts_moved:  # a job's deadline moves with its escrow
+        if account.startswith("escrow:"):
+            dep_id = int(account[7:])
+            if market.deployments[dep_id].is_job:
+                deps.add(dep_id)
     out = Rows(postgresql=postgresql)
     made = new_deployments or {}
     if deps:
@@ -390,27 +427,17 @@ def rows_of(
         row["state"] = bid_states.get(row["id"], row["state"])
     out.new_bids = placed
     if lease_ids:
-        rows = []
-        for lease_id in sorted(lease_ids):
-            x = market.leases[lease_id]
-            r = x.resources
-            rows.append({
-                "id": x.id, "deployment_id": x.deployment_id, "order_id": x.order_id,
-                "provider_id": x.provider_id, "bid_id": x.bid_id, "price": x.price,
-                "cpu": r.cpu, "memory": r.memory, "storage": r.storage, "gpu": r.gpu,
-                "created_at": x.created_at, "last_settled": x.last_settled,
-                "state": x.state.value, "debt": x.debt, "debt_start": x.debt_start,
-                "debt_end": x.debt_end, "blocks_paid": x.blocks_paid, "total_paid": x.total_paid,
-                "written_off": x.written_off, "closed_at": x.closed_at,
-                "close_reason": None if x.close_reason is None else x.close_reason.value,
-            })  # fmt: skip
+        ordered = sorted(lease_ids)
         if postgresql:  # the leases started are inserted, the others updated at once
-            out.new_leases = [r for r in rows if r["id"] in started]
-            old = [r for r in rows if r["id"] not in started]
-            if old:
-                out.lease_update = _pg_lease_update(old, _LEASE_REFRESH)
+            out.new_leases = [_lease_row(market.leases[i]) for i in ordered if i in started]
+            old = [market.leases[i] for i in ordered if i not in started]
+            changed = [x for x in old if x.id in lease_events]
+            paid = [x for x in old if x.id not in lease_events]
+            for leases_, columns in ((changed, _LEASE_REFRESH), (paid, _PAID)):
+                if leases_:
+                    out.lease_updates.append(_pg_lease_update(leases_, columns))
         else:
-            out.leases = rows
+            out.leases = [_lease_row(market.leases[i]) for i in ordered]
     if moved:
         if postgresql and len(moved) >= 100:
             out.transfers_copy = _copy_text(moved)
@@ -437,12 +464,14 @@ def rows_of(
 def _copy_text(rows: list[tuple[Any, ...]], part: int = 20_000) -> list[bytes]:
     """Ledger rows in ``COPY ... FROM STDIN``'s text format, ``part`` rows a piece (no value
     holds a tab, a newline or a backslash: numbers, account names and reasons)."""
+    null = "\\N"
     pieces = []
     for i in range(0, len(rows), part):
-        pieces.append("".join(
-            "\t".join("\\N" if v is None else str(v) for v in row) + "\n"
-            for row in rows[i : i + part]
-        ).encode())  # fmt: skip
+        pieces.append("".join([
+            f"{h}\t{src}\t{dst}\t{amount}\t{reason}\t{null if lease is None else lease}\t"
+            f"{null if start is None else start}\t{null if end is None else end}\n"
+            for h, src, dst, amount, reason, lease, start, end in rows[i : i + part]
+        ]).encode())  # fmt: skip
     return pieces
 
 
@@ -467,8 +496,8 @@ async def write_rows(connection: AsyncConnection, rows: Rows) -> None:
         await connection.execute(bids.insert(), rows.new_bids)
     if rows.new_leases:
         await connection.execute(leases.insert(), rows.new_leases)
-    if rows.lease_update is not None:
-        await connection.execute(text(rows.lease_update[0]), rows.lease_update[1])
+    for statement, values in rows.lease_updates:
+        await connection.execute(text(statement), values)
     if rows.leases:
         await connection.execute(_upsert(connection, leases, ["id"], _LEASE_REFRESH), rows.leases)
     if rows.transfers:
