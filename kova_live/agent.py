@@ -214,11 +214,8 @@ class Agent:
                 self.heartbeat()
             container = containers.get(lease["id"])
             if container is not None and container.labels.get("kova.agent") != GENERATION:
-                log.info(
-                    "lease %s: its container was made by an earlier agent: making it "
-                    "again with this agent's settings, its data kept",
-                    lease["id"],
-                )
+                log.info("lease %s: its container was made by an earlier agent: making it "
+                         "again with this agent's settings, its data kept", lease["id"])
                 self.docker.remove(container)
                 container = None
             if container is None:

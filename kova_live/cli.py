@@ -161,12 +161,8 @@ def migrate_command(data_dir: Path, database_url: str | None) -> None:
     default=None,
     help="PEM certificate (chain) for the ingress to terminate TLS itself (with --tls-key).",
 )
-@click.option(
-    "--tls-key",
-    type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="The PEM private key of --tls-cert.",
-)
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="The PEM private key of --tls-cert.")
 @click.option(
     "--page-size",
     default=1000,
@@ -285,7 +281,7 @@ def serve(
     # the single writer applies its batches in a worker thread (a round over 100,000 leases
     # computes for a second or more): the event loop waits for the GIL at most this long
     # each time it wants it back, instead of 5 ms, so a poll answered meanwhile is not held
-    # up a few milliseconds at every turn (measured: p99 24 ms instead of 650 ms; see
+    # up a few milliseconds at every turn (measured: p99 22 ms instead of 650 ms; see
     # benchmarks/live_round_polls.py)
     sys.setswitchinterval(SWITCH_INTERVAL)
     try:
@@ -359,18 +355,10 @@ async def _new_operator(url: str, name: str, token: str) -> int:
 @admin.command()
 @click.argument("account")
 @click.argument("amount")
-@click.option(
-    "--orchestrator",
-    envvar="KOVA_ORCHESTRATOR",
-    default="http://127.0.0.1:8080",
-    show_default=True,
-    help="The orchestrator's URL (or KOVA_ORCHESTRATOR).",
-)
-@click.option(
-    "--token",
-    envvar="KOVA_TOKEN",
-    help="An operator's token (kova-live admin operator; or KOVA_TOKEN).",
-)
+@click.option("--orchestrator", envvar="KOVA_ORCHESTRATOR", default="http://127.0.0.1:8080",
+              show_default=True, help="The orchestrator's URL (or KOVA_ORCHESTRATOR).")
+@click.option("--token", envvar="KOVA_TOKEN",
+              help="An operator's token (kova-live admin operator; or KOVA_TOKEN).")
 def credit(account: str, amount: str, orchestrator: str, token: str | None) -> None:
     """Credit AMOUNT units (e.g. 100 or 0.5) to a tenant: ACCOUNT is its id or tenant:<id>.
 

@@ -340,16 +340,8 @@ def openapi_document(page_size: int = 1000) -> dict[str, Any]:
                         "audits": {"type": "array", "items": AUDIT}}), 401, 404)}},
     }  # fmt: skip
     schemas: dict[str, Any] = {"Error": ERROR}
-    for model in (
-        NewAccount,
-        NewDeployment,
-        Deposit,
-        Heartbeat,
-        NewBid,
-        LeaseStatus,
-        ShippedLogs,
-        NewAudit,
-    ):
+    for model in (NewAccount, NewDeployment, Deposit, Heartbeat, NewBid, LeaseStatus, ShippedLogs,
+                  NewAudit):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
     return {

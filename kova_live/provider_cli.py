@@ -159,108 +159,46 @@ def _routes() -> list[tuple[str, ipaddress.IPv4Network]]:
 @click.group(invoke_without_command=True)
 @click.option("--orchestrator", envvar="KOVA_ORCHESTRATOR", help="The orchestrator's URL.")
 @click.option("--token", envvar="KOVA_TOKEN", help="This provider's bearer token.")
-@click.option(
-    "--capacity",
-    multiple=True,
-    help="What to offer, e.g. cpu=8,memory=32Gi,storage=500Gi [default: the machine].",
-)
+@click.option("--capacity", multiple=True,
+              help="What to offer, e.g. cpu=8,memory=32Gi,storage=500Gi [default: the machine].")
 @click.option("--attributes", multiple=True, help="Placement attributes, e.g. region=eu.")
-@click.option(
-    "--strategy",
-    default="fixed",
-    show_default=True,
-    help="A registered kova_core pricing strategy.",
-)
-@click.option(
-    "--strategy-param",
-    multiple=True,
-    help="A strategy parameter k=v (money in micro-units per block).",
-)
-@click.option("--poll-seconds", default=15.0, show_default=True, type=click.FloatRange(0.05, 3600))
-@click.option(
-    "--public-address",
-    multiple=True,
-    default=("127.0.0.1",),
-    show_default=True,
-    help="An IP address leases are reached at (repeat for more); the first is "
-    "reported. The orchestrator accepts only its --endpoint-networks.",
-)
-@click.option(
-    "--host-ip",
-    default=None,
-    help="Where leases' ports are published [default: the first --public-address].",
-)
-@click.option(
-    "--port-range",
-    default="30000-32767",
-    show_default=True,
-    help="Host ports leases' exposed ports are published on.",
-)
-@click.option(
-    "--pids-limit",
-    default=512,
-    show_default=True,
-    type=click.IntRange(16, 4_194_304),
-    help="Processes (and threads) a lease container may have at once.",
-)
-@click.option(
-    "--log-max-size",
-    default="10Mi",
-    show_default=True,
-    help="Size at which a container's log file is rotated.",
-)
-@click.option(
-    "--log-max-files",
-    default=3,
-    show_default=True,
-    type=click.IntRange(1, 100),
-    help="Log files kept per container (the cap is this times --log-max-size).",
-)
-@click.option(
-    "--writable-layer",
-    default="1Gi",
-    show_default=True,
-    help="What a container may write outside its volumes (beyond: the lease fails).",
-)
-@click.option(
-    "--network-pool",
-    default="10.213.0.0/16",
-    show_default=True,
-    help="Where deployment networks' subnets come from (must not overlap the host's routes).",
-)
-@click.option(
-    "--network-prefix",
-    default=27,
-    show_default=True,
-    type=click.IntRange(16, 29),
-    help="Each deployment network's prefix length (/27: 29 containers).",
-)
-@click.option(
-    "--deny-networks",
-    default=",".join(DEFAULT_DENIED),
-    show_default=True,
-    help="Private ranges lease containers may not reach (comma-separated; none).",
-)
-@click.option(
-    "--firewall/--no-firewall",
-    default=True,
-    show_default=True,
-    help="Set the host rules that wall lease networks off (iptables; needs root).",
-)
-@click.option(
-    "--volume-retention",
-    default=None,
-    help="Remove a closed lease's volumes this long after it closed, e.g. 7d "
-    "[default: keep until gc-volumes].",
-)
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("kova-agent"),
-    show_default=True,
-    help="Folder for what the agent keeps across restarts (open bids, log positions, "
-    "volume images).",
-)
+@click.option("--strategy", default="fixed", show_default=True,
+              help="A registered kova_core pricing strategy.")
+@click.option("--strategy-param", multiple=True,
+              help="A strategy parameter k=v (money in micro-units per block).")
+@click.option("--poll-seconds", default=15.0, show_default=True,
+              type=click.FloatRange(0.05, 3600))
+@click.option("--public-address", multiple=True, default=("127.0.0.1",), show_default=True,
+              help="An IP address leases are reached at (repeat for more); the first is "
+                   "reported. The orchestrator accepts only its --endpoint-networks.")
+@click.option("--host-ip", default=None,
+              help="Where leases' ports are published [default: the first --public-address].")
+@click.option("--port-range", default="30000-32767", show_default=True,
+              help="Host ports leases' exposed ports are published on.")
+@click.option("--pids-limit", default=512, show_default=True, type=click.IntRange(16, 4_194_304),
+              help="Processes (and threads) a lease container may have at once.")
+@click.option("--log-max-size", default="10Mi", show_default=True,
+              help="Size at which a container's log file is rotated.")
+@click.option("--log-max-files", default=3, show_default=True, type=click.IntRange(1, 100),
+              help="Log files kept per container (the cap is this times --log-max-size).")
+@click.option("--writable-layer", default="1Gi", show_default=True,
+              help="What a container may write outside its volumes (beyond: the lease fails).")
+@click.option("--network-pool", default="10.213.0.0/16", show_default=True,
+              help="Where deployment networks' subnets come from (must not overlap the host's "
+                   "routes).")
+@click.option("--network-prefix", default=27, show_default=True, type=click.IntRange(16, 29),
+              help="Each deployment network's prefix length (/27: 29 containers).")
+@click.option("--deny-networks", default=",".join(DEFAULT_DENIED), show_default=True,
+              help="Private ranges lease containers may not reach (comma-separated; none).")
+@click.option("--firewall/--no-firewall", default=True, show_default=True,
+              help="Set the host rules that wall lease networks off (iptables; needs root).")
+@click.option("--volume-retention", default=None,
+              help="Remove a closed lease's volumes this long after it closed, e.g. 7d "
+                   "[default: keep until gc-volumes].")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("kova-agent"), show_default=True,
+              help="Folder for what the agent keeps across restarts (open bids, log positions, "
+                   "volume images).")
 @click.option("--seed", type=int, default=None, help="Seed of the pricing strategy's draws.")
 @click.pass_context
 def provider(
@@ -372,12 +310,9 @@ def provider(
 
 
 @provider.command("gc-volumes")
-@click.option(
-    "--closed-for",
-    required=True,
-    help="Remove only volumes of leases closed at least this long ago, e.g. 7d "
-    "(0: every closed lease's).",
-)
+@click.option("--closed-for", required=True,
+              help="Remove only volumes of leases closed at least this long ago, e.g. 7d "
+                   "(0: every closed lease's).")
 @click.pass_context
 def gc_volumes_command(ctx: click.Context, closed_for: str) -> None:
     """Remove the volumes of leases the orchestrator reports closed (the agent keeps them

@@ -259,8 +259,12 @@ leases = Table(
     Column("status_message", Text, nullable=True),  # failed: what went wrong
     Column("reported_at", BigInteger, nullable=True),  # height of the last report
     Column("runtime_blocks", BigInteger, nullable=True),  # a finished job's, as its agent saw
-    CheckConstraint("state IN ('active', 'insufficient_funds', 'closed')", name="state_known"),
-    CheckConstraint("status IN ('pending', 'running', 'finished', 'failed')", name="status_known"),
+    CheckConstraint(
+        "state IN ('active', 'insufficient_funds', 'closed')", name="state_known"
+    ),
+    CheckConstraint(
+        "status IN ('pending', 'running', 'finished', 'failed')", name="status_known"
+    ),
     CheckConstraint("debt >= 0 AND total_paid >= 0 AND written_off >= 0", name="money"),
     Index(None, "state", "deployment_id"),
     Index(None, "deployment_id"),

@@ -297,7 +297,9 @@ def deposit_command(deployment: int, amount: str, server: str | None, token: str
     """Add AMOUNT units to DEPLOYMENT's escrow (a paused deployment resumes once its debt is
     covered)."""
     micro = _amount(amount, "AMOUNT")
-    d = Api(server, token).call("POST", f"/v1/deployments/{deployment}/deposit", {"amount": micro})
+    d = Api(server, token).call(
+        "POST", f"/v1/deployments/{deployment}/deposit", {"amount": micro}
+    )
     click.echo(f"deployment {d['id']}: {d['state']}, escrow {_units(d['escrow'])}")
 
 

@@ -218,10 +218,8 @@ class Volumes:
         try:
             _run("cp", "-a", f"{old.attrs['Mountpoint']}/.", f"{where}/")
         except VolumeError as exc:
-            raise VolumeError(
-                f"the data of volume {volume['name']!r} from an earlier agent "
-                f"does not fit its {volume['size']} bytes: {exc}"
-            ) from exc
+            raise VolumeError(f"the data of volume {volume['name']!r} from an earlier agent "
+                              f"does not fit its {volume['size']} bytes: {exc}") from exc
         return str(old.name)
 
 

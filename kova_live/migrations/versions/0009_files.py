@@ -34,8 +34,7 @@ def upgrade() -> None:
         sa.Column("deployment_id", sa.BigInteger(), nullable=False),
         sa.Column("sha256", sa.String(length=64), nullable=False),
         sa.ForeignKeyConstraint(
-            ["deployment_id"],
-            ["deployments.id"],
+            ["deployment_id"], ["deployments.id"],
             name=op.f("fk_deployment_files_deployment_id_deployments"),
         ),
         sa.PrimaryKeyConstraint("deployment_id", "sha256", name=op.f("pk_deployment_files")),
