@@ -10,6 +10,7 @@ a refused command changed nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 from collections.abc import Callable
@@ -398,14 +399,6 @@ async def create_deployment(request: web.Request) -> web.Response:
         _registered(selection_policy, auto.policy, auto.params, "auto_accept", "policy")
     auto_json = None if auto is None else auto.model_dump_json()
     ingress = request.app[INGRESS]
-    # what the database says of the manifest, before the market is asked: its files are the
-    # tenant's, its hostnames free (one taken meanwhile fails the batch, which is sent again)
-    async with request.app[READER].connect() as connection:
-        await check_files(connection, manifest, tenant.id, None)
-        try:
-            await claim_routes(connection, None, manifest, ingress)
-        except HostnameTaken as exc:
-            raise ApiError(409, "hostname_taken", str(exc), exc.field) from None
 
     def apply(m: Market, height: int, batch: Batch) -> tuple[list[Event], Any]:
         events = m.create_deployment(market.tenant(m, tenant.id), manifest, body.deposit, height)
@@ -429,10 +422,23 @@ async def create_deployment(request: web.Request) -> web.Response:
         fresh = await _owned(connection, dep_id, tenant.id)
         return await _view(request, connection, fresh)
 
-    try:
-        answered = await journal.submit(request, tenant.id, apply, answer, status=201)
-    except InsufficientBalance as exc:
-        raise _insufficient(exc, "deposit") from None
+    custom = any(e.accept for service in manifest.services.values() for e in service.expose)
+    # a deployment that asks for hostnames of its own holds the claim from the check until it
+    # is created: another one checked meanwhile would fail the writer's batch (and 503 every
+    # command in it) when it claimed the same name
+    async with request.app[CACHES].claiming if custom else contextlib.nullcontext():
+        # what the database says of the manifest, before the market is asked: its files are
+        # the tenant's (files are never deleted), its hostnames free
+        async with request.app[READER].connect() as connection:
+            await check_files(connection, manifest, tenant.id, None)
+            try:
+                await claim_routes(connection, None, manifest, ingress)
+            except HostnameTaken as exc:
+                raise ApiError(409, "hostname_taken", str(exc), exc.field) from None
+        try:
+            answered = await journal.submit(request, tenant.id, apply, answer, status=201)
+        except InsufficientBalance as exc:
+            raise _insufficient(exc, "deposit") from None
     request.app[CACHES].orders_changed()
     return answered.response()
 

@@ -174,3 +174,30 @@ def test_deposits_racing_settlement_rounds_lose_nothing_and_pay_nothing_twice(fa
     total_deposited = 6 * 100_000 + len(replies) * 20_000
     escrows = sum(v for k, v in held.items() if k.startswith("escrow:"))
     assert held.get(provider["account"], 0) + escrows == total_deposited
+
+
+CUSTOM = MANIFEST.replace("    image: busybox:1.36\n", """    image: busybox:1.36
+    expose:
+      - port: 8080
+        as: 80
+        accept: [shop.example.com]
+        to:
+          - global: true
+""")
+
+
+def test_deployments_racing_for_one_hostname_one_gets_it_the_others_are_told_and_nothing_else_fails(server):
+    assert CUSTOM != MANIFEST  # the manifest accepts a hostname of its own
+    tenant = register(server, "tenant", "t")
+    credit(server.database_url, tenant["account"], 100_000_000)
+    created = [("POST", "/v1/deployments", {"manifest": CUSTOM, "deposit": 1_000_000},
+                tenant["headers"]) for _ in range(8)]  # fmt: skip
+    plain = [("POST", "/v1/deployments", {"manifest": MANIFEST, "deposit": 1_000_000},
+              tenant["headers"]) for _ in range(8)]  # fmt: skip
+    replies = concurrently(server, [x for pair in zip(created, plain, strict=True) for x in pair])
+    racing, others = replies[0::2], replies[1::2]
+    assert sorted(r.status_code for r in racing) == [201] + [409] * 7, [r.text for r in racing]
+    assert {r.json()["error"]["code"] for r in racing if r.status_code == 409} == {"hostname_taken"}
+    assert [r.status_code for r in others] == [201] * 8  # none caught up in a failed batch
+    listed = server.client.get("/v1/deployments", headers=tenant["headers"]).json()["deployments"]
+    assert len(listed) == 9
