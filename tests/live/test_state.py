@@ -8,18 +8,21 @@ market the simulator had at the same point."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from sqlalchemy import insert
+from alembic import command
+from sqlalchemy import insert, text
 
 from kova_core import LeaseState, Market
-from kova_live.db import async_engine, migrate
+from kova_live import schema
+from kova_live.db import _alembic, async_engine, migrate
 from kova_live.market import Settings
-from kova_live.replay import Replayer, compare
+from kova_live.replay import compare
 from kova_live.schema import accounts
 from kova_live.state import load_market, persist
 from kova_sim.commands import _Replay, market_for, read_commands, replay_into
@@ -143,24 +146,50 @@ def test_persisted_and_restored_it_ends_with_the_simulators_ledger(name, duratio
     assert figures["leases"] == len(reference.leases) > 0
 
 
-def test_a_database_written_by_todays_orchestrator_restores_to_the_simulators_market(tmp_path):
-    """The upgrade: a network run by the orchestrator as it is today (its commands written to
-    the tables in SQL) is restored into a ``Market`` equal to the simulator's at that point."""
-    header, commands = recorded("budget-exhaustion", "40m", 5, tmp_path)
+UPGRADE = Path(__file__).parent / "data" / "upgrade-ec78abb.json.gz"
+
+
+async def _load_rows(url: str, tables: dict[str, list[dict]]) -> None:
+    """The saved rows into their tables, as they were; each id sequence then goes on from the
+    highest id (as it would on the database itself)."""
+    engine = async_engine(url)
+    try:
+        async with engine.begin() as connection:
+            for table in schema.metadata.sorted_tables:
+                rows = tables.get(table.name, [])
+                if rows:
+                    await connection.execute(insert(table), rows)
+                id_column = table.c.get("id")
+                if rows and id_column is not None and id_column.autoincrement is not False:
+                    await connection.execute(
+                        text(f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'),"
+                             f" (SELECT max(id) FROM {table.name}))")
+                    )  # fmt: skip
+    finally:
+        await engine.dispose()
+
+
+def test_a_database_written_by_the_sql_orchestrator_upgrades_and_restores_to_the_simulators_market(
+    tmp_path,
+):
+    """The upgrade: a network run by the orchestrator before it ran the core's ``Market``
+    (commit ec78abb: its commands written to the tables in SQL; the rows are saved in
+    ``tests/live/data``, made by ``make_upgrade_fixture.py`` with that code) is migrated to
+    today's schema, restored into a ``Market`` equal to the simulator's at that point, and
+    today's server runs on: its rounds pay from the restored escrows and money is conserved."""
+    with gzip.open(UPGRADE, "rt") as f:
+        saved = json.load(f)
+    header, commands = recorded(saved["scenario"], saved["duration"], saved["divisor"], tmp_path)
     prefix = commands[: len(commands) * 2 // 3]
+    assert len(prefix) == saved["commands"]  # the simulator records the same log today
     reference = market_for(header)
     replay_into(reference, header, prefix)
     settings = Settings(settlement_interval=header["settlement_interval"],
                         fee_bps=header["fee_bps"])  # fmt: skip
     with fresh_database("postgresql", tmp_path) as url:
-        ops = operator_token(url)
-        server = Server(url, tmp_path / "data", 1.0, "--clock", "manual", "--order-expiry",
-                        "1000000000")  # fmt: skip
-        try:
-            replayer = Replayer(server.client, ops)
-            replayer.replay(prefix)
-        finally:
-            server.stop()
+        command.upgrade(_alembic(url), saved["alembic"])  # the schema the rows were written in
+        asyncio.run(_load_rows(url, saved["tables"]))
+        migrate(url)  # then to today's
 
         async def load() -> Market:
             engine = async_engine(url)
@@ -171,7 +200,23 @@ def test_a_database_written_by_todays_orchestrator_restores_to_the_simulators_ma
                 await engine.dispose()
 
         market = asyncio.run(load())
-    ids = replayer.ids
+        # today's server takes over the network: its clock moves on and its rounds pay
+        ops = operator_token(url)
+        server = Server(url, tmp_path / "data", 1.0, "--clock", "manual", "--order-expiry",
+                        "1000000000")  # fmt: skip
+        try:
+            at = server.client.get("/healthz").json()["height"]
+            later = (at // settings.settlement_interval + 3) * settings.settlement_interval
+            moved = server.client.post("/v1/clock", headers=ops, json={"height": later})
+            assert moved.status_code == 200, moved.text
+        finally:
+            server.stop()
+        after = asyncio.run(load())
+    assert after.last_round == later and after.money_drift() == 0
+    assert sum(x.total_paid for x in after.leases.values()) > sum(
+        x.total_paid for x in market.leases.values())  # fmt: skip
+    ids = {kind: {int(logged): live for logged, live in saved["ids"][kind].items()}
+           for kind in saved["ids"]}  # fmt: skip
     back = {kind: {live: logged for logged, live in ids[kind].items()} for kind in ids}
     assert sorted(back["order"][o.id] for o in market.open_orders()) == [
         o.id for o in reference.open_orders()]
