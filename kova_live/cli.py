@@ -32,6 +32,7 @@ from .db import (
     current_revision,
     default_url,
     ensure_network,
+    hold_writer_lock,
     migrate,
 )
 from .endpoints import EndpointPolicy, parse_networks
@@ -228,6 +229,8 @@ def serve(
             migrate(url)
         check_schema(url)
         settings = ensure_network(url, block_ms=round(block_seconds * 1000))
+        # one serving process per database: its market lives in this process's memory
+        serving = hold_writer_lock(url)
     except DatabaseError as exc:
         _fail(str(exc))
     except Exception as exc:
@@ -289,6 +292,8 @@ def serve(
                     loop=uvloop.new_event_loop())  # fmt: skip
     except IngressError as exc:
         _fail(f"--ingress-port: {exc}")
+    finally:
+        serving.release()
 
 
 async def _manual_start(url: str) -> int:

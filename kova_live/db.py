@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -34,6 +34,7 @@ __all__ = [
     "check_schema",
     "default_url",
     "ensure_network",
+    "hold_writer_lock",
     "migrate",
     "retriable",
     "sync_engine",
@@ -71,6 +72,52 @@ def _parse(url: str) -> tuple[str, str]:
     raise DatabaseError(
         f"unsupported database {backend!r}: use postgresql+psycopg://... or sqlite:///path"
     )
+
+
+WRITER_LOCK = 0x6B6F7661  # "kova": the PostgreSQL advisory lock of the one serving process
+
+
+class _Held:
+    """What keeps a lock for as long as the process lives (it is released when the process
+    ends, however it ends: a connection the database sees close, a file the system closes)."""
+
+    def __init__(self, resource: Any) -> None:
+        self.resource = resource
+
+    def release(self) -> None:
+        self.resource.close()
+
+
+def hold_writer_lock(url: str) -> _Held:
+    """Take the database's one writer's lock for this process, or raise :class:`DatabaseError`
+    if another process holds it. The orchestrator's market lives in one process's memory
+    (``kova_live.writer``): a second ``kova-live serve`` on the same database would be a
+    second writer, each blind to the other's commands. On PostgreSQL a session advisory lock,
+    on SQLite an exclusive ``flock`` of a file beside the database."""
+    sync, _ = _parse(url)
+    parsed = make_url(sync)
+    if parsed.get_backend_name() == "sqlite":
+        import fcntl
+
+        path = Path(f"{parsed.database}.serving")
+        handle = path.open("a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise DatabaseError(
+                f"another kova-live serve is running on this database ({path} is locked)"
+            ) from None
+        return _Held(handle)
+    import psycopg
+
+    connection = psycopg.connect(parsed.set(drivername="postgresql").render_as_string(False),
+                                 autocommit=True)  # fmt: skip
+    taken = connection.execute("SELECT pg_try_advisory_lock(%s)", (WRITER_LOCK,)).fetchone()
+    if not (taken and taken[0]):
+        connection.close()
+        raise DatabaseError("another kova-live serve is running on this database")
+    return _Held(connection)
 
 
 def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:

@@ -13,7 +13,7 @@ from kova_live.db import async_engine, current_revision, head_revision, migrate,
 from kova_live.ledger import balance, move
 from kova_live.schema import metadata, transfers
 
-from .conftest import kova_live
+from .conftest import Server, kova_live
 
 
 def test_migrate_creates_exactly_the_schema_the_code_describes(database_url):
@@ -57,6 +57,27 @@ def test_serve_refuses_another_block_length(database_url, tmp_path):
         "--block-seconds", "0.5",
     )  # fmt: skip
     assert result.returncode == 2 and "--block-seconds 1" in result.stderr
+
+
+def test_a_second_server_on_the_same_database_is_refused_and_the_first_serves_on(database_url,
+                                                                                tmp_path):  # fmt: skip
+    # the market lives in the serving process's memory: a second writer would be blind to it
+    first = Server(database_url, tmp_path / "first", 0.05)
+    try:
+        second = kova_live(
+            "serve", "--database-url", database_url, "--data-dir", str(tmp_path / "second"),
+            "--block-seconds", "0.05", "--port", "0",
+        )  # fmt: skip
+        assert second.returncode == 2, second.stderr
+        assert "another kova-live serve is running on this database" in second.stderr
+        assert "Traceback" not in second.stderr
+        assert first.client.get("/healthz").status_code == 200
+    finally:
+        first.stop()
+    # once the first has stopped, a server starts on the database again (test_crash.py
+    # restarts servers killed with SIGKILL: the lock goes with the process)
+    again = Server(database_url, tmp_path / "again", 0.05)
+    again.stop()
 
 
 def test_an_unknown_database_is_refused_by_name(tmp_path):
