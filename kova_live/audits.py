@@ -19,6 +19,7 @@ same auditors as the heartbeat's reply.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable
 from typing import Annotated, Any
 
@@ -35,7 +36,9 @@ from . import journal
 from .app import CLOCK, READER, WRITER, ApiError, RequestBody, authenticate, read_body
 from .market import _among
 from .schema import accounts, audits, provider_nodes
-from .writer import Command
+from .writer import Command, Unavailable
+
+log = logging.getLogger("kova_live.audits")
 
 __all__ = [
     "MAX_ATTRIBUTES",
@@ -222,7 +225,7 @@ async def sign(request: web.Request) -> web.Response:
 async def _tell_market(request: web.Request, provider_id: int) -> None:
     """The market's copy of whose audits of the provider stand, from the table (a retry of an
     audit, or one whose server died before this, sets it right: it is read afresh each time,
-    and a restored market reads it too)."""
+    by every heartbeat too, and a restored market reads it)."""
     async with request.app[READER].connect() as connection:
         standing = (await auditors_of(connection, [provider_id])).get(provider_id, frozenset())
 
@@ -232,7 +235,11 @@ async def _tell_market(request: web.Request, provider_id: int) -> None:
         batch.touched_providers.add(provider_id)
         return market.set_auditors(provider_id, standing, height), None
 
-    await request.app[WRITER].submit(Command(apply))
+    try:
+        await request.app[WRITER].submit(Command(apply))
+    except Unavailable:  # the audit is made; the provider's next heartbeat tells the market
+        log.warning("provider %s: its auditors reach the market with its next heartbeat",
+                    provider_id)  # fmt: skip
 
 
 def _audits(provider_id: int, auditor_id: int | None = None) -> Any:

@@ -104,7 +104,7 @@ def _auto_accept(order_id: int, auto: dict[str, Any]) -> Command:
     return Command(apply)
 
 
-def _lose(provider_ids: list[int]) -> Command:
+def _lose(provider_ids: list[int], silent_since: int) -> Command:
     def apply(market: Market, height: int, batch: Batch) -> tuple[list[Event], Any]:
         events: list[Event] = []
         for provider_id in provider_ids:
@@ -112,21 +112,10 @@ def _lose(provider_ids: list[int]) -> Command:
             if provider is not None and provider.state is ProviderState.ONLINE:
                 events += market.fail_provider(provider_id, height)
                 log.info("provider %s lost: no heartbeat since before block %s", provider_id,
-                         height - 1)  # fmt: skip
+                         silent_since)  # fmt: skip
         return events, None
 
     return Command(apply)
-
-
-async def _prune_logs(
-    connection: AsyncConnection, height: int, now_ms: int, work: WorkSettings
-) -> None:
-    gone = await connection.execute(
-        delete(logs).where(logs.c.created_ms < now_ms - work.log_retention_ms)
-    )
-    if gone.rowcount:
-        log.info("deleted %s log lines older than the retention period", gone.rowcount)
-    await enqueue(connection, "prune_logs", None, height + work.prune_every, height)
 
 
 RELOOK = 15  # blocks: at least a provider's poll interval between two looks at no bids
@@ -232,7 +221,7 @@ async def _run(
                 .all()
             )
         if silent:
-            await writer.submit(_lose(list(silent)))
+            await writer.submit(_lose(list(silent), height - work.heartbeat_grace))
         return "sweep_providers", None, height + work.sweep_every
     elif item.kind == "auto_accept":
         async with engine.connect() as connection:

@@ -144,11 +144,18 @@ def test_a_wall_clock_server_refuses_to_move_its_clock(server):
     assert refused.json()["error"]["code"] == "clock_not_manual"
 
 
-def test_a_manual_clock_is_refused_on_a_network_that_ran_on_the_wall_clock(server, tmp_path):
-    tenant = register(server, "tenant", "someone")
-    server.client.post(f"/v1/accounts/{tenant['id']}/credit",
-                       headers=operator_token(server.database_url), json={"amount": 1})  # fmt: skip
-    started = kova_live("serve", "--clock", "manual", "--database-url", server.database_url,
+def test_a_manual_clock_is_refused_on_a_network_that_ran_on_the_wall_clock(database_url,
+                                                                           tmp_path):  # fmt: skip
+    ops = operator_token(database_url)
+    server = Server(database_url, tmp_path / "wall")  # the wall clock's server, then stopped
+    try:
+        tenant = register(server, "tenant", "someone")
+        moved = server.client.post(f"/v1/accounts/{tenant['id']}/credit", headers=ops,
+                                   json={"amount": 1})  # fmt: skip
+        assert moved.status_code == 200, moved.text
+    finally:
+        server.stop()
+    started = kova_live("serve", "--clock", "manual", "--database-url", database_url,
                         "--data-dir", str(tmp_path), "--port", "0",
                         "--block-seconds", "0.05")  # fmt: skip
     assert started.returncode != 0
