@@ -88,36 +88,44 @@ class _Held:
         self.resource.close()
 
 
-def hold_writer_lock(url: str) -> _Held:
+def hold_writer_lock(url: str, wait: float = 5.0) -> _Held:
     """Take the database's one writer's lock for this process, or raise :class:`DatabaseError`
-    if another process holds it. The orchestrator's market lives in one process's memory
+    if another process still holds it after ``wait`` seconds (a server killed a moment ago may
+    not have been seen to go yet). The orchestrator's market lives in one process's memory
     (``kova_live.writer``): a second ``kova-live serve`` on the same database would be a
     second writer, each blind to the other's commands. On PostgreSQL a session advisory lock,
     on SQLite an exclusive ``flock`` of a file beside the database."""
     sync, _ = _parse(url)
     parsed = make_url(sync)
+    deadline = time.monotonic() + wait
     if parsed.get_backend_name() == "sqlite":
         import fcntl
 
         path = Path(f"{parsed.database}.serving")
         handle = path.open("a")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
-            raise DatabaseError(
-                f"another kova-live serve is running on this database ({path} is locked)"
-            ) from None
-        return _Held(handle)
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return _Held(handle)
+            except OSError:
+                if time.monotonic() > deadline:
+                    handle.close()
+                    raise DatabaseError(
+                        f"another kova-live serve is running on this database ({path} is locked)"
+                    ) from None
+                time.sleep(0.2)
     import psycopg
 
     connection = psycopg.connect(parsed.set(drivername="postgresql").render_as_string(False),
                                  autocommit=True)  # fmt: skip
-    taken = connection.execute("SELECT pg_try_advisory_lock(%s)", (WRITER_LOCK,)).fetchone()
-    if not (taken and taken[0]):
-        connection.close()
-        raise DatabaseError("another kova-live serve is running on this database")
-    return _Held(connection)
+    while True:
+        taken = connection.execute("SELECT pg_try_advisory_lock(%s)", (WRITER_LOCK,)).fetchone()
+        if taken and taken[0]:
+            return _Held(connection)
+        if time.monotonic() > deadline:
+            connection.close()
+            raise DatabaseError("another kova-live serve is running on this database")
+        time.sleep(0.2)
 
 
 def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
