@@ -451,7 +451,9 @@ def create_app(
         gc.collect()
         gc.freeze()
         tasks = [
-            asyncio.create_task(worker_loop(engine, clock, writer, app[WORK])),
+            asyncio.create_task(
+                worker_loop(engine, clock, writer, app[WORK], app[METRICS].held.set)
+            ),
             asyncio.create_task(clock_loop(writer, clock)),  # rounds and job deadlines
         ]
         yield

@@ -124,6 +124,14 @@ def migrate_command(data_dir: Path, database_url: str | None) -> None:
     help="Blocks without a heartbeat after which a provider is lost (its leases fail).",
 )
 @click.option(
+    "--hold-share",
+    default=0.2,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="A sweep that finds more than this share of the online providers silent at once holds"
+    " their loss back for another grace (the fault is likelier the orchestrator's network).",
+)
+@click.option(
     "--log-retention",
     default=86400.0,
     show_default=True,
@@ -201,6 +209,7 @@ def serve(
     block_seconds: float,
     order_expiry: int,
     heartbeat_grace: int,
+    hold_share: float,
     log_retention: float,
     ingress_port: int | None,
     ingress_workers: int,
@@ -269,6 +278,7 @@ def serve(
         WorkSettings(
             order_expiry=order_expiry,
             heartbeat_grace=heartbeat_grace,
+            hold_share=hold_share,
             log_retention_ms=round(log_retention * 1000),
         ),
         data_dir / "files",

@@ -63,6 +63,11 @@ class Metrics:
         self.escrow = Gauge("kova_escrow_micro", "Money held in escrow, micro-units", registry=r)
         self.rounds = Gauge("kova_settlement_rounds", "Settlement rounds run", registry=r)
         self.work = Gauge("kova_work_pending", "Background work waiting", registry=r)
+        self.held = Gauge(
+            "kova_providers_held",
+            "Silent providers whose loss a sweep holds back (too many fell silent at once)",
+            registry=r,
+        )
         self.bid_batch = Histogram(
             "kova_bid_batch_size", "Bid requests taken by one transaction", registry=r,
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),

@@ -15,7 +15,12 @@ Kinds:
   order with bids is left for its tenant to choose from.
 - ``sweep_providers``: providers whose agent has not sent a heartbeat within the grace period
   are lost: their leases fail and their orders reopen (the core's ``fail_provider``). Each sweep
-  enqueues the next one.
+  enqueues the next one. Only silence the server was up to hear counts (:class:`Sweep`): after
+  a start every provider has a fresh grace, so an outage of the orchestrator loses nobody. A
+  sweep that finds more than ``hold_share`` of the online providers silent at once holds them
+  back (the likelier fault is on the orchestrator's side of the network: its link, its DNS),
+  logs it and shows it in ``/metrics`` (``kova_providers_held``), and declares them lost only if
+  they stay silent for another grace.
 - ``auto_accept``: for a deployment with an auto-accept policy, the policy chooses among the
   order's open bids (the market's ``bid_views``) and the bid is accepted for the tenant; with
   no bid yet (or a paused deployment), it looks again after the policy's wait, and at least one
@@ -57,7 +62,7 @@ from .queue import enqueue
 from .schema import deployments, logs, orders, provider_nodes, work_queue
 from .writer import Batch, Command, Writer
 
-__all__ = ["WorkSettings", "clock_loop", "enqueue", "run_due", "worker_loop"]
+__all__ = ["Sweep", "WorkSettings", "clock_loop", "enqueue", "run_due", "worker_loop"]
 
 log = logging.getLogger("kova_live.work")
 
@@ -72,6 +77,45 @@ class WorkSettings:
     sweep_every: int = 15  # blocks between sweeps for lost providers
     log_retention_ms: int = 24 * 3600 * 1000  # wall clock
     prune_every: int = 60  # blocks between deletions of old log lines
+    hold_share: float = 0.2  # more of the online providers silent at once than this: held
+
+
+class Sweep:
+    """What the sweeps of one server process remember: the height it started serving at (no
+    provider is lost for silence before it: the server was not there to hear), and the
+    providers whose loss is held back, each with the height of the sweep that held it.
+    ``observe(n)`` is told how many are held after each sweep (for ``/metrics``)."""
+
+    def __init__(self, up_since: int, observe: Callable[[int], None] | None = None) -> None:
+        self.up_since = up_since
+        self.held: dict[int, int] = {}
+        self.observe = observe
+
+    def decide(self, silent: list[int], online: int, height: int, work: WorkSettings) -> list[int]:
+        """Of the providers silent for a grace (``silent``, among ``online`` online ones), those
+        to declare lost now."""
+        grace = work.heartbeat_grace
+        if height - grace < self.up_since:  # not a whole grace heard since the start
+            silent = []
+        heard = set(silent)
+        for provider_id in [p for p in self.held if p not in heard]:
+            del self.held[provider_id]  # it spoke (or is gone): the hold is over
+        confirmed = [p for p in silent if p in self.held and self.held[p] + grace <= height]
+        fresh = [p for p in silent if p not in self.held]
+        if fresh and len(fresh) > work.hold_share * online:
+            for provider_id in fresh:
+                self.held[provider_id] = height
+            log.warning(
+                "%d of %d online providers fell silent at once: holding their loss back for"
+                " another %d blocks (the fault may be the orchestrator's network)",
+                len(fresh), online, grace,
+            )  # fmt: skip
+            fresh = []
+        for provider_id in confirmed:
+            del self.held[provider_id]
+        if self.observe is not None:
+            self.observe(len(self.held))
+        return sorted(confirmed + fresh)
 
 
 def _expire_order(order_id: int) -> Command:
@@ -146,6 +190,7 @@ async def run_due(
     writer: Writer,
     work: WorkSettings,
     now_ms: int | None = None,
+    sweep: Sweep | None = None,
 ) -> int:
     """Run every item due now (``clock`` gives the height; ``now_ms``: the wall clock, for log
     retention); return how many were done."""
@@ -163,7 +208,7 @@ async def run_due(
     done = 0
     for item in due:
         try:
-            later = await _run(engine, clock, writer, work, item, now_ms)
+            later = await _run(engine, clock, writer, work, item, now_ms, sweep)
 
             async def finish(
                 connection: AsyncConnection, item: Any = item, later: Any = later
@@ -200,28 +245,27 @@ async def run_due(
 
 async def _run(
     engine: AsyncEngine, clock: Callable[[], int], writer: Writer, work: WorkSettings,
-    item: Any, now_ms: int,
+    item: Any, now_ms: int, sweep: Sweep | None,
 ) -> tuple[str, int | None, int] | None:  # fmt: skip
     """Do one item; return the item to enqueue after it, if any: (kind, subject, run at)."""
     height = clock()
     if item.kind == "expire_order":
         await writer.submit(_expire_order(item.subject_id))
     elif item.kind == "sweep_providers":
+        sweep = sweep or Sweep(0)
         async with engine.connect() as connection:
-            silent = (
-                (
-                    await connection.execute(
-                        select(provider_nodes.c.provider_id)
-                        .where(provider_nodes.c.state == "online")
-                        .where(provider_nodes.c.last_seen < height - work.heartbeat_grace)
-                        .order_by(provider_nodes.c.provider_id)
-                    )
+            online = (
+                await connection.execute(
+                    select(provider_nodes.c.provider_id, provider_nodes.c.last_seen)
+                    .where(provider_nodes.c.state == "online")
+                    .order_by(provider_nodes.c.provider_id)
                 )
-                .scalars()
-                .all()
-            )
-        if silent:
-            await writer.submit(_lose(list(silent), height - work.heartbeat_grace))
+            ).all()
+        cutoff = height - work.heartbeat_grace
+        silent = [p for p, seen in online if seen < cutoff]
+        lost = sweep.decide(silent, len(online), height, work)
+        if lost:
+            await writer.submit(_lose(lost, cutoff))
         return "sweep_providers", None, height + work.sweep_every
     elif item.kind == "auto_accept":
         async with engine.connect() as connection:
@@ -276,14 +320,17 @@ async def react(connection: AsyncConnection, events: list[Event], height: int) -
 
 
 async def worker_loop(
-    engine: AsyncEngine, clock: BlockClock, writer: Writer, work: WorkSettings
+    engine: AsyncEngine, clock: BlockClock, writer: Writer, work: WorkSettings,
+    held: Callable[[int], None] | None = None,
 ) -> None:
-    """Run due work every block, for as long as the server runs."""
+    """Run due work every block, for as long as the server runs (``held``: told how many
+    providers' loss is held back after each sweep)."""
     await ensure_periodic(engine, clock.height())
+    sweep = Sweep(clock.height(), held)  # silence from before now was not heard
     while True:
         height = clock.height()
         try:
-            await run_due(engine, clock.height, writer, work, clock.now_ms())
+            await run_due(engine, clock.height, writer, work, clock.now_ms(), sweep)
         except asyncio.CancelledError:
             raise
         except Exception:  # the database is away: log it, the work waits in the queue
