@@ -36,6 +36,7 @@ from typing import Any
 import yaml
 
 from ._errors import ManifestError, ManifestProblem
+from ._money import MAX_AMOUNT
 from ._resources import Resources
 from ._specs import GpuModel, OrderSpec, StorageVolume
 from ._units import parse_cpu, parse_duration, parse_size
@@ -468,15 +469,20 @@ class _Checker:
         self.add(path, f"must be true or false, got {_describe(value)}")
         return None
 
-    def integer(self, value: object, path: str, low: int, high: int | None = None) -> int | None:
+    def integer(self, value: object, path: str, low: int, high: int = MAX_AMOUNT) -> int | None:
+        """A whole number from ``low`` to ``high`` (by default the largest that 64 bits hold:
+        every number of a manifest is stored as one)."""
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
                 value = int(value.strip())
             else:
                 self.add(path, f"must be a whole number, got {_describe(value)}")
                 return None
-        if value < low or (high is not None and value > high):
-            bound = f"from {low} to {high}" if high is not None else f"at least {low}"
+        if value < low or value > high:
+            # a bound the field has of its own is said whole; the 64 bits only when passed
+            bound = f"at least {low}" if high == MAX_AMOUNT else f"from {low} to {high}"
+            if value > high == MAX_AMOUNT:
+                bound = f"at most {high}"
             self.add(path, f"must be {bound}, got {value}")
             return None
         return value
@@ -493,11 +499,16 @@ class _Checker:
         return None if any(t is None for t in items) else tuple(t for t in items if t is not None)
 
     def quantity(self, parse: Callable[[object], int], value: object, path: str) -> int | None:
+        """A quantity read by ``parse``, no larger than 64 bits hold (it is stored as one)."""
         try:
-            return parse(value)
+            amount = parse(value)
         except ValueError as exc:
             self.add(path, str(exc))
             return None
+        if amount > MAX_AMOUNT:
+            self.add(path, f"{_describe(value)} is more than the largest amount, {MAX_AMOUNT}")
+            return None
+        return amount
 
     # ---- the manifest ----------------------------------------------------------------------
 
@@ -888,6 +899,9 @@ class _Checker:
             return None, names
         units, models = gpu
         storage = tuple(v for v in volumes if v is not None)
+        if sum(v.size for v in storage) > MAX_AMOUNT:
+            self.add(f"{path}.storage", f"the volumes add up to more than {MAX_AMOUNT} bytes")
+            return None, names
         resources = Resources(
             cpu=cpu, memory=memory, storage=sum(v.size for v in storage), gpu=units
         )

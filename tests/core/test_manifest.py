@@ -946,3 +946,29 @@ def test_any_damage_gives_a_manifest_error_never_a_crash(
         assert all(p.message for p in error.problems)
     else:
         assert manifest.order_specs()
+
+
+@pytest.mark.parametrize(
+    ("change", "path"),
+    [
+        pytest.param(("size: 512Mi", "size: 1e30Ei"), "profiles.compute.web.resources.memory.size",
+                     id="memory"),
+        pytest.param(("amount: 1000\n", f"amount: {2**70}\n"),
+                     "profiles.placement.anywhere.pricing.web.amount", id="price"),
+        pytest.param(("count: 3", f"count: {2**63}"), "deployment.web.anywhere.count", id="count"),
+        pytest.param((("- size: 5Gi", "- size: 5Ei"), ("size: 10Gi", "size: 4Ei")),
+                     "profiles.compute.db.resources.storage", id="volumes-together"),
+    ],
+)  # fmt: skip
+def test_numbers_beyond_64_bits_are_refused_naming_the_field(change, path) -> None:
+    # every number of a manifest is stored in 64 bits: one beyond them is the manifest's fault
+    changes = change if isinstance(change[0], tuple) else (change,)
+    (problem,) = problems_of(edit(*changes))
+    assert problem.path == path
+    assert str(2**63 - 1) in problem.message
+
+
+def test_a_job_longer_than_64_bits_of_blocks_is_refused() -> None:
+    job = "kind: job\nmax_runtime: " + str(2**64) + "\n" + BASE
+    (problem,) = problems_of(job)
+    assert problem.path == "max_runtime"

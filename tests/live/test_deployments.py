@@ -210,3 +210,24 @@ def test_a_denomination_the_network_does_not_accept_is_refused_naming_the_field(
     made = uusd_only.client.post("/v1/deployments", headers=alice["headers"],
                                   json={"manifest": MANIFEST, "deposit": 10_000_000})  # fmt: skip
     assert made.status_code == 201, made.text
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (("size: 512Mi", "size: 1e30Ei"), "manifest.profiles.compute.web.resources.memory.size"),
+        (("amount: 1000000", f"amount: {2**70}"),
+         "manifest.profiles.placement.anywhere.pricing.web.amount"),
+    ],
+)  # fmt: skip
+def test_numbers_beyond_64_bits_are_refused_with_400_naming_the_field(server, change, field):
+    # stored in 64-bit columns, they would fail the writer's whole batch (503 for every command
+    # in it) if the core let them through
+    alice = register(server, credit="5")
+    made = server.client.post("/v1/deployments", headers=alice["headers"],
+                              json={"manifest": MANIFEST.replace(*change), "deposit": 0})  # fmt: skip
+    assert made.status_code == 400, made.text
+    assert made.json()["error"]["field"] == field
+    fine = server.client.post("/v1/deployments", headers=alice["headers"],
+                              json={"manifest": MANIFEST, "deposit": 0})  # fmt: skip
+    assert fine.status_code == 201, fine.text
