@@ -253,6 +253,25 @@ def _unstorable_text(value: Any, path: tuple[int | str, ...]) -> tuple[int | str
     return None
 
 
+MAX_DEPTH = 64  # arrays and objects within one another in a request body
+
+
+def _too_deep(data: Any) -> bool:
+    """Whether ``data`` nests arrays and objects more than :data:`MAX_DEPTH` deep (checked
+    level by level, without recursion, before anything walks it recursively)."""
+    level = [data] if isinstance(data, dict | list) else []
+    for _ in range(MAX_DEPTH):
+        level = [
+            child
+            for item in level
+            for child in (item.values() if isinstance(item, dict) else item)
+            if isinstance(child, dict | list)
+        ]
+        if not level:
+            return False
+    return True
+
+
 async def read_body(request: web.Request, model: type[BaseModel]) -> Any:
     """The request's JSON body, validated: 400 naming the field on any problem."""
     raw = await request.read()
@@ -260,6 +279,10 @@ async def read_body(request: web.Request, model: type[BaseModel]) -> Any:
         data = json.loads(raw or b"null")
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "malformed_json", f"the body is not JSON: {exc}") from None
+    except RecursionError:  # nested deeper than the parser goes
+        raise ApiError(400, "malformed_json", f"the body nests deeper than {MAX_DEPTH}") from None
+    if _too_deep(data):
+        raise ApiError(400, "malformed_json", f"the body nests deeper than {MAX_DEPTH}")
     if not isinstance(data, dict):
         raise ApiError(400, "bad_request", "the body must be a JSON object")
     unstorable = _unstorable_text(data, ())

@@ -84,6 +84,10 @@ BAD_BODIES = [
     ("empty name", b'{"role": "tenant", "name": ""}', "invalid_field", "name"),
     ("name not a string", b'{"role": "tenant", "name": 7}', "invalid_field", "name"),
     ("name too long", b'{"role": "tenant", "name": "' + b"x" * 101 + b'"}', "invalid_field", "name"),
+    # nested beyond the JSON parser's recursion (it was a 500), and beyond the 64 levels allowed
+    ("nested 100,000 deep", b"[" * 100_000 + b"]" * 100_000, "malformed_json", None),
+    ("nested 65 deep", b'{"role": "tenant", "name": ' + b"[" * 64 + b"]" * 64 + b"}",
+     "malformed_json", None),
 ]
 
 
