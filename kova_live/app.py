@@ -200,7 +200,10 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             raise
         code = _HTTP_CODES.get(exc.status, "http_error")
         message = exc.reason if exc.status != 413 else f"the body is larger than {MAX_BODY} bytes"
-        return ApiError(exc.status, code, message).response()
+        response = ApiError(exc.status, code, message).response()
+        if isinstance(exc, web.HTTPMethodNotAllowed):  # what the route does take
+            response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
+        return response
 
 
 def hash_token(token: str) -> str:

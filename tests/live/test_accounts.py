@@ -115,6 +115,8 @@ def test_an_oversized_body_is_refused_with_json(server):
 def test_unknown_routes_and_methods_answer_in_json(server, method, path, status, code):
     response = server.client.request(method, path)
     assert response.status_code == status and response.json()["error"]["code"] == code
+    if status == 405:  # and what the route does take
+        assert set(response.headers["Allow"].split(", ")) == {"POST"}
 
 
 @pytest.mark.parametrize(
