@@ -656,6 +656,7 @@ async def heartbeat(request: web.Request) -> web.Response:
                                         height=height)  # fmt: skip
             events += m.set_auditors(provider.id, audited, height)
         batch.touched_providers.add(provider.id)
+        batch.heard.add(provider.id)
         return events, height
 
     async def answer(connection: AsyncConnection, height: int) -> tuple[int, bool]:

@@ -148,10 +148,16 @@ def _auto_accept(order_id: int, auto: dict[str, Any]) -> Command:
     return Command(apply)
 
 
-def _lose(provider_ids: list[int], silent_since: int) -> Command:
+def _lose(writer: Writer, provider_ids: list[int], silent_since: int, read_after: int) -> Command:
+    """Lose these providers, found silent by a read made after the writer's batch number
+    ``read_after``, unless a heartbeat of theirs was applied since (the writer may have been
+    busy with a round meanwhile)."""
+
     def apply(market: Market, height: int, batch: Batch) -> tuple[list[Event], Any]:
         events: list[Event] = []
         for provider_id in provider_ids:
+            if writer.heard.get(provider_id, 0) > read_after or provider_id in batch.heard:
+                continue  # it spoke after all
             provider = market.providers.get(provider_id)
             if provider is not None and provider.state is ProviderState.ONLINE:
                 events += market.fail_provider(provider_id, height)
@@ -253,6 +259,7 @@ async def _run(
         await writer.submit(_expire_order(item.subject_id))
     elif item.kind == "sweep_providers":
         sweep = sweep or Sweep(0)
+        read_after = writer.batches  # a heartbeat applied after this is not silence
         async with engine.connect() as connection:
             online = (
                 await connection.execute(
@@ -265,7 +272,7 @@ async def _run(
         silent = [p for p, seen in online if seen < cutoff]
         lost = sweep.decide(silent, len(online), height, work)
         if lost:
-            await writer.submit(_lose(lost, cutoff))
+            await writer.submit(_lose(writer, lost, cutoff, read_after))
         return "sweep_providers", None, height + work.sweep_every
     elif item.kind == "auto_accept":
         async with engine.connect() as connection:

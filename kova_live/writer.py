@@ -66,12 +66,13 @@ class Unavailable(Exception):
 @dataclass
 class Batch:
     """What the commands of one batch tell the writer beyond their events: each deployment
-    created, its manifest text and auto-accept policy; providers changed without an event.
-    ``height``: the height the batch is applied at."""
+    created, its manifest text and auto-accept policy; providers changed without an event;
+    providers heard from. ``height``: the height the batch is applied at."""
 
     new_deployments: dict[int, tuple[str, str | None]] = field(default_factory=dict)
     touched_providers: set[int] = field(default_factory=set)
     height: int = 0
+    heard: set[int] = field(default_factory=set)  # providers whose heartbeat the batch applied
 
 
 @dataclass
@@ -118,8 +119,11 @@ class Writer:
         self.observe = observe
         self.market: Market | None = None
         self.started = False
-        self.batches = 0
+        self.batches = 0  # committed
         self.rebuilt = 0
+        # provider id -> the number of the committed batch that applied its last heartbeat:
+        # a sweep that read who was silent before that batch leaves it alone
+        self.heard: dict[int, int] = {}
         self._next_due = 0  # the height at which a round or a job deadline is next due
         self._waiting: list[tuple[Command, asyncio.Future[Any]]] = []
         self._runner: asyncio.Task[None] | None = None
@@ -277,6 +281,8 @@ class Writer:
             await self._fail(batch, "the database did not take the batch")
             return
         self.batches += 1
+        for provider_id in made.heard:
+            self.heard[provider_id] = self.batches
         if self.observe is not None:
             self.observe(len(batch))
         market.forget_closed()

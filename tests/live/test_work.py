@@ -112,3 +112,52 @@ def test_work_enqueued_before_a_kill_is_done_after_the_restart(backend, tmp_path
             assert asyncio.run(pending()) == []
         finally:
             s.stop()
+
+
+def test_a_sweep_loses_no_provider_whose_heartbeat_the_writer_applied_after_the_read(backend,
+                                                                                     tmp_path):  # fmt: skip
+    # the sweep reads who is silent, then asks the writer to lose them; a heartbeat the writer
+    # applies in between (it may be busy with a round for a second or two) is not silence
+    from sqlalchemy import insert
+
+    from kova_core import Resources
+    from kova_live.db import migrate
+    from kova_live.market import Settings
+    from kova_live.schema import accounts
+    from kova_live.work import _lose
+    from kova_live.writer import Command, Writer
+
+    box = Resources(cpu=1000, memory=2**30, storage=2**30)
+
+    def heartbeat(provider_id):
+        def apply(market, height, batch):
+            if provider_id not in market.providers:
+                market.add_provider(capacity=box, provider_id=provider_id)
+            batch.touched_providers.add(provider_id)
+            batch.heard.add(provider_id)
+            return [], None
+
+        return Command(apply)
+
+    async def run(url):
+        engine = async_engine(url)
+        async with engine.begin() as c:
+            await c.execute(insert(accounts), [
+                {"id": i, "role": "provider", "name": f"p{i}", "token_hash": str(i) * 64,
+                 "created_height": 0} for i in (1, 2)])  # fmt: skip
+        writer = Writer(engine, lambda: 10, Settings())
+        await writer.start()
+        try:
+            await writer.submit(heartbeat(1))
+            await writer.submit(heartbeat(2))
+            read_after = writer.batches  # the sweep's read: both silent, say
+            await writer.submit(heartbeat(1))  # then provider 1 speaks
+            await writer.submit(_lose(writer, [1, 2], 0, read_after))
+            return {p: writer.market.providers[p].state.value for p in (1, 2)}
+        finally:
+            await writer.close()
+            await engine.dispose()
+
+    with fresh_database(backend, tmp_path) as url:
+        migrate(url)
+        assert asyncio.run(run(url)) == {1: "online", 2: "lost"}
