@@ -37,7 +37,6 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +45,10 @@ sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
 import httpx  # noqa: E402
-import psycopg  # noqa: E402
+from scratch import scratch_database  # noqa: E402
 from sqlalchemy import insert  # noqa: E402
 
-from kova_live.db import async_engine, migrate  # noqa: E402
+from kova_live.db import async_engine  # noqa: E402
 from kova_live.schema import accounts, provider_nodes  # noqa: E402
 
 MANIFEST = """
@@ -258,66 +257,59 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--database", default="postgresql://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
-    name = f"kova_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(args.database, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    host = args.database.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-    url = f"{host}/{name}"
-    server = None
-    try:
-        migrate(url)
-        asyncio.run(register_providers(url, args.providers))
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        server = subprocess.Popen(
-            [sys.executable, "-m", "kova_live", "serve", "--database-url", url, "--port", str(port),
-             "--heartbeat-grace", "100000000"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy(),
-        )  # fmt: skip
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            try:
-                if httpx.get(f"{base}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        tenant = httpx.post(f"{base}/v1/accounts", json={"role": "tenant", "name": "t"}).json()
-        ops = asyncio.run(operator(url))
-        httpx.post(f"{base}/v1/accounts/{tenant['id']}/credit", headers=ops,
-                   json={"amount": 10**15}).raise_for_status()  # fmt: skip
-        headers = {"Authorization": f"Bearer {tenant['token']}"}
-        order_ids = []
-        for _ in range(args.orders):
-            dep = httpx.post(f"{base}/v1/deployments", headers=headers, timeout=30,
-                             json={"manifest": MANIFEST, "deposit": 10**9}).json()  # fmt: skip
-            order_ids.append(dep["orders"][0]["id"])
-        asyncio.run(warm_up(base, args.providers))
-        # the load generator's own garbage collection would stall every request it has in
-        # flight, and count against the server: off while it measures
-        gc.collect()
-        gc.freeze()
-        gc.disable()
-        latencies, sent, errors = asyncio.run(polling(base, args.providers, args.seconds))
-        bids, bid_latencies, bid_errors = asyncio.run(
-            bid_intake(base, args.providers, order_ids, args.seconds)
-        )
-
-        async def both() -> Any:  # the polls go on while bids arrive
-            return await asyncio.gather(
-                polling(base, args.providers, args.seconds),
-                bids_at_rate(base, args.providers, order_ids, args.seconds, args.bid_rate,
-                             first=bids + bid_errors),
+    with scratch_database(args.database) as url:
+        server = None
+        try:
+            asyncio.run(register_providers(url, args.providers))
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            server = subprocess.Popen(
+                [sys.executable, "-m", "kova_live", "serve", "--database-url", url, "--port",
+                 str(port), "--heartbeat-grace", "100000000"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy(),
             )  # fmt: skip
+            base = f"http://127.0.0.1:{port}"
+            for _ in range(300):
+                try:
+                    if httpx.get(f"{base}/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.1)
+            tenant = httpx.post(f"{base}/v1/accounts", json={"role": "tenant", "name": "t"}).json()
+            ops = asyncio.run(operator(url))
+            httpx.post(f"{base}/v1/accounts/{tenant['id']}/credit", headers=ops,
+                       json={"amount": 10**15}).raise_for_status()  # fmt: skip
+            headers = {"Authorization": f"Bearer {tenant['token']}"}
+            order_ids = []
+            for _ in range(args.orders):
+                dep = httpx.post(f"{base}/v1/deployments", headers=headers, timeout=30,
+                                 json={"manifest": MANIFEST, "deposit": 10**9}).json()  # fmt: skip
+                order_ids.append(dep["orders"][0]["id"])
+            asyncio.run(warm_up(base, args.providers))
+            # the load generator's own garbage collection would stall every request it has in
+            # flight, and count against the server: off while it measures
+            gc.collect()
+            gc.freeze()
+            gc.disable()
+            latencies, sent, errors = asyncio.run(polling(base, args.providers, args.seconds))
+            bids, bid_latencies, bid_errors = asyncio.run(
+                bid_intake(base, args.providers, order_ids, args.seconds)
+            )
 
-        (mixed, mixed_sent, mixed_errors), mixed_bids = asyncio.run(both())
-        batches = batch_sizes(httpx.get(f"{base}/metrics").text)
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait()
-        with psycopg.connect(args.database, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            async def both() -> Any:  # the polls go on while bids arrive
+                return await asyncio.gather(
+                    polling(base, args.providers, args.seconds),
+                    bids_at_rate(base, args.providers, order_ids, args.seconds, args.bid_rate,
+                                 first=bids + bid_errors),
+                )  # fmt: skip
+
+            (mixed, mixed_sent, mixed_errors), mixed_bids = asyncio.run(both())
+            batches = batch_sizes(httpx.get(f"{base}/metrics").text)
+        finally:
+            if server is not None:
+                server.terminate()
+                server.wait()
     ms, secs = 1000, args.seconds
     p50, p99 = percentile(latencies, 0.50) * ms, percentile(latencies, 0.99) * ms
     b50, b99 = percentile(bid_latencies, 0.5) * ms, percentile(bid_latencies, 0.99) * ms

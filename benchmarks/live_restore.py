@@ -22,18 +22,17 @@ import json
 import resource
 import sys
 import time
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import psycopg  # noqa: E402
 from live_settlement import populate  # noqa: E402
+from scratch import scratch_database, vacuum  # noqa: E402
 from sqlalchemy import insert, update  # noqa: E402
 
-from kova_live.db import async_engine, migrate  # noqa: E402
+from kova_live.db import async_engine  # noqa: E402
 from kova_live.market import Settings  # noqa: E402
 from kova_live.schema import deployments, provider_nodes  # noqa: E402
 from kova_live.state import load_market  # noqa: E402
@@ -91,23 +90,13 @@ def main() -> None:
         help="an existing database to connect to for creating the scratch one",
     )  # fmt: skip
     args = parser.parse_args()
-    name = f"kova_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(args.database, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = args.database.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-    url = f"{url}/{name}"
-    try:
-        migrate(url)
+    with scratch_database(args.database) as url:
         asyncio.run(populate(url, args.leases, args.per_deployment))
         asyncio.run(complete(url))
-        with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as scratch:
-            scratch.execute("VACUUM ANALYZE")
+        vacuum(url)
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         elapsed, counts = asyncio.run(restore(url))
         after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    finally:
-        with psycopg.connect(args.database, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     print(json.dumps(counts))
     print(f"active leases restored {counts['leases']:>12,}  ({args.per_deployment} per deployment)")
     print(f"restore (load_market)  {elapsed:>12.2f} s  (target: at most 5 s)")

@@ -25,7 +25,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,13 +32,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import httpx  # noqa: E402
-import psycopg  # noqa: E402
 from live_polling import percentile, polling, token, warm_up  # noqa: E402
 from live_restore import complete  # noqa: E402
 from live_settlement import populate  # noqa: E402
+from scratch import scratch_database, vacuum  # noqa: E402
 from sqlalchemy import func, insert, select  # noqa: E402
 
-from kova_live.db import async_engine, migrate  # noqa: E402
+from kova_live.db import async_engine  # noqa: E402
 from kova_live.schema import accounts, settlement_rounds  # noqa: E402
 
 FIRST_POLLER = 1_000_000  # account ids of the polling providers (the leases' use 1 to 101)
@@ -75,49 +74,41 @@ def main() -> None:
                         help="a round every 60 blocks (0.1: every 6 s; 1: every minute, as live)")
     parser.add_argument("--database", default="postgresql://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
-    name = f"kova_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(args.database, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    host = args.database.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-    url = f"{host}/{name}"
-    server = None
-    try:
-        migrate(url)
-        asyncio.run(populate(url, args.leases, 2))
-        asyncio.run(complete(url))
-        asyncio.run(pollers(url, args.providers))
-        with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as scratch:
-            scratch.execute("VACUUM ANALYZE")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        server = subprocess.Popen(
-            [sys.executable, "-m", "kova_live", "serve", "--database-url", url, "--port",
-             str(port), "--block-seconds", str(args.block_seconds), "--heartbeat-grace",
-             "100000000"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            try:
-                if httpx.get(f"{base}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        asyncio.run(warm_up(base, args.providers))
-        before = asyncio.run(rounds_run(url))
-        gc.collect()
-        gc.freeze()
-        gc.disable()
-        latencies, sent, errors = asyncio.run(polling(base, args.providers, args.seconds))
-        gc.enable()
-        ran = asyncio.run(rounds_run(url)) - before
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait()
-        with psycopg.connect(args.database, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database(args.database) as url:
+        server = None
+        try:
+            asyncio.run(populate(url, args.leases, 2))
+            asyncio.run(complete(url))
+            asyncio.run(pollers(url, args.providers))
+            vacuum(url)
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            server = subprocess.Popen(
+                [sys.executable, "-m", "kova_live", "serve", "--database-url", url, "--port",
+                 str(port), "--block-seconds", str(args.block_seconds), "--heartbeat-grace",
+                 "100000000"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            base = f"http://127.0.0.1:{port}"
+            for _ in range(300):
+                try:
+                    if httpx.get(f"{base}/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.1)
+            asyncio.run(warm_up(base, args.providers))
+            before = asyncio.run(rounds_run(url))
+            gc.collect()
+            gc.freeze()
+            gc.disable()
+            latencies, sent, errors = asyncio.run(polling(base, args.providers, args.seconds))
+            gc.enable()
+            ran = asyncio.run(rounds_run(url)) - before
+        finally:
+            if server is not None:
+                server.terminate()
+                server.wait()
     ms = 1000
     every = 60 * args.block_seconds
     print(f"active leases          {args.leases:>12,}  (a round every {every:g} s)")

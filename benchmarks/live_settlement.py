@@ -21,17 +21,16 @@ import asyncio
 import gc
 import sys
 import time
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import psycopg  # noqa: E402
+from scratch import scratch_database, vacuum  # noqa: E402
 from sqlalchemy import func, insert, select  # noqa: E402
 
-from kova_live.db import async_engine, migrate  # noqa: E402
+from kova_live.db import async_engine  # noqa: E402
 from kova_live.market import Settings  # noqa: E402
 from kova_live.schema import (  # noqa: E402
     accounts,
@@ -125,26 +124,15 @@ def main() -> None:
         help="an existing database to connect to for creating the scratch one",
     )  # fmt: skip
     args = parser.parse_args()
-    name = f"kova_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(args.database, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = args.database.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-    url = f"{url}/{name}"
-    try:
-        migrate(url)
+    with scratch_database(args.database) as url:
         started = time.perf_counter()
         asyncio.run(populate(url, args.leases, args.per_deployment))
         from live_restore import complete  # (it builds on this module's populate)
 
         asyncio.run(complete(url))
-        # as autovacuum leaves a server's tables: statistics gathered, new rows' visibility set
-        with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as scratch:
-            scratch.execute("VACUUM ANALYZE")
+        vacuum(url)
         populated = time.perf_counter() - started
         elapsed, moved, paused = asyncio.run(round_once(url))
-    finally:
-        with psycopg.connect(args.database, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     print(f"leases                 {args.leases:>12,}  ({args.per_deployment} per deployment)")
     print(f"setup (direct inserts) {populated:>12.2f} s")
     print(f"one round, persisted   {elapsed:>12.2f} s  (target: at most 2 s)")

@@ -23,20 +23,19 @@ import asyncio
 import gc
 import sys
 import time
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import psycopg  # noqa: E402
 from live_restore import complete  # noqa: E402
 from live_settlement import populate  # noqa: E402
+from scratch import scratch_database, vacuum  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
 from kova_core import LeaseState, Transfer  # noqa: E402
-from kova_live.db import async_engine, migrate  # noqa: E402
+from kova_live.db import async_engine  # noqa: E402
 from kova_live.market import Settings  # noqa: E402
 from kova_live.schema import leases, transfers  # noqa: E402
 from kova_live.state import load_market, rows_of, write_rows  # noqa: E402
@@ -76,21 +75,11 @@ def main() -> None:
     parser.add_argument("--per-deployment", type=int, default=2)
     parser.add_argument("--database", default="postgresql://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
-    name = f"kova_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(args.database, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = args.database.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-    url = f"{url}/{name}"
-    try:
-        migrate(url)
+    with scratch_database(args.database) as url:
         asyncio.run(populate(url, args.leases, args.per_deployment))
         asyncio.run(complete(url))
-        with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as scratch:
-            scratch.execute("VACUUM ANALYZE")
+        vacuum(url)
         figures = asyncio.run(one_round(url))
-    finally:
-        with psycopg.connect(args.database, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     total = figures["computed"] + figures["made"] + figures["written"]
     print(f"leases                 {args.leases:>12,}  ({args.per_deployment} per deployment)")
     print(f"round in the Market    {figures['computed']:>12.2f} s  ({figures['events']:,} events)")
