@@ -11,6 +11,7 @@ from ._entities import Bid, Deployment, Lease, Order, Provider, Tenant
 from ._errors import (
     BidRejected,
     DeploymentNotPayable,
+    DepositTooSmall,
     DuplicateBid,
     IllegalTransition,
     InsufficientBalance,
@@ -26,6 +27,8 @@ from ._errors import (
     PriceAboveMax,
     ProviderOffline,
     StrategyConfigError,
+    TenantShareReached,
+    TooManyOpenOrders,
     UnknownEntity,
     UnknownStrategy,
 )
@@ -53,6 +56,7 @@ from ._events import (
     Transfer,
     TransferReason,
 )
+from ._limits import Limits
 from ._manifest import (
     ComputeProfile,
     DeploymentGroup,
@@ -170,6 +174,7 @@ __all__ = [
     "DeploymentPaused",
     "DeploymentResumed",
     "DeploymentState",
+    "DepositTooSmall",
     "DuplicateBid",
     "Event",
     "Expose",
@@ -189,6 +194,7 @@ __all__ = [
     "LeaseResumed",
     "LeaseStarted",
     "LeaseState",
+    "Limits",
     "Manifest",
     "ManifestError",
     "ManifestProblem",
@@ -226,6 +232,8 @@ __all__ = [
     "StorageVolume",
     "StrategyConfigError",
     "Tenant",
+    "TenantShareReached",
+    "TooManyOpenOrders",
     "Transfer",
     "TransferReason",
     "Undercut",

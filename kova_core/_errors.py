@@ -12,6 +12,7 @@ from dataclasses import dataclass
 __all__ = [
     "BidRejected",
     "DeploymentNotPayable",
+    "DepositTooSmall",
     "DuplicateBid",
     "IllegalTransition",
     "InsufficientBalance",
@@ -27,6 +28,8 @@ __all__ = [
     "PriceAboveMax",
     "ProviderOffline",
     "StrategyConfigError",
+    "TenantShareReached",
+    "TooManyOpenOrders",
     "UnknownEntity",
     "UnknownStrategy",
 ]
@@ -82,6 +85,16 @@ class DeploymentNotPayable(KovaError):
     """A bid cannot be accepted because the deployment is paused for insufficient funds."""
 
 
+class DepositTooSmall(KovaError):
+    """A new deployment's deposit would not keep it for the network's minimum number of blocks
+    at its maximum price (``Limits.min_deposit_blocks``)."""
+
+
+class TooManyOpenOrders(KovaError):
+    """The tenant has as many open orders as the network allows one tenant
+    (``Limits.max_open_orders``)."""
+
+
 class ProviderOffline(KovaError):
     """The provider is lost (failed or missed its heartbeats) and cannot bid."""
 
@@ -100,6 +113,11 @@ class PriceAboveMax(BidRejected):
 
 class InsufficientCapacity(BidRejected):
     """The provider's free capacity (after its leases and open bids) does not fit the order."""
+
+
+class TenantShareReached(InsufficientCapacity):
+    """The provider's open bids on the tenant's orders already reserve the share of its capacity
+    that one tenant's may (``Limits.tenant_share_bps``)."""
 
 
 class DuplicateBid(BidRejected):

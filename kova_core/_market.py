@@ -32,16 +32,21 @@ import numpy as np
 from ._entities import Bid, Deployment, Lease, Order, Provider, Tenant
 from ._errors import (
     DeploymentNotPayable,
+    DepositTooSmall,
     DuplicateBid,
     InsufficientBalance,
     InsufficientCapacity,
     InvalidAmount,
     InvalidHeight,
+    ManifestError,
+    ManifestProblem,
     NotAJob,
     OrderNotOpen,
     PlacementMismatch,
     PriceAboveMax,
     ProviderOffline,
+    TenantShareReached,
+    TooManyOpenOrders,
     UnknownEntity,
 )
 from ._events import (
@@ -68,6 +73,7 @@ from ._events import (
     Transfer,
     TransferReason,
 )
+from ._limits import Limits
 from ._manifest import Manifest
 from ._money import require_amount
 from ._poll import ProviderView, plan_poll
@@ -145,6 +151,8 @@ class _Tally:
 
 
 _NOTHING = Resources()
+_UNITS = {"cpu": "millicores", "memory": "bytes", "storage": "bytes", "gpu": "GPUs"}
+_PATHS = {"cpu": "cpu.units", "memory": "memory.size", "storage": "storage", "gpu": "gpu.units"}
 
 
 def _lowest_open_bid(order: Order) -> int | None:
@@ -192,6 +200,7 @@ class Market:
         defer_rounds: bool = False,
         forget_closed_bids: bool = False,
         keep_ledger: bool = True,
+        limits: Limits | None = None,
     ) -> None:
         if isinstance(fee_bps, bool) or not isinstance(fee_bps, int) or not 0 <= fee_bps <= BPS:
             raise InvalidAmount(f"fee_bps must be an integer from 0 to {BPS}, got {fee_bps!r}")
@@ -204,6 +213,7 @@ class Market:
         self.fee_bps = fee_bps
         self.settlement_interval = settlement_interval
         self.accepted_denoms = None if accepted_denoms is None else frozenset(accepted_denoms)
+        self.limits = Limits() if limits is None else limits
         self.height = 0
         self.last_round = 0
         self.tenants: dict[int, Tenant] = {}
@@ -218,6 +228,15 @@ class Market:
         self._balances: dict[str, int] = {}
         self._next_id: dict[str, int] = {}
         self._open_orders: dict[int, Order] = {}
+        self._open_by_tenant: dict[int, int] = {}  # tenant id -> its open orders
+        # the largest capacity of any provider, per resource (Limits.largest_provider)
+        self.largest = Resources()
+        # Limits.order_lifetime: each open order's closing block, and a heap of them
+        self._lifetimes: dict[int, int] = {}
+        self._lifetime_heap: list[tuple[int, int]] = []
+        # Limits.tenant_share_bps: per provider and tenant, what its open bids reserve
+        self._shares = self.limits.tenant_share_bps is not None
+        self._reserved_for: dict[int, dict[int, Resources]] = {}
         self._billing: set[int] = set()  # deployments (not jobs) with at least one active lease
         self._job_deadlines: dict[int, int] = {}  # job id -> block its next deadline falls on
         self._deadline_heap: list[tuple[int, int]] = []
@@ -363,6 +382,7 @@ class Market:
             auditors=frozenset(auditors),
             gpu_models=frozenset(g.lower() for g in gpu_models),
         )
+        self._grow_largest(capacity)
         return provider_id
 
     def update_provider(
@@ -387,7 +407,14 @@ class Market:
         provider.attributes = MappingProxyType({str(k): str(v) for k, v in attributes.items()})
         provider.gpu_models = frozenset(g.lower() for g in gpu_models)
         provider.free = capacity - provider.used - provider.reserved
+        self._grow_largest(capacity)
         return self._take()
+
+    def _grow_largest(self, capacity: Resources) -> None:
+        """:attr:`largest` covers ``capacity`` too (it never shrinks while the market runs)."""
+        largest = self.largest
+        if not capacity.fits_in(largest):
+            self.largest = Resources(*map(max, largest, capacity))
 
     def set_auditors(self, provider_id: int, auditors: Iterable[str], height: int) -> list[Event]:
         """The auditors whose audits of a provider stand now (placement's ``signedBy``).
@@ -447,8 +474,34 @@ class Market:
         """
         self._tenant(tenant_id)
         require_amount(deposit, "deposit")
+        limits = self.limits
+        replicas = sum(group.count for group in manifest.groups)
+        if limits.max_replicas is not None and replicas > limits.max_replicas:
+            first = manifest.groups[0]
+            raise ManifestError([ManifestProblem(
+                f"deployment.{first.service}.{first.placement}.count",
+                f"the deployment asks for {replicas} replicas; the network allows at most"
+                f" {limits.max_replicas} per deployment",
+            )])  # fmt: skip
         specs = manifest.order_specs()
         deployment_denom(specs, self.accepted_denoms)
+        if limits.largest_provider and self.providers:
+            self._check_sizes(manifest)
+        if limits.min_deposit_blocks:
+            needed = limits.min_deposit_blocks * sum(spec.max_price for spec in specs)
+            if deposit < needed:
+                raise DepositTooSmall(
+                    f"a deposit of at least {needed} micro is needed: {limits.min_deposit_blocks}"
+                    f" blocks at the deployment's max price of"
+                    f" {needed // limits.min_deposit_blocks} per block"
+                )
+        if limits.max_open_orders is not None:
+            open_now = self._open_by_tenant.get(tenant_id, 0)
+            if open_now + len(specs) > limits.max_open_orders:
+                raise TooManyOpenOrders(
+                    f"tenant {tenant_id} has {open_now} open orders and asks for {len(specs)}"
+                    f" more; the network allows {limits.max_open_orders} open at once"
+                )
         self._advance(height)
         account = tenant_account(tenant_id)
         if self.balance(account) < deposit:
@@ -477,14 +530,37 @@ class Market:
                     TransferReason.DEPOSIT,
                 )
             )
+        lifetime = limits.order_lifetime
         for spec in specs:
             order_id = self._new_id("order")
             order = Order(id=order_id, deployment_id=dep_id, spec=spec, created_at=height)
             self.orders[order_id] = order
             self._open_orders[order_id] = order
+            if lifetime is not None:
+                self._lives(order_id, height + lifetime)
             dep.order_ids.append(order_id)
             events.append(OrderOpened(height=height, order_id=order_id, deployment_id=dep_id))
+        if specs:
+            self._open_by_tenant[tenant_id] = self._open_by_tenant.get(tenant_id, 0) + len(specs)
         return events
+
+    def _check_sizes(self, manifest: Manifest) -> None:
+        """Every compute profile the manifest deploys fits in the largest provider, per resource
+        (:attr:`largest`). Raises :class:`ManifestError` naming each field that does not."""
+        largest = self.largest
+        problems = []
+        used = dict.fromkeys(group.profile for group in manifest.groups)
+        for name in used:
+            needs = manifest.compute_profiles[name].resources
+            for key, path in _PATHS.items():
+                if getattr(needs, key) > getattr(largest, key):
+                    problems.append(ManifestProblem(
+                        f"profiles.compute.{name}.resources.{path}",
+                        f"asks for {getattr(needs, key)} {_UNITS[key]}; the largest provider"
+                        f" on the network has {getattr(largest, key)}, so nobody could bid",
+                    ))  # fmt: skip
+        if problems:
+            raise ManifestError(problems)
 
     def deposit(self, deployment_id: int, amount: int, height: int) -> list[Event]:
         """Move ``amount`` from the tenant's balance into a deployment's escrow.
@@ -581,9 +657,28 @@ class Market:
                 f"provider {provider.id} has {provider.free} free,"
                 f" order {order.id} needs {order.resources}"
             )
+        if self._shares and not self._within_share(order, provider):
+            tenant_id = self.deployments[order.deployment_id].tenant_id
+            raise TenantShareReached(
+                f"provider {provider.id}'s open bids on tenant {tenant_id}'s orders reserve"
+                f" {self._reserved_for[provider.id][tenant_id][1]}; one tenant's may reserve at"
+                f" most {self.limits.share_of(provider.capacity)}"
+                f" ({self.limits.tenant_share_bps} bps of its capacity) beyond a first bid"
+            )
         events = self._take()
         events.append(self._place_bid(order, provider, price, height))
         return events
+
+    def _within_share(self, order: Order, provider: Provider) -> bool:
+        """Whether a new bid of ``provider`` on ``order`` keeps its open bids on the order's
+        tenant's orders within ``Limits.tenant_share_bps`` of its capacity (a first bid on the
+        tenant's orders always does)."""
+        held = self._reserved_for.get(provider.id, {}).get(
+            self.deployments[order.deployment_id].tenant_id
+        )
+        return held is None or (held[1] + order.resources).fits_in(
+            self.limits.share_of(provider.capacity)
+        )
 
     def withdraw_bid(self, bid_id: int, height: int) -> list[Event]:
         """A provider takes back its open bid, releasing the reserved resources.
@@ -622,7 +717,7 @@ class Market:
         events += self._untally(dep, self.last_round)
         order.state = transition("order", order.id, order.state, "match")
         bid.state = transition("bid", bid.id, bid.state, "accept")
-        self._open_orders.pop(order.id, None)
+        self._not_open(order, dep.tenant_id)
         self._release(bid)
         if self.forget_closed_bids:
             del self.bids[bid.id]
@@ -756,7 +851,11 @@ class Market:
         for bid_id in plan.withdraw:
             events.append(self._withdraw(self.bids[bid_id], height))
         for order_id, price in plan.bids:
-            events.append(self._place_bid(open_orders[order_id], provider, price, height))
+            order = open_orders[order_id]
+            # the planner does not know tenants: a bid beyond the tenant's share is passed over
+            if self._shares and not self._within_share(order, provider):
+                continue
+            events.append(self._place_bid(order, provider, price, height))
         return events
 
     def poll_late(
@@ -778,6 +877,11 @@ class Market:
         Raises :class:`UnknownEntity`, :class:`InvalidHeight` (not a non-negative integer).
         """
         order = self._order(order_id)
+        if self._shares or self.limits.order_lifetime is not None:
+            raise ValueError(
+                "polls cannot be carried out late under limits.tenant_share_bps or"
+                " limits.order_lifetime: what a poll reads changes with other orders and blocks"
+            )
         if not polls:
             return [], []
         heights_given = [poll[0] for poll in polls]
@@ -1016,6 +1120,19 @@ class Market:
             raise ValueError(f"the records name {exc.args[0]!r}, which they do not hold") from None
         for provider in market.providers.values():
             provider.free = provider.capacity - provider.used - provider.reserved
+            market._grow_largest(provider.capacity)
+        lifetime = market.limits.order_lifetime
+        for order in market._open_orders.values():
+            tenant_id = market.deployments[order.deployment_id].tenant_id
+            market._open_by_tenant[tenant_id] = market._open_by_tenant.get(tenant_id, 0) + 1
+            if lifetime is not None:  # from the block it opened: created, or its lease closed
+                last = market.leases.get(order.lease_id) if order.lease_id is not None else None
+                opened = order.created_at if last is None else last.closed_at or order.created_at
+                market._lives(order.id, max(opened, order.created_at) + lifetime)
+        if market._shares:
+            for provider in market.providers.values():
+                for order_id in provider.open_bids:
+                    market._reserve_for(provider.id, market.orders[order_id], +1)
         for dep in market.deployments.values():
             if dep.state is DeploymentState.CLOSED:
                 continue
@@ -1068,7 +1185,18 @@ class Market:
         while True:
             next_round = self.last_round + interval
             deadline = self._next_deadline()
-            if deadline is not None and deadline[0] <= height and deadline[0] <= next_round:
+            expiry = self._next_expiry() if self._lifetime_heap else None
+            if (
+                expiry is not None
+                and expiry <= height
+                and expiry <= next_round
+                and (deadline is None or expiry <= deadline[0])
+            ):
+                order_id = heapq.heappop(self._lifetime_heap)[1]
+                self.height = max(self.height, expiry)
+                order = self.orders[order_id]
+                events += self._close_order(order, expiry, CloseReason.EXPIRED, "expire")
+            elif deadline is not None and deadline[0] <= height and deadline[0] <= next_round:
                 block, job_id = deadline
                 self.height = max(self.height, block)
                 events += self._job_deadline_reached(self.deployments[job_id], block)
@@ -1342,7 +1470,7 @@ class Market:
         self, order: Order, height: int, reason: CloseReason, command: str = "close"
     ) -> list[Event]:
         order.state = transition("order", order.id, order.state, command)
-        self._open_orders.pop(order.id, None)
+        self._not_open(order, self.deployments[order.deployment_id].tenant_id)
         order.closed_at, order.close_reason = height, reason
         events = self._lose_open_bids(order, height)
         events.append(
@@ -1351,6 +1479,31 @@ class Market:
             )
         )
         return events
+
+    def _not_open(self, order: Order, tenant_id: int) -> None:
+        """The order is no longer open (matched or closed)."""
+        if self._open_orders.pop(order.id, None) is None:
+            return
+        left = self._open_by_tenant[tenant_id] - 1
+        if left:
+            self._open_by_tenant[tenant_id] = left
+        else:
+            del self._open_by_tenant[tenant_id]
+        if self._lifetimes:
+            self._lifetimes.pop(order.id, None)
+
+    def _lives(self, order_id: int, until: int) -> None:
+        """An open order closes at block ``until`` unless it is matched or closed first
+        (``Limits.order_lifetime``)."""
+        self._lifetimes[order_id] = until
+        heapq.heappush(self._lifetime_heap, (until, order_id))
+
+    def _next_expiry(self) -> int | None:
+        """The block at which the next open order's lifetime ends (stale entries dropped)."""
+        heap, lifetimes = self._lifetime_heap, self._lifetimes
+        while heap and lifetimes.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
 
     def _close_leases(
         self, dep: Deployment, leases: list[Lease], height: int, reason: CloseReason
@@ -1407,6 +1560,9 @@ class Market:
         order = self.orders[lease.order_id]
         order.state = transition("order", order.id, order.state, "reopen")
         self._open_orders[order.id] = order
+        self._open_by_tenant[dep.tenant_id] = self._open_by_tenant.get(dep.tenant_id, 0) + 1
+        if self.limits.order_lifetime is not None:
+            self._lives(order.id, height + self.limits.order_lifetime)
         events.append(OrderReopened(height=height, order_id=order.id, deployment_id=dep.id))
         if dep.is_job:
             self._schedule_job(dep)
@@ -1546,7 +1702,22 @@ class Market:
         order.open_bids[bid_id] = price
         provider.open_bids[order_id] = bid_id
         provider.reserved, provider.free = reserved, free
+        if self._shares:
+            self._reserve_for(provider.id, order, +1)
 
+    def _reserve_for(self, provider_id: int, order: Order, sign: int) -> None:
+        """Keep what the provider's open bids reserve on the order's tenant's orders, and how
+        many they are (``Limits.tenant_share_bps``): ``sign`` +1 for a new bid, -1 for one no
+        longer open. A tenant with no open bid left is forgotten: its next bid is a first."""
+        tenant_id = self.deployments[order.deployment_id].tenant_id
+        mine = self._reserved_for.setdefault(provider_id, {})
+        count, held = mine.get(tenant_id, (0, _NOTHING))
+        if sign > 0:
+            mine[tenant_id] = (count + 1, held + order.resources)
+        elif count > 1:
+            mine[tenant_id] = (count - 1, held - order.resources)
+        else:
+            del mine[tenant_id]
     def _release(
         self, bid: Bid, reserved: Resources | None = None, free: Resources | None = None
     ) -> None:
@@ -1560,6 +1731,8 @@ class Market:
             reserved = provider.reserved - order.resources
             free = provider.free + order.resources
         provider.reserved, provider.free = reserved, free
+        if self._shares:
+            self._reserve_for(provider.id, order, -1)
 
     def _withdraw(self, bid: Bid, height: int) -> Event:
         """A provider's open bid is withdrawn, releasing its reservation."""
