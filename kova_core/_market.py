@@ -22,7 +22,7 @@ decided by the pure functions of ``_settlement``; lifecycles by the tables of ``
 from __future__ import annotations
 
 import heapq
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -847,16 +847,36 @@ class Market:
             provider.capacity, provider.used, bids, provider.attributes, provider.auditors,
             provider.gpu_models, provider.reserved, free,
         )  # fmt: skip
-        plan = plan_poll(view, visit, strategy, rng, height, _lowest_open_bid)
+        if self._shares:
+            admit, admitted = self._share_guard(provider)
+            plan = plan_poll(view, visit, strategy, rng, height, _lowest_open_bid, admit, admitted)
+        else:
+            plan = plan_poll(view, visit, strategy, rng, height, _lowest_open_bid)
         for bid_id in plan.withdraw:
             events.append(self._withdraw(self.bids[bid_id], height))
         for order_id, price in plan.bids:
-            order = open_orders[order_id]
-            # the planner does not know tenants: a bid beyond the tenant's share is passed over
-            if self._shares and not self._within_share(order, provider):
-                continue
-            events.append(self._place_bid(order, provider, price, height))
+            events.append(self._place_bid(open_orders[order_id], provider, price, height))
         return events
+
+    def _share_guard(
+        self, provider: Provider
+    ) -> tuple[Callable[[Order], bool], Callable[[Order], None]]:
+        """For :func:`plan_poll`: whether a bid on an order keeps the provider's bids on its
+        tenant's orders within their share, counting the bids planned so far in the poll."""
+        share = self.limits.share_of(provider.capacity)
+        held = {t: r for t, (_, r) in self._reserved_for.get(provider.id, {}).items()}
+        deployments = self.deployments
+
+        def admit(order: Order) -> bool:
+            mine = held.get(deployments[order.deployment_id].tenant_id)
+            return mine is None or (mine + order.resources).fits_in(share)
+
+        def admitted(order: Order) -> None:
+            tenant_id = deployments[order.deployment_id].tenant_id
+            mine = held.get(tenant_id)
+            held[tenant_id] = order.resources if mine is None else mine + order.resources
+
+        return admit, admitted
 
     def poll_late(
         self,
@@ -1718,6 +1738,7 @@ class Market:
             mine[tenant_id] = (count - 1, held - order.resources)
         else:
             del mine[tenant_id]
+
     def _release(
         self, bid: Bid, reserved: Resources | None = None, free: Resources | None = None
     ) -> None:

@@ -70,12 +70,19 @@ def plan_poll(
     rng: np.random.Generator,
     height: int,
     best_price: Callable[[Any], int | None] | None = None,
+    admit: Callable[[Any], bool] | None = None,
+    admitted: Callable[[Any], None] | None = None,
 ) -> PollPlan:
     """Decide one poll of ``orders`` (open orders, by id) at ``height`` (see the module).
 
     ``orders`` are :class:`PollOrder` records, or any objects with ``id``, ``spec`` and
     ``created_at`` given with ``best_price(order)``, which is asked only for the orders the
-    strategy prices (the simulator passes its own orders: a poll visits every open order)."""
+    strategy prices (the simulator passes its own orders: a poll visits every open order).
+
+    ``admit(order)``, if given, is asked before an order that fits and matches is priced, and
+    ``admitted(order)`` told of each bid planned: a market rule the plan cannot see from the
+    provider alone (one tenant's share of its capacity, ``Limits.tenant_share_bps``) passes
+    over orders beyond it, and their resources stay free for the orders after them."""
     bids = provider.bids
     free = provider.free
     withdraw: list[int] = []
@@ -106,6 +113,8 @@ def plan_poll(
             continue
         if provider_matches(spec, attributes, auditors, gpu_models):
             continue
+        if admit is not None and not admit(order):
+            continue
         best = order.best_price if best_price is None else best_price(order)
         ctx = PricingContext(
             order_id, needs, spec.max_price, order.created_at, height, capacity, free, best
@@ -115,4 +124,6 @@ def plan_poll(
             continue
         placed.append((order_id, price))
         free = free - needs
+        if admitted is not None:
+            admitted(order)
     return PollPlan(tuple(withdraw), tuple(placed))

@@ -157,3 +157,32 @@ def check_invariants(market: Market) -> None:
             running = [x for x in running if x.state is LeaseState.ACTIVE]
             accrued = sum((market.height - x.last_settled) * x.price for x in running)
             assert accrued <= market.escrow(dep.id)
+
+
+def check_limits(market: Market) -> None:
+    """Assert what the market's limits promise, and that the books it keeps for them agree with
+    a recount of its entities."""
+    limits = market.limits
+    opened: dict[int, int] = defaultdict(int)
+    for o in market.open_orders():
+        opened[market.deployments[o.deployment_id].tenant_id] += 1
+    assert market._open_by_tenant == opened
+    if limits.max_open_orders is not None:
+        assert all(n <= limits.max_open_orders for n in opened.values()), opened
+    if limits.order_lifetime is not None:
+        for o in market.open_orders():  # an order past its lifetime is closed by then
+            assert market._lifetimes[o.id] > market.height, (o, market.height)
+            assert market._lifetimes[o.id] <= market.height + limits.order_lifetime
+    else:
+        assert not market._lifetimes
+    if limits.tenant_share_bps is None:
+        assert not any(market._reserved_for.values())
+        return
+    for p in market.providers.values():
+        mine: dict[int, tuple[int, Resources]] = {}
+        for order_id in p.open_bids:
+            order = market.orders[order_id]
+            tenant = market.deployments[order.deployment_id].tenant_id
+            count, held = mine.get(tenant, (0, Resources()))
+            mine[tenant] = (count + 1, held + order.resources)
+        assert market._reserved_for.get(p.id, {}) == mine, (p.id, mine)

@@ -21,21 +21,25 @@ from kova_core import (
     DeploymentPaused,
     DeploymentResumed,
     DeploymentState,
+    DepositTooSmall,
     IllegalTransition,
     InsufficientBalance,
     KovaError,
     LeaseClosed,
     LeaseState,
+    Limits,
+    ManifestError,
     Market,
     OrderState,
     ProviderState,
     Resources,
+    TooManyOpenOrders,
     pricing_strategy,
     selection_policy,
     tenant_account,
 )
 
-from .helpers import GIB, check_invariants, manifest
+from .helpers import GIB, check_invariants, check_limits, manifest
 
 STATS: Counter[str] = Counter()
 
@@ -47,10 +51,13 @@ class MarketMachine(RuleBasedStateMachine):
 
     FEE_BPS = 250
     SETTLEMENT_INTERVAL = 60
+    LIMITS: Limits | None = None
 
     def __init__(self) -> None:
         super().__init__()
-        self.market = Market(fee_bps=self.FEE_BPS, settlement_interval=self.SETTLEMENT_INTERVAL)
+        self.market = Market(
+            fee_bps=self.FEE_BPS, settlement_interval=self.SETTLEMENT_INTERVAL, limits=self.LIMITS
+        )
         self.rng = np.random.default_rng(0)
         self.tenants = [self.market.add_tenant(f"t{i}") for i in range(3)]
         self.providers = [
@@ -107,6 +114,9 @@ class MarketMachine(RuleBasedStateMachine):
         except InsufficientBalance:
             assert self.market.balance(tenant_account(t)) < deposit
             return
+        except (DepositTooSmall, TooManyOpenOrders, ManifestError) as e:  # the limits
+            STATS[f"rejected: {type(e).__name__}"] += 1
+            return
         self._record(events)
 
     @rule(
@@ -121,7 +131,11 @@ class MarketMachine(RuleBasedStateMachine):
         t = self.tenants[tenant]
         if self.market.balance(tenant_account(t)) < deposit:
             return
-        events = self.market.create_deployment(t, manifest(count=count), deposit, self.now)
+        try:
+            events = self.market.create_deployment(t, manifest(count=count), deposit, self.now)
+        except (DepositTooSmall, TooManyOpenOrders, ManifestError) as e:  # the limits
+            STATS[f"rejected: {type(e).__name__}"] += 1
+            return
         self._record(events)
         p = self.providers[provider]
         for order_id in self.market.deployments[events[0].deployment_id].order_ids:
@@ -153,6 +167,23 @@ class MarketMachine(RuleBasedStateMachine):
             )
         except KovaError as e:  # a typed rejection: nothing may have changed
             STATS[f"rejected: {type(e).__name__}"] += 1
+
+    @rule(provider=st.integers(0, 2), tenant=st.integers(0, 2))
+    def bid_on_all_of_one_tenant(self, provider, tenant) -> None:
+        """A provider bids on every open order of one tenant (a flood's orders, or a large
+        deployment's), as far as its capacity and the limits let it."""
+        t = self.tenants[tenant]
+        for order in self.market.open_orders():
+            if self.market.deployments[order.deployment_id].tenant_id != t:
+                continue
+            try:
+                self._record(
+                    self.market.place_bid(
+                        order.id, self.providers[provider], order.max_price, self.now
+                    )
+                )
+            except KovaError as e:
+                STATS[f"rejected: {type(e).__name__}"] += 1
 
     @rule(provider=st.integers(0, 2), name=st.sampled_from(["fixed", "undercut", "random-band"]))
     def poll(self, provider, name) -> None:
@@ -268,6 +299,7 @@ class MarketMachine(RuleBasedStateMachine):
     @invariant()
     def invariants_hold(self) -> None:
         check_invariants(self.market)
+        check_limits(self.market)
 
     @invariant()
     def paused_deployments_are_not_billed(self) -> None:
@@ -283,6 +315,18 @@ class NoFeeShortRoundsMachine(MarketMachine):
     SETTLEMENT_INTERVAL = 17
 
 
+class LimitedMachine(MarketMachine):
+    """The same commands on a market with every limit on, tight enough to be met often: a
+    deposit for 2 blocks, 2 replicas per deployment, 3 open orders per tenant, orders no
+    larger than the largest provider, orders closed 150 blocks after they open, and a third
+    of a provider's capacity for one tenant's bids beyond a first."""
+
+    LIMITS = Limits(
+        min_deposit_blocks=2, max_replicas=2, max_open_orders=3, largest_provider=True,
+        order_lifetime=150, tenant_share_bps=3333,
+    )  # fmt: skip
+
+
 SETTINGS = settings(
     max_examples=300,
     stateful_step_count=80,
@@ -292,8 +336,10 @@ SETTINGS = settings(
 )
 MarketMachine.TestCase.settings = SETTINGS
 NoFeeShortRoundsMachine.TestCase.settings = SETTINGS
+LimitedMachine.TestCase.settings = SETTINGS
 TestMarketMachine = MarketMachine.TestCase
 TestNoFeeShortRoundsMachine = NoFeeShortRoundsMachine.TestCase
+TestLimitedMachine = LimitedMachine.TestCase
 
 
 def teardown_module() -> None:
@@ -309,5 +355,9 @@ def teardown_module() -> None:
         "lease closed: job_out_of_funds",
         "lease closed: provider_lost",
         "lease closed: tenant_closed",
+        "rejected: DepositTooSmall",  # LimitedMachine's limits, each met
+        "rejected: TooManyOpenOrders",
+        "rejected: ManifestError",
+        "rejected: TenantShareReached",
     ):
         assert STATS[path] > 0, f"the stateful test never reached {path!r}: rebalance its rules"
