@@ -302,10 +302,14 @@ class Market:
         return self._job_deadlines.get(deployment_id)
 
     def next_deadline(self) -> int | None:
-        """The earliest block at which some running job will be stopped, if any: the next block,
-        other than a settlement round, at which the market changes without a command."""
+        """The next block, other than a settlement round, at which the market changes without a
+        command, if any: a running job is stopped, or an open order's lifetime ends
+        (``Limits.order_lifetime``)."""
         deadline = self._next_deadline()
-        return None if deadline is None else deadline[0]
+        expiry = self._next_expiry() if self._lifetime_heap else None
+        if deadline is None:
+            return expiry
+        return deadline[0] if expiry is None else min(deadline[0], expiry)
 
     def cannot_serve(self, order_id: int, provider_id: int) -> list[str]:
         """Why a provider cannot bid on an order now, in words (empty: it can, as far as the

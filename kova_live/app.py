@@ -59,10 +59,12 @@ class ApiSettings:
     """The API's own settings: the most leases ``GET /v1/leases`` answers at once
     (``kova-live serve --page-size``), and where leases' endpoints may be (the endpoint networks,
     ``--endpoint-networks``, and the server's own listening sockets, which no endpoint may be:
-    the ingress's is added once it listens)."""
+    the ingress's is added once it listens); and the largest manifest ``POST /v1/deployments``
+    takes (``--max-manifest-bytes``), checked before it is parsed."""
 
     page_size: int = 1000
     endpoints: EndpointPolicy = field(default_factory=EndpointPolicy)
+    max_manifest_bytes: int = 64 * 1024
 
 
 API: web.AppKey[ApiSettings] = web.AppKey("api", ApiSettings)
@@ -146,6 +148,8 @@ _CORE_ERRORS: dict[str, tuple[int, str | None]] = {
     "InvalidAmount": (400, None),
     "PriceAboveMax": (409, "price"),
     "InsufficientBalance": (409, None),
+    "DepositTooSmall": (400, "deposit"),
+    "TooManyOpenOrders": (409, None),
 }
 
 

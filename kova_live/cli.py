@@ -20,7 +20,7 @@ import uvloop
 from aiohttp import web
 from sqlalchemy import insert, select
 
-from kova_core import InvalidAmount, format_micro, parse_amount
+from kova_core import MAX_AMOUNT, InvalidAmount, Limits, format_micro, parse_amount
 
 from .app import ApiSettings, create_app, hash_token
 from .audit_cli import audit
@@ -113,8 +113,53 @@ def migrate_command(data_dir: Path, database_url: str | None) -> None:
     "--order-expiry",
     default=3600,
     show_default=True,
-    type=click.IntRange(1),
-    help="Blocks an order waits for a first bid before it is given up.",
+    type=click.IntRange(0, MAX_AMOUNT),
+    help="Blocks an order stays open: then it closes (expired), bid on or not, and its bids'"
+    " reservations are freed; 0: forever.",
+)
+@click.option(
+    "--min-deposit-blocks",
+    type=click.IntRange(0, MAX_AMOUNT),
+    default=None,
+    help="A new deployment's deposit must pay this many blocks at its max price; 0: none"
+    " [default: one settlement interval].",
+)
+@click.option(
+    "--max-replicas",
+    default=100,
+    show_default=True,
+    type=click.IntRange(0, MAX_AMOUNT),
+    help="The most orders (service replicas) one deployment opens; 0: no limit.",
+)
+@click.option(
+    "--max-open-orders",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(0, MAX_AMOUNT),
+    help="The most orders one tenant may have open at once; 0: no limit.",
+)
+@click.option(
+    "--order-size",
+    type=click.Choice(["largest-provider", "any"]),
+    default="largest-provider",
+    show_default=True,
+    help="largest-provider: an order's resources must fit the largest capacity any provider has"
+    " registered (per resource); any: no check.",
+)
+@click.option(
+    "--tenant-share",
+    default=0.5,
+    show_default=True,
+    type=click.FloatRange(0.0001, 1),
+    help="The most of a provider's capacity its open bids on one tenant's orders may reserve,"
+    " beyond a first bid (1: no limit).",
+)
+@click.option(
+    "--max-manifest-bytes",
+    default=64 * 1024,
+    show_default=True,
+    type=click.IntRange(1, 1024 * 1024),
+    help="The largest manifest POST /v1/deployments takes, checked before it is parsed.",
 )
 @click.option(
     "--heartbeat-grace",
@@ -208,6 +253,12 @@ def serve(
     port: int,
     block_seconds: float,
     order_expiry: int,
+    min_deposit_blocks: int | None,
+    max_replicas: int,
+    max_open_orders: int,
+    order_size: str,
+    tenant_share: float,
+    max_manifest_bytes: int,
     heartbeat_grace: int,
     hold_share: float,
     log_retention: float,
@@ -269,23 +320,35 @@ def serve(
     except OSError as exc:
         _fail(f"--host/--port: {exc}")
     port = listening.getsockname()[1]  # --port 0: the one the system picked
+    share = round(tenant_share * 10_000)
+    limits = Limits(
+        min_deposit_blocks=(
+            settings.settlement.settlement_interval if min_deposit_blocks is None
+            else min_deposit_blocks
+        ),
+        max_replicas=max_replicas or None,
+        max_open_orders=max_open_orders or None,
+        largest_provider=order_size == "largest-provider",
+        order_lifetime=order_expiry or None,
+        tenant_share_bps=None if share >= 10_000 else max(share, 1),
+    )  # fmt: skip
     # no lease's endpoint may be the server's own socket (the ingress adds its own as it starts)
     endpoints = EndpointPolicy(networks).listening_also(host, port)
     app = create_app(
         async_engine(url),
         clock,
-        dataclasses.replace(settings.settlement, accepted_denoms=denoms),
+        dataclasses.replace(settings.settlement, accepted_denoms=denoms, limits=limits),
         WorkSettings(
-            order_expiry=order_expiry,
             heartbeat_grace=heartbeat_grace,
             hold_share=hold_share,
             log_retention_ms=round(log_retention * 1000),
         ),
         data_dir / "files",
         ingress,
-        ApiSettings(page_size=page_size, endpoints=endpoints),
+        ApiSettings(page_size, endpoints, max_manifest_bytes),
     )  # fmt: skip
     click.echo(f"kova-live: height {clock.height()}, serving on http://{host}:{port}", err=True)
+    click.echo(f"kova-live: limits: {limits}", err=True)
     # what start-up made (modules, tables, compiled statements) lives as long as the process:
     # out of the garbage collector's way, a full collection walks a tenth as many objects and
     # stalls every request in flight that much less

@@ -59,7 +59,6 @@ from .app import (
     INGRESS,
     READER,
     SETTINGS,
-    WORK,
     WRITER,
     ApiError,
     RequestBody,
@@ -389,11 +388,17 @@ async def create_deployment(request: web.Request) -> web.Response:
     """Create a deployment or job: its escrow, and one open order per service replica."""
     tenant = await _account(request, "tenant")
     body: NewDeployment = await read_body(request, NewDeployment)
+    text = body.manifest if isinstance(body.manifest, str) else json.dumps(body.manifest)
+    most = request.app[API].max_manifest_bytes
+    if len(text.encode()) > most:  # before parsing: a manifest's cost grows with its size
+        raise ApiError(
+            400, "invalid_field", f"the manifest is {len(text.encode())} bytes; the network takes"
+            f" at most {most}", "manifest",
+        )  # fmt: skip
     try:
         manifest = parse_manifest(body.manifest)
     except ManifestError as exc:
         raise core_error(exc) from None
-    text = body.manifest if isinstance(body.manifest, str) else json.dumps(body.manifest)
     auto = body.auto_accept
     if auto is not None:
         _registered(selection_policy, auto.policy, auto.params, "auto_accept", "policy")
@@ -414,11 +419,8 @@ async def create_deployment(request: web.Request) -> web.Response:
         dep_id, height, order_ids = value
         await check_files(connection, manifest, tenant.id, dep_id)  # the files it references
         await claim_routes(connection, dep_id, manifest, ingress)
-        expiry = height + request.app[WORK].order_expiry
-        for order_id in order_ids:
-            await enqueue(connection, "expire_order", order_id, expiry, height)
-            if auto is not None:
-                await enqueue(connection, "auto_accept", order_id, height + auto.wait, height)
+        for order_id in order_ids if auto is not None else ():
+            await enqueue(connection, "auto_accept", order_id, height + auto.wait, height)
         fresh = await _owned(connection, dep_id, tenant.id)
         return await _view(request, connection, fresh)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -27,6 +27,7 @@ from kova_core import (
     Deployment,
     IllegalTransition,
     KovaError,
+    Limits,
     Market,
     OrderSpec,
     UnknownEntity,
@@ -61,6 +62,9 @@ class Settings:
     fee_bps: int = 0
     # the denominations manifests may price in (``serve --accepted-denoms``); None: any
     accepted_denoms: frozenset[str] | None = None
+    # the network's limits (``serve --min-deposit-blocks``, ``--max-replicas``…; the core's
+    # rules): none unless serve's flags set them, as tests that build an app directly expect
+    limits: Limits = field(default_factory=Limits)
 
 
 # --------------------------------------------------------------------------- who may ask

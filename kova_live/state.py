@@ -212,7 +212,8 @@ async def load_market(connection: AsyncConnection, settings: Settings) -> Market
         withdrawn=withdrawn, tenants=tenants, providers=providers, deployments=deps,
         orders=found_orders, bids=open_bids, leases=found_leases, next_ids=next_ids,
         fee_bps=settings.fee_bps, settlement_interval=settings.settlement_interval,
-        accepted_denoms=settings.accepted_denoms, keep_ledger=False, forget_closed_bids=True,
+        accepted_denoms=settings.accepted_denoms, limits=settings.limits, keep_ledger=False,
+        forget_closed_bids=True,
     )  # fmt: skip
 
 

@@ -1,7 +1,8 @@
 """Background work from a durable queue (the ``work_queue`` table), and the clock's rounds.
 
 Work is enqueued in the same transaction as the change that asks for it, so neither can exist
-without the other: creating a deployment enqueues the expiry of each of its orders. A worker
+without the other: creating an auto-accepting deployment enqueues a choice for each of its
+orders. A worker
 loop in the server takes due items and runs each: what it does to the market is a command on
 the single writer (:mod:`kova_live.writer`), checked against the market as it is then (an
 order no longer open is not expired); the item is then marked done in a transaction of its
@@ -11,8 +12,6 @@ still in the queue.
 
 Kinds:
 
-- ``expire_order``: an order nobody bid on is given up (``expired``) once its time is over. An
-  order with bids is left for its tenant to choose from.
 - ``sweep_providers``: providers whose agent has not sent a heartbeat within the grace period
   are lost: their leases fail and their orders reopen (the core's ``fail_provider``). Each sweep
   enqueues the next one. Only silence the server was up to hear counts (:class:`Sweep`): after
@@ -27,10 +26,11 @@ Kinds:
   poll interval (15 blocks) later.
 - ``prune_logs``: log lines older than the retention period (24 hours by default, wall clock)
   are deleted. Each prune enqueues the next one.
-- ``settle`` and ``job_deadline``: kinds of earlier servers, done at once: settlement rounds and
-  job deadlines are the clock's (:func:`clock_loop`), which submits a tick to the writer in
-  the block a round or a deadline falls due, so they run on time when no command comes, and at
-  start a server catches up the rounds it missed while it was down.
+- ``settle``, ``job_deadline`` and ``expire_order``: kinds of earlier servers, done at once:
+  settlement rounds, job deadlines and the end of an order's lifetime (the core's
+  ``Limits.order_lifetime``, ``serve --order-expiry``) are the clock's (:func:`clock_loop`),
+  which submits a tick to the writer in the block one falls due, so they run on time when no
+  command comes, and at start a server catches up what fell due while it was down.
 """
 
 from __future__ import annotations
@@ -69,10 +69,8 @@ log = logging.getLogger("kova_live.work")
 
 @dataclass(frozen=True, slots=True)
 class WorkSettings:
-    """How long an order waits for a first bid, how long a provider may stay silent, and how
-    long log lines are kept."""
+    """How long a provider may stay silent, and how long log lines are kept."""
 
-    order_expiry: int = 3600  # blocks
     heartbeat_grace: int = 75  # blocks: five missed 15 s polls
     sweep_every: int = 15  # blocks between sweeps for lost providers
     log_retention_ms: int = 24 * 3600 * 1000  # wall clock
@@ -116,16 +114,6 @@ class Sweep:
         if self.observe is not None:
             self.observe(len(self.held))
         return sorted(confirmed + fresh)
-
-
-def _expire_order(order_id: int) -> Command:
-    def apply(market: Market, height: int, batch: Batch) -> tuple[list[Event], Any]:
-        order = market.orders.get(order_id)
-        if order is None or order.state is not OrderState.OPEN or order.open_bids:
-            return [], None  # matched, closed, or bid on: its tenant chooses
-        return market.expire_order(order_id, height), None
-
-    return Command(apply)
 
 
 def _auto_accept(order_id: int, auto: dict[str, Any]) -> Command:
@@ -255,9 +243,7 @@ async def _run(
 ) -> tuple[str, int | None, int] | None:  # fmt: skip
     """Do one item; return the item to enqueue after it, if any: (kind, subject, run at)."""
     height = clock()
-    if item.kind == "expire_order":
-        await writer.submit(_expire_order(item.subject_id))
-    elif item.kind == "sweep_providers":
+    if item.kind == "sweep_providers":
         sweep = sweep or Sweep(0)
         read_after = writer.batches  # a heartbeat applied after this is not silence
         async with engine.connect() as connection:
@@ -297,8 +283,8 @@ async def _run(
 
         await transact(engine, prune)
         return "prune_logs", None, height + work.prune_every
-    elif item.kind in ("settle", "job_deadline"):
-        pass  # an earlier server's: the clock loop carries rounds and deadlines out
+    elif item.kind in ("settle", "job_deadline", "expire_order"):
+        pass  # an earlier server's: the clock loop carries rounds, deadlines and expiries out
     else:
         raise ValueError(f"unknown kind of work {item.kind!r}")
     return None

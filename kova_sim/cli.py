@@ -29,7 +29,7 @@ from rich.table import Table
 from kova_core import MICRO
 
 from .commands import FILE_NAME as COMMANDS_FILE
-from .engine import ENGINES
+from .engine import ENGINES, resolve_engine
 from .run import DEFAULT_ENGINE, default_out, recording_engine, run_scenario
 from .scenario import Scenario, ScenarioError, load_scenario
 from .sweep import SEED_MODES, SeedMode, SweepError, run_sweep
@@ -209,6 +209,10 @@ def run(
         except ValueError as exc:
             _fail(escape(f"--record-commands with --engine {engine}: {exc}"))
     loaded = _load(scenario, seed)
+    try:
+        resolve_engine(loaded, engine)
+    except ValueError as exc:
+        _fail(escape(f"--engine {engine}: {exc}"))
     out = out or default_out(loaded)
     if out.exists() and not out.is_dir():
         _fail(f"--out {out}: exists and is not a folder")

@@ -8,8 +8,9 @@ format is in ``docs/simulator.md`` ("Recording the commands"); in short, JSON Li
 sorted, compact separators, deterministic bytes:
 
 - line 1, the header: ``{"format": "kova-commands", "version": 1, "settlement_interval",
-  "fee_bps", "accepted_denoms", "duration", "seed"}``: the network's settings, the run's length
-  and its seed;
+  "fee_bps", "accepted_denoms", "limits", "duration", "seed"}``: the network's settings
+  (``limits``: the fields of ``kova_core.Limits``; a log without them has none), the run's
+  length and its seed;
 - then one line per command, in the order the engine issued them: ``{"seq", "height",
   "command", ...arguments..., ...results...}``, ``seq`` counting from 1 (line ``seq + 1``).
   Results are the ids the market assigned (``deployment_id`` and ``order_ids``, ``bid_id``,
@@ -47,6 +48,7 @@ checks that each outcome (the ids assigned, a refusal and its class) is the reco
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -59,6 +61,7 @@ from kova_core import (
     Event,
     KovaError,
     LeaseStarted,
+    Limits,
     Manifest,
     Market,
     OrderOpened,
@@ -134,6 +137,7 @@ class CommandLog:
             "settlement_interval": market.settlement_interval,
             "fee_bps": market.fee_bps,
             "accepted_denoms": None if denoms is None else sorted(denoms),
+            "limits": dataclasses.asdict(market.limits),
             "duration": duration,
             "seed": seed,
         }
@@ -423,7 +427,9 @@ _HEADER = {
     "duration": _AMOUNT,
     "seed": _AMOUNT,
     "accepted_denoms": _STRINGS,  # or null
+    "limits": _OBJECT,  # kova_core.Limits' fields; optional (logs before it have none: no limits)
 }
+_OPTIONAL = {"limits"}
 
 
 def _is_int(value: Any) -> bool:
@@ -464,18 +470,23 @@ def _check_header(line: Any) -> str | None:
         return f"not a command log: the header's format is {line.get('format')!r}, not {FORMAT!r}"
     if line.get("version") != VERSION:
         return f"version {line.get('version')!r} is not supported (this reader reads {VERSION})"
-    missing = [k for k in _HEADER if k not in line]
+    missing = [k for k in _HEADER if k not in line and k not in _OPTIONAL]
     if missing:
         return f"the header lacks {', '.join(missing)}"
     extra = sorted(set(line) - set(_HEADER))
     if extra:
         return f"the header has unknown fields: {', '.join(extra)}"
     for key, kind in _HEADER.items():
-        if key == "accepted_denoms" and line[key] is None:
+        if key not in line or (key == "accepted_denoms" and line[key] is None):
             continue
         wrong = _problem(kind, line[key])
         if wrong:
             return f"the header's {key} must be {wrong}, got {line[key]!r}"
+    if "limits" in line:
+        try:
+            Limits(**line["limits"])
+        except (TypeError, KovaError) as exc:
+            return f"the header's limits are not kova_core.Limits: {exc}"
     return None
 
 
@@ -550,6 +561,7 @@ def market_for(header: Mapping[str, Any]) -> Market:
         fee_bps=header["fee_bps"],
         settlement_interval=header["settlement_interval"],
         accepted_denoms=header["accepted_denoms"],
+        limits=Limits(**header.get("limits", {})),
     )
 
 
@@ -718,6 +730,7 @@ def replay_into(
             market.accepted_denoms,
             None if denoms is None else frozenset(denoms),
         ),
+        "limits": (market.limits, Limits(**header.get("limits", {}))),
     }
     for name, (mine, logged) in settings.items():
         if mine != logged:

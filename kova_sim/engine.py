@@ -64,11 +64,13 @@ from kova_core import (
     BidWithdrawn,
     DeploymentPaused,
     DeploymentState,
+    DepositTooSmall,
     Event,
     LeaseClosed,
     LeaseStarted,
     LeaseState,
     Manifest,
+    ManifestError,
     Market,
     OrderClosed,
     OrderOpened,
@@ -79,6 +81,7 @@ from kova_core import (
     ProviderRecovered,
     ProviderState,
     SelectionPolicy,
+    TooManyOpenOrders,
     parse_manifest,
     provider_matches,
 )
@@ -261,6 +264,7 @@ class Simulation:
         market = Market(
             fee_bps=scenario.fee_bps,
             settlement_interval=scenario.settlement_interval,
+            limits=scenario.limits.core(),
             defer_rounds=self.defers_rounds(scenario),
             # with per-order aggregates only, the recorder keeps what it needs as bids are placed
             forget_closed_bids=scenario.record.bids == "aggregates",
@@ -543,7 +547,12 @@ class Simulation:
         deposit = stream.deposit.blocks * info.price_per_block
         now = self.now
         self._do(self.market.credit, tenant, deposit, now)
-        events = self.market.create_deployment(tenant, info.manifest, deposit, now)
+        try:
+            events = self.market.create_deployment(tenant, info.manifest, deposit, now)
+        except (DepositTooSmall, TooManyOpenOrders, ManifestError):
+            # the network's limits refused it (the credit stays in the tenant's balance)
+            self.recorder.refused(stream.name)
+            return
         dep_id = events[0].deployment_id  # type: ignore[attr-defined]
         self.tenancies[dep_id] = _Tenancy(stream=info, duration=duration)
         self.recorder.add_deployment(dep_id, stream.name)
@@ -1072,7 +1081,25 @@ def make_simulation(
     }
     if engine not in engines:
         raise ValueError(f"unknown engine {engine!r}; available: {', '.join(ENGINES)}")
-    return engines[engine](scenario, keep_events=keep_events, commands=commands)
+    return engines[resolve_engine(scenario, engine)](
+        scenario, keep_events=keep_events, commands=commands
+    )
+
+
+def resolve_engine(scenario: Scenario, engine: str) -> str:
+    """The engine that runs ``scenario`` when ``engine`` is asked for: ``auto`` is ``fast``
+    unless the scenario sets a limit that the fast engine cannot defer polls under (then
+    ``exact``). Raises ``ValueError`` for ``fast`` with such a limit."""
+    needs_exact = scenario.limits.read_by_polls
+    if engine == "fast" and needs_exact:
+        raise ValueError(
+            f"limits.{needs_exact[0]}: the fast engine defers polls, which this limit does not"
+            " allow (what a poll reads changes with other orders and with time); run it with"
+            " --engine exact (or auto)"
+        )
+    if engine == "auto":
+        return "exact" if needs_exact else "fast"
+    return engine
 
 
 def _ceil(value: float) -> int:

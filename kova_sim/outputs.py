@@ -43,7 +43,12 @@ def _col(table: pa.Table, name: str) -> np.ndarray:
 
 
 def summarise(
-    scenario: Scenario, tables: dict[str, pa.Table], *, money_drift: int, engine: str
+    scenario: Scenario,
+    tables: dict[str, pa.Table],
+    *,
+    money_drift: int,
+    engine: str,
+    refused: int = 0,
 ) -> dict[str, Any]:
     """The run's headline figures. Money in integer micro-units; times in blocks.
 
@@ -54,7 +59,9 @@ def summarise(
     - ``provider_revenue_gini``: inequality of what providers earned;
     - ``utilisation``: the time-averaged share of all CPU held by leases;
     - ``insufficient_funds_events``: deployments paused by a settlement round;
-    - ``money_drift``: Σ balances − (credited − withdrawn); 0 means money was conserved.
+    - ``money_drift``: Σ balances − (credited − withdrawn); 0 means money was conserved;
+    - ``deployments_refused``: arrivals the network's limits refused (``refused``; see the
+      scenario's ``limits``): they are in no table.
     """
     orders, leases, providers, ledger = (
         tables["orders"], tables["leases"], tables["providers"], tables["ledger"]
@@ -89,6 +96,7 @@ def summarise(
         "providers": int(providers.num_rows),
         "deployments": sum(1 for k in dep_kinds.values() if k == "deployment"),
         "jobs": sum(1 for k in dep_kinds.values() if k == "job"),
+        "deployments_refused": refused,
         "orders": int(orders.num_rows),
         "orders_leased": int(leased.sum()),
         "orders_given_up": int(expired.sum()),

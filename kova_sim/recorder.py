@@ -120,6 +120,7 @@ class Recorder:
         self.group_of: dict[int, ProviderGroup] = {}
         self.phase_of: dict[int, int] = {}
         self.stream_of: dict[int, str] = {}  # deployment id -> stream name
+        self.refused_arrivals = 0  # deployments and jobs the network's limits refused
         self.first_lease_at: dict[int, int] = {}  # order id -> block
         self.leases_of_order: dict[int, int] = {}
         self.provider_failures: dict[int, int] = {}
@@ -160,6 +161,10 @@ class Recorder:
         self.group_of[provider_id] = group
         self.phase_of[provider_id] = phase
         self.cpu_capacity += group.capacity.cpu
+
+    def refused(self, stream: str) -> None:
+        """Note an arrival of ``stream`` that the network's limits refused."""
+        self.refused_arrivals += 1
 
     def add_deployment(self, deployment_id: int, stream: str) -> None:
         """Note which demand stream a deployment or job came from."""

@@ -87,7 +87,10 @@ def run_scenario(
             _run(sim, scenario, progress)
         partial.replace(commands)
     tables = sim.recorder.tables()
-    summary = summarise(scenario, tables, money_drift=sim.market.money_drift(), engine=sim.engine)
+    summary = summarise(
+        scenario, tables, money_drift=sim.market.money_drift(), engine=sim.engine,
+        refused=sim.recorder.refused_arrivals,
+    )  # fmt: skip
     if out is not None:
         write_run(out, scenario, tables, summary, plots=plots)
         if commands is None or commands.resolve() != (out / FILE_NAME).resolve():

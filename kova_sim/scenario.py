@@ -43,6 +43,7 @@ from kova_core import (
     SELECTION_POLICIES,
     InvalidAmount,
     KovaError,
+    Limits,
     PricingStrategy,
     Resources,
     SelectionPolicy,
@@ -58,6 +59,7 @@ __all__ = [
     "Arrivals",
     "DemandStream",
     "Failures",
+    "NetworkLimits",
     "ProviderGroup",
     "Record",
     "Scenario",
@@ -460,6 +462,30 @@ class Record(_Model):
 # --------------------------------------------------------------------------- the scenario
 
 
+class NetworkLimits(_Model):
+    """The network's limits (``kova_core.Limits``), each off unless set: the rules the live
+    orchestrator applies against abuse (``kova-live serve`` turns them all on), for research
+    on the market it runs. ``order_lifetime`` and ``tenant_share_bps`` make what a poll reads
+    depend on other orders and on time, so the fast engine refuses them (``auto`` runs such a
+    scenario on the exact engine)."""
+
+    min_deposit_blocks: BlocksOrZero = 0
+    max_replicas: Annotated[int, Field(ge=1, lt=2**63)] | None = None
+    max_open_orders: Annotated[int, Field(ge=1, lt=2**63)] | None = None
+    largest_provider: bool = False
+    order_lifetime: Blocks | None = None
+    tenant_share_bps: Annotated[int, Field(ge=1, le=10_000)] | None = None
+
+    def core(self) -> Limits:
+        """The core's :class:`kova_core.Limits` of these settings."""
+        return Limits(**self.model_dump())
+
+    @property
+    def read_by_polls(self) -> list[str]:
+        """The limits set that the fast engine cannot defer polls under."""
+        return [k for k in ("order_lifetime", "tenant_share_bps") if getattr(self, k) is not None]
+
+
 class Scenario(_Model):
     """One simulation: the network, its providers and its demand."""
 
@@ -470,6 +496,7 @@ class Scenario(_Model):
     poll_interval: Blocks = 15
     settlement_interval: Blocks = 60
     fee_bps: Annotated[int, Field(ge=0, le=10_000)] = 0
+    limits: NetworkLimits = Field(default_factory=NetworkLimits)
     providers: list[ProviderGroup] = Field(min_length=1)
     demand: list[DemandStream] = Field(min_length=1)
     record: Record = Field(default_factory=Record)

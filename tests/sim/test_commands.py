@@ -9,6 +9,7 @@ and lease by lease.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import subprocess
@@ -87,6 +88,7 @@ def test_shipped_scenarios_replay_to_the_same_market(tmp_path, name, duration):
         "format": "kova-commands", "version": 1, "accepted_denoms": None,
         "settlement_interval": scenario.settlement_interval, "fee_bps": scenario.fee_bps,
         "duration": scenario.duration, "seed": scenario.seed,
+        "limits": dataclasses.asdict(scenario.limits.core()),
     }  # fmt: skip
     market = market_for(header)
     ids = replay_into(market, header, commands)

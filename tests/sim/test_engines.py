@@ -19,7 +19,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kova_sim.engine import ExactSimulation, FastSimulation
+from kova_sim.engine import ExactSimulation, FastSimulation, make_simulation
 from kova_sim.outputs import TABLES
 from kova_sim.run import RunResult, run_scenario
 from kova_sim.scenario import Scenario, parse_scenario
@@ -322,3 +322,27 @@ def small_scenario_data():
     from .conftest import SMALL
 
     return SMALL
+
+
+def test_limits_read_at_creation_give_the_same_outputs_on_both_engines():
+    """Minimum deposit, replicas, open orders per tenant and the largest provider are checked
+    when a deployment arrives: the fast engine runs them, with the exact engine's outputs."""
+    data = yaml.safe_load((SCENARIOS / "baseline.yaml").read_text())
+    data["duration"] = "4h"
+    data["limits"] = {"min_deposit_blocks": "10m", "max_open_orders": 2, "max_replicas": 4,
+                      "largest_provider": True}  # fmt: skip
+    short = {**data["demand"][0], "name": "short", "deposit": {"blocks": "5m"}}
+    data["demand"].append(short)  # every deployment of it is refused: too small a deposit
+    summary = assert_same_run(parse_scenario(data))
+    assert summary["leases"] > 0 and summary["deployments_refused"] > 0
+
+
+def test_limits_that_polls_read_run_on_the_exact_engine():
+    data = yaml.safe_load((SCENARIOS / "baseline.yaml").read_text())
+    data["duration"] = "2h"
+    data["limits"] = {"order_lifetime": "5m", "tenant_share_bps": 5000}
+    scenario = parse_scenario(data)
+    with pytest.raises(ValueError, match=r"limits\.order_lifetime: the fast engine defers polls"):
+        make_simulation(scenario, "fast")
+    auto = run_scenario(scenario, None, engine="auto")
+    assert auto.summary["engine"] == "exact" and auto.summary["money_drift"] == 0
