@@ -65,6 +65,7 @@ from .app import (
     RequestBody,
     authenticate,
     core_error,
+    decimal,
     int_query,
     read_body,
 )
@@ -99,12 +100,18 @@ class AutoAccept(RequestBody):
     wait: int = Field(default=15, ge=0, le=86_400)
 
 
+def _not_empty(schema: dict[str, Any]) -> None:
+    # what the document says of a manifest: the core refuses an empty one (it has no services)
+    text, mapping = schema["anyOf"]
+    text["minLength"], mapping["minProperties"] = 1, 1
+
+
 class NewDeployment(RequestBody):
     """``POST /v1/deployments``: an Akash SDL manifest (YAML text or a JSON object) and the
     deposit moved from the tenant's balance into the new escrow, in micro-units; optionally, a
     policy with which the orchestrator accepts bids for the tenant."""
 
-    manifest: str | dict[str, Any]
+    manifest: str | dict[str, Any] = Field(json_schema_extra=_not_empty)
     deposit: int = Field(ge=0, le=MAX_AMOUNT)
     auto_accept: AutoAccept | None = None
 
@@ -262,9 +269,10 @@ async def _account(request: web.Request, role: str) -> Any:
 
 def _id(request: web.Request, what: str) -> int:
     raw = request.match_info["id"]
-    if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_AMOUNT:
-        raise ApiError(404, "not_found", f"no {what} {raw!r}")
-    return int(raw)
+    value = decimal(raw, 0, MAX_AMOUNT)
+    if value is None:
+        raise ApiError(404, "not_found", f"no {what} {raw[:40]!r}")
+    return value
 
 
 async def _owned(connection: AsyncConnection, deployment_id: int, tenant_id: int) -> Any:
@@ -948,12 +956,13 @@ def _lease_ids(raw: str, most: int) -> list[int]:
         raise ApiError(400, "invalid_field", f"at most {most} lease ids at once", "ids")
     ids = []
     for item in items:
-        if not (item.isascii() and item.isdigit()) or not 1 <= int(item) <= MAX_ID:
+        value = decimal(item, 1, MAX_ID)
+        if value is None:
             raise ApiError(
                 400, "invalid_field",
                 f"comma-separated lease ids from 1 to {MAX_ID}; {item[:40]!r} is not one", "ids",
             )  # fmt: skip
-        ids.append(int(item))
+        ids.append(value)
     return sorted(set(ids), reverse=True)
 
 
