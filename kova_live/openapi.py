@@ -337,8 +337,13 @@ def openapi_document(page_size: int = 1000) -> dict[str, Any]:
     operator: dict[str, Any] = {"role": "operator", "conflicts": True}
     auditor: dict[str, Any] = {"role": "auditor"}
     deployment: dict[str, Any] = {**tenant, "parameters": ID}
-    upload = operation("Upload a file (at most 64 MiB); named by its SHA-256", 201,
-                       _object({"sha256": STR, "size": INT}), **tenant, errors=(413,))
+    upload = operation(
+        "Upload a file (at most 64 MiB); named by its SHA-256",
+        201,
+        _object({"sha256": STR, "size": INT}),
+        **tenant,
+        errors=(413,),
+    )
     upload["requestBody"] = {
         "required": False, "description": "the file's bytes (none: an empty file)",
         "content": {"application/octet-stream": {"schema": BINARY}},
@@ -347,8 +352,10 @@ def openapi_document(page_size: int = 1000) -> dict[str, Any]:
         "A file: for its uploader, or the provider of a lease that places it", 200, {},
         secured=True, parameters=(SHA256,),
     )  # fmt: skip
-    download["responses"]["200"] = {"description": "the bytes",
-                                    "content": {"application/octet-stream": {"schema": BINARY}}}
+    download["responses"]["200"] = {
+        "description": "the bytes",
+        "content": {"application/octet-stream": {"schema": BINARY}},
+    }
     paths: dict[str, Any] = {
         "/healthz": {"get": operation("Liveness", 200, _object({"status": STR, "height": HEIGHT}))},
         "/v1/status": {"get": operation("The network at a glance", 200, _object(
@@ -473,8 +480,16 @@ def openapi_document(page_size: int = 1000) -> dict[str, Any]:
     # an audit's body may be left out: every attribute the provider registers
     paths["/v1/providers/{id}/audits"]["post"]["requestBody"]["required"] = False
     schemas: dict[str, Any] = {"Error": ERROR}
-    for model in (NewAccount, NewDeployment, Deposit, Heartbeat, NewBid, LeaseStatus, ShippedLogs,
-                  NewAudit):
+    for model in (
+        NewAccount,
+        NewDeployment,
+        Deposit,
+        Heartbeat,
+        NewBid,
+        LeaseStatus,
+        ShippedLogs,
+        NewAudit,
+    ):
         schemas.update(_model(model).pop("$defs", {}))
     return {
         "openapi": "3.1.0",
@@ -490,8 +505,10 @@ def openapi_document(page_size: int = 1000) -> dict[str, Any]:
             "once per Idempotency-Key header (a retry gets the original answer; the key used "
             "for another request: 422).",
         },
-        "tags": [{"name": name} for name in
-                 ("public", "account", "tenant", "provider", "operator", "auditor")],
+        "tags": [
+            {"name": name}
+            for name in ("public", "account", "tenant", "provider", "operator", "auditor")
+        ],
         "paths": paths,
         "components": {
             "schemas": schemas,

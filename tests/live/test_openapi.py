@@ -31,7 +31,9 @@ MAX_EXAMPLES = 25  # per operation and phase: the run takes about a minute on a 
 
 
 def test_the_document_lists_exactly_the_routes_the_server_has(tmp_path):
-    app = create_app(async_engine(f"sqlite:///{tmp_path / 'x.sqlite3'}"), BlockClock(0, 1000), Settings())
+    app = create_app(
+        async_engine(f"sqlite:///{tmp_path / 'x.sqlite3'}"), BlockClock(0, 1000), Settings()
+    )
     served = {
         (route.method.lower(), route.resource.canonical)
         for route in app.router.routes()
@@ -60,10 +62,15 @@ def test_what_requests_may_hold_is_bounded_as_the_server_bounds_it():
     excludes NUL; every body object refuses unknown fields; every error is the JSON error, and a
     503 says when to come back."""
     document = openapi_document()
-    requests = {"components": {k: v for k, v in document["components"]["schemas"].items() if k != "Error"}}
+    requests = {
+        "components": {k: v for k, v in document["components"]["schemas"].items() if k != "Error"}
+    }
     for path, item in document["paths"].items():
         for method, operation in item.items():
-            requests[f"{method} {path}"] = [operation.get("requestBody"), operation.get("parameters")]
+            requests[f"{method} {path}"] = [
+                operation.get("requestBody"),
+                operation.get("parameters"),
+            ]
             for status, response in operation["responses"].items():
                 if int(status) >= 400:
                     assert response["content"]["application/json"]["schema"] == {
@@ -85,8 +92,12 @@ def test_what_requests_may_hold_is_bounded_as_the_server_bounds_it():
             if schema.get("type") == "object" and "properties" in schema:
                 assert schema.get("additionalProperties") is False, where
     assert integers > 20 and strings > 10  # the walk found them
-    manifest = document["components"]["schemas"].get("NewDeployment") or document["paths"][
-        "/v1/deployments"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    manifest = (
+        document["components"]["schemas"].get("NewDeployment")
+        or document["paths"]["/v1/deployments"]["post"]["requestBody"]["content"][
+            "application/json"
+        ]["schema"]
+    )
     text, mapping = manifest["properties"]["manifest"]["anyOf"]
     assert (text["minLength"], mapping["minProperties"]) == (1, 1)  # an empty manifest is refused
     assert re.fullmatch(TEXT_PATTERN, "a\x00b") is None and re.fullmatch(TEXT_PATTERN, "ab")
@@ -150,8 +161,11 @@ def schemathesis_config(document, headers, ids):
     that exists in its path (the rest of the request is generated). A request the document
     refuses may be refused with any documented 4xx: 413 too (a body over 1 MiB, which is how a
     list past its maxItems of large items is refused), which schemathesis does not count."""
-    lines = ["[checks.negative_data_rejection]",
-             f"expected-statuses = {json.dumps([str(s) for s in REFUSALS])}", ""]
+    lines = [
+        "[checks.negative_data_rejection]",
+        f"expected-statuses = {json.dumps([str(s) for s in REFUSALS])}",
+        "",
+    ]
     for path, item in document["paths"].items():
         for method, operation in item.items():
             role = headers[operation["tags"][0]]
@@ -188,9 +202,11 @@ def test_schemathesis_finds_no_server_error_and_no_broken_promise(server, tmp_pa
     result = run_schemathesis(server, tmp_path)
     took = time.monotonic() - started
     (tmp_path / "schemathesis.out").write_text(result.stdout + result.stderr)
-    summary = result.stdout[result.stdout.find("SUMMARY"):]
+    summary = result.stdout[result.stdout.find("SUMMARY") :]
     print(f"schemathesis on {server.database_url.split(':')[0]} in {took:.0f} s:\n{summary}")
-    failures = re.sub(r"[^\n]{400,}", "(a long line)", result.stdout[result.stdout.find("FAILURES"):])
+    failures = re.sub(
+        r"[^\n]{400,}", "(a long line)", result.stdout[result.stdout.find("FAILURES") :]
+    )
     assert result.returncode == 0, failures[:8000]
     tested = re.search(r"Tested: (\d+)", summary)
     assert tested is not None and int(tested.group(1)) == sum(map(len, document["paths"].values()))
