@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -106,11 +106,27 @@ def _not_empty(schema: dict[str, Any]) -> None:
     text["minLength"], mapping["minProperties"] = 1, 1
 
 
+EXAMPLE_MANIFEST = """version: "2.0"
+services:
+  web: {image: "busybox:1.36", expose: [{port: 8080, as: 80, to: [{global: true}]}]}
+profiles:
+  compute:
+    web: {resources: {cpu: {units: 0.5}, memory: {size: 512Mi}, storage: {size: 1Gi}}}
+  placement:
+    anywhere: {pricing: {web: {denom: uusd, amount: 1000}}}
+deployment:
+  web: {anywhere: {profile: web, count: 1}}
+"""
+
+
 class NewDeployment(RequestBody):
     """``POST /v1/deployments``: an Akash SDL manifest (YAML text or a JSON object) and the
     deposit moved from the tenant's balance into the new escrow, in micro-units; optionally, a
     policy with which the orchestrator accepts bids for the tenant."""
 
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"manifest": EXAMPLE_MANIFEST, "deposit": 1_000_000}]}
+    )
     manifest: str | dict[str, Any] = Field(json_schema_extra=_not_empty)
     deposit: int = Field(ge=0, le=MAX_AMOUNT)
     auto_accept: AutoAccept | None = None
