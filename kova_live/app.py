@@ -42,9 +42,19 @@ from .schema import accounts
 from .work import WorkSettings, clock_loop, react, worker_loop
 from .writer import Unavailable, Writer
 
-__all__ = ["ApiError", "ApiSettings", "RequestBody", "core_error", "create_app", "hash_token"]
+__all__ = [
+    "INT64_MAX",
+    "ApiError",
+    "ApiSettings",
+    "RequestBody",
+    "core_error",
+    "create_app",
+    "decimal",
+    "hash_token",
+]
 
 MAX_BODY = 1024 * 1024  # bytes; larger requests get 413
+INT64_MAX = 2**63 - 1  # the largest integer any field, parameter or path id may hold
 ENGINE: web.AppKey[AsyncEngine] = web.AppKey("engine", AsyncEngine)
 READER: web.AppKey[AsyncEngine] = web.AppKey("reader", AsyncEngine)
 """Reads of several statements go through this one: one snapshot each (``snapshot_reader``)."""
@@ -208,6 +218,13 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         if isinstance(exc, web.HTTPMethodNotAllowed):  # what the route does take
             response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
         return response
+    except (asyncio.CancelledError, ConnectionError):
+        raise  # the client went away: there is no one to answer
+    except Exception:
+        # a bug: logged with its traceback here, and answered as JSON like every error, without
+        # it (the client learns nothing of the server's insides)
+        log.exception("%s %s failed", request.method, request.path)
+        return ApiError(500, "internal_error", "the server failed; the error is logged").response()
 
 
 def hash_token(token: str) -> str:
@@ -230,6 +247,19 @@ class NewAccount(RequestBody):
 
     role: Literal["tenant", "provider", "auditor"]
     name: str = Field(min_length=1, max_length=100)
+
+
+def decimal(raw: str, low: int, high: int) -> int | None:
+    """``raw`` as an integer from ``low`` to ``high`` if it is one written in decimal digits
+    (ASCII, no sign), else None. Its length is checked before it is converted: Python refuses to
+    convert more than 4300 digits, and no more than 19 are needed for :data:`INT64_MAX`."""
+    if not (raw.isascii() and raw.isdigit()):
+        return None
+    digits = raw.lstrip("0") or "0"
+    if len(digits) > len(str(high)):
+        return None
+    value = int(digits)
+    return value if low <= value <= high else None
 
 
 def _field(loc: tuple[int | str, ...]) -> str:
@@ -279,11 +309,15 @@ def _too_deep(data: Any) -> bool:
     return True
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON number")
+
+
 async def read_body(request: web.Request, model: type[BaseModel]) -> Any:
     """The request's JSON body, validated: 400 naming the field on any problem."""
     raw = await request.read()
-    try:
-        data = json.loads(raw or b"null")
+    try:  # NaN and Infinity, which Python's parser takes by default, are not JSON
+        data = json.loads(raw or b"null", parse_constant=_not_json)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "malformed_json", f"the body is not JSON: {exc}") from None
     except RecursionError:  # nested deeper than the parser goes
@@ -409,12 +443,15 @@ async def me(request: web.Request) -> web.Response:
 
 
 def int_query(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    """The query parameter ``name``: an integer from ``low`` to ``high`` (400 naming it
+    otherwise), or ``default`` when absent."""
     raw = request.query.get(name)
     if raw is None:
         return default
-    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
+    value = decimal(raw, low, high)
+    if value is None:
         raise ApiError(400, "invalid_field", f"must be an integer from {low} to {high}", name)
-    return int(raw)
+    return value
 
 
 async def my_transactions(request: web.Request) -> web.Response:

@@ -33,7 +33,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from kova_core import MAX_AMOUNT, audit_voided_by
 
 from . import journal
-from .app import CLOCK, READER, WRITER, ApiError, RequestBody, authenticate, read_body
+from .app import (
+    CLOCK,
+    READER,
+    WRITER,
+    ApiError,
+    RequestBody,
+    authenticate,
+    decimal,
+    read_body,
+)
 from .market import _among
 from .schema import accounts, audits, provider_nodes
 from .writer import Command, Unavailable
@@ -138,9 +147,10 @@ async def _auditor(request: web.Request) -> Any:
 
 def _provider_id(request: web.Request) -> int:
     raw = request.match_info["id"]
-    if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_AMOUNT:
+    value = decimal(raw, 0, MAX_AMOUNT)
+    if value is None:
         raise ApiError(404, "not_found", f"no provider {raw[:40]!r}")
-    return int(raw)
+    return value
 
 
 async def _registered(connection: AsyncConnection, provider_id: int) -> dict[str, str]:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -64,6 +64,7 @@ from .app import (
     RequestBody,
     authenticate,
     core_error,
+    decimal,
     int_query,
     read_body,
 )
@@ -98,12 +99,34 @@ class AutoAccept(RequestBody):
     wait: int = Field(default=15, ge=0, le=86_400)
 
 
+def _not_empty(schema: dict[str, Any]) -> None:
+    # what the document says of a manifest: the core refuses an empty one (it has no services)
+    text, mapping = schema["anyOf"]
+    text["minLength"], mapping["minProperties"] = 1, 1
+
+
+EXAMPLE_MANIFEST = """version: "2.0"
+services:
+  web: {image: "busybox:1.36", expose: [{port: 8080, as: 80, to: [{global: true}]}]}
+profiles:
+  compute:
+    web: {resources: {cpu: {units: 0.5}, memory: {size: 512Mi}, storage: {size: 1Gi}}}
+  placement:
+    anywhere: {pricing: {web: {denom: uusd, amount: 1000}}}
+deployment:
+  web: {anywhere: {profile: web, count: 1}}
+"""
+
+
 class NewDeployment(RequestBody):
     """``POST /v1/deployments``: an Akash SDL manifest (YAML text or a JSON object) and the
     deposit moved from the tenant's balance into the new escrow, in micro-units; optionally, a
     policy with which the orchestrator accepts bids for the tenant."""
 
-    manifest: str | dict[str, Any]
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"manifest": EXAMPLE_MANIFEST, "deposit": 1_000_000}]}
+    )
+    manifest: str | dict[str, Any] = Field(json_schema_extra=_not_empty)
     deposit: int = Field(ge=0, le=MAX_AMOUNT)
     auto_accept: AutoAccept | None = None
 
@@ -261,9 +284,10 @@ async def _account(request: web.Request, role: str) -> Any:
 
 def _id(request: web.Request, what: str) -> int:
     raw = request.match_info["id"]
-    if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_AMOUNT:
-        raise ApiError(404, "not_found", f"no {what} {raw!r}")
-    return int(raw)
+    value = decimal(raw, 0, MAX_AMOUNT)
+    if value is None:
+        raise ApiError(404, "not_found", f"no {what} {raw[:40]!r}")
+    return value
 
 
 async def _owned(connection: AsyncConnection, deployment_id: int, tenant_id: int) -> Any:
@@ -950,12 +974,13 @@ def _lease_ids(raw: str, most: int) -> list[int]:
         raise ApiError(400, "invalid_field", f"at most {most} lease ids at once", "ids")
     ids = []
     for item in items:
-        if not (item.isascii() and item.isdigit()) or not 1 <= int(item) <= MAX_ID:
+        value = decimal(item, 1, MAX_ID)
+        if value is None:
             raise ApiError(
                 400, "invalid_field",
                 f"comma-separated lease ids from 1 to {MAX_ID}; {item[:40]!r} is not one", "ids",
             )  # fmt: skip
-        ids.append(int(item))
+        ids.append(value)
     return sorted(set(ids), reverse=True)
 
 

@@ -1,8 +1,18 @@
 """``GET /v1/openapi.json``: the API's OpenAPI 3.1 document.
 
 Request bodies come from the same pydantic models the handlers validate with, so the two cannot
-disagree; response bodies are written here next to the views that produce them, and a
-schemathesis run in the test suite checks every response against this document.
+disagree; what :func:`kova_live.app.read_body` refuses besides the model (NUL characters and
+unpaired surrogates in text) is added to their strings by :class:`StatedLimits`. Response bodies
+are written here next to the views that produce them. Each operation is built by
+:func:`operation` from what it takes (a role's token, a path id, query parameters, a body, an
+``Idempotency-Key``), which decides the error responses it documents; a schemathesis run in the
+test suite checks every response against this document, and that the server refuses what the
+document refuses.
+
+To document a new route: add ``"/v1/...": {"post": operation(...)}`` to the paths of
+:func:`openapi_document`, with its ``role``, its ``body`` model (``command=True`` if it goes
+through the journal) and its ``conflicts`` (409) or ``errors`` (such as 429), and the route to
+the role's tag; integers in parameters are :func:`integer` ranges.
 """
 
 from __future__ import annotations
@@ -11,18 +21,43 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import core_schema
 
 from kova_core import MAX_AMOUNT
 
-__all__ = ["openapi_document", "serve_openapi"]
+__all__ = [
+    "ERRORS",
+    "INT64_MAX",
+    "TEXT_PATTERN",
+    "StatedLimits",
+    "error_response",
+    "integer",
+    "openapi_document",
+    "operation",
+    "serve_openapi",
+]
 
-INT = {"type": "integer"}
-MONEY = {"type": "integer", "minimum": 0, "maximum": MAX_AMOUNT}
-HEIGHT = {"type": "integer", "minimum": 0}
-NULL_INT = {"type": ["integer", "null"]}
+INT64_MAX = 2**63 - 1  # money, blocks and ids are stored in 64-bit columns
+TEXT_PATTERN = "^[^\\u0000]*$"
+"""Text the server stores: no NUL character (``read_body`` refuses it in any string of a request
+body, keys included, and an unpaired surrogate, which is no Unicode character: JSON text is
+Unicode)."""
+
+
+def integer(low: int = 0, high: int = INT64_MAX) -> dict[str, Any]:
+    """An integer from ``low`` to ``high``: every integer the API takes or gives is a range."""
+    return {"type": "integer", "minimum": low, "maximum": high}
+
+
+INT = integer()
+MONEY = integer(0, MAX_AMOUNT)
+HEIGHT = integer()
+NULL_INT = {"type": ["integer", "null"], "minimum": 0, "maximum": INT64_MAX}
+EXIT_CODE = {"type": ["integer", "null"], "minimum": -(2**31), "maximum": 2**31 - 1}
 NULL_STR = {"type": ["string", "null"]}
 STR = {"type": "string"}
-PAGE = {"type": "integer", "minimum": 1, "maximum": 1000}
+PAGE = integer(1, 1000)
 
 
 def _object(properties: dict[str, Any], *, required: bool = True) -> dict[str, Any]:
@@ -59,7 +94,7 @@ LEASE = _object(
         "last_settled": HEIGHT, "blocks_paid": INT, "total_paid": MONEY, "debt": MONEY,
         "written_off": MONEY, "closed_at": NULL_INT, "close_reason": NULL_STR,
         "status": {"enum": ["pending", "running", "finished", "failed"]},
-        "endpoint": NULL_STR, "exit_code": NULL_INT, "status_message": NULL_STR,
+        "endpoint": NULL_STR, "exit_code": EXIT_CODE, "status_message": NULL_STR,
         "reported_at": NULL_INT,
     }
 )  # fmt: skip
@@ -91,7 +126,7 @@ RESULT = _object(
             "lease_id": INT, "order_id": INT, "service": STR, "replica": INT,
             "provider_id": INT, "state": {"enum": ["active", "insufficient_funds", "closed"]},
             "status": {"enum": ["pending", "running", "finished", "failed"]},
-            "exit_code": NULL_INT, "output": NULL_STR, "runtime_blocks": NULL_INT,
+            "exit_code": EXIT_CODE, "output": NULL_STR, "runtime_blocks": NULL_INT,
             "close_reason": NULL_STR, "blocks_paid": INT, "total_paid": MONEY,
         })},
     }
@@ -145,23 +180,141 @@ AUDIT = _object(
 )  # fmt: skip
 
 
+class StatedLimits(GenerateJsonSchema):
+    """pydantic's JSON schema of a request body, with what ``read_body`` refuses before the
+    model sees it: every string (every object key too) is :data:`TEXT_PATTERN` text."""
+
+    def str_schema(self, schema: core_schema.StringSchema) -> JsonSchemaValue:
+        out = super().str_schema(schema)
+        out.setdefault("pattern", TEXT_PATTERN)  # a pattern of the model's own excludes NUL
+        return out
+
+    def dict_schema(self, schema: core_schema.DictSchema) -> JsonSchemaValue:
+        out = super().dict_schema(schema)
+        # pydantic states a key pattern as patternProperties, which lets any other key through
+        patterns = out.pop("patternProperties", None)
+        if patterns:
+            ((pattern, values),) = patterns.items()
+            out["additionalProperties"] = values
+            out["propertyNames"] = {**out.get("propertyNames", {}), "pattern": pattern}
+        return out
+
+
+def _model(model: type[BaseModel]) -> dict[str, Any]:
+    return model.model_json_schema(
+        ref_template="#/components/schemas/{model}", schema_generator=StatedLimits
+    )
+
+
 def _body(model: type[BaseModel]) -> dict[str, Any]:
-    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema = _model(model)
+    schema.pop("$defs", None)  # in components
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
-def _responses(ok: int, schema: dict[str, Any], *errors: int) -> dict[str, Any]:
-    error = {"description": "refused: nothing changed", "content": {
+RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before trying again",
+                               "required": True, "schema": integer(1, 86_400)}}  # fmt: skip
+ERRORS: dict[int, str] = {
+    400: "malformed: not JSON, nested deeper than 64, a field missing, unknown, of the wrong "
+         "type or out of range, a bad query parameter or Idempotency-Key (`field` names it)",
+    401: "no valid bearer token",
+    403: "the token's role may not do this",
+    404: "no such thing, or not yours",
+    409: "the market's state does not allow it (`code` says why)",
+    413: "the body is larger than 1 MiB",
+    422: "the Idempotency-Key was used for another request",
+    429: "too many requests: wait Retry-After seconds",
+    503: "unavailable or busy: nothing was changed; try again after Retry-After seconds",
+}  # fmt: skip
+"""The error responses an operation may document, each the JSON error (``Error``)."""
+
+
+def error_response(status: int) -> dict[str, Any]:
+    """The response of an error status: the JSON error, and ``Retry-After`` on 429 and 503."""
+    out: dict[str, Any] = {"description": ERRORS[status], "content": {
         "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}  # fmt: skip
+    if status in (429, 503):
+        out["headers"] = RETRY_AFTER
+    return out
+
+
+def _responses(ok: int, schema: dict[str, Any], *errors: int) -> dict[str, Any]:
     out: dict[str, Any] = {
         str(ok): {"description": "done", "content": {"application/json": {"schema": schema}}}
     }
     for status in sorted({*errors, 503}):
-        out[str(status)] = error
+        out[str(status)] = error_response(status)
     return out
 
 
-ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key", "in": "header", "required": False,
+    "description": "applies the command once: a retry with the same key gets the original "
+                   "answer (without one, the server makes a key)",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 128,
+               "pattern": "^[!-~]([ -~]*[!-~])?$"},
+}  # fmt: skip
+
+
+def path_id(name: str = "id") -> dict[str, Any]:
+    """A path's id: 404 for anything but a decimal integer in range (or for another's)."""
+    return {"name": name, "in": "path", "required": True, "schema": integer(1)}
+
+
+def query(name: str, schema: dict[str, Any], description: str | None = None) -> dict[str, Any]:
+    """An optional query parameter (400 naming it when it is out of its schema)."""
+    out = {"name": name, "in": "query", "required": False, "schema": schema}
+    return out if description is None else {**out, "description": description}
+
+
+def operation(
+    summary: str,
+    ok: int,
+    schema: dict[str, Any],
+    *,
+    role: str | None = None,
+    secured: bool = False,
+    body: type[BaseModel] | None = None,
+    parameters: tuple[dict[str, Any], ...] = (),
+    command: bool = False,
+    conflicts: bool = False,
+    errors: tuple[int, ...] = (),
+) -> dict[str, Any]:
+    """One operation, and the errors what it takes may cause: a ``role``'s token (or any
+    account's: ``secured``) 401, and 403 for another role's; a path parameter 404; query
+    parameters 400; a ``body`` (a request model) 400 and 413; a journaled ``command``
+    (``Idempotency-Key``) 400 and 422; ``conflicts`` with the market's state 409; and
+    ``errors``, any others. Every operation may answer 503 (with Retry-After). Tagged with the
+    role (``public`` or ``account`` without one)."""
+    found = set(errors)
+    out: dict[str, Any] = {"summary": summary,
+                           "tags": [role or ("account" if secured else "public")]}  # fmt: skip
+    if role is not None or secured:
+        out["security"] = [{"bearer": []}]
+        found |= {401} | ({403} if role is not None else set())
+    params = list(parameters)
+    if any(p["in"] == "path" for p in params):
+        found.add(404)
+    if any(p["in"] == "query" for p in params):
+        found.add(400)
+    if command:
+        params.append(IDEMPOTENCY_KEY)
+        found |= {400, 422}
+    if params:
+        out["parameters"] = params
+    if body is not None:
+        out["requestBody"] = _body(body)
+        found |= {400, 413}
+    if conflicts:
+        found.add(409)
+    out["responses"] = _responses(ok, schema, *found)
+    return out
+
+
+ID = (path_id(),)
+SHA256 = {"name": "sha256", "in": "path", "required": True,
+          "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}  # fmt: skip
+BINARY = {"type": "string", "format": "binary"}
 
 
 def openapi_document(page_size: int = 1000) -> dict[str, Any]:
@@ -179,181 +332,183 @@ def openapi_document(page_size: int = 1000) -> dict[str, Any]:
     )
     from .operators import ClockMove, Credit
 
-    secured = [{"bearer": []}]
-    tenant = (400, 401, 403, 404, 409)
+    tenant: dict[str, Any] = {"role": "tenant"}
+    provider: dict[str, Any] = {"role": "provider"}
+    operator: dict[str, Any] = {"role": "operator", "conflicts": True}
+    auditor: dict[str, Any] = {"role": "auditor"}
+    deployment: dict[str, Any] = {**tenant, "parameters": ID}
+    upload = operation(
+        "Upload a file (at most 64 MiB); named by its SHA-256",
+        201,
+        _object({"sha256": STR, "size": INT}),
+        **tenant,
+        errors=(413,),
+    )
+    upload["requestBody"] = {
+        "required": False, "description": "the file's bytes (none: an empty file)",
+        "content": {"application/octet-stream": {"schema": BINARY}},
+    }  # fmt: skip
+    download = operation(
+        "A file: for its uploader, or the provider of a lease that places it", 200, {},
+        secured=True, parameters=(SHA256,),
+    )  # fmt: skip
+    download["responses"]["200"] = {
+        "description": "the bytes",
+        "content": {"application/octet-stream": {"schema": BINARY}},
+    }
     paths: dict[str, Any] = {
-        "/healthz": {"get": {"summary": "Liveness", "responses": _responses(
-            200, _object({"status": STR, "height": HEIGHT}))}},
-        "/v1/status": {"get": {"summary": "The network at a glance", "responses": _responses(
-            200, _object({"height": HEIGHT, "block_seconds": {"type": "number"},
-                          "tenants": INT, "providers": INT}))}},
-        "/v1/accounts": {"post": {
-            "summary": "Register a tenant, provider or auditor (auditor:<id>); the token is "
-                       "shown once",
-            "requestBody": _body(NewAccount),
-            "responses": _responses(201, _object({"id": INT, "role": STR, "name": STR,
-                                                  "account": STR, "token": STR}), 400, 413)}},
-        "/v1/accounts/me": {"get": {"summary": "Your account and balance", "security": secured,
-            "responses": _responses(200, _object({"id": INT, "role": STR, "name": STR,
-                "account": STR, "balance": MONEY, "balance_units": STR}), 401)}},
-        "/v1/accounts/me/transactions": {"get": {
-            "summary": "Your transfers, newest first", "security": secured,
-            "parameters": [
-                {"name": "limit", "in": "query", "schema": PAGE},
-                {"name": "before", "in": "query", "schema": {"type": "integer", "minimum": 1}},
-            ],
-            "responses": _responses(200, _object({
-                "transactions": {"type": "array", "items": TRANSFER}, "next_before": NULL_INT,
-            }), 400, 401)}},
+        "/healthz": {"get": operation("Liveness", 200, _object({"status": STR, "height": HEIGHT}))},
+        "/v1/status": {"get": operation("The network at a glance", 200, _object(
+            {"height": HEIGHT, "block_seconds": {"type": "number"}, "tenants": INT,
+             "providers": INT}))},
+        "/v1/accounts": {"post": operation(
+            "Register a tenant, provider or auditor (auditor:<id>); the token is shown once",
+            201, _object({"id": INT, "role": STR, "name": STR, "account": STR, "token": STR}),
+            body=NewAccount)},
+        "/v1/accounts/me": {"get": operation("Your account and balance", 200, _object(
+            {"id": INT, "role": STR, "name": STR, "account": STR, "balance": MONEY,
+             "balance_units": STR}), secured=True)},
+        "/v1/accounts/me/transactions": {"get": operation(
+            "Your transfers, newest first", 200, _object(
+                {"transactions": {"type": "array", "items": TRANSFER}, "next_before": NULL_INT}),
+            secured=True, parameters=(query("limit", PAGE), query("before", integer(1))))},
         "/v1/deployments": {
-            "post": {"summary": "Create a deployment or job", "security": secured,
-                     "requestBody": _body(NewDeployment),
-                     "responses": _responses(201, DEPLOYMENT, 400, 401, 403, 409, 413)},
-            "get": {"summary": "Your deployments", "security": secured,
-                    "responses": _responses(200, _list("deployments", _object(
-                        {"id": INT, "kind": STR, "state": STR, "created_at": HEIGHT,
-                         "escrow": MONEY})), 401, 403)}},
-        "/v1/deployments/{id}": {"get": {"summary": "One deployment", "security": secured,
-            "parameters": ID, "responses": _responses(200, DEPLOYMENT, 401, 403, 404)}},
-        "/v1/deployments/{id}/deposit": {"post": {"summary": "Fund the escrow",
-            "security": secured, "parameters": ID, "requestBody": _body(Deposit),
-            "responses": _responses(200, DEPLOYMENT, *tenant, 413)}},
-        "/v1/deployments/{id}/close": {"post": {"summary": "Close, settle and refund",
-            "security": secured, "parameters": ID,
-            "responses": _responses(200, DEPLOYMENT, *tenant)}},
-        "/v1/deployments/{id}/bids": {"get": {"summary": "Open bids on its orders",
-            "security": secured, "parameters": ID,
-            "responses": _responses(200, _list("bids", OFFER), 401, 403, 404)}},
-        "/v1/bids/{id}/accept": {"post": {"summary": "Accept a bid: the lease starts",
-            "security": secured, "parameters": ID,
-            "responses": _responses(201, LEASE, *tenant)}},
-        "/v1/bids/{id}": {"delete": {"summary": "Withdraw your open bid", "security": secured,
-            "parameters": ID, "responses": _responses(200, BID, *tenant)}},
-        "/v1/providers/heartbeat": {"post": {"summary": "Your machine's capacity",
-            "security": secured, "requestBody": _body(Heartbeat),
-            "responses": _responses(200, _object({"provider_id": INT, "state": STR,
-                "height": HEIGHT, "auditors": {"type": "array", "items": STR}}),
-                400, 401, 403, 413)}},
-        "/v1/orders": {"get": {"summary": "Orders open for bids", "security": secured,
-            "parameters": [{"name": "state", "in": "query", "schema": {"type": "string"}}],
-            "responses": _responses(200, _list("orders", ORDER), 400, 401, 403)}},
-        "/v1/orders/{id}/bids": {"post": {"summary": "Bid on an order", "security": secured,
-            "parameters": ID, "requestBody": _body(NewBid),
-            "responses": _responses(201, BID, *tenant, 413)}},
-        "/v1/orders/{id}/expire": {"post": {"summary": "Give up on your open order",
-            "security": secured, "parameters": ID,
-            "responses": _responses(200, ORDER, *tenant, 422)}},
-        "/v1/orders/{id}/candidates": {"get": {"summary": "Who could serve it, and why not",
-            "security": secured, "parameters": ID,
-            "responses": _responses(200, _object({
+            "post": operation("Create a deployment or job", 201, DEPLOYMENT, **tenant,
+                              body=NewDeployment, command=True, conflicts=True),
+            "get": operation("Your deployments", 200, _list("deployments", _object(
+                {"id": INT, "kind": STR, "state": STR, "created_at": HEIGHT,
+                 "escrow": MONEY})), **tenant)},
+        "/v1/deployments/{id}": {"get": operation("One deployment", 200, DEPLOYMENT,
+                                                  **deployment)},
+        "/v1/deployments/{id}/deposit": {"post": operation(
+            "Fund the escrow", 200, DEPLOYMENT, **deployment, body=Deposit, command=True,
+            conflicts=True)},
+        "/v1/deployments/{id}/close": {"post": operation(
+            "Close, settle and refund", 200, DEPLOYMENT, **deployment, command=True,
+            conflicts=True)},
+        "/v1/deployments/{id}/bids": {"get": operation(
+            "Open bids on its orders", 200, _list("bids", OFFER), **deployment)},
+        "/v1/bids/{id}/accept": {"post": operation(
+            "Accept a bid: the lease starts", 201, LEASE, **deployment, command=True,
+            conflicts=True)},
+        "/v1/bids/{id}": {"delete": operation(
+            "Withdraw your open bid", 200, BID, **provider, parameters=ID, command=True,
+            conflicts=True)},
+        "/v1/providers/heartbeat": {"post": operation(
+            "Your machine's capacity", 200, _object(
+                {"provider_id": INT, "state": STR, "height": HEIGHT,
+                 "auditors": {"type": "array", "items": STR}}),
+            **provider, body=Heartbeat)},
+        "/v1/orders": {"get": operation(
+            "Orders open for bids", 200, _list("orders", ORDER), **provider,
+            parameters=(query("state", {"enum": ["open"]}),))},
+        "/v1/orders/{id}/bids": {"post": operation(
+            "Bid on an order", 201, BID, **provider, parameters=ID, body=NewBid, command=True,
+            conflicts=True)},
+        "/v1/orders/{id}/expire": {"post": operation(
+            "Give up on your open order", 200, ORDER, **deployment, command=True,
+            conflicts=True)},
+        "/v1/orders/{id}/candidates": {"get": operation(
+            "Who could serve it, and why not", 200, _object({
                 "order_id": INT, "providers": INT, "can_serve": INT,
                 "candidates": {"type": "array", "items": INT},
                 "cannot_serve": {"type": "array", "items": _object(
                     {"provider_id": INT, "reasons": {"type": "array", "items": STR}})},
-            }), 401, 403, 404)}},
-        "/v1/leases": {"get": {
-            "summary": "Your leases (providers), newest first, a page at a time; or those of "
-                       "ids=, whatever their state",
-            "security": secured,
-            "parameters": [
-                {"name": "state", "in": "query",
-                 "schema": {"enum": ["active", "insufficient_funds", "closed", "live"]}},
-                {"name": "limit", "in": "query",
-                 "schema": {"type": "integer", "minimum": 1, "maximum": page_size}},
-                {"name": "before", "in": "query",
-                 "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}},
-                {"name": "ids", "in": "query",
-                 "description": f"at most {max(page_size, 100)} lease ids",
-                 "schema": {"type": "string", "pattern": "^[0-9]+(,[0-9]+)*$"}},
-            ],
-            "responses": _responses(200, _object({
-                "leases": {"type": "array", "items": PROVIDER_LEASE}, "next_before": NULL_INT,
-            }), 400, 401, 403)}},
-        "/v1/leases/{id}/status": {"post": {
-            "summary": "Report your lease: running, a job finished, or failed",
-            "security": secured, "parameters": ID, "requestBody": _body(LeaseStatus),
-            "responses": _responses(200, LEASE, *tenant, 413)}},
-        "/v1/deployments/{id}/result": {"get": {"summary": "A job's outcome and output",
-            "security": secured, "parameters": ID,
-            "responses": _responses(200, RESULT, 401, 403, 404, 409)}},
-        "/v1/leases/{id}/logs": {"post": {
-            "summary": "Ship lines of your lease's output (kept 24 hours)",
-            "security": secured, "parameters": ID, "requestBody": _body(ShippedLogs),
-            "responses": _responses(201, _object({"lease_id": INT, "accepted": INT}),
-                                    *tenant, 413)}},
-        "/v1/deployments/{id}/logs": {"get": {"summary": "Its leases' log lines, oldest first",
-            "security": secured, "parameters": [*ID,
-                {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
-                {"name": "limit", "in": "query", "schema": PAGE}],
-            "responses": _responses(200, _object({
+            }), **deployment, conflicts=True)},
+        "/v1/leases": {"get": operation(
+            "Your leases (providers), newest first, a page at a time; or those of ids=, "
+            "whatever their state", 200, _object(
+                {"leases": {"type": "array", "items": PROVIDER_LEASE},
+                 "next_before": NULL_INT}),
+            **provider, parameters=(
+                query("state", {"enum": ["active", "insufficient_funds", "closed", "live"]}),
+                query("limit", integer(1, page_size)), query("before", integer(1)),
+                query("ids", {"type": "string", "pattern": "^[0-9]+(,[0-9]+)*$"},
+                      f"at most {max(page_size, 100)} lease ids, each from 1 to {INT64_MAX}"),
+            ))},
+        "/v1/leases/{id}/status": {"post": operation(
+            "Report your lease: running, a job finished, or failed", 200, LEASE, **provider,
+            parameters=ID, body=LeaseStatus, command=True, conflicts=True)},
+        "/v1/deployments/{id}/result": {"get": operation(
+            "A job's outcome and output", 200, RESULT, **deployment, conflicts=True)},
+        "/v1/leases/{id}/logs": {"post": operation(
+            "Ship lines of your lease's output (kept 24 hours)", 201,
+            _object({"lease_id": INT, "accepted": INT}), **provider, parameters=ID,
+            body=ShippedLogs)},
+        "/v1/deployments/{id}/logs": {"get": operation(
+            "Its leases' log lines, oldest first", 200, _object({
                 "lines": {"type": "array", "items": _object({
                     "id": INT, "lease_id": INT, "service": STR, "replica": INT,
                     "height": HEIGHT, "stream": {"enum": ["stdout", "stderr"]}, "text": STR})},
-                "next_after": INT}), 400, 401, 403, 404)}},
-        "/v1/files": {"post": {"summary": "Upload a file (at most 64 MiB); named by its SHA-256",
-            "security": secured, "requestBody": {"required": True, "content": {
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
-            "responses": _responses(201, _object({"sha256": STR, "size": INT}), 401, 403, 413)}},
-        "/v1/files/{sha256}": {"get": {
-            "summary": "A file: for its uploader, or the provider of a lease that places it",
-            "security": secured, "parameters": [{"name": "sha256", "in": "path", "required": True,
-                                                 "schema": {"type": "string"}}],
-            "responses": {**_responses(200, {}, 401, 404), "200": {"description": "the bytes",
-                "content": {"application/octet-stream": {
-                    "schema": {"type": "string", "format": "binary"}}}}}}},
-        "/v1/accounts/{id}/credit": {"post": {"summary": "Credit a tenant (operators)",
-            "security": secured, "parameters": ID, "requestBody": _body(Credit),
-            "responses": _responses(200, _object({"account": STR, "amount": MONEY,
-                                                  "height": HEIGHT, "balance": MONEY}),
-                                    *tenant, 413, 422)}},
-        "/v1/providers/{id}/fail": {"post": {"summary": "Take a provider down (operators)",
-            "security": secured, "parameters": ID,
-            "responses": _responses(200, _object({"provider_id": INT, "state": STR,
-                                                  "height": HEIGHT,
-                                                  "reopened_orders": {"type": "array",
-                                                                      "items": INT}}),
-                                    *tenant, 422)}},
-        "/v1/providers/{id}/recover": {"post": {"summary": "Bring a provider back (operators)",
-            "security": secured, "parameters": ID,
-            "responses": _responses(200, _object({"provider_id": INT, "state": STR,
-                                                  "height": HEIGHT}), *tenant, 422)}},
-        "/v1/clock": {"post": {"summary": "Move a manual clock forward (operators)",
-            "security": secured, "requestBody": _body(ClockMove),
-            "responses": _responses(200, _object({"height": HEIGHT}), *tenant, 413, 422)}},
-        "/v1/providers": {"get": {"summary": "Providers, publicly",
-            "responses": _responses(200, _list("providers", PROVIDER))}},
+                "next_after": INT}),
+            role="tenant", parameters=(*ID, query("after", integer(0)), query("limit", PAGE)))},
+        "/v1/files": {"post": upload},
+        "/v1/files/{sha256}": {"get": download},
+        "/v1/accounts/{id}/credit": {"post": operation(
+            "Credit a tenant (operators)", 200, _object(
+                {"account": STR, "amount": MONEY, "height": HEIGHT, "balance": MONEY}),
+            **operator, parameters=ID, body=Credit, command=True)},
+        "/v1/providers/{id}/fail": {"post": operation(
+            "Take a provider down (operators)", 200, _object(
+                {"provider_id": INT, "state": STR, "height": HEIGHT,
+                 "reopened_orders": {"type": "array", "items": INT}}),
+            **operator, parameters=ID, command=True)},
+        "/v1/providers/{id}/recover": {"post": operation(
+            "Bring a provider back (operators)", 200, _object(
+                {"provider_id": INT, "state": STR, "height": HEIGHT}),
+            **operator, parameters=ID, command=True)},
+        "/v1/clock": {"post": operation(
+            "Move a manual clock forward (operators)", 200, _object({"height": HEIGHT}),
+            **operator, body=ClockMove, command=True)},
+        "/v1/providers": {"get": operation(
+            "Providers, publicly", 200, _list("providers", PROVIDER))},
         "/v1/providers/{id}/audits": {
-            "post": {"summary": "Audit a provider (auditors): vouch for attributes its last "
-                                "heartbeat registered (default: all); replaces your earlier audit",
-                     "security": secured, "parameters": ID,
-                     "requestBody": {**_body(NewAudit), "required": False},
-                     "responses": _responses(201, AUDIT, *tenant, 413)},
-            "delete": {"summary": "Revoke your audit of a provider (auditors)",
-                       "security": secured, "parameters": ID,
-                       "responses": _responses(200, _object({
-                           "provider_id": INT, "auditor": STR, "revoked": {"type": "boolean"}}),
-                           401, 403, 404)},
-            "get": {"summary": "A provider's audits, and the auditors whose audits stand",
-                    "security": secured, "parameters": ID,
-                    "responses": _responses(200, _object({
-                        "provider_id": INT, "auditors": {"type": "array", "items": STR},
-                        "audits": {"type": "array", "items": AUDIT}}), 401, 404)}},
+            "post": operation(
+                "Audit a provider (auditors): vouch for attributes its last heartbeat "
+                "registered (default: all); replaces your earlier audit", 201, AUDIT,
+                **auditor, parameters=ID, body=NewAudit, command=True, conflicts=True),
+            "delete": operation(
+                "Revoke your audit of a provider (auditors)", 200, _object(
+                    {"provider_id": INT, "auditor": STR, "revoked": {"type": "boolean"}}),
+                **auditor, parameters=ID, command=True),
+            "get": operation(
+                "A provider's audits, and the auditors whose audits stand", 200, _object({
+                    "provider_id": INT, "auditors": {"type": "array", "items": STR},
+                    "audits": {"type": "array", "items": AUDIT}}),
+                secured=True, parameters=ID)},
     }  # fmt: skip
+    # an audit's body may be left out: every attribute the provider registers
+    paths["/v1/providers/{id}/audits"]["post"]["requestBody"]["required"] = False
     schemas: dict[str, Any] = {"Error": ERROR}
-    for model in (NewAccount, NewDeployment, Deposit, Heartbeat, NewBid, LeaseStatus, ShippedLogs,
-                  NewAudit):
-        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-        schemas.update(schema.pop("$defs", {}))
+    for model in (
+        NewAccount,
+        NewDeployment,
+        Deposit,
+        Heartbeat,
+        NewBid,
+        LeaseStatus,
+        ShippedLogs,
+        NewAudit,
+    ):
+        schemas.update(_model(model).pop("$defs", {}))
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "Kova orchestrator",
             "version": "1",
             "description": "Money is integer micro-units (1 unit = 1,000,000); heights are "
-            "blocks (1 block = 1 s by default). Errors: {error: {code, message, field}}. "
-            "A market command applies once per Idempotency-Key header (a retry gets the "
-            "original answer; the key used for another request: 422).",
+            f"blocks (1 block = 1 s by default); every integer is at most {INT64_MAX}. "
+            "Errors, every one (404 for an unknown route, 405 with Allow for a method it does "
+            "not take, included): {error: {code, message, field}}. A request body is at most "
+            "1 MiB (413) of JSON nested at most 64 deep, without NaN or Infinity, whose text "
+            "holds no NUL character or unpaired surrogate (400). A market command applies "
+            "once per Idempotency-Key header (a retry gets the original answer; the key used "
+            "for another request: 422).",
         },
+        "tags": [
+            {"name": name}
+            for name in ("public", "account", "tenant", "provider", "operator", "auditor")
+        ],
         "paths": paths,
         "components": {
             "schemas": schemas,

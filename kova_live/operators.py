@@ -99,11 +99,11 @@ async def move_clock(request: web.Request) -> web.Response:
     """Move a manual clock (``serve --clock manual``) forward to ``height``, running every
     settlement round and job deadline up to it before answering."""
     operator = await _operator(request)
+    body: ClockMove = await read_body(request, ClockMove)  # a bad body is a 400 on any clock
     clock = request.app[CLOCK]
     if not isinstance(clock, ManualClock):
         raise ApiError(409, "clock_not_manual", "this server keeps time by the wall clock; "
                        "start it with --clock manual to move its clock")  # fmt: skip
-    body: ClockMove = await read_body(request, ClockMove)
     if body.height < clock.height():
         raise ApiError(400, "invalid_field", f"the clock is at {clock.height()}; heights never "
                        "go back", "height")  # fmt: skip
