@@ -376,10 +376,17 @@ class Agent:
     def bid(self, live: list[dict[str, Any]], height: int) -> None:
         """Withdraw the bids this machine can no longer honour and bid on the open orders that
         fit, as the core's provider poll (``plan_poll``, the simulator's too) decides."""
-        orders = self._get("/v1/orders?state=open")["orders"]
+        orders, after = [], None
+        for _ in range(MAX_PAGES):  # every tenant's first order, then every tenant's second...
+            page = self._get("/v1/orders?state=open" + (f"&after={after}" if after else ""))
+            orders += page["orders"]
+            after = page.get("next")
+            if after is None:
+                break
+        complete = after is None
         open_ids = {o["id"] for o in orders}
-        for order_id in [o for o in self.bids if o not in open_ids]:  # won, lost or closed
-            del self.bids[order_id]
+        for order_id in [o for o in self.bids if o not in open_ids and complete]:
+            del self.bids[order_id]  # won, lost or closed (unless on a page not read)
         seen = [
             PollOrder(o["id"], spec_from_record(o["spec"]), o["created_at"], o.get("best_price"))
             for o in orders

@@ -94,20 +94,20 @@ class Caches:
     """What this process may remember between requests.
 
     ``accounts``: token hash -> :class:`Caller` (an account never changes role or token).
-    ``open_orders``: the serialised open-order list, for one block and one ``orders_version``.
-    Handlers that change orders bump the version; changes made by background work show by the
-    next block at the latest. ``loading``: the one read of that list under way, which every
-    poll that finds the list out of date awaits. ``claiming``: held by a deployment that asks
-    for hostnames of its own from the check that they are free until it is created, so two
-    such deployments never both pass the check.
+    ``open_orders``: pages of the serialised open-order list (by cursor and page size), for one
+    block and one ``orders_version``. Handlers that change orders bump the version; changes made
+    by background work show by the next block at the latest. ``loading``: the one read of each
+    page under way, which every poll that finds the page out of date awaits. ``claiming``: held
+    by a deployment that asks for hostnames of its own from the check that they are free until
+    it is created, so two such deployments never both pass the check.
     """
 
     def __init__(self) -> None:
         self.accounts: dict[str, Caller] = {}
         self.claiming = asyncio.Lock()
         self.orders_version = 0
-        self.open_orders: tuple[tuple[int, int], bytes] | None = None
-        self.loading: tuple[tuple[int, int], asyncio.Future[bytes]] | None = None  # the read
+        self.open_orders: dict[tuple[int, int, str, int], bytes] = {}
+        self.loading: dict[tuple[int, int, str, int], asyncio.Future[bytes]] = {}  # the reads
         self.routes: IngressWorkers | None = None  # the ingress's, once it runs
 
     def orders_changed(self) -> None:

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 from aiohttp import web
 from pydantic import ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kova_core import (
@@ -57,6 +57,7 @@ from .app import (
     CLOCK,
     ENGINE,
     INGRESS,
+    INT64_MAX,
     READER,
     SETTINGS,
     WRITER,
@@ -710,28 +711,50 @@ async def heartbeat(request: web.Request) -> web.Response:
 
 
 async def open_orders(request: web.Request) -> web.Response:
-    """Orders open for bids, oldest first (providers only). ``state=open`` is the only state
-    offered: other orders are none of a provider's business."""
+    """Orders open for bids (providers only), a page at a time: every tenant's first open
+    order, then every tenant's second… (by ``tenant_seq``, the number of orders its tenant made
+    before it, then id), so one tenant's many orders never hide another's; ``after`` (the
+    ``next`` of the page before) continues the list, which reaches every open order however
+    many there are; ``limit`` orders a page. ``state=open`` is the only state offered: other
+    orders are none of a provider's business."""
     await _account(request, "provider")
     state = request.query.get("state", "open")
     if state != "open":
         raise ApiError(400, "invalid_field", "only state=open is offered", "state")
+    page = request.app[API].page_size
+    limit = int_query(request, "limit", page, 1, page)
+    after = request.query.get("after", "")
+    if after and _cursor(after) is None:
+        raise ApiError(400, "invalid_field", "must be the next of a page before", "after")
     caches = request.app[CACHES]
-    key = (request.app[CLOCK].height(), caches.orders_version)
-    if caches.open_orders is not None and caches.open_orders[0] == key:
-        body = caches.open_orders[1]
-    else:
-        # one read for all the polls that find the list out of date at once (hundreds a
+    key = (request.app[CLOCK].height(), caches.orders_version, after, limit)
+    body = caches.open_orders.get(key)
+    if body is None:
+        if len(caches.open_orders) > 256 or any(k[:2] != key[:2] for k in caches.open_orders):
+            caches.open_orders.clear()  # another block or version: every page is out of date
+        # one read for all the polls that find the page out of date at once (hundreds a
         # second at the start of each block); a poll that goes away does not cancel it, and
         # a read that failed is tried again by the next poll
-        loading = caches.loading
-        if loading is None or loading[0] != key or (loading[1].done() and loading[1].exception()):
-            caches.loading = (key, asyncio.ensure_future(_load_open_orders(request.app, key)))
-        body = await asyncio.shield(caches.loading[1])
+        loading = caches.loading.get(key)
+        if loading is None or (loading.done() and loading.exception()):
+            for old in [k for k, f in caches.loading.items() if f.done() or k[:2] != key[:2]]:
+                del caches.loading[old]
+            loading = caches.loading[key] = asyncio.ensure_future(
+                _load_open_orders(request.app, key)
+            )
+        body = await asyncio.shield(loading)
     return web.Response(body=body, content_type="application/json")
 
 
-async def _load_open_orders(app: web.Application, key: tuple[int, int]) -> bytes:
+def _cursor(text: str) -> tuple[int, int] | None:
+    """``after``'s (tenant_seq, order id), if it is one (``<seq>.<id>``)."""
+    seq, dot, order_id = text.partition(".")
+    first, second = decimal(seq, 0, INT64_MAX), decimal(order_id, 0, INT64_MAX)
+    return None if not dot or first is None or second is None else (first, second)
+
+
+async def _load_open_orders(app: web.Application, key: tuple[int, int, str, int]) -> bytes:
+    after, limit = _cursor(key[2]) if key[2] else None, key[3]
     async with app[READER].connect() as connection:
         # per order listed, through the bids' (order_id, state) index: the bids table holds
         # every bid ever placed, which a GROUP BY over it would read once per block
@@ -742,15 +765,18 @@ async def _load_open_orders(app: web.Application, key: tuple[int, int]) -> bytes
             .scalar_subquery()
             .label("best_price")
         )
-        rows = (
-            await connection.execute(
-                select(orders, deployments.c.manifest, best)
-                .join(deployments, deployments.c.id == orders.c.deployment_id)
-                .where(orders.c.state == "open")
-                .order_by(orders.c.id)
-                .limit(1000)
-            )
-        ).all()
+        query = (
+            select(orders, deployments.c.manifest, best)
+            .join(deployments, deployments.c.id == orders.c.deployment_id)
+            .where(orders.c.state == "open")
+            .order_by(orders.c.tenant_seq, orders.c.id)
+            .limit(limit + 1)
+        )
+        if after is not None:
+            query = query.where(tuple_(orders.c.tenant_seq, orders.c.id) > tuple_(*after))
+        rows = (await connection.execute(query)).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
     # each order with what a provider's poll (kova_core.plan_poll) reads of it: its spec
     # (placement included) and the lowest open bid on it
     body = json.dumps(
@@ -762,10 +788,11 @@ async def _load_open_orders(app: web.Application, key: tuple[int, int]) -> bytes
                     "best_price": o.best_price,
                 }
                 for o in rows
-            ]
+            ],
+            "next": f"{rows[-1].tenant_seq}.{rows[-1].id}" if more else None,
         }
     ).encode()
-    app[CACHES].open_orders = (key, body)
+    app[CACHES].open_orders[key] = body
     return body
 
 

@@ -400,8 +400,14 @@ def openapi_document(page_size: int = 1000) -> dict[str, Any]:
                  "auditors": {"type": "array", "items": STR}}),
             **provider, body=Heartbeat)},
         "/v1/orders": {"get": operation(
-            "Orders open for bids", 200, _list("orders", ORDER), **provider,
-            parameters=(query("state", {"enum": ["open"]}),))},
+            "Orders open for bids, every tenant's first, then every tenant's second..., a page "
+            "at a time (after: the next of the page before)", 200, _object(
+                {"orders": {"type": "array", "items": ORDER}, "next": NULL_STR}),
+            **provider, parameters=(
+                query("state", {"enum": ["open"]}), query("limit", integer(1, page_size)),
+                query("after", {"type": "string", "pattern": "^[0-9]{1,19}\\.[0-9]{1,19}$"},
+                      "the next of the page before"),
+            ))},
         "/v1/orders/{id}/bids": {"post": operation(
             "Bid on an order", 201, BID, **provider, parameters=ID, body=NewBid, command=True,
             conflicts=True)},

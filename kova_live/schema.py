@@ -168,10 +168,14 @@ orders = Table(
     Column("state", String(16), nullable=False),
     Column("closed_at", BigInteger, nullable=True),
     Column("close_reason", String(24), nullable=True),
+    # how many orders its tenant had made before it (migration 0017): providers' listing of
+    # open orders goes by (tenant_seq, id), every tenant's first order, then every second…
+    Column("tenant_seq", BigInteger, nullable=False, server_default="0"),
     CheckConstraint("state IN ('open', 'matched', 'closed')", name="state_known"),
     CheckConstraint("max_price > 0", name="max_price_positive"),
     Index(None, "state", "id"),
     Index(None, "deployment_id"),
+    Index(None, "state", "tenant_seq", "id"),
 )
 """One per service replica, with the resources and price ceiling copied out for queries."""
 

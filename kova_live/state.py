@@ -293,6 +293,8 @@ class Rows:
     postgresql: bool
     deployments: list[dict[str, Any]] = field(default_factory=list)
     orders: list[dict[str, Any]] = field(default_factory=list)
+    # the rows of orders the batch made, by tenant, in id order: write_rows numbers them
+    new_orders: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     bid_states: list[tuple[str, list[int]]] = field(default_factory=list)
     new_bids: list[dict[str, Any]] = field(default_factory=list)
     new_leases: list[dict[str, Any]] = field(default_factory=list)
@@ -415,7 +417,11 @@ def rows_of(
                 "created_at": order.created_at, "state": order.state.value,
                 "closed_at": order.closed_at,
                 "close_reason": None if order.close_reason is None else order.close_reason.value,
+                "tenant_seq": 0,  # an order made by the batch is numbered by write_rows
             })  # fmt: skip
+            if new_deployments and order.deployment_id in new_deployments:
+                tenant_id = market.deployments[order.deployment_id].tenant_id
+                out.new_orders.setdefault(tenant_id, []).append(rows[-1])
         out.orders = rows
     # bids placed before the batch first (one a provider withdrew may be bid again in the
     # batch: at most one open bid per provider and order), then the batch's, in their state now
@@ -478,6 +484,13 @@ def _copy_text(rows: list[tuple[Any, ...]], part: int = 20_000) -> list[bytes]:
 
 async def write_rows(connection: AsyncConnection, rows: Rows) -> None:
     """Write what :func:`rows_of` made, in the caller's transaction."""
+    for tenant_id, made in rows.new_orders.items():  # after the tenant's orders so far
+        before = select(func.coalesce(func.max(orders.c.tenant_seq) + 1, 0)).select_from(
+            orders.join(deployments, deployments.c.id == orders.c.deployment_id)
+        ).where(deployments.c.tenant_id == tenant_id)
+        first = await connection.scalar(before)
+        for seq, row in enumerate(made, start=first):
+            row["tenant_seq"] = seq
     if rows.deployments:
         await connection.execute(
             _upsert(connection, deployments, ["id"],

@@ -75,6 +75,10 @@ BAD = [
     ("money finer than a micro-unit", with_({"demand.0.max_price": "0.0000001"}), "max_price"),
     ("job without runtime", with_({"demand.0.kind": "job"}), "needs a runtime distribution"),
     ("phase beyond the interval", with_({"providers.0.poll_phase": 15}), "poll_phase"),
+    ("unknown limit", with_({"limits": {"max_orders": 3}}), "limits.max_orders: unknown field"),
+    ("limit out of range", with_({"limits": {"tenant_share_bps": 20_000}}),
+     "limits.tenant_share_bps"),
+    ("zero replicas", with_({"limits": {"max_replicas": 0}}), "limits.max_replicas"),
     ("not a mapping", "- just\n- a list\n", "expected a mapping"),
     ("bad YAML", "name: [unclosed\n", "invalid YAML"),
 ]
@@ -139,6 +143,17 @@ def test_only_built_engines_are_accepted(tmp_path):
     assert result.returncode == 2
     assert "Invalid value for '--engine'" in result.stderr and "'warp'" in result.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_the_fast_engine_refuses_limits_that_polls_read(tmp_path):
+    data = with_({"limits": {"order_lifetime": "1h"}})
+    result = kova_sim("run", write(tmp_path / "s.yaml", data), "--engine", "fast",
+                      "--out", tmp_path / "o")  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "--engine fast: limits.order_lifetime: the fast engine defers polls" in " ".join(
+        result.stderr.split()
+    )
+    assert "Traceback" not in result.stderr and not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("engine", ["exact", "fast", "auto"])

@@ -150,6 +150,8 @@ def test_the_same_scenario_and_seed_give_the_same_bytes_through_the_cli(tmp_path
     first, *rest = outs[0].decode().splitlines()
     assert first == (
         '{"accepted_denoms":null,"duration":3600,"fee_bps":0,"format":"kova-commands",'
+        '"limits":{"largest_provider":false,"max_open_orders":null,"max_replicas":null,'
+        '"min_deposit_blocks":0,"order_lifetime":null,"tenant_share_bps":null},'
         '"seed":1,"settlement_interval":60,"version":1}'
     )
     assert all(line == dumps(json.loads(line)) for line in rest)  # sorted keys, compact
