@@ -158,7 +158,21 @@ def _responses(ok: int, schema: dict[str, Any], *errors: int) -> dict[str, Any]:
     }
     for status in sorted({*errors, 503}):
         out[str(status)] = error
+    retry = {"required": True, "schema": {"type": "integer", "minimum": 1}}
+    out["429"] = {**error, "description": "rate-limited (code rate_limited): nothing changed; "
+                  "try again after Retry-After seconds", "headers": {"Retry-After": retry}}
     return out
+
+
+TOKEN = {"type": "string", "pattern": "^kova_[A-Za-z0-9_-]{43}$"}
+ACCOUNT_NAME = {"type": "string", "pattern": "^(tenant|provider|auditor|operator):[0-9]+$"}
+STANDING = _object(
+    {
+        "id": INT, "account": ACCOUNT_NAME, "suspended": {"type": "boolean"},
+        "suspended_by": {"type": ["string", "null"], "pattern": "^operator:[0-9]+$"},
+        "suspended_height": NULL_INT,
+    }
+)  # fmt: skip
 
 
 ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
@@ -177,7 +191,7 @@ def openapi_document(page_size: int = 1000) -> dict[str, Any]:
         NewDeployment,
         ShippedLogs,
     )
-    from .operators import ClockMove, Credit
+    from .operators import ClockMove, Credit, NewInvites
 
     secured = [{"bearer": []}]
     tenant = (400, 401, 403, 404, 409)
@@ -190,9 +204,37 @@ def openapi_document(page_size: int = 1000) -> dict[str, Any]:
         "/v1/accounts": {"post": {
             "summary": "Register a tenant, provider or auditor (auditor:<id>); the token is "
                        "shown once",
+            "description": "As kova-live serve --registration says: open (anyone), invite (the "
+                           "default: with an operator's unused invite code; 403 invite_required "
+                           "or invalid_invite naming the invite field), closed (403 "
+                           "registration_closed).",
             "requestBody": _body(NewAccount),
             "responses": _responses(201, _object({"id": INT, "role": STR, "name": STR,
-                                                  "account": STR, "token": STR}), 400, 413)}},
+                                                  "account": ACCOUNT_NAME, "token": TOKEN}),
+                                    400, 403, 413)}},
+        "/v1/accounts/me/token": {"post": {
+            "summary": "Replace your token: the new one is shown once, the old one stops working",
+            "security": secured,
+            "responses": _responses(200, _object({"id": INT, "account": ACCOUNT_NAME,
+                                                  "token": TOKEN}), 401, 403)}},
+        "/v1/invites": {"post": {
+            "summary": "Issue invite codes, each good for one registration (operators)",
+            "security": secured, "requestBody": {**_body(NewInvites), "required": False},
+            "responses": _responses(201, _object({
+                "codes": {"type": "array", "items": {"type": "string",
+                                                     "pattern": "^kinv_[A-Za-z0-9_-]{43}$"}},
+                "issued_by": {"type": "string", "pattern": "^operator:[0-9]+$"},
+                "height": HEIGHT}), 400, 401, 403, 413)}},
+        "/v1/accounts/{id}/suspend": {"post": {
+            "summary": "Suspend an account: its token is refused from now on (operators)",
+            "security": secured, "parameters": ID,
+            "responses": _responses(200, STANDING, 401, 403, 404, 409)}},
+        "/v1/accounts/{id}/resume": {"post": {
+            "summary": "Lift a suspension; the account gets a new token, shown once (operators)",
+            "security": secured, "parameters": ID,
+            "responses": _responses(200, _object({"id": INT, "account": ACCOUNT_NAME,
+                                                  "suspended": {"const": False}, "token": TOKEN}),
+                                    401, 403, 404, 409)}},
         "/v1/accounts/me": {"get": {"summary": "Your account and balance", "security": secured,
             "responses": _responses(200, _object({"id": INT, "role": STR, "name": STR,
                 "account": STR, "balance": MONEY, "balance_units": STR}), 401)}},
@@ -341,7 +383,7 @@ def openapi_document(page_size: int = 1000) -> dict[str, Any]:
     }  # fmt: skip
     schemas: dict[str, Any] = {"Error": ERROR}
     for model in (NewAccount, NewDeployment, Deposit, Heartbeat, NewBid, LeaseStatus, ShippedLogs,
-                  NewAudit):
+                  NewAudit, NewInvites):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
     return {
@@ -352,7 +394,9 @@ def openapi_document(page_size: int = 1000) -> dict[str, Any]:
             "description": "Money is integer micro-units (1 unit = 1,000,000); heights are "
             "blocks (1 block = 1 s by default). Errors: {error: {code, message, field}}. "
             "A market command applies once per Idempotency-Key header (a retry gets the "
-            "original answer; the key used for another request: 422).",
+            "original answer; the key used for another request: 422). Requests are "
+            "rate-limited per account and per client address (429 rate_limited, with "
+            "Retry-After).",
         },
         "paths": paths,
         "components": {
