@@ -164,7 +164,8 @@ async def issue_invites(request: web.Request) -> web.Response:
     """Issue ``count`` invite codes, each good for one registration (``POST /v1/accounts``
     with ``invite``); the codes are answered once, only their hashes are kept."""
     operator = await _operator(request)
-    body: NewInvites = await read_body(request, NewInvites)
+    empty = not (await request.read()).strip()  # no body: one code
+    body: NewInvites = NewInvites() if empty else await read_body(request, NewInvites)
     codes = [new_secret("kinv_") for _ in range(body.count)]
     height, now = request.app[CLOCK].height(), wall_ms()
     async with request.app[ENGINE].begin() as connection:
