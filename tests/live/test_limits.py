@@ -191,6 +191,18 @@ def test_a_trusted_proxy_names_the_client_and_each_address_and_account_has_its_b
     assert_limited(post("/v1/deployments", **write))  # and none now
 
 
+def test_a_provider_agent_over_its_limit_tries_again_next_poll_and_does_not_stop():
+    from kova_live.agent import AgentError, Busy, _check
+
+    request = httpx.Request("POST", "http://orchestrator/v1/providers/heartbeat")
+    for status in (429, 503):  # the poll loop logs Busy and polls again; AgentError stops it
+        with pytest.raises(Busy, match="retry after 3 s"):
+            _check(httpx.Response(status, headers={"Retry-After": "3"}, request=request))
+    with pytest.raises(AgentError, match="refused this agent's token"):  # suspended: stop
+        _check(httpx.Response(403, json={"error": {"code": "account_suspended"}}, request=request))
+    assert not issubclass(Busy, AgentError)
+
+
 def test_without_a_trusted_proxy_x_forwarded_for_is_ignored(start):
     server = start("--rate-limit-accounts", "0.001,1")
     body = {"role": "tenant", "name": "n"}
