@@ -105,6 +105,12 @@ class Buckets:
             bucket[0], bucket[1] = min(float(self.rate.burst), bucket[0] + gained), now
         return bucket
 
+    def wait(self, keys: Iterable[Hashable]) -> float:
+        """The seconds until each key's bucket has a token (0: each has one now); takes none."""
+        now = self.clock()
+        short = max((1.0 - self._bucket(key, now)[0] for key in keys), default=0.0)
+        return max(0.0, short) / self.rate.per_second
+
     def take(self, keys: Iterable[Hashable]) -> float:
         """One token from each key's bucket if every one has a token: 0. Otherwise nothing is
         taken and the answer is the seconds until each will have one."""
@@ -206,11 +212,15 @@ def rate_limits(
             return await handler(request)
         address = client_address(request, settings.trusted_proxies)
         keys: list[Hashable] = [("address", _key(address))]
-        if per_account and "Authorization" in request.headers:
+        # the address first: finding the token's account may read the database, which a
+        # flood of made-up tokens from one address must not reach unthrottled
+        wait = buckets.wait(keys)
+        if wait == 0 and per_account and "Authorization" in request.headers:
             account = await account_of(request)
             if account is not None:
                 keys.append(("account", account))
-        wait = buckets.take(keys)
+        if wait == 0:
+            wait = buckets.take(keys)
         if wait > 0:
             seconds = max(1, math.ceil(wait))
             who = "account or address" if len(keys) > 1 else "address"

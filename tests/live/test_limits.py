@@ -36,7 +36,9 @@ def test_a_bucket_gives_its_burst_then_refills_at_its_rate():
     clock.now += 0.25
     assert buckets.take(["a"]) == 0 and buckets.take(["a"]) == pytest.approx(0.5)
     clock.now += 3600  # a long wait fills the bucket to its burst, no more
+    assert buckets.wait(["a"]) == 0  # and asking takes nothing
     assert [buckets.take(["a"]) for _ in range(4)][-2:] == [0, pytest.approx(0.5)]
+    assert buckets.wait(["a", "b"]) == pytest.approx(0.5)
 
 
 def test_several_keys_pay_together_or_not_at_all():
