@@ -413,8 +413,9 @@ async def create_account(request: web.Request) -> web.Response:
     with one code: one succeeds). The token is shown once, only its hash is kept."""
     policy = request.app[API].registration
     if policy == "closed":
-        raise ApiError(403, "registration_closed", "this network does not register accounts "
-                       "over the API; an operator makes them (kova-live admin account)")
+        raise ApiError(403, "registration_closed", "this network does not register "
+                       "accounts over the API; an operator makes them (kova-live admin "
+                       "account)")  # fmt: skip
     body: NewAccount = await read_body(request, NewAccount)
     if policy == "invite" and body.invite is None:
         raise ApiError(403, "invite_required", "this network registers accounts by invitation: "

@@ -94,7 +94,10 @@ def test_serve_refuses_bad_limit_flags_in_one_line(tmp_path):
         refused = kova_live("serve", "--data-dir", str(tmp_path), "--port", "0", *flags)
         assert refused.returncode == 2 and says in refused.stderr, refused.stderr
         assert "Traceback" not in refused.stderr
-    assert [str(n) for n in parse_proxies(" 127.0.0.1/32, ::1/128 ,")] == ["127.0.0.1/32", "::1/128"]
+    assert [str(n) for n in parse_proxies(" 127.0.0.1/32, ::1/128 ,")] == [
+        "127.0.0.1/32",
+        "::1/128",
+    ]
 
 
 # --------------------------------------------------------------------------- real servers
@@ -130,20 +133,31 @@ def test_writes_beyond_the_burst_get_429_with_retry_after_then_pass_again(start)
     server = start("--rate-limit-writes", "2,3")
     tenant = register(server, "tenant", "t")  # registrations have their own (off) bucket
     for _ in range(3):  # refused requests are requests too: they pay
-        assert server.client.post("/v1/deployments", headers=tenant["headers"], json={}).status_code == 400
+        assert (
+            server.client.post("/v1/deployments", headers=tenant["headers"], json={}).status_code
+            == 400
+        )
     refused = server.client.post("/v1/deployments", headers=tenant["headers"], json={})
     assert assert_limited(refused) == 1  # half a second, rounded up
-    assert server.client.get("/v1/accounts/me", headers=tenant["headers"]).status_code == 200  # reads: off
+    assert (
+        server.client.get("/v1/accounts/me", headers=tenant["headers"]).status_code == 200
+    )  # reads: off
     assert server.client.get("/healthz").status_code == 200
     time.sleep(1)
-    assert server.client.post("/v1/deployments", headers=tenant["headers"], json={}).status_code == 400
+    assert (
+        server.client.post("/v1/deployments", headers=tenant["headers"], json={}).status_code == 400
+    )
 
 
 def test_registrations_and_reads_have_buckets_of_their_own(start):
     server = start("--rate-limit-accounts", "0.01,2", "--rate-limit-reads", "0.01,3")
-    made = [server.client.post("/v1/accounts", json={"role": "tenant", "name": "n"}) for _ in range(2)]
+    made = [
+        server.client.post("/v1/accounts", json={"role": "tenant", "name": "n"}) for _ in range(2)
+    ]
     assert [m.status_code for m in made] == [201, 201]
-    seconds = assert_limited(server.client.post("/v1/accounts", json={"role": "tenant", "name": "n"}))
+    seconds = assert_limited(
+        server.client.post("/v1/accounts", json={"role": "tenant", "name": "n"})
+    )
     assert 99 <= seconds <= 100  # one registration per 100 s
     assert server.client.get("/v1/status").json()["tenants"] == 2  # the refused made nothing
     for _ in range(2):
@@ -208,7 +222,10 @@ def test_a_provider_agent_over_its_limit_tries_again_next_poll_and_does_not_stop
 def test_without_a_trusted_proxy_x_forwarded_for_is_ignored(start):
     server = start("--rate-limit-accounts", "0.001,1")
     body = {"role": "tenant", "name": "n"}
-    assert server.client.post("/v1/accounts", json=body, headers=forwarded("10.0.0.1")).status_code == 201
+    assert (
+        server.client.post("/v1/accounts", json=body, headers=forwarded("10.0.0.1")).status_code
+        == 201
+    )
     # a client cannot choose its bucket: every request comes from the peer, 127.0.0.1
     assert_limited(server.client.post("/v1/accounts", json=body, headers=forwarded("10.0.0.2")))
     assert_limited(server.client.post("/v1/accounts", json=body))

@@ -64,7 +64,9 @@ def test_serve_registers_by_invitation_unless_told_otherwise():
 def test_an_invite_code_registers_one_account_and_no_more(invited):
     first, second = issue(invited, 2)
     before = accounts_now(invited)
-    made = invited.client.post("/v1/accounts", json={"role": "tenant", "name": "a", "invite": first})
+    made = invited.client.post(
+        "/v1/accounts", json={"role": "tenant", "name": "a", "invite": first}
+    )
     assert made.status_code == 201, made.text
     refusals = [
         ({"role": "tenant", "name": "b", "invite": first}, 403, "invalid_invite"),  # used
@@ -78,13 +80,21 @@ def test_an_invite_code_registers_one_account_and_no_more(invited):
         refused = invited.client.post("/v1/accounts", json=body)
         assert refused.status_code == status, (body, refused.text)
         error = refused.json()["error"]
-        assert (error["code"], error["field"]) == (code, "role" if body["role"] == "operator" else "invite")
+        assert (error["code"], error["field"]) == (
+            code,
+            "role" if body["role"] == "operator" else "invite",
+        )
     assert "kova-live invite" in invited.client.post(
         "/v1/accounts", json={"role": "tenant", "name": "b"}).json()["error"]["message"]  # fmt: skip
     assert accounts_now(invited) == before + 1  # the refused made nothing, nor used ``second``
-    auditor = invited.client.post("/v1/accounts", json={"role": "auditor", "name": "c", "invite": second})
+    auditor = invited.client.post(
+        "/v1/accounts", json={"role": "auditor", "name": "c", "invite": second}
+    )
     assert auditor.status_code == 201 and auditor.json()["account"].startswith("auditor:")
-    assert invited.client.get("/v1/accounts/me", headers=bearer(auditor.json()["token"])).status_code == 200
+    assert (
+        invited.client.get("/v1/accounts/me", headers=bearer(auditor.json()["token"])).status_code
+        == 200
+    )
     engine = sync_engine(invited.database_url)
     try:
         with engine.connect() as connection:
@@ -125,7 +135,9 @@ def test_kova_login_registers_with_an_invite_and_says_plainly_when_it_needs_one(
     assert wrong.returncode == 1 and "unknown or already used (--invite)" in wrong.stderr
     assert not config.exists()
     code = issue(invited, 1)[0]
-    done = kova(config, "login", "--server", invited.url, "--name", "dora", env={"KOVA_INVITE": code})
+    done = kova(
+        config, "login", "--server", invited.url, "--name", "dora", env={"KOVA_INVITE": code}
+    )
     assert done.returncode == 0, done.stderr
     assert "logged in" in done.stdout and kova(config, "balance").stdout.startswith("tenant:")
     again = kova(tmp_path / "other.json", "login", "--server", invited.url, "--invite", code)
@@ -139,7 +151,9 @@ def test_a_closed_network_registers_nobody_and_operators_make_accounts(database_
         assert refused.status_code == 403
         assert refused.json()["error"]["code"] == "registration_closed"
         assert "kova-live admin account" in refused.json()["error"]["message"]
-        login = kova(tmp_path / "config.json", "login", "--server", server.url, "--invite", "kinv_x")
+        login = kova(
+            tmp_path / "config.json", "login", "--server", server.url, "--invite", "kinv_x"
+        )
         assert login.returncode == 1 and "does not register accounts" in login.stderr
         for role in ("tenant", "provider", "auditor"):
             made = kova_live("admin", "account", role, f"a {role}", "--database-url", database_url)
@@ -233,7 +247,10 @@ def test_a_rotated_token_replaces_the_old_one_at_once(server):
     assert new["account"] == alice["account"] and new["token"] != alice["token"]
     old = server.client.get("/v1/accounts/me", headers=alice["headers"])
     assert old.status_code == 401 and old.json()["error"]["code"] == "unauthorized"
-    assert server.client.get("/v1/accounts/me", headers=bearer(new["token"])).json()["id"] == alice["id"]
+    assert (
+        server.client.get("/v1/accounts/me", headers=bearer(new["token"])).json()["id"]
+        == alice["id"]
+    )
     assert server.client.post("/v1/accounts/me/token", headers=alice["headers"]).status_code == 401
 
 
