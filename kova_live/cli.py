@@ -375,8 +375,9 @@ async def _manual_start(url: str) -> int:
 
 @main.group()
 def admin() -> None:
-    """Operator commands: an operator account (on the database, before the server starts),
-    and credits (over the running server's API, with that account's token)."""
+    """Operator commands: an operator account, or on a closed network any account (on the
+    database, before the server starts or while it runs), and credits, suspensions and
+    resumptions (over the running server's API, with an operator's token)."""
 
 
 @admin.command()
