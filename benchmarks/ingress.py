@@ -202,7 +202,10 @@ def main() -> None:
              "--port", str(api), "--ingress-port", str(ingress), "--block-seconds", "1",
              "--ingress-workers", str(args.ingress_workers),
              # the container's address on Docker's bridge, a private one: allowed explicitly
-             "--endpoint-networks", f"{address}/32"],
+             "--endpoint-networks", f"{address}/32",
+             # open registration and no rate limits: it measures the ingress, not the limits
+             "--registration", "open", "--rate-limit-accounts", "0", "--rate-limit-writes", "0",
+             "--rate-limit-reads", "0"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         base = f"http://127.0.0.1:{api}"

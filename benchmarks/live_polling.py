@@ -265,8 +265,11 @@ def main() -> None:
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
             server = subprocess.Popen(
+                # open registration and no rate limits: it measures the server, not its limits
                 [sys.executable, "-m", "kova_live", "serve", "--database-url", url, "--port",
-                 str(port), "--heartbeat-grace", "100000000"],
+                 str(port), "--heartbeat-grace", "100000000", "--registration", "open",
+                 "--rate-limit-accounts", "0", "--rate-limit-writes", "0",
+                 "--rate-limit-reads", "0"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy(),
             )  # fmt: skip
             base = f"http://127.0.0.1:{port}"

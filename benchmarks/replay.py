@@ -64,8 +64,12 @@ from kova_sim.scenario import parse_scenario  # noqa: E402
 SCENARIOS = ROOT / "scenarios"
 SKIPPED = {"bench-large"}  # the exact engine cannot run it in reasonable time
 PG_ADMIN = os.environ.get("KOVA_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+# the replayer registers the simulation's parties over the API (open registration) and sends
+# its commands as fast as the server takes them (no rate limits)
 SERVE = ("--clock", "manual", "--order-expiry", "1000000000", "--heartbeat-grace", "100000000",
-         "--block-seconds", "1", "--endpoint-networks", "127.0.0.0/8")  # fmt: skip
+         "--block-seconds", "1", "--endpoint-networks", "127.0.0.0/8", "--registration", "open",
+         "--rate-limit-accounts", "0", "--rate-limit-writes", "0",
+         "--rate-limit-reads", "0")  # fmt: skip
 SERVER_SETTINGS = (60, 0)  # what the server settles with: every 60 blocks, no fee
 
 

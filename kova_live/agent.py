@@ -62,7 +62,7 @@ from kova_core import (
 from .runner import GENERATION, Docker, RunnerError
 from .volumes import LEASE_LABEL, VolumeError, Volumes, volume_name
 
-__all__ = ["Agent", "AgentError", "gc_volumes", "lookup", "machine_capacity"]
+__all__ = ["Agent", "AgentError", "Busy", "gc_volumes", "lookup", "machine_capacity"]
 
 log = logging.getLogger("kova_live.agent")
 
@@ -74,6 +74,11 @@ MAX_PAGES = 100_000  # of GET /v1/leases: a server that never ends its listing i
 
 class AgentError(Exception):
     """Something the operator must fix (a bad token, no orchestrator, no Docker daemon)."""
+
+
+class Busy(Exception):
+    """The orchestrator asks to be called again later (429: this provider is over its rate
+    limit; 503: busy): the poll stops there, the next one tries again."""
 
 
 def machine_capacity(client: docker.DockerClient) -> Resources:
@@ -494,6 +499,9 @@ def gc_volumes(http: httpx.Client, volumes: Volumes, closed_for: float) -> list[
 
 
 def _check(reply: httpx.Response) -> None:
+    if reply.status_code in (429, 503):
+        raise Busy(f"{reply.request.method} {reply.request.url.path}: {reply.status_code}, "
+                   f"retry after {reply.headers.get('Retry-After', '?')} s")  # fmt: skip
     if reply.status_code in (401, 403):
         raise AgentError(f"the orchestrator refused this agent's token: {reply.text}")
     if reply.status_code >= 400:

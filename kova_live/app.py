@@ -16,6 +16,7 @@ import json
 import logging
 import secrets
 import tempfile
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any, Literal, NamedTuple
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -35,10 +36,11 @@ from .endpoints import EndpointPolicy
 from .ingress import IngressSettings, IngressWorkers
 from .journal import KEY_HEADER, KeyReused
 from .ledger import account_transfers, balance
+from .limits import LimitSettings, rate_limits
 from .market import Settings
 from .metrics import METRICS, Metrics, metrics_middleware, serve_metrics
 from .openapi import serve_openapi
-from .schema import accounts
+from .schema import accounts, invites
 from .work import WorkSettings, clock_loop, react, worker_loop
 from .writer import Unavailable, Writer
 
@@ -51,6 +53,8 @@ __all__ = [
     "create_app",
     "decimal",
     "hash_token",
+    "new_secret",
+    "wall_ms",
 ]
 
 MAX_BODY = 1024 * 1024  # bytes; larger requests get 413
@@ -67,14 +71,18 @@ WRITER: web.AppKey[Writer] = web.AppKey("writer", Writer)
 @dataclass(slots=True)
 class ApiSettings:
     """The API's own settings: the most leases ``GET /v1/leases`` answers at once
-    (``kova-live serve --page-size``), and where leases' endpoints may be (the endpoint networks,
+    (``kova-live serve --page-size``), where leases' endpoints may be (the endpoint networks,
     ``--endpoint-networks``, and the server's own listening sockets, which no endpoint may be:
-    the ingress's is added once it listens); and the largest manifest ``POST /v1/deployments``
-    takes (``--max-manifest-bytes``), checked before it is parsed."""
+    the ingress's is added once it listens), who may register (``--registration``: ``open``,
+    ``invite`` with an operator's invite code, ``closed``), the rate limits
+    (:mod:`kova_live.limits`), and the largest manifest ``POST /v1/deployments`` takes
+    (``--max-manifest-bytes``), checked before it is parsed."""
 
     page_size: int = 1000
     endpoints: EndpointPolicy = field(default_factory=EndpointPolicy)
     max_manifest_bytes: int = 64 * 1024
+    registration: Literal["open", "invite", "closed"] = "invite"
+    limits: LimitSettings = field(default_factory=LimitSettings)
 
 
 API: web.AppKey[ApiSettings] = web.AppKey("api", ApiSettings)
@@ -93,7 +101,11 @@ class Caller(NamedTuple):
 class Caches:
     """What this process may remember between requests.
 
-    ``accounts``: token hash -> :class:`Caller` (an account never changes role or token).
+    ``accounts``: token hash -> :class:`Caller`, of accounts in good standing (an account
+    never changes role); a handler that suspends an account or replaces its token calls
+    :meth:`forget_token` once its transaction has committed. ``accounts_version`` counts those
+    calls: a request that read an account from the database before one caches it only if none
+    came in between, so a token revoked meanwhile is never remembered.
     ``open_orders``: pages of the serialised open-order list (by cursor and page size), for one
     block and one ``orders_version``. Handlers that change orders bump the version; changes made
     by background work show by the next block at the latest. ``loading``: the one read of each
@@ -104,11 +116,17 @@ class Caches:
 
     def __init__(self) -> None:
         self.accounts: dict[str, Caller] = {}
+        self.accounts_version = 0
         self.claiming = asyncio.Lock()
         self.orders_version = 0
         self.open_orders: dict[tuple[int, int, str, int], bytes] = {}
         self.loading: dict[tuple[int, int, str, int], asyncio.Future[bytes]] = {}  # the reads
         self.routes: IngressWorkers | None = None  # the ingress's, once it runs
+
+    def forget_token(self, token_hash: str) -> None:
+        """A token no longer stands for its account as it did (suspended, replaced)."""
+        self.accounts_version += 1
+        self.accounts.pop(token_hash, None)
 
     def orders_changed(self) -> None:
         """Forget the cached open-order list (and the ingress's routes: whatever changes
@@ -147,6 +165,7 @@ class ApiError(Exception):
 _HTTP_CODES = {
     400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
     405: "method_not_allowed", 413: "body_too_large", 415: "unsupported_media_type",
+    429: "rate_limited",
 }  # fmt: skip
 
 
@@ -235,6 +254,14 @@ def hash_token(token: str) -> str:
 # --------------------------------------------------------------------------- request bodies
 
 
+INVITE_PATTERN = "^[A-Za-z0-9_-]+$"  # what ``new_secret`` makes
+
+
+def new_secret(prefix: str) -> str:
+    """A new token (``kova_``) or invite code (``kinv_``): 256 random bits."""
+    return prefix + secrets.token_urlsafe(32)
+
+
 class RequestBody(BaseModel):
     """A JSON request body: unknown fields and type coercion are refused."""
 
@@ -243,10 +270,13 @@ class RequestBody(BaseModel):
 
 class NewAccount(RequestBody):
     """``POST /v1/accounts``: an auditor's identity, which manifests' ``signedBy`` name,
-    is ``auditor:<id>`` (the ``account`` in the reply)."""
+    is ``auditor:<id>`` (the ``account`` in the reply). ``invite``: an operator's invite code,
+    which ``serve --registration invite`` (the default) requires and uses up."""
 
     role: Literal["tenant", "provider", "auditor"]
     name: str = Field(min_length=1, max_length=100)
+    invite: str | None = Field(default=None, min_length=1, max_length=64,
+                               pattern=INVITE_PATTERN)  # fmt: skip
 
 
 def decimal(raw: str, low: int, high: int) -> int | None:
@@ -350,19 +380,38 @@ async def authenticate(request: web.Request) -> Caller:
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>")
     digest = hash_token(token.strip())
-    cache = request.app[CACHES].accounts
-    caller = cache.get(digest)
+    caches = request.app[CACHES]
+    caller = caches.accounts.get(digest)
     if caller is None:
+        version = caches.accounts_version
         async with request.app[READER].connect() as connection:
             row = (
                 await connection.execute(select(accounts).where(accounts.c.token_hash == digest))
             ).first()
         if row is None:
             raise ApiError(401, "unauthorized", "unknown token")
-        if len(cache) >= 200_000:
-            cache.clear()
-        caller = cache[digest] = Caller(row.id, row.role, row.name)  # these never change
+        if row.suspended_ms is not None:
+            raise ApiError(403, "account_suspended", f"account {row.id} is suspended by an "
+                           "operator; its token no longer works")  # fmt: skip
+        caller = Caller(row.id, row.role, row.name)
+        if version == caches.accounts_version:  # no token revoked while this one was read
+            if len(caches.accounts) >= 200_000:
+                caches.accounts.clear()
+            caches.accounts[digest] = caller
     return caller
+
+
+async def account_of(request: web.Request) -> int | None:
+    """The id of the account whose token the request carries, if valid (for rate limits)."""
+    try:
+        return (await authenticate(request)).id
+    except ApiError:
+        return None
+
+
+def wall_ms() -> int:
+    """Now, in Unix milliseconds (when invites and suspensions happened)."""
+    return time.time_ns() // 1_000_000
 
 
 def _ledger_name(row: Any) -> str:
@@ -396,10 +445,20 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def create_account(request: web.Request) -> web.Response:
-    """Register a tenant, a provider or an auditor; the token is shown once, only its hash
-    is kept."""
+    """Register a tenant, a provider or an auditor, as ``serve --registration`` allows: with
+    ``invite``, the body's invite code is used up in the same transaction (two registrations
+    with one code: one succeeds). The token is shown once, only its hash is kept."""
+    policy = request.app[API].registration
+    if policy == "closed":
+        raise ApiError(403, "registration_closed", "this network does not register "
+                       "accounts over the API; an operator makes them (kova-live admin "
+                       "account)")  # fmt: skip
     body: NewAccount = await read_body(request, NewAccount)
-    token = "kova_" + secrets.token_urlsafe(32)
+    if policy == "invite" and body.invite is None:
+        raise ApiError(403, "invite_required", "this network registers accounts by invitation: "
+                       "send an operator's invite code (kova-live invite)", "invite")  # fmt: skip
+    token = new_secret("kova_")
+    height = request.app[CLOCK].height()
     async with request.app[ENGINE].begin() as connection:
         account_id = (
             await connection.execute(
@@ -408,11 +467,22 @@ async def create_account(request: web.Request) -> web.Response:
                     role=body.role,
                     name=body.name,
                     token_hash=hash_token(token),
-                    created_height=request.app[CLOCK].height(),
+                    created_height=height,
                 )
                 .returning(accounts.c.id)
             )
         ).scalar_one()
+        if policy == "invite":
+            assert body.invite is not None
+            used = await connection.execute(
+                update(invites)
+                .where(invites.c.code_hash == hash_token(body.invite),
+                       invites.c.used_by.is_(None))
+                .values(used_by=account_id, used_height=height, used_ms=wall_ms())
+            )  # fmt: skip
+            if used.rowcount != 1:  # the account's row goes with the transaction
+                raise ApiError(403, "invalid_invite", "no such invite code, or it has been used "
+                               "(each registers one account)", "invite")  # fmt: skip
     return web.json_response(
         {
             "id": account_id,
@@ -440,6 +510,26 @@ async def me(request: web.Request) -> web.Response:
             "balance_units": format_micro(held),
         }
     )
+
+
+async def rotate_token(request: web.Request) -> web.Response:
+    """Replace the caller's token: the new one is answered once, the old one stops working
+    now. (Not journaled: the answer holds a secret. A lost answer leaves the account with a
+    token nobody has; an operator's suspend and resume gives it a new one.)"""
+    caller = await authenticate(request)
+    old = hash_token(request.headers["Authorization"].partition(" ")[2].strip())
+    token = new_secret("kova_")
+    async with request.app[ENGINE].begin() as connection:
+        replaced = await connection.execute(
+            update(accounts)
+            .where(accounts.c.id == caller.id, accounts.c.token_hash == old,
+                   accounts.c.suspended_ms.is_(None))
+            .values(token_hash=hash_token(token))
+        )  # fmt: skip
+    request.app[CACHES].forget_token(old)
+    if replaced.rowcount != 1:  # rotated (or suspended) by another request meanwhile
+        raise ApiError(401, "unauthorized", "this token has just been replaced or revoked")
+    return web.json_response({"id": caller.id, "account": _ledger_name(caller), "token": token})
 
 
 def int_query(request: web.Request, name: str, default: int, low: int, high: int) -> int:
@@ -495,7 +585,10 @@ def create_app(
     With ``ingress.port``, the ingress listens there too (:mod:`kova_live.ingress`), on the
     same host as the API, in ``ingress.workers`` processes of its own. ``api``: the page size
     and the endpoint policy (its listeners: the API's own socket, which the caller opened)."""
-    app = web.Application(middlewares=[metrics_middleware, json_errors], client_max_size=MAX_BODY)
+    api = api or ApiSettings()
+    limits = rate_limits(api.limits, account_of)
+    app = web.Application(middlewares=[metrics_middleware, json_errors, limits],
+                          client_max_size=MAX_BODY)  # fmt: skip
     app[METRICS] = Metrics()
     app[ENGINE] = engine
     app[READER] = snapshot_reader(engine)
@@ -504,7 +597,7 @@ def create_app(
     app[WORK] = work or WorkSettings()
     app[CACHES] = Caches()
     app[INGRESS] = ingress or IngressSettings()
-    app[API] = api or ApiSettings()
+    app[API] = api
     writer = app[WRITER] = Writer(
         engine, clock.height, settings, refusals=(ApiError,),
         observe=app[METRICS].bid_batch.observe, react=react,
@@ -558,6 +651,7 @@ def create_app(
     app.router.add_post("/v1/accounts", create_account)
     app.router.add_get("/v1/accounts/me", me)
     app.router.add_get("/v1/accounts/me/transactions", my_transactions)
+    app.router.add_post("/v1/accounts/me/token", rotate_token)
     from . import deployments, files, operators  # they build on this module's helpers
 
     deployments.add_routes(app)

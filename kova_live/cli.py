@@ -14,6 +14,7 @@ import logging
 import secrets
 import sys
 from pathlib import Path
+from typing import Literal
 
 import click
 import uvloop
@@ -37,6 +38,15 @@ from .db import (
 )
 from .endpoints import EndpointPolicy, parse_networks
 from .ingress import LOG_FORMAT, IngressError, IngressSettings, listen
+from .limits import (
+    DEFAULT_ACCOUNTS,
+    DEFAULT_READS,
+    DEFAULT_WRITES,
+    LimitSettings,
+    Rate,
+    parse_proxies,
+    parse_rate,
+)
 from .provider_cli import provider
 from .schema import accounts, network
 from .work import WorkSettings
@@ -95,6 +105,10 @@ def migrate_command(data_dir: Path, database_url: str | None) -> None:
             click.echo(f"the database is already at schema {after}")
         else:
             click.echo(f"migrated the database from {before or 'nothing'} to schema {after}")
+
+
+def _rate_text(rate: Rate) -> str:
+    return f"{rate.per_second:g},{rate.burst}"
 
 
 @main.command()
@@ -246,6 +260,27 @@ def migrate_command(data_dir: Path, database_url: str | None) -> None:
     help="wall: heights from the wall clock; manual: the height moves only when an operator "
     "advances it (POST /v1/clock), for replays and tests.",
 )
+@click.option(
+    "--registration",
+    type=click.Choice(["open", "invite", "closed"]),
+    default="invite",
+    show_default=True,
+    envvar="KOVA_REGISTRATION",
+    help="Who registers over POST /v1/accounts: anyone (open), holders of an operator's invite "
+    "code (invite; kova-live invite), nobody (closed; kova-live admin account makes accounts).",
+)
+@click.option("--rate-limit-accounts", default=_rate_text(DEFAULT_ACCOUNTS), show_default=True,
+              envvar="KOVA_RATE_LIMIT_ACCOUNTS", help="Registrations per client address: RATE "
+              "(per second),BURST; 0 turns it off.")  # fmt: skip
+@click.option("--rate-limit-writes", default=_rate_text(DEFAULT_WRITES), show_default=True,
+              envvar="KOVA_RATE_LIMIT_WRITES", help="Other non-GET requests, per account and "
+              "per client address: RATE,BURST; 0 turns it off.")  # fmt: skip
+@click.option("--rate-limit-reads", default=_rate_text(DEFAULT_READS), show_default=True,
+              envvar="KOVA_RATE_LIMIT_READS", help="GETs under /v1, per account and per client "
+              "address: RATE,BURST; 0 turns it off.")  # fmt: skip
+@click.option("--trusted-proxy", default="", envvar="KOVA_TRUSTED_PROXY",
+              help="Comma-separated CIDRs of proxies whose X-Forwarded-For names the client "
+              "(for rate limits) [default: none].")  # fmt: skip
 def serve(
     data_dir: Path,
     database_url: str | None,
@@ -272,6 +307,11 @@ def serve(
     endpoint_networks: str,
     accepted_denoms: str,
     clock_kind: str,
+    registration: Literal["open", "invite", "closed"],
+    rate_limit_accounts: str,
+    rate_limit_writes: str,
+    rate_limit_reads: str,
+    trusted_proxy: str,
 ) -> None:
     """Run the orchestrator: the API and the block clock, and (with --ingress-port) the
     ingress in processes of its own."""
@@ -279,6 +319,7 @@ def serve(
         networks = parse_networks(endpoint_networks)
     except ValueError as exc:
         _fail(f"--endpoint-networks: {exc}")
+    rates = _limits(rate_limit_accounts, rate_limit_writes, rate_limit_reads, trusted_proxy)
     denoms = frozenset(d.strip() for d in accepted_denoms.split(",") if d.strip()) or None
     if accepted_denoms.strip() and denoms is None:
         _fail("--accepted-denoms: name at least one denomination (or leave it out: any)")
@@ -345,10 +386,11 @@ def serve(
         ),
         data_dir / "files",
         ingress,
-        ApiSettings(page_size, endpoints, max_manifest_bytes),
+        ApiSettings(page_size=page_size, endpoints=endpoints, max_manifest_bytes=max_manifest_bytes,
+                    registration=registration, limits=rates),
     )  # fmt: skip
     click.echo(f"kova-live: height {clock.height()}, serving on http://{host}:{port}", err=True)
-    click.echo(f"kova-live: limits: {limits}", err=True)
+    click.echo(f"kova-live: network limits: {limits}; rate limits: {rates}", err=True)
     # what start-up made (modules, tables, compiled statements) lives as long as the process:
     # out of the garbage collector's way, a full collection walks a tenth as many objects and
     # stalls every request in flight that much less
@@ -369,6 +411,21 @@ def serve(
         serving.release()
 
 
+def _limits(accounts: str, writes: str, reads: str, proxies: str) -> LimitSettings:
+    """The rate-limit flags as settings (exits naming the flag that is wrong)."""
+    rates: list[Rate | None] = []
+    for flag, text in (("accounts", accounts), ("writes", writes), ("reads", reads)):
+        try:
+            rates.append(parse_rate(text))
+        except ValueError as exc:
+            _fail(f"--rate-limit-{flag}: {exc}")
+    try:
+        trusted = parse_proxies(proxies)
+    except ValueError as exc:
+        _fail(f"--trusted-proxy: {exc}")
+    return LimitSettings(*rates, trusted_proxies=trusted)
+
+
 async def _manual_start(url: str) -> int:
     from .operators import manual_start
 
@@ -381,8 +438,9 @@ async def _manual_start(url: str) -> int:
 
 @main.group()
 def admin() -> None:
-    """Operator commands: an operator account (on the database, before the server starts),
-    and credits (over the running server's API, with that account's token)."""
+    """Operator commands: an operator account, or on a closed network any account (on the
+    database, before the server starts or while it runs), and credits, suspensions and
+    resumptions (over the running server's API, with an operator's token)."""
 
 
 @admin.command()
@@ -406,13 +464,38 @@ def operator(name: str, data_dir: Path, database_url: str | None) -> None:
     except DatabaseError as exc:
         _fail(str(exc))
     token = "kova_" + secrets.token_urlsafe(32)
-    account_id = asyncio.run(_new_operator(url, name, token))
+    account_id = asyncio.run(_new_account(url, "operator", name, token))
     click.echo(f"operator {account_id} ({name}); token (shown once):")
     click.echo(token)
 
 
-async def _new_operator(url: str, name: str, token: str) -> int:
-    """The new operator's id; made at the network's height now (0 before its first start,
+@admin.command()
+@click.argument("role", type=click.Choice(["tenant", "provider", "auditor"]))
+@click.argument("name")
+@data_dir_option
+@database_option
+def account(role: str, name: str, data_dir: Path, database_url: str | None) -> None:
+    """Make a ROLE account called NAME and print its token (shown once), whatever serve
+    --registration says: how accounts are made on a closed network (on the database, as
+    admin operator does; the running server sees the account at once)."""
+    name = name.strip()
+    if not 1 <= len(name) <= 100:
+        _fail("NAME: 1 to 100 characters")
+    url = _url(data_dir, database_url)
+    try:
+        if current_revision(url) is None:
+            migrate(url)
+        check_schema(url)
+    except DatabaseError as exc:
+        _fail(str(exc))
+    token = "kova_" + secrets.token_urlsafe(32)
+    account_id = asyncio.run(_new_account(url, role, name, token))
+    click.echo(f"{role}:{account_id} ({name}); token (shown once):")
+    click.echo(token)
+
+
+async def _new_account(url: str, role: str, name: str, token: str) -> int:
+    """The new account's id; made at the network's height now (0 before its first start,
     which this does not bring forward: the first ``serve`` still says how long a block is)."""
     engine = async_engine(url)
     try:
@@ -421,7 +504,7 @@ async def _new_operator(url: str, name: str, token: str) -> int:
             height = 0 if row is None else BlockClock(row.genesis_ms, row.block_ms).height()
             made = await connection.execute(
                 insert(accounts)
-                .values(role="operator", name=name, token_hash=hash_token(token),
+                .values(role=role, name=name, token_hash=hash_token(token),
                         created_height=height)
                 .returning(accounts.c.id)
             )  # fmt: skip
@@ -461,6 +544,79 @@ def credit(account: str, amount: str, orchestrator: str, token: str | None) -> N
                     {"amount": micro})  # fmt: skip
     held = format_micro(int(done["balance"]))
     click.echo(f"credited {format_micro(micro)} to tenant:{int(raw)}; balance {held}")
+
+
+def _account_id(account: str) -> int:
+    """ACCOUNT as an id: ``3`` or ``<role>:3``."""
+    raw = account.rpartition(":")[2]
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+        _fail(f"ACCOUNT: expected an account id such as 3 or tenant:3, got {account!r}")
+    return int(raw)
+
+
+operator_token_option = click.option(
+    "--token", envvar="KOVA_TOKEN", help="An operator's token (kova-live admin operator; or "
+    "KOVA_TOKEN).",
+)  # fmt: skip
+orchestrator_option = click.option(
+    "--orchestrator", envvar="KOVA_ORCHESTRATOR", default="http://127.0.0.1:8080",
+    show_default=True, help="The orchestrator's URL (or KOVA_ORCHESTRATOR).",
+)  # fmt: skip
+
+
+def _as_operator(token: str | None) -> str:
+    if not token:
+        _fail("--token: an operator's token is needed (kova-live admin operator makes one)")
+    assert token is not None
+    return token
+
+
+@admin.command()
+@click.argument("account")
+@orchestrator_option
+@operator_token_option
+def suspend(account: str, orchestrator: str, token: str | None) -> None:
+    """Suspend ACCOUNT (its id, or role:id): its token is refused from now on, for good
+    (POST /v1/accounts/{id}/suspend). Its leases and escrow run on; take a provider's leases
+    down with POST /v1/providers/{id}/fail."""
+    from .audit_cli import call_api
+
+    done = call_api(orchestrator, _as_operator(token), "POST",
+                    f"/v1/accounts/{_account_id(account)}/suspend")  # fmt: skip
+    click.echo(f"{done['account']} is suspended (by {done['suspended_by']} at block "
+               f"{done['suspended_height']})")  # fmt: skip
+
+
+@admin.command()
+@click.argument("account")
+@orchestrator_option
+@operator_token_option
+def resume(account: str, orchestrator: str, token: str | None) -> None:
+    """Lift ACCOUNT's suspension and print its new token (shown once; the old one stays
+    revoked): hand it to the account's owner (POST /v1/accounts/{id}/resume)."""
+    from .audit_cli import call_api
+
+    done = call_api(orchestrator, _as_operator(token), "POST",
+                    f"/v1/accounts/{_account_id(account)}/resume")  # fmt: skip
+    click.echo(f"{done['account']} is resumed; its new token (shown once):")
+    click.echo(done["token"])
+
+
+@main.command()
+@click.option("--count", default=1, show_default=True, type=click.IntRange(1, 100),
+              help="How many codes (each registers one account).")  # fmt: skip
+@orchestrator_option
+@operator_token_option
+def invite(count: int, orchestrator: str, token: str | None) -> None:
+    """Issue invite codes, one a line, for serve --registration invite (the default): each
+    registers one account (kova login --invite CODE; POST /v1/accounts with "invite"). They
+    are issued over the running orchestrator's API (POST /v1/invites) with an operator's
+    token; only their hashes are kept, so they are shown once."""
+    from .audit_cli import call_api
+
+    done = call_api(orchestrator, _as_operator(token), "POST", "/v1/invites", {"count": count})
+    for code in done["codes"]:
+        click.echo(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -312,6 +312,15 @@ def operation(
 
 
 ID = (path_id(),)
+TOKEN = {"type": "string", "pattern": "^kova_[A-Za-z0-9_-]{43}$"}
+ACCOUNT_NAME = {"type": "string", "pattern": "^(tenant|provider|auditor|operator):[0-9]+$"}
+STANDING = _object(
+    {
+        "id": INT, "account": ACCOUNT_NAME, "suspended": {"type": "boolean"},
+        "suspended_by": {"type": ["string", "null"], "pattern": "^operator:[0-9]+$"},
+        "suspended_height": NULL_INT,
+    }
+)  # fmt: skip
 SHA256 = {"name": "sha256", "in": "path", "required": True,
           "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}  # fmt: skip
 BINARY = {"type": "string", "format": "binary"}
@@ -330,7 +339,7 @@ def openapi_document(page_size: int = 1000) -> dict[str, Any]:
         NewDeployment,
         ShippedLogs,
     )
-    from .operators import ClockMove, Credit
+    from .operators import ClockMove, Credit, NewInvites
 
     tenant: dict[str, Any] = {"role": "tenant"}
     provider: dict[str, Any] = {"role": "provider"}
@@ -356,15 +365,39 @@ def openapi_document(page_size: int = 1000) -> dict[str, Any]:
         "description": "the bytes",
         "content": {"application/octet-stream": {"schema": BINARY}},
     }
+    invites = operation(
+        "Issue invite codes, each good for one registration (operators)", 201, _object({
+            "codes": {"type": "array", "items": {"type": "string",
+                                                 "pattern": "^kinv_[A-Za-z0-9_-]{43}$"}},
+            "issued_by": {"type": "string", "pattern": "^operator:[0-9]+$"},
+            "height": HEIGHT}), role="operator", body=NewInvites)  # fmt: skip
+    invites["requestBody"] = {**invites["requestBody"], "required": False}  # none: one code
     paths: dict[str, Any] = {
         "/healthz": {"get": operation("Liveness", 200, _object({"status": STR, "height": HEIGHT}))},
         "/v1/status": {"get": operation("The network at a glance", 200, _object(
             {"height": HEIGHT, "block_seconds": {"type": "number"}, "tenants": INT,
              "providers": INT}))},
-        "/v1/accounts": {"post": operation(
+        "/v1/accounts": {"post": {**operation(
             "Register a tenant, provider or auditor (auditor:<id>); the token is shown once",
-            201, _object({"id": INT, "role": STR, "name": STR, "account": STR, "token": STR}),
-            body=NewAccount)},
+            201, _object({"id": INT, "role": STR, "name": STR, "account": ACCOUNT_NAME,
+                          "token": TOKEN}),
+            body=NewAccount, errors=(403,)),
+            "description": "As kova-live serve --registration says: open (anyone), invite (the "
+                           "default: with an operator's unused invite code; 403 invite_required "
+                           "or invalid_invite naming the invite field), closed (403 "
+                           "registration_closed)."}},
+        "/v1/accounts/me/token": {"post": operation(
+            "Replace your token: the new one is shown once, the old one stops working", 200,
+            _object({"id": INT, "account": ACCOUNT_NAME, "token": TOKEN}), secured=True,
+            errors=(403,))},
+        "/v1/invites": {"post": invites},
+        "/v1/accounts/{id}/suspend": {"post": operation(
+            "Suspend an account: its token is refused from now on (operators)", 200, STANDING,
+            **operator, parameters=ID)},
+        "/v1/accounts/{id}/resume": {"post": operation(
+            "Lift a suspension; the account gets a new token, shown once (operators)", 200,
+            _object({"id": INT, "account": ACCOUNT_NAME, "suspended": {"const": False},
+                     "token": TOKEN}), **operator, parameters=ID)},
         "/v1/accounts/me": {"get": operation("Your account and balance", 200, _object(
             {"id": INT, "role": STR, "name": STR, "account": STR, "balance": MONEY,
              "balance_units": STR}), secured=True)},
@@ -486,7 +519,12 @@ def openapi_document(page_size: int = 1000) -> dict[str, Any]:
     # an audit's body may be left out: every attribute the provider registers
     paths["/v1/providers/{id}/audits"]["post"]["requestBody"]["required"] = False
     schemas: dict[str, Any] = {"Error": ERROR}
+    for path, item in paths.items():  # every route of the API may be rate-limited
+        if path.startswith("/v1/"):
+            for op in item.values():
+                op["responses"]["429"] = error_response(429)
     for model in (
+        NewInvites,
         NewAccount,
         NewDeployment,
         Deposit,

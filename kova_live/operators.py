@@ -1,8 +1,10 @@
 """Operator commands over the API: credit a tenant, take a provider down or back, move a manual
-clock. An operator account is made on the database by ``kova-live admin operator`` (never by
-``POST /v1/accounts``); its token is the one way in. Like every market command, each is applied
-once under its ``Idempotency-Key`` (:mod:`kova_live.journal`) and catches the market up to its
-height first.
+clock, issue invite codes, suspend an account and resume it. An operator account is made on the
+database by ``kova-live admin operator`` (never by ``POST /v1/accounts``); its token is the one
+way in. Like every market command, each is applied once under its ``Idempotency-Key``
+(:mod:`kova_live.journal`) and catches the market up to its height first. Invites, suspensions
+and resumptions are not market commands and are not journaled (their answers hold secrets:
+invite codes, a new token).
 """
 
 from __future__ import annotations
@@ -11,17 +13,28 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import Field
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kova_core import MAX_AMOUNT, Event, Market, OrderReopened, tenant_account
 
 from . import journal, market
-from .app import CACHES, CLOCK, READER, ApiError, RequestBody, read_body
+from .app import (
+    CACHES,
+    CLOCK,
+    ENGINE,
+    READER,
+    ApiError,
+    RequestBody,
+    hash_token,
+    new_secret,
+    read_body,
+    wall_ms,
+)
 from .clock import ManualClock
 from .db import transact
 from .deployments import _account, _id
-from .schema import accounts, network, provider_nodes, transfers
+from .schema import accounts, invites, network, provider_nodes, transfers
 from .writer import Batch
 
 __all__ = ["add_routes"]
@@ -37,6 +50,15 @@ class ClockMove(RequestBody):
     """``POST /v1/clock``: the height to move a manual clock to."""
 
     height: int = Field(ge=0, le=MAX_AMOUNT)
+
+
+MAX_INVITES = 100
+
+
+class NewInvites(RequestBody):
+    """``POST /v1/invites``: how many invite codes to issue at once."""
+
+    count: int = Field(default=1, ge=1, le=MAX_INVITES)
 
 
 async def _operator(request: web.Request) -> Any:
@@ -138,8 +160,85 @@ async def manual_start(engine: Any) -> int:
     return await transact(engine, read)
 
 
+async def issue_invites(request: web.Request) -> web.Response:
+    """Issue ``count`` invite codes, each good for one registration (``POST /v1/accounts``
+    with ``invite``); the codes are answered once, only their hashes are kept."""
+    operator = await _operator(request)
+    empty = not (await request.read()).strip()  # no body: one code
+    body: NewInvites = NewInvites() if empty else await read_body(request, NewInvites)
+    codes = [new_secret("kinv_") for _ in range(body.count)]
+    height, now = request.app[CLOCK].height(), wall_ms()
+    async with request.app[ENGINE].begin() as connection:
+        await connection.execute(insert(invites), [
+            {"code_hash": hash_token(code), "issued_by": operator.id, "issued_height": height,
+             "issued_ms": now} for code in codes
+        ])  # fmt: skip
+    return web.json_response(
+        {"codes": codes, "issued_by": f"operator:{operator.id}", "height": height}, status=201
+    )
+
+
+def _account_row(account_id: int) -> Any:
+    return select(accounts).where(accounts.c.id == account_id)
+
+
+def _standing(row: Any) -> dict[str, Any]:
+    suspended = row.suspended_ms is not None
+    return {"id": row.id, "account": f"{row.role}:{row.id}", "suspended": suspended,
+            "suspended_by": f"operator:{row.suspended_by}" if suspended else None,
+            "suspended_height": row.suspended_height}  # fmt: skip
+
+
+async def suspend_account(request: web.Request) -> web.Response:
+    """Suspend an account: its token is refused from now on (403 ``account_suspended``) and
+    will never work again; resuming gives the account a new one. Suspending a suspended
+    account changes nothing and answers the suspension that stands."""
+    operator = await _operator(request)
+    account_id = _id(request, "account")
+    if account_id == operator.id:
+        raise ApiError(409, "cannot_suspend_self", "an operator cannot suspend its own account")
+    async with request.app[ENGINE].begin() as connection:
+        await connection.execute(
+            update(accounts)
+            .where(accounts.c.id == account_id, accounts.c.suspended_ms.is_(None))
+            .values(suspended_by=operator.id, suspended_height=request.app[CLOCK].height(),
+                    suspended_ms=wall_ms())
+        )  # fmt: skip
+        row = (await connection.execute(_account_row(account_id))).first()
+    if row is None:
+        raise ApiError(404, "not_found", f"no account {account_id}")
+    request.app[CACHES].forget_token(row.token_hash)  # refused from the next request on
+    return web.json_response(_standing(row))
+
+
+async def resume_account(request: web.Request) -> web.Response:
+    """Lift an account's suspension, with a new token (answered once, for the operator to hand
+    over): the token it had when suspended stays revoked."""
+    await _operator(request)
+    account_id = _id(request, "account")
+    token = new_secret("kova_")
+    async with request.app[ENGINE].begin() as connection:
+        row = (await connection.execute(_account_row(account_id))).first()
+        if row is None:
+            raise ApiError(404, "not_found", f"no account {account_id}")
+        resumed = await connection.execute(
+            update(accounts)
+            .where(accounts.c.id == account_id, accounts.c.suspended_ms.is_not(None))
+            .values(suspended_by=None, suspended_height=None, suspended_ms=None,
+                    token_hash=hash_token(token))
+        )  # fmt: skip
+        if resumed.rowcount != 1:
+            raise ApiError(409, "not_suspended", f"account {account_id} is not suspended")
+    request.app[CACHES].forget_token(row.token_hash)
+    return web.json_response({"id": row.id, "account": f"{row.role}:{row.id}",
+                              "suspended": False, "token": token})  # fmt: skip
+
+
 def add_routes(app: web.Application) -> None:
     """Register the operator's routes."""
+    app.router.add_post("/v1/invites", issue_invites)
+    app.router.add_post("/v1/accounts/{id}/suspend", suspend_account)
+    app.router.add_post("/v1/accounts/{id}/resume", resume_account)
     app.router.add_post("/v1/accounts/{id}/credit", credit)
     app.router.add_post("/v1/providers/{id}/fail", fail_provider)
     app.router.add_post("/v1/providers/{id}/recover", recover_provider)

@@ -16,7 +16,7 @@ import numpy as np
 
 from kova_core import KovaError, parse_cpu, parse_duration, parse_size, pricing_strategy
 
-from .agent import Agent, AgentError, gc_volumes, machine_capacity
+from .agent import Agent, AgentError, Busy, gc_volumes, machine_capacity
 from .endpoints import parse_address
 from .firewall import DEFAULT_DENIED, Firewall, FirewallError, parse_networks, resolvers
 from .runner import Docker, Policy
@@ -304,7 +304,7 @@ def provider(
             agent.tick()
         except AgentError as exc:
             _fail(str(exc))
-        except (httpx.HTTPError, docker.errors.DockerException) as exc:
+        except (httpx.HTTPError, docker.errors.DockerException, Busy) as exc:
             log.warning("this poll failed, trying again next poll: %s", exc)
         time.sleep(max(0.0, poll_seconds - (time.monotonic() - started)))
 
@@ -328,6 +328,6 @@ def gc_volumes_command(ctx: click.Context, closed_for: str) -> None:
     volumes = Volumes(_docker(), provider_id, folder, sized=True)
     try:
         gone = gc_volumes(http, volumes, seconds)
-    except (AgentError, httpx.HTTPError) as exc:
+    except (AgentError, Busy, httpx.HTTPError) as exc:
         _fail(f"cannot ask the orchestrator about the leases: {exc}")
     click.echo(f"removed {len(gone)} volume(s)" + "".join(f"\n  {name}" for name in gone))

@@ -1,7 +1,9 @@
 """Replay a simulator's command log (``kova-sim run --record-commands``) against a live
 orchestrator over HTTP, and compare what the two drivers made of it.
 
-The server runs on a manual clock (``serve --clock manual``) with an operator account: before
+The server runs on a manual clock (``serve --clock manual``) with an operator account, open
+registration (``--registration open``: the replayer registers every party over the API) and
+no rate limits (``--rate-limit-writes 0`` and the same for accounts and reads): before
 each command the replayer moves the clock to the command's height (``POST /v1/clock``), then
 sends the command as the party who gave it in the simulation — a tenant creates, funds, accepts,
 gives up on an order and closes; a provider bids and reports its job's end; the operator

@@ -31,6 +31,7 @@ __all__ = [
     "deployment_files",
     "deployments",
     "files",
+    "invites",
     "leases",
     "logs",
     "metadata",
@@ -80,9 +81,29 @@ accounts = Table(
     Column("token_hash", String(64), nullable=False, unique=True),  # sha256 hex of the token
     Column("created_height", BigInteger, nullable=False),
     CheckConstraint("role IN ('tenant', 'provider', 'auditor', 'operator')", name="role_known"),
+    # suspended by an operator (migration 0016): by whom, at what height and wall-clock time;
+    # NULL while the account is in good standing
+    Column("suspended_by", BigInteger, nullable=True),
+    Column("suspended_height", BigInteger, nullable=True),
+    Column("suspended_ms", BigInteger, nullable=True),
 )
-"""Tenants, providers and auditors (migration 0014). The bearer token itself is never stored,
-only its SHA-256."""
+"""Tenants, providers, auditors and operators. The bearer token itself is never stored, only
+its SHA-256; a rotation replaces it."""
+
+invites = Table(
+    "invites",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("code_hash", String(64), nullable=False, unique=True),  # sha256 hex of the code
+    Column("issued_by", BigInteger, ForeignKey("accounts.id"), nullable=False),  # an operator
+    Column("issued_height", BigInteger, nullable=False),
+    Column("issued_ms", BigInteger, nullable=False),
+    Column("used_by", BigInteger, ForeignKey("accounts.id"), nullable=True),  # the new account
+    Column("used_height", BigInteger, nullable=True),
+    Column("used_ms", BigInteger, nullable=True),
+)
+"""Invite codes (``serve --registration invite``, migration 0016): each registers one account;
+only the code's SHA-256 is kept, with who issued it and when, and which account used it."""
 
 balances = Table(
     "balances",

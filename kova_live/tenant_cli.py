@@ -53,7 +53,11 @@ class Api:
         if not self.server:
             raise click.UsageError("no server: pass --server, set KOVA_SERVER, or run kova login")
 
-    def call(self, method: str, path: str, body: Any = None, *, auth: bool = True) -> Any:
+    def call(self, method: str, path: str, body: Any = None, *, auth: bool = True,
+             hints: dict[str, str] | None = None, attempts: int = 3) -> Any:  # fmt: skip
+        """The server's answer; a refusal is one line (``hints``: what to say instead for
+        some error codes). ``attempts``: sends after a lost connection (1 for commands whose
+        answer cannot be had again)."""
         headers = {}
         if auth:
             if not self.token:
@@ -61,7 +65,7 @@ class Api:
             headers["Authorization"] = f"Bearer {self.token}"
         if method != "GET":  # a command: applied once, however often it is sent
             headers["Idempotency-Key"] = uuid.uuid4().hex
-        for attempt in range(3):
+        for attempt in range(attempts):
             try:
                 response = httpx.request(
                     method, self.server + path, json=body, headers=headers, timeout=30
@@ -69,7 +73,7 @@ class Api:
                 break
             except httpx.TransportError as exc:
                 # the answer may be lost with the command applied: the same key again
-                if attempt == 2:
+                if attempt == attempts - 1:
                     _refused(f"cannot reach {self.server}: {exc}")
         try:
             data = response.json()
@@ -77,6 +81,8 @@ class Api:
             _refused(f"the server answered {response.status_code} without JSON")
         if response.status_code >= 400:
             error = data.get("error", {}) if isinstance(data, dict) else {}
+            if (hints or {}).get(error.get("code")):
+                _refused((hints or {})[error["code"]])
             field = f" ({error['field']})" if error.get("field") else ""
             _refused(f"{error.get('message', response.reason_phrase)}{field}")
         return data
@@ -116,20 +122,53 @@ def main() -> None:
 @click.option("--server", envvar="KOVA_SERVER", required=True, help="The orchestrator's URL.")
 @click.option("--token", envvar="KOVA_TOKEN", help="An existing token (else a new account).")
 @click.option("--name", default=lambda: os.environ.get("USER", "tenant"), show_default="$USER")
-def login(server: str, token: str | None, name: str) -> None:
-    """Save the server and a token; without a token, register a new tenant account."""
+@click.option("--invite", envvar="KOVA_INVITE",
+              help="An invite code from the server's operator to register with.")
+def login(server: str, token: str | None, name: str, invite: str | None) -> None:
+    """Save the server and a token; without a token, register a new tenant account (with
+    --invite CODE where the server registers by invitation, as it does by default)."""
     api = Api(server, token)
     if token is None:
-        made = api.call("POST", "/v1/accounts", {"role": "tenant", "name": name}, auth=False)
+        body = {"role": "tenant", "name": name}
+        if invite:
+            body["invite"] = invite.strip()
+        made = api.call("POST", "/v1/accounts", body, auth=False, hints={
+            "invite_required": f"{api.server} registers accounts by invitation: pass --invite "
+                               "CODE (or set KOVA_INVITE), a code from its operator",
+            "invalid_invite": "that invite code is unknown or already used (--invite): each "
+                              "registers one account; ask the operator for another",
+            "registration_closed": f"{api.server} does not register accounts: ask its operator "
+                                   "for one, then kova login --token TOKEN",
+        }, attempts=1)  # fmt: skip
         api.token = made["token"]
     me = api.call("GET", "/v1/accounts/me")
     if me["role"] != "tenant":
         _refused(f"that token belongs to a {me['role']}, not a tenant")
+    path = _save(api)
+    click.echo(f"logged in to {api.server} as {me['account']} ({me['name']}); saved to {path}")
+
+
+def _save(api: Api) -> Path:
+    """Keep the server and the token in the config file (readable by its owner only)."""
     path = config_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"server": api.server, "token": api.token}) + "\n")
     path.chmod(0o600)
-    click.echo(f"logged in to {api.server} as {me['account']} ({me['name']}); saved to {path}")
+    return path
+
+
+@main.command("rotate-token")
+@server_option
+@token_option
+def rotate_token(server: str | None, token: str | None) -> None:
+    """Replace your token with a new one (the old one stops working at once) and save it in
+    the config file kova login wrote."""
+    api = Api(server, token)
+    # sent once: a retry would carry the token the first send may already have replaced
+    made = api.call("POST", "/v1/accounts/me/token", attempts=1)
+    api.token = made["token"]
+    path = _save(api)
+    click.echo(f"{made['account']}: a new token is saved to {path}; the old one no longer works")
 
 
 @main.command()

@@ -89,8 +89,10 @@ class Server:
     ) -> None:
         """``extra`` flags go to ``kova-live serve``; unless they say otherwise, providers are
         never lost for missed heartbeats (tests that want that pass ``--heartbeat-grace``),
-        and leases' endpoints may be on loopback (``--endpoint-networks 127.0.0.0/8``: every
-        test runs on 127.0.0.1)."""
+        leases' endpoints may be on loopback (``--endpoint-networks 127.0.0.0/8``: every
+        test runs on 127.0.0.1), anyone registers (``--registration open``; the default is
+        ``invite``), and nothing is rate-limited (``--rate-limit-accounts 0`` and the same for
+        writes and reads: every test's requests come from 127.0.0.1)."""
         self.database_url = database_url
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -105,6 +107,9 @@ class Server:
                 *extra,
                 *(() if "--heartbeat-grace" in extra else ("--heartbeat-grace", "100000000")),
                 *(() if "--endpoint-networks" in extra else ("--endpoint-networks", "127.0.0.0/8")),
+                *(() if "--registration" in extra else ("--registration", "open")),
+                *(arg for kind in ("accounts", "writes", "reads")
+                  if f"--rate-limit-{kind}" not in extra for arg in (f"--rate-limit-{kind}", "0")),
             ],
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
