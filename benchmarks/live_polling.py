@@ -265,11 +265,13 @@ def main() -> None:
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
             server = subprocess.Popen(
-                # open registration and no rate limits: it measures the server, not its limits
+                # open registration, no rate limits, no tenant share nor size check (one
+                # tenant's orders, bid on by every provider): it measures the server, not its
+                # limits
                 [sys.executable, "-m", "kova_live", "serve", "--database-url", url, "--port",
                  str(port), "--heartbeat-grace", "100000000", "--registration", "open",
                  "--rate-limit-accounts", "0", "--rate-limit-writes", "0",
-                 "--rate-limit-reads", "0"],
+                 "--rate-limit-reads", "0", "--tenant-share", "1", "--order-size", "any"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy(),
             )  # fmt: skip
             base = f"http://127.0.0.1:{port}"

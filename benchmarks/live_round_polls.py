@@ -85,11 +85,13 @@ def main() -> None:
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
             server = subprocess.Popen(
-                # open registration and no rate limits: it measures the server, not its limits
+                # open registration, no rate limits, no tenant share nor size check: it
+                # measures the server, not its limits
                 [sys.executable, "-m", "kova_live", "serve", "--database-url", url, "--port",
                  str(port), "--block-seconds", str(args.block_seconds), "--heartbeat-grace",
                  "100000000", "--registration", "open", "--rate-limit-accounts", "0",
-                 "--rate-limit-writes", "0", "--rate-limit-reads", "0"],
+                 "--rate-limit-writes", "0", "--rate-limit-reads", "0", "--tenant-share", "1",
+                 "--order-size", "any"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
             base = f"http://127.0.0.1:{port}"

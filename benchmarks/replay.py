@@ -56,7 +56,7 @@ import httpx  # noqa: E402
 import psycopg  # noqa: E402
 import yaml  # noqa: E402
 
-from kova_live.replay import Replayer, ReplayMismatch, compare  # noqa: E402
+from kova_live.replay import Replayer, ReplayMismatch, compare, serve_flags  # noqa: E402
 from kova_sim.commands import ReplayError, market_for, read_commands, replay_into  # noqa: E402
 from kova_sim.run import run_scenario  # noqa: E402
 from kova_sim.scenario import parse_scenario  # noqa: E402
@@ -66,7 +66,8 @@ SKIPPED = {"bench-large"}  # the exact engine cannot run it in reasonable time
 PG_ADMIN = os.environ.get("KOVA_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 # the replayer registers the simulation's parties over the API (open registration) and sends
 # its commands as fast as the server takes them (no rate limits)
-SERVE = ("--clock", "manual", "--order-expiry", "1000000000", "--heartbeat-grace", "100000000",
+# and the network limits of the log's header (none: kova_live.replay.serve_flags)
+SERVE = ("--clock", "manual", "--heartbeat-grace", "100000000",
          "--block-seconds", "1", "--endpoint-networks", "127.0.0.0/8", "--registration", "open",
          "--rate-limit-accounts", "0", "--rate-limit-writes", "0",
          "--rate-limit-reads", "0")  # fmt: skip
@@ -90,7 +91,7 @@ class Server:
     """A ``kova-live serve`` process on a free loopback port, in a session of its own (a Ctrl-C
     reaches this script, which stops it, and not the server directly)."""
 
-    def __init__(self, database_url: str, data_dir: Path, log: Path) -> None:
+    def __init__(self, database_url: str, data_dir: Path, log: Path, limits: list[str]) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
@@ -99,7 +100,7 @@ class Server:
         self.client: httpx.Client | None = None
         self.process = subprocess.Popen(
             [sys.executable, "-m", "kova_live", "serve", "--database-url", database_url,
-             "--data-dir", str(data_dir), "--port", str(self.port), *SERVE],
+             "--data-dir", str(data_dir), "--port", str(self.port), *SERVE, *limits],
             stdout=self._log_file, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         try:
@@ -224,6 +225,7 @@ def run_one(name: str, args: argparse.Namespace, folder: Path) -> Figures:
         )
     started = time.perf_counter()
     reference = market_for(header)
+    limits = serve_flags(header)
     replay_into(reference, header, commands)
     figures.core_s = time.perf_counter() - started
     say(f"{name}: {len(commands):,} commands recorded in {figures.record_s:.1f} s "
@@ -237,7 +239,7 @@ def run_one(name: str, args: argparse.Namespace, folder: Path) -> Figures:
         ops = operator_headers(url, folder / "data")
         servers: list[Server] = []
         try:
-            servers.append(Server(url, folder / "data", folder / "server-0.log"))
+            servers.append(Server(url, folder / "data", folder / "server-0.log", limits))
             timers: list[threading.Timer] = []
             clock = {"start": time.perf_counter(), "last": time.perf_counter()}
 
@@ -268,7 +270,8 @@ def run_one(name: str, args: argparse.Namespace, folder: Path) -> Figures:
                         f"see {old.log}"
                     ) from None
                 old.stop()
-                servers.append(Server(url, folder / "data", folder / f"server-{len(servers)}.log"))
+                servers.append(Server(url, folder / "data", folder / f"server-{len(servers)}.log",
+                                      limits))
                 figures.restarts += 1
                 figures.restart_s += time.perf_counter() - begun
                 say(f"{name}: server killed, restarted ({figures.restarts})")

@@ -723,11 +723,11 @@ async def open_orders(request: web.Request) -> web.Response:
         raise ApiError(400, "invalid_field", "only state=open is offered", "state")
     page = request.app[API].page_size
     limit = int_query(request, "limit", page, 1, page)
-    after = request.query.get("after", "")
-    if after and _cursor(after) is None:
+    after = request.query.get("after")
+    if after is not None and _cursor(after) is None:
         raise ApiError(400, "invalid_field", "must be the next of a page before", "after")
     caches = request.app[CACHES]
-    key = (request.app[CLOCK].height(), caches.orders_version, after, limit)
+    key = (request.app[CLOCK].height(), caches.orders_version, after or "", limit)
     body = caches.open_orders.get(key)
     if body is None:
         if len(caches.open_orders) > 256 or any(k[:2] != key[:2] for k in caches.open_orders):

@@ -326,9 +326,12 @@ SHA256 = {"name": "sha256", "in": "path", "required": True,
 BINARY = {"type": "string", "format": "binary"}
 
 
-def openapi_document(page_size: int = 1000) -> dict[str, Any]:
+def openapi_document(page_size: int = 1000, max_manifest_bytes: int = 64 * 1024) -> dict[str, Any]:
     """The document (built on each call: it is small), for a server whose ``GET /v1/leases``
-    answers at most ``page_size`` leases at once."""
+    answers at most ``page_size`` leases at once and whose ``POST /v1/deployments`` takes
+    manifests of at most ``max_manifest_bytes`` (stated as the text's ``maxLength``: a longer
+    text is longer in bytes too; a shorter one may still be refused, with 400, when its UTF-8
+    is longer)."""
     from .app import NewAccount
     from .audits import NewAudit
     from .deployments import (
@@ -519,6 +522,9 @@ def openapi_document(page_size: int = 1000) -> dict[str, Any]:
     # an audit's body may be left out: every attribute the provider registers
     paths["/v1/providers/{id}/audits"]["post"]["requestBody"]["required"] = False
     schemas: dict[str, Any] = {"Error": ERROR}
+    created = paths["/v1/deployments"]["post"]["requestBody"]["content"]["application/json"]
+    text = created["schema"]["properties"]["manifest"]["anyOf"][0]
+    text["maxLength"] = max_manifest_bytes
     for path, item in paths.items():  # every route of the API may be rate-limited
         if path.startswith("/v1/"):
             for op in item.values():
@@ -565,4 +571,5 @@ async def serve_openapi(request: web.Request) -> web.Response:
     """The document, as JSON."""
     from .app import API
 
-    return web.json_response(openapi_document(request.app[API].page_size))
+    api = request.app[API]
+    return web.json_response(openapi_document(api.page_size, api.max_manifest_bytes))

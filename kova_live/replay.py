@@ -27,14 +27,30 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
-from kova_core import Market
+from kova_core import Limits, Market
 
 from .db import sync_engine
 from .schema import balances, deployments, leases, transfers
 
-__all__ = ["ReplayMismatch", "Replayer", "compare"]
+__all__ = ["ReplayMismatch", "Replayer", "compare", "serve_flags"]
 
 KINDS = ("tenant", "provider", "deployment", "order", "bid", "lease")
+
+
+def serve_flags(header: Mapping[str, Any]) -> list[str]:
+    """The flags of ``kova-live serve`` that give its market the network limits of a command
+    log's header (a log without limits: none; the server's order lifetime is then forever,
+    and orders close only when the simulated tenants give up on them)."""
+    limits = Limits(**header.get("limits", {}))
+    share = limits.tenant_share_bps
+    return [
+        "--min-deposit-blocks", str(limits.min_deposit_blocks),
+        "--max-replicas", str(limits.max_replicas or 0),
+        "--max-open-orders", str(limits.max_open_orders or 0),
+        "--order-size", "largest-provider" if limits.largest_provider else "any",
+        "--order-expiry", str(limits.order_lifetime or 0),
+        "--tenant-share", "1" if share is None else str(share / 10_000),
+    ]  # fmt: skip
 
 
 class ReplayMismatch(AssertionError):

@@ -91,8 +91,12 @@ class Server:
         never lost for missed heartbeats (tests that want that pass ``--heartbeat-grace``),
         leases' endpoints may be on loopback (``--endpoint-networks 127.0.0.0/8``: every
         test runs on 127.0.0.1), anyone registers (``--registration open``; the default is
-        ``invite``), and nothing is rate-limited (``--rate-limit-accounts 0`` and the same for
-        writes and reads: every test's requests come from 127.0.0.1)."""
+        ``invite``), nothing is rate-limited (``--rate-limit-accounts 0`` and the same for
+        writes and reads: every test's requests come from 127.0.0.1), and of the network's
+        limits, no minimum deposit, no size check and no tenant share (``--min-deposit-blocks
+        0 --order-size any --tenant-share 1``: tests of other things neither fund nor size
+        their deployments for them; ``test_abuse.py`` runs with them); the others (replicas,
+        open orders per tenant, the order lifetime) are at their defaults."""
         self.database_url = database_url
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -108,6 +112,10 @@ class Server:
                 *(() if "--heartbeat-grace" in extra else ("--heartbeat-grace", "100000000")),
                 *(() if "--endpoint-networks" in extra else ("--endpoint-networks", "127.0.0.0/8")),
                 *(() if "--registration" in extra else ("--registration", "open")),
+                # the network's limits that would make every test fund and size its deployments
+                *(() if "--min-deposit-blocks" in extra else ("--min-deposit-blocks", "0")),
+                *(() if "--order-size" in extra else ("--order-size", "any")),
+                *(() if "--tenant-share" in extra else ("--tenant-share", "1")),
                 *(arg for kind in ("accounts", "writes", "reads")
                   if f"--rate-limit-{kind}" not in extra for arg in (f"--rate-limit-{kind}", "0")),
             ],

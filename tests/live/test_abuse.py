@@ -39,9 +39,12 @@ def deploy(server: Server, tenant: dict, text: str, deposit: int):
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def limited(request, tmp_path: Path):
+    """A server with the network's limits; ``--order-expiry`` 60 blocks for the tests whose
+    name says ``lifetime``, else its default."""
+    lifetime = ("--order-expiry", "60") if "lifetime" in request.node.name else ()
     with fresh_database(request.param, tmp_path) as url:
         server = Server(url, tmp_path / "data", 0.05, *LIMITS, "--max-open-orders", "2000",
-                        "--order-expiry", "60")  # fmt: skip
+                        *lifetime)  # fmt: skip
         try:
             yield server
         finally:
@@ -144,7 +147,8 @@ def test_a_flood_of_orders_does_not_keep_another_tenants_order_from_bids(limited
     for i in range(2):
         provider = register(server, "provider", f"agent{i}")
         agents.append(AgentProcess(server, provider["token"], tmp_path / f"agent{i}",
-                                   "--poll-seconds", "1"))  # fmt: skip
+                                   "--poll-seconds", "1", "--strategy", "fixed",
+                                   "--strategy-param", "price_per_block=1000"))  # fmt: skip
     try:
         wait_for(lambda: server.client.get("/v1/status").json()["providers"] >= 2, timeout=30)
         time.sleep(1.5)  # their first heartbeats: the largest provider is known

@@ -108,12 +108,16 @@ def test_what_requests_may_hold_is_bounded_as_the_server_bounds_it():
 
 
 def _network(server):
-    """Accounts of every role, and something of each kind for every path id to name: a
+    """Accounts of every role (and the headers of an operation that needs an account of its
+    own, by path), and something of each kind for every path id to name: a
     deployment with two orders, a bid on each, one accepted (a lease), a second deployment (to
     close), an uploaded file, an audit. Returns each role's headers and each path's ids."""
     tenant = register(server, "tenant", "st")
     provider = register(server, "provider", "sp")
     auditor = register(server, "auditor", "sa")
+    # accounts of their own for what takes an account away: suspension, and token rotation
+    # (after the first, the rotated token is refused: 401, as documented)
+    suspended, rotating = register(server, "tenant", "ss"), register(server, "tenant", "sr")
     ops = operator_headers(server.database_url)
     client = server.client
     done = client.post(f"/v1/accounts/{tenant['id']}/credit", headers=ops, json={"amount": 10**12})
@@ -137,7 +141,7 @@ def _network(server):
     assert (uploaded.status_code, audit.status_code) == (201, 201), audit.text
     headers = {"tenant": tenant["headers"], "account": tenant["headers"],
                "provider": provider["headers"], "operator": ops, "auditor": auditor["headers"],
-               "public": {}}  # fmt: skip
+               "public": {}, "/v1/accounts/me/token": rotating["headers"]}  # fmt: skip
     ids = {
         "/v1/deployments/{id}": dep["id"], "/v1/deployments/{id}/deposit": dep["id"],
         "/v1/deployments/{id}/close": spare["id"], "/v1/deployments/{id}/bids": dep["id"],
@@ -149,6 +153,7 @@ def _network(server):
         "/v1/providers/{id}/fail": provider["id"], "/v1/providers/{id}/recover": provider["id"],
         "/v1/providers/{id}/audits": provider["id"],
         "/v1/files/{sha256}": uploaded.json()["sha256"],
+        "/v1/accounts/{id}/suspend": suspended["id"], "/v1/accounts/{id}/resume": suspended["id"],
     }  # fmt: skip
     return headers, ids
 
@@ -169,7 +174,7 @@ def schemathesis_config(document, headers, ids):
     ]
     for path, item in document["paths"].items():
         for method, operation in item.items():
-            role = headers[operation["tags"][0]]
+            role = headers.get(path) or headers[operation["tags"][0]]
             if not role and path not in ids:
                 continue  # public, and nothing to name: all of it generated
             lines += ["[[operations]]", f"include-name = {_toml(f'{method.upper()} {path}')}"]

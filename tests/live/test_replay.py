@@ -4,8 +4,9 @@ against a real server on a manual clock, killed with SIGKILL at random points wi
 flight and restarted on the same database (the unanswered command is sent again under its
 Idempotency-Key); then the server's ledger, leases and escrows must equal the simulator's.
 
-Settings the servers run with: ``--clock manual``, ``--order-expiry`` 10^9 blocks (orders
-expire only when the simulated tenants give up on them), ``--heartbeat-grace`` 10^8 blocks (the
+Settings the servers run with: ``--clock manual``, the network limits of the log's header (none:
+``kova_live.replay.serve_flags``; orders expire only when the simulated tenants give up on
+them), ``--heartbeat-grace`` 10^8 blocks (the
 test servers' default: providers are taken down only by the operator's replayed failures),
 settlement every 60 blocks, no fee.
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from kova_live.replay import Replayer, compare
+from kova_live.replay import Replayer, compare, serve_flags
 from kova_sim.commands import market_for, replay_into
 
 from .conftest import Server, fresh_database
@@ -27,7 +28,7 @@ from .test_operators import operator_token
 from .test_state import recorded
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
-SERVE = ("--clock", "manual", "--order-expiry", "1000000000")
+SERVE = ("--clock", "manual")
 # (scenario, simulated length, one provider kept of every ..., database, kills): between them
 # the shortened scenarios have provider failures and repairs (mixed-strategies), jobs
 # (jobs-batch), deposits that resume paused deployments (budget-exhaustion) and orders given up
@@ -57,7 +58,8 @@ def test_the_live_network_ends_where_the_simulator_does(
     at = set(rng.sample(range(2, len(commands)), kills))
     with fresh_database(backend, tmp_path) as url:
         ops = operator_token(url)
-        servers = [Server(url, tmp_path / "data", 1.0, *SERVE)]
+        flags = (*SERVE, *serve_flags(header))  # the log's limits: none
+        servers = [Server(url, tmp_path / "data", 1.0, *flags)]
         killed: list[int] = []
 
         def kill_soon(seq: int) -> None:
@@ -74,7 +76,7 @@ def test_the_live_network_ends_where_the_simulator_does(
             old = servers[-1]
             old.process.wait()
             old.stop()
-            servers.append(Server(url, tmp_path / "data", 1.0, *SERVE))
+            servers.append(Server(url, tmp_path / "data", 1.0, *flags))
             return servers[-1].client
 
         replayer = Replayer(servers[0].client, ops, reconnect=restart)

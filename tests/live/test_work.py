@@ -4,9 +4,10 @@ kill -9 is still done after the restart."""
 
 import asyncio
 import signal
+import time
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from kova_live.db import async_engine
 from kova_live.schema import work_queue
@@ -22,7 +23,7 @@ def backend(request):
     return request.param
 
 
-def test_orders_nobody_bid_on_expire_and_the_others_wait(backend, tmp_path):
+def test_an_order_still_open_after_its_lifetime_closes_bid_on_or_not(backend, tmp_path):
     with fresh_database(backend, tmp_path) as url:  # 100 blocks of 0.02 s: 2 s to place the bid
         s = Server(url, tmp_path / "data", 0.02, "--order-expiry", "100",
                    "--heartbeat-grace", "100000000")  # fmt: skip
@@ -34,16 +35,20 @@ def test_orders_nobody_bid_on_expire_and_the_others_wait(backend, tmp_path):
                                    json={"manifest": MANIFEST, "deposit": 1_000}).json()  # fmt: skip
             wanted = s.client.post("/v1/deployments", headers=tenant["headers"],
                                    json={"manifest": MANIFEST, "deposit": 1_000}).json()  # fmt: skip
-            s.client.post(f"/v1/orders/{wanted['orders'][0]['id']}/bids", headers=provider["headers"],
-                          json={"price": 1_000})  # fmt: skip
+            bid = s.client.post(f"/v1/orders/{wanted['orders'][0]['id']}/bids",
+                                headers=provider["headers"], json={"price": 1_000}).json()  # fmt: skip
 
             def order(dep):
                 return s.client.get(f"/v1/deployments/{dep['id']}", headers=tenant["headers"]).json()["orders"][0]
 
-            expired = wait_for(lambda: (o := order(lonely))["state"] == "closed" and o)
-            assert expired["close_reason"] == "expired"
-            assert expired["closed_at"] >= lonely["created_at"] + 100
-            assert order(wanted)["state"] == "open"  # it has a bid: its tenant may still choose
+            for dep in (lonely, wanted):  # closed in the very block its lifetime ends
+                closed = wait_for(lambda dep=dep: (o := order(dep))["state"] == "closed" and o)
+                assert closed["close_reason"] == "expired"
+                assert closed["closed_at"] == dep["created_at"] + 100
+            assert bid["state"] == "open"
+            bids = s.client.get(f"/v1/deployments/{wanted['id']}/bids",
+                                headers=tenant["headers"]).json()["bids"]  # fmt: skip
+            assert bids == []  # its bid is lost with it: no open bid left
         finally:
             s.stop()
 
@@ -78,7 +83,9 @@ def test_a_silent_provider_is_lost_and_its_orders_reopen(backend, tmp_path):
             s.stop()
 
 
-def test_work_enqueued_before_a_kill_is_done_after_the_restart(backend, tmp_path):
+def test_an_order_whose_lifetime_ended_while_the_server_was_down_closes_at_its_block(
+    backend, tmp_path
+):
     with fresh_database(backend, tmp_path) as url:
         flags = ("--order-expiry", "60", "--heartbeat-grace", "100000000")
         s = Server(url, tmp_path / "data", 0.05, *flags)  # the order expires 3 s after it opens
@@ -89,27 +96,39 @@ def test_work_enqueued_before_a_kill_is_done_after_the_restart(backend, tmp_path
         s.process.send_signal(signal.SIGKILL)
         s.process.wait()
         s.stop()
+        time.sleep(4)  # the lifetime ends while no server runs
 
-        async def pending():
+        async def pending():  # an earlier server's expiry, left in its queue
             engine = async_engine(url)
             try:
-                async with engine.connect() as c:
-                    return (await c.execute(
-                        select(work_queue.c.kind, work_queue.c.subject_id)
-                        .where(work_queue.c.state == "pending", work_queue.c.kind == "expire_order")
-                    )).all()
+                async with engine.begin() as c:
+                    await c.execute(insert(work_queue).values(
+                        kind="expire_order", subject_id=dep["orders"][0]["id"], run_at=0,
+                        state="pending", attempts=0, created_at=0))  # fmt: skip
             finally:
                 await engine.dispose()
 
-        assert asyncio.run(pending()) == [("expire_order", dep["orders"][0]["id"])]
+        asyncio.run(pending())
         s = Server(url, tmp_path / "data", 0.05, *flags)
         try:
-            def state():
+            def order():
                 return s.client.get(f"/v1/deployments/{dep['id']}",
-                                    headers=tenant["headers"]).json()["orders"][0]["state"]  # fmt: skip
+                                    headers=tenant["headers"]).json()["orders"][0]  # fmt: skip
 
-            wait_for(lambda: state() == "closed")
-            assert asyncio.run(pending()) == []
+            closed = wait_for(lambda: (o := order())["state"] == "closed" and o)
+            assert closed["closed_at"] == dep["created_at"] + 60  # caught up, at its block
+
+            async def left():
+                engine = async_engine(url)
+                try:
+                    async with engine.connect() as c:
+                        return (await c.execute(select(work_queue.c.kind).where(
+                            work_queue.c.state == "pending",
+                            work_queue.c.kind == "expire_order"))).all()  # fmt: skip
+                finally:
+                    await engine.dispose()
+
+            wait_for(lambda: asyncio.run(left()) == [])  # the old kind is done, as a no-op
         finally:
             s.stop()
 
@@ -118,7 +137,6 @@ def test_a_sweep_loses_no_provider_whose_heartbeat_the_writer_applied_after_the_
                                                                                      tmp_path):  # fmt: skip
     # the sweep reads who is silent, then asks the writer to lose them; a heartbeat the writer
     # applies in between (it may be busy with a round for a second or two) is not silence
-    from sqlalchemy import insert
 
     from kova_core import Resources
     from kova_live.db import migrate
