@@ -453,18 +453,7 @@ def operator(name: str, data_dir: Path, database_url: str | None) -> None:
     An operator credits tenants, takes providers down or back, and moves a manual clock over
     the API (POST /v1/accounts/{id}/credit, /v1/providers/{id}/fail and /recover, /v1/clock).
     """
-    name = name.strip()
-    if not 1 <= len(name) <= 100:
-        _fail("NAME: 1 to 100 characters")
-    url = _url(data_dir, database_url)
-    try:
-        if current_revision(url) is None:
-            migrate(url)
-        check_schema(url)
-    except DatabaseError as exc:
-        _fail(str(exc))
-    token = "kova_" + secrets.token_urlsafe(32)
-    account_id = asyncio.run(_new_account(url, "operator", name, token))
+    account_id, name, token = _make_account(data_dir, database_url, "operator", name)
     click.echo(f"operator {account_id} ({name}); token (shown once):")
     click.echo(token)
 
@@ -478,6 +467,15 @@ def account(role: str, name: str, data_dir: Path, database_url: str | None) -> N
     """Make a ROLE account called NAME and print its token (shown once), whatever serve
     --registration says: how accounts are made on a closed network (on the database, as
     admin operator does; the running server sees the account at once)."""
+    account_id, name, token = _make_account(data_dir, database_url, role, name)
+    click.echo(f"{role}:{account_id} ({name}); token (shown once):")
+    click.echo(token)
+
+
+def _make_account(
+    data_dir: Path, database_url: str | None, role: str, name: str
+) -> tuple[int, str, str]:
+    """An account made on the database (migrated first if new): its id, name and token."""
     name = name.strip()
     if not 1 <= len(name) <= 100:
         _fail("NAME: 1 to 100 characters")
@@ -489,9 +487,7 @@ def account(role: str, name: str, data_dir: Path, database_url: str | None) -> N
     except DatabaseError as exc:
         _fail(str(exc))
     token = "kova_" + secrets.token_urlsafe(32)
-    account_id = asyncio.run(_new_account(url, role, name, token))
-    click.echo(f"{role}:{account_id} ({name}); token (shown once):")
-    click.echo(token)
+    return asyncio.run(_new_account(url, role, name, token)), name, token
 
 
 async def _new_account(url: str, role: str, name: str, token: str) -> int:
