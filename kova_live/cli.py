@@ -111,6 +111,11 @@ def _rate_text(rate: Rate) -> str:
     return f"{rate.per_second:g},{rate.burst}"
 
 
+NETWORK = Limits.network()
+"""The network's limits as serve's flags default them (``--min-deposit-blocks``'s default is
+the network's settlement interval, which the database holds)."""
+
+
 @main.command()
 @data_dir_option
 @database_option
@@ -125,7 +130,7 @@ def _rate_text(rate: Rate) -> str:
 )
 @click.option(
     "--order-expiry",
-    default=3600,
+    default=NETWORK.order_lifetime,
     show_default=True,
     type=click.IntRange(0, MAX_AMOUNT),
     help="Blocks an order stays open: then it closes (expired), bid on or not, and its bids'"
@@ -140,14 +145,14 @@ def _rate_text(rate: Rate) -> str:
 )
 @click.option(
     "--max-replicas",
-    default=100,
+    default=NETWORK.max_replicas,
     show_default=True,
     type=click.IntRange(0, MAX_AMOUNT),
     help="The most orders (service replicas) one deployment opens; 0: no limit.",
 )
 @click.option(
     "--max-open-orders",
-    default=1000,
+    default=NETWORK.max_open_orders,
     show_default=True,
     type=click.IntRange(0, MAX_AMOUNT),
     help="The most orders one tenant may have open at once; 0: no limit.",
@@ -162,7 +167,7 @@ def _rate_text(rate: Rate) -> str:
 )
 @click.option(
     "--tenant-share",
-    default=0.5,
+    default=(NETWORK.tenant_share_bps or 10_000) / 10_000,
     show_default=True,
     type=click.FloatRange(0.0001, 1),
     help="The most of a provider's capacity its open bids on one tenant's orders may reserve,"
