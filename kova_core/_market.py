@@ -234,9 +234,10 @@ class Market:
         # Limits.order_lifetime: each open order's closing block, and a heap of them
         self._lifetimes: dict[int, int] = {}
         self._lifetime_heap: list[tuple[int, int]] = []
-        # Limits.tenant_share_bps: per provider and tenant, what its open bids reserve
+        # Limits.tenant_share_bps: per provider and tenant, its open bids (how many, and what
+        # they reserve)
         self._shares = self.limits.tenant_share_bps is not None
-        self._reserved_for: dict[int, dict[int, Resources]] = {}
+        self._reserved_for: dict[int, dict[int, tuple[int, Resources]]] = {}
         self._billing: set[int] = set()  # deployments (not jobs) with at least one active lease
         self._job_deadlines: dict[int, int] = {}  # job id -> block its next deadline falls on
         self._deadline_heap: list[tuple[int, int]] = []
@@ -481,9 +482,9 @@ class Market:
         limits = self.limits
         replicas = sum(group.count for group in manifest.groups)
         if limits.max_replicas is not None and replicas > limits.max_replicas:
-            first = manifest.groups[0]
+            most = max(manifest.groups, key=lambda group: group.count)  # the first of the largest
             raise ManifestError([ManifestProblem(
-                f"deployment.{first.service}.{first.placement}.count",
+                f"deployment.{most.service}.{most.placement}.count",
                 f"the deployment asks for {replicas} replicas; the network allows at most"
                 f" {limits.max_replicas} per deployment",
             )])  # fmt: skip
