@@ -35,6 +35,7 @@ from .db import retriable, snapshot_reader
 from .endpoints import EndpointPolicy
 from .ingress import IngressSettings, IngressWorkers
 from .journal import KEY_HEADER, KeyReused
+from .leader import Leadership
 from .ledger import account_transfers, balance
 from .limits import LimitSettings, rate_limits
 from .market import Settings
@@ -66,6 +67,7 @@ CLOCK: web.AppKey[BlockClock] = web.AppKey("clock", BlockClock)
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
 WORK: web.AppKey[WorkSettings] = web.AppKey("work", WorkSettings)
 WRITER: web.AppKey[Writer] = web.AppKey("writer", Writer)
+LEADERSHIP: web.AppKey[Leadership] = web.AppKey("leadership", Leadership)
 
 
 @dataclass(slots=True)
@@ -83,6 +85,7 @@ class ApiSettings:
     max_manifest_bytes: int = 64 * 1024
     registration: Literal["open", "invite", "closed"] = "invite"
     limits: LimitSettings = field(default_factory=LimitSettings)
+    advertise_url: str = ""  # this process's URL as others reach it (``--advertise-url``)
 
 
 API: web.AppKey[ApiSettings] = web.AppKey("api", ApiSettings)
@@ -429,19 +432,39 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    """The network at a glance: height, block length, accounts by role."""
+    """The network at a glance: height, block length, accounts by role; this process's role
+    (``leader`` or ``standby``) and the leader's URL."""
     clock = request.app[CLOCK]
     async with request.app[READER].connect() as connection:
         by_role = select(accounts.c.role, func.count()).group_by(accounts.c.role)
         counts = dict((await connection.execute(by_role)).all())
+    role, leader_url = _role(request.app)
     return web.json_response(
         {
             "height": clock.height(),
             "block_seconds": clock.block_ms / 1000,
             "tenants": counts.get("tenant", 0),
             "providers": counts.get("provider", 0),
+            "role": role,
+            "leader": leader_url,
         }
     )
+
+
+def _role(app: web.Application) -> tuple[str, str | None]:
+    leadership = app.get(LEADERSHIP)
+    if leadership is None:  # SQLite: this process alone serves
+        return "leader", app[API].advertise_url or None
+    return leadership.role, leadership.leader_url
+
+
+async def leader(request: web.Request) -> web.Response:
+    """200 from the leader, 503 from a standby (with the leader's URL): what a load balancer's
+    health check asks to send market commands to the one process that runs them."""
+    role, leader_url = _role(request.app)
+    if role != "leader":
+        raise ApiError(503, "standby", f"this orchestrator is a standby; the leader: {leader_url}")
+    return web.json_response({"role": role, "leader": leader_url})
 
 
 async def create_account(request: web.Request) -> web.Response:
@@ -603,25 +626,58 @@ def create_app(
         observe=app[METRICS].bid_batch.observe, react=react,
     )  # fmt: skip
 
-    async def background(app: web.Application) -> AsyncIterator[None]:
-        await writer.start()  # the market, restored from the database
+    tasks: list[asyncio.Task[None]] = []
+
+    async def lead(epoch: int | None) -> None:
+        """Begin a term as the leader: the market, restored from the database; the work queue
+        (with a fresh heartbeat grace for every provider) and the clock."""
+        writer.epoch = epoch
+        await writer.start()
         # the restored market lives long: out of the garbage collector's way (see ``serve``),
         # a full collection would walk every lease, order and deployment and stall every
         # request in flight
         gc.collect()
         gc.freeze()
-        tasks = [
+        tasks[:] = [
             asyncio.create_task(
                 worker_loop(engine, clock, writer, app[WORK], app[METRICS].held.set)
             ),
             asyncio.create_task(clock_loop(writer, clock)),  # rounds and job deadlines
         ]
-        yield
+        app[METRICS].leader.set(1)
+        app[METRICS].takeovers.inc()
+
+    async def lose() -> None:
+        """End the term: no more commands, the loops stopped, the market dropped."""
+        app[METRICS].leader.set(0)
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        tasks.clear()
+        await writer.stop()
+
+    async def background(app: web.Application) -> AsyncIterator[None]:
+        runner = None
+        if engine.dialect.name == "postgresql":  # a leader and standbys (kova_live.leader)
+            leadership = app[LEADERSHIP] = Leadership(
+                engine.url.render_as_string(hide_password=False), engine, app[API].advertise_url,
+                lead, lose,
+            )  # fmt: skip
+            writer.on_fenced = leadership.fenced
+            leadership.heard = lambda url: setattr(writer, "leader_url", url)
+            runner = asyncio.create_task(leadership.run())
+            await leadership.tried.wait()  # a lone server leads before it serves
+        else:  # SQLite: one serving process (``serve`` holds the file's lock)
+            await lead(None)
+        yield
+        if runner is not None:
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+        if writer.started:
+            await lose()
 
     async def serve_ingress(app: web.Application) -> AsyncIterator[None]:
         settings = app[INGRESS]
@@ -648,6 +704,7 @@ def create_app(
     app.router.add_get("/metrics", serve_metrics)
     app.router.add_get("/v1/openapi.json", serve_openapi)
     app.router.add_get("/v1/status", status)
+    app.router.add_get("/v1/leader", leader)
     app.router.add_post("/v1/accounts", create_account)
     app.router.add_get("/v1/accounts/me", me)
     app.router.add_get("/v1/accounts/me/transactions", my_transactions)

@@ -257,6 +257,12 @@ the network's settlement interval, which the database holds)."""
     "priced in another is refused (400 naming the manifest's denom field).",
 )
 @click.option(
+    "--advertise-url",
+    default=None,
+    help="This process's URL as clients and the other orchestrators reach it, which standbys "
+    "name as the leader's [default: http://HOST:PORT].",
+)
+@click.option(
     "--clock",
     "clock_kind",
     type=click.Choice(["wall", "manual"]),
@@ -317,6 +323,7 @@ def serve(
     rate_limit_writes: str,
     rate_limit_reads: str,
     trusted_proxy: str,
+    advertise_url: str | None,
 ) -> None:
     """Run the orchestrator: the API and the block clock, and (with --ingress-port) the
     ingress in processes of its own."""
@@ -335,8 +342,9 @@ def serve(
             migrate(url)
         check_schema(url)
         settings = ensure_network(url, block_ms=round(block_seconds * 1000))
-        # one serving process per database: its market lives in this process's memory
-        serving = hold_writer_lock(url)
+        # on SQLite, one serving process per database: its market lives in this process's
+        # memory; on PostgreSQL, several, one of them the leader (kova_live.leader)
+        serving = hold_writer_lock(url) if url.startswith("sqlite") else None
     except DatabaseError as exc:
         _fail(str(exc))
     except Exception as exc:
@@ -392,7 +400,8 @@ def serve(
         data_dir / "files",
         ingress,
         ApiSettings(page_size=page_size, endpoints=endpoints, max_manifest_bytes=max_manifest_bytes,
-                    registration=registration, limits=rates),
+                    registration=registration, limits=rates,
+                    advertise_url=advertise_url or f"http://{host}:{port}"),
     )  # fmt: skip
     click.echo(f"kova-live: height {clock.height()}, serving on http://{host}:{port}", err=True)
     click.echo(f"kova-live: network limits: {limits}; rate limits: {rates}", err=True)
@@ -413,7 +422,8 @@ def serve(
     except IngressError as exc:
         _fail(f"--ingress-port: {exc}")
     finally:
-        serving.release()
+        if serving is not None:
+            serving.release()
 
 
 def _limits(accounts: str, writes: str, reads: str, proxies: str) -> LimitSettings:

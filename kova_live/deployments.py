@@ -513,7 +513,8 @@ async def show_deployment(request: web.Request) -> web.Response:
     and leases (settled up to the current height)."""
     tenant = await _account(request, "tenant")
     dep_id = _id(request, "deployment")
-    await request.app[WRITER].tick()  # the rounds and deadlines due by now, carried out
+    if request.app[WRITER].started:  # the leader: the rounds and deadlines due by now, done
+        await request.app[WRITER].tick()  # (a standby reads what the leader last wrote)
     # then read it as of one moment: the deployment, its orders and its leases in one snapshot
     async with request.app[READER].connect() as connection:
         row = await _owned(connection, dep_id, tenant.id)

@@ -68,6 +68,13 @@ class Metrics:
             "Silent providers whose loss a sweep holds back (too many fell silent at once)",
             registry=r,
         )
+        self.leader = Gauge(
+            "kova_leader", "1 while this process leads (runs market commands), 0 on a standby",
+            registry=r,
+        )
+        self.takeovers = Counter(
+            "kova_takeovers", "Terms this process has begun as the leader", registry=r
+        )
         self.bid_batch = Histogram(
             "kova_bid_batch_size", "Bid requests taken by one transaction", registry=r,
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),

@@ -312,6 +312,7 @@ def operation(
 
 
 ID = (path_id(),)
+ROLE = {"enum": ["leader", "standby"]}
 TOKEN = {"type": "string", "pattern": "^kova_[A-Za-z0-9_-]{43}$"}
 ACCOUNT_NAME = {"type": "string", "pattern": "^(tenant|provider|auditor|operator):[0-9]+$"}
 STANDING = _object(
@@ -377,9 +378,12 @@ def openapi_document(page_size: int = 1000, max_manifest_bytes: int = 64 * 1024)
     invites["requestBody"] = {**invites["requestBody"], "required": False}  # none: one code
     paths: dict[str, Any] = {
         "/healthz": {"get": operation("Liveness", 200, _object({"status": STR, "height": HEIGHT}))},
-        "/v1/status": {"get": operation("The network at a glance", 200, _object(
-            {"height": HEIGHT, "block_seconds": {"type": "number"}, "tenants": INT,
-             "providers": INT}))},
+        "/v1/status": {"get": operation("The network at a glance, and this process's role", 200,
+            _object({"height": HEIGHT, "block_seconds": {"type": "number"}, "tenants": INT,
+                     "providers": INT, "role": ROLE, "leader": NULL_STR}))},
+        "/v1/leader": {"get": operation(
+            "200 from the leader (it runs market commands), 503 from a standby: a balancer's "
+            "health check", 200, _object({"role": {"const": "leader"}, "leader": NULL_STR}))},
         "/v1/accounts": {"post": {**operation(
             "Register a tenant, provider or auditor (auditor:<id>); the token is shown once",
             201, _object({"id": INT, "role": STR, "name": STR, "account": ACCOUNT_NAME,

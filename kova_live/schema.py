@@ -69,8 +69,13 @@ network = Table(
     # ``serve --clock manual``: the height an operator last advanced the clock to (NULL: the
     # network has never run on a manual clock)
     Column("manual_height", BigInteger, nullable=True),
+    # the leader (migration 0018): its epoch, which each new leader increments and every
+    # transaction of the leader's writer checks (fencing), its --advertise-url, and since when
+    Column("leader_epoch", BigInteger, nullable=False, server_default="0"),
+    Column("leader_url", Text, nullable=True),
+    Column("leader_since_ms", BigInteger, nullable=True),
 )
-"""The one row that says when height 0 was and how long a block lasts."""
+"""The one row that says when height 0 was and how long a block lasts, and who leads."""
 
 accounts = Table(
     "accounts",

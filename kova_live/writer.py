@@ -40,6 +40,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from kova_core import Event, KovaError, Market
@@ -47,9 +48,10 @@ from kova_core import Event, KovaError, Market
 from . import journal
 from .db import transact
 from .market import Settings
+from .schema import network
 from .state import Rows, load_market, rows_of, write_rows
 
-__all__ = ["Batch", "Command", "Unavailable", "Writer"]
+__all__ = ["Batch", "Command", "Fenced", "NotLeader", "Unavailable", "Writer"]
 
 log = logging.getLogger("kova_live.writer")
 
@@ -61,6 +63,22 @@ class Unavailable(Exception):
     def __init__(self, message: str, retry_after: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class NotLeader(Unavailable):
+    """This process is a standby (or has just stopped leading): market commands go to the
+    leader. ``leader``: its ``--advertise-url``, if one is known."""
+
+    def __init__(self, leader: str | None) -> None:
+        where = f" (the leader: {leader})" if leader else ""
+        super().__init__(f"this orchestrator is a standby{where}: send market commands to the "
+                         "leader; nothing happened")  # fmt: skip
+        self.leader = leader
+
+
+class Fenced(Exception):
+    """The database's leader epoch has moved on: another process leads now, and this one's
+    writes must not land (the transaction that found it is rolled back)."""
 
 
 @dataclass
@@ -119,6 +137,11 @@ class Writer:
         self.observe = observe
         self.market: Market | None = None
         self.started = False
+        # with standbys (PostgreSQL): the epoch this process leads in, which every batch's
+        # transaction checks against the database's (fencing); None: it alone serves
+        self.epoch: int | None = None
+        self.leader_url: str | None = None  # the leader's, as a standby last read it
+        self.on_fenced: Callable[[], None] | None = None  # told when a batch found it stale
         self.batches = 0  # committed
         self.rebuilt = 0
         # provider id -> the number of the committed batch that applied its last heartbeat:
@@ -142,7 +165,7 @@ class Writer:
         """Apply ``command``; its answer once the batch holding it is committed. Raises the
         refusal, or :class:`Unavailable`."""
         if not self.started:
-            raise RuntimeError("start() the writer first")
+            raise NotLeader(self.leader_url)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting.append((command, future))
         if self._runner is None or self._runner.done():
@@ -164,6 +187,19 @@ class Writer:
         deadline = market.next_deadline()
         next_round = market.last_round + market.settlement_interval
         self._next_due = next_round if deadline is None else min(next_round, deadline)
+
+    async def stop(self) -> None:
+        """Stop leading: no command is taken from now on, the waiting ones are answered
+        :class:`NotLeader` (nothing of them happened), the batch under way finishes (its
+        transaction checks the epoch) and the market is dropped."""
+        self.started = False
+        waiting, self._waiting = self._waiting, []
+        for _, future in waiting:
+            if not future.done():
+                future.set_exception(NotLeader(self.leader_url))
+        await self.close()
+        self.market = None
+        self.epoch = None
 
     async def close(self) -> None:
         """Let the batch under way finish."""
@@ -254,6 +290,11 @@ class Writer:
             return
 
         async def write(connection: AsyncConnection) -> list[Any]:
+            if self.epoch is not None:  # fencing: only the leader of the current epoch writes
+                epoch = select(network.c.leader_epoch).where(network.c.id == 1)
+                current = await connection.scalar(epoch.with_for_update(read=True))
+                if current != self.epoch:
+                    raise Fenced(f"the leader epoch is {current}, this process led in {self.epoch}")
             await write_rows(connection, rows)
             if self.react is not None:
                 await self.react(connection, events, height)
@@ -276,6 +317,15 @@ class Writer:
 
         try:
             answers = await transact(self.engine, write)
+        except Fenced as exc:
+            log.error("fenced: %s; this process steps down, nothing of the batch was written", exc)
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(NotLeader(None))
+            self.started = False
+            if self.on_fenced is not None:
+                self.on_fenced()
+            return
         except Exception:
             log.exception("a batch of %d commands could not be written; rebuilding", len(batch))
             await self._fail(batch, "the database did not take the batch")

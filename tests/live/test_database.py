@@ -59,9 +59,10 @@ def test_serve_refuses_another_block_length(database_url, tmp_path):
     assert result.returncode == 2 and "--block-seconds 1" in result.stderr
 
 
-def test_a_second_server_on_the_same_database_is_refused_and_the_first_serves_on(database_url,
-                                                                                tmp_path):  # fmt: skip
+def test_a_second_server_on_the_same_sqlite_file_is_refused_and_the_first_serves_on(tmp_path):
     # the market lives in the serving process's memory: a second writer would be blind to it
+    # (on PostgreSQL a second server is a standby: tests/live/test_leader.py)
+    database_url = f"sqlite:///{tmp_path / 'kova.sqlite3'}"
     first = Server(database_url, tmp_path / "first", 0.05)
     try:
         second = kova_live(

@@ -1,0 +1,98 @@
+"""A leader and standbys on one PostgreSQL database (``kova_live.leader``), as real processes:
+the first server leads, a second stands by (it answers reads, and market commands with 503),
+takes over when the leader is killed, and a leader whose epoch has moved on writes nothing.
+
+Settings: 0.05 s blocks, the test servers' defaults (``conftest.Server``)."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import psycopg
+
+from kova_core import MICRO
+
+from .conftest import PG_ADMIN, RUNNING, Server, credit, fresh_database, register, wait_for
+from .test_lifecycle import MANIFEST
+
+
+def deploy(server: Server, tenant: dict):
+    return server.client.post("/v1/deployments", headers=tenant["headers"],
+                              json={"manifest": MANIFEST, "deposit": 1_000_000})  # fmt: skip
+
+
+def test_a_standby_answers_reads_refuses_commands_and_takes_over_from_a_killed_leader(tmp_path):
+    with fresh_database("postgresql", tmp_path) as url:
+        first = Server(url, tmp_path / "first", 0.05)
+        second = Server(url, tmp_path / "second", 0.05)
+        servers = [first, second]
+        try:
+            assert first.client.get("/v1/status").json()["role"] == "leader"
+            status = wait_for(lambda: (s := second.client.get("/v1/status").json())["leader"] and s)
+            assert status["role"] == "standby" and status["leader"] == first.url
+            assert first.client.get("/v1/leader").status_code == 200
+            refused = second.client.get("/v1/leader")
+            assert refused.status_code == 503 and first.url in refused.json()["error"]["message"]
+
+            tenant = register(second, "tenant", "t")  # not a market command: either process
+            RUNNING[url] = first  # credit() goes through it: the leader
+            credit(url, tenant["account"], 10 * MICRO)
+            no = deploy(second, tenant)
+            assert no.status_code == 503 and no.headers["Retry-After"] == "1"
+            assert "standby" in no.json()["error"]["message"]
+            made = deploy(first, tenant)
+            assert made.status_code == 201, made.text
+            dep = made.json()
+            seen = second.client.get(f"/v1/deployments/{dep['id']}", headers=tenant["headers"])
+            assert seen.status_code == 200 and seen.json()["escrow"] == 1_000_000  # reads: the DB
+
+            first.process.send_signal(signal.SIGKILL)
+            first.process.wait()
+            killed = time.monotonic()
+            # the first command the standby takes as the new leader (sent again, as clients do)
+            again = wait_for(lambda: (r := deploy(second, tenant)).status_code == 201 and r, 30)
+            took = time.monotonic() - killed
+            assert again.json()["id"] == dep["id"] + 1
+            print(f"take-over: {took:.2f} s from the kill to the first command taken")
+            assert second.client.get("/v1/status").json()["role"] == "leader"
+            me = second.client.get("/v1/accounts/me", headers=tenant["headers"]).json()
+            assert me["balance"] == 10 * MICRO - 2 * 1_000_000  # money conserved
+
+            first.stop()
+            restarted = Server(url, tmp_path / "restarted", 0.05)  # comes back as a standby
+            servers.append(restarted)
+            assert wait_for(lambda: (s := restarted.client.get("/v1/status").json())["leader"]
+                            and s)["role"] == "standby"  # fmt: skip
+            assert deploy(restarted, tenant).status_code == 503
+        finally:
+            for server in servers:
+                if server.process.poll() is None:
+                    server.stop()
+
+
+def test_a_leader_whose_epoch_moved_on_writes_nothing_and_leads_again_only_with_the_lock(tmp_path):
+    """Fencing: the epoch in the database is moved on behind the leader's back (as a new leader
+    does when it takes over): the leader's next batch fails, nothing of it lands, and the process
+    steps down; the lock being free again, it takes over in a new epoch and takes commands."""
+    with fresh_database("postgresql", tmp_path) as url:
+        server = Server(url, tmp_path / "data", 0.05)
+        try:
+            tenant = register(server, "tenant", "t")
+            credit(url, tenant["account"], 10 * MICRO)
+            assert deploy(server, tenant).status_code == 201
+            name = url.rsplit("/", 1)[1]
+            admin = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+            with psycopg.connect(admin, autocommit=True) as db:
+                before = db.execute("SELECT leader_epoch FROM network").fetchone()[0]
+                db.execute("UPDATE network SET leader_epoch = leader_epoch + 1")
+                fenced = deploy(server, tenant)
+                assert fenced.status_code == 503, fenced.text
+                assert db.execute("SELECT count(*) FROM deployments").fetchone()[0] == 1
+                again = wait_for(lambda: (r := deploy(server, tenant)).status_code == 201 and r, 30)
+                assert again.status_code == 201
+                now = db.execute("SELECT leader_epoch FROM network").fetchone()[0]
+                assert now == before + 2  # the bump behind its back, then its own new term
+                assert db.execute("SELECT count(*) FROM deployments").fetchone()[0] == 2
+        finally:
+            server.stop()
