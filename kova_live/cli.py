@@ -582,6 +582,20 @@ def _as_operator(token: str | None) -> str:
     return token
 
 
+@admin.command("step-down")
+@orchestrator_option
+@operator_token_option
+def step_down(orchestrator: str, token: str | None) -> None:
+    """Hand the leadership to a standby (a planned switch-over, before an upgrade): the leader
+    at ORCHESTRATOR stops taking market commands, releases its lock and stands by for a few
+    seconds, in which a standby takes over (POST /v1/leader/step-down)."""
+    from .audit_cli import call_api
+
+    done = call_api(orchestrator, _as_operator(token), "POST", "/v1/leader/step-down")
+    click.echo(f"{orchestrator} stepped down (it led in epoch {done['epoch']}); a standby takes "
+               "over within seconds (GET /v1/status says who leads)")  # fmt: skip
+
+
 @admin.command()
 @click.argument("account")
 @orchestrator_option

@@ -91,9 +91,17 @@ class Leadership:
         # leads before it serves its first request
         self.tried = asyncio.Event()
         self.heard: Callable[[str | None], None] | None = None  # told the leader's URL
+        self._stepping_down = 0.0  # seconds to stand by after an asked-for step-down
 
     def fenced(self) -> None:
         """The writer found the epoch moved on: step down now."""
+        self._fenced.set()
+
+    def step_down(self, hold: float = 3.0) -> None:
+        """A planned switch-over: stop leading, release the lock, and stand by for ``hold``
+        seconds, time for a standby (which tries every ``check_every``) to take over; with none,
+        this process takes the lock again after that."""
+        self._stepping_down = hold
         self._fenced.set()
 
     async def run(self) -> None:
@@ -117,7 +125,8 @@ class Leadership:
                 if connection is not None:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(connection.close(), 1)
-            await asyncio.sleep(self.check_every)
+            hold, self._stepping_down = self._stepping_down, 0.0
+            await asyncio.sleep(max(self.check_every, hold))
 
     async def _connect(self) -> psycopg.AsyncConnection:
         connection = await psycopg.AsyncConnection.connect(
@@ -170,7 +179,8 @@ class Leadership:
         log.info("leading: market commands are taken")
         while True:
             if self._fenced.is_set():
-                raise _Lost("a batch found the leader epoch moved on (fenced)")
+                raise _Lost("asked to step down" if self._stepping_down else
+                            "a batch found the leader epoch moved on (fenced)")  # fmt: skip
             await asyncio.wait_for(connection.execute("SELECT 1"), self.ping_timeout)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._fenced.wait(), self.ping_every)

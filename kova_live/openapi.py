@@ -381,6 +381,9 @@ def openapi_document(page_size: int = 1000, max_manifest_bytes: int = 64 * 1024)
         "/v1/status": {"get": operation("The network at a glance, and this process's role", 200,
             _object({"height": HEIGHT, "block_seconds": {"type": "number"}, "tenants": INT,
                      "providers": INT, "role": ROLE, "leader": NULL_STR}))},
+        "/v1/leader/step-down": {"post": operation(
+            "Hand the leadership to a standby (operators; 409 from a standby)", 200,
+            _object({"stepped_down": {"const": True}, "epoch": INT}), **operator)},
         "/v1/leader": {"get": operation(
             "200 from the leader (it runs market commands), 503 from a standby: a balancer's "
             "health check", 200, _object({"role": {"const": "leader"}, "leader": NULL_STR}))},

@@ -23,6 +23,7 @@ from .app import (
     CACHES,
     CLOCK,
     ENGINE,
+    LEADERSHIP,
     READER,
     ApiError,
     RequestBody,
@@ -63,6 +64,20 @@ class NewInvites(RequestBody):
 
 async def _operator(request: web.Request) -> Any:
     return await _account(request, "operator")
+
+
+async def step_down(request: web.Request) -> web.Response:
+    """A planned switch-over (``kova-live admin step-down``): the leader stops taking market
+    commands (those waiting are answered 503, to be sent again to the next leader), releases
+    its lock and stands by, so a standby takes over. 409 from a standby or a lone SQLite
+    server."""
+    await _operator(request)
+    leadership = request.app.get(LEADERSHIP)
+    if leadership is None or leadership.role != "leader":
+        raise ApiError(409, "not_the_leader", "only the leader of a PostgreSQL network with "
+                       "standbys steps down")  # fmt: skip
+    leadership.step_down()
+    return web.json_response({"stepped_down": True, "epoch": leadership.epoch})
 
 
 async def credit(request: web.Request) -> web.Response:
@@ -243,3 +258,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/providers/{id}/fail", fail_provider)
     app.router.add_post("/v1/providers/{id}/recover", recover_provider)
     app.router.add_post("/v1/clock", move_clock)
+    app.router.add_post("/v1/leader/step-down", step_down)

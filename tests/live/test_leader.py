@@ -13,7 +13,16 @@ import psycopg
 
 from kova_core import MICRO
 
-from .conftest import PG_ADMIN, RUNNING, Server, credit, fresh_database, register, wait_for
+from .conftest import (
+    PG_ADMIN,
+    RUNNING,
+    Server,
+    credit,
+    fresh_database,
+    kova_live,
+    register,
+    wait_for,
+)
 from .test_lifecycle import MANIFEST
 
 
@@ -96,3 +105,27 @@ def test_a_leader_whose_epoch_moved_on_writes_nothing_and_leads_again_only_with_
                 assert db.execute("SELECT count(*) FROM deployments").fetchone()[0] == 2
         finally:
             server.stop()
+
+
+def test_a_planned_step_down_hands_the_leadership_to_a_standby(tmp_path):
+    with fresh_database("postgresql", tmp_path) as url:
+        first = Server(url, tmp_path / "first", 0.05)
+        second = Server(url, tmp_path / "second", 0.05)
+        try:
+            RUNNING[url] = first
+            tenant = register(first, "tenant", "t")
+            credit(url, tenant["account"], 10 * MICRO)
+            assert deploy(first, tenant).status_code == 201
+            ops = first.ops
+            assert second.client.post("/v1/leader/step-down", headers=ops).status_code == 409
+            result = kova_live("admin", "step-down", "--orchestrator", first.url,
+                               "--token", ops["Authorization"].split()[1])  # fmt: skip
+            assert result.returncode == 0, result.stderr
+            assert "stepped down" in result.stdout
+            wait_for(lambda: second.client.get("/v1/status").json()["role"] == "leader", 30)
+            assert first.client.get("/v1/status").json()["role"] == "standby"
+            assert wait_for(lambda: deploy(second, tenant).status_code == 201, 30)
+            assert deploy(first, tenant).status_code == 503
+        finally:
+            first.stop()
+            second.stop()

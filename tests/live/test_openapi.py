@@ -162,6 +162,12 @@ def _toml(value):
     return json.dumps(value)  # a JSON string or number is a TOML one
 
 
+UNTESTED = {"/v1/leader/step-down"}
+"""Operations schemathesis leaves alone: a step-down hands the leadership away for seconds
+each time (on PostgreSQL), which would turn the rest of the run into 503s; test_leader.py
+tests it."""
+
+
 def schemathesis_config(document, headers, ids):
     """``schemathesis.toml``: each operation with its role's token, and the id of something
     that exists in its path (the rest of the request is generated). A request the document
@@ -178,6 +184,9 @@ def schemathesis_config(document, headers, ids):
             if not role and path not in ids:
                 continue  # public, and nothing to name: all of it generated
             lines += ["[[operations]]", f"include-name = {_toml(f'{method.upper()} {path}')}"]
+            if path in UNTESTED:
+                lines += ["enabled = false", ""]
+                continue
             if role:
                 lines.append(f"headers = {{ Authorization = {_toml(role['Authorization'])} }}")
             if path in ids:
