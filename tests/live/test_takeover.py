@@ -1,0 +1,175 @@
+"""Take-overs under load (PostgreSQL, three real servers): tenants' commands and a provider's
+bids run steadily against whichever server leads, following it as clients do (each command
+sent again, to the next server, with its Idempotency-Key, after a 503 or a lost connection);
+the leader is killed with SIGKILL at random moments five times, and each killed one comes back
+as a standby. Afterwards every acknowledged command is in the database and applied once, every
+balance is the sum of its transfers, no lease block was paid twice and no round ran twice.
+
+Settings: 0.02 s blocks (a round every 1.2 s, so rounds fall due during take-overs), the test
+servers' defaults otherwise (``conftest.Server``)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import signal
+import time
+import uuid
+
+import httpx
+
+from .conftest import RUNNING, Server, credit, fresh_database
+from .test_crash import BIG, state
+from .test_lifecycle import MANIFEST
+
+BLOCK = 0.02
+
+
+class Follower:
+    """A client of several orchestrators: a command goes to the one that answered last, and
+    after a 503 or a lost connection, with the same Idempotency-Key, to the next."""
+
+    def __init__(self, urls: list[str]) -> None:
+        self.urls, self.at = urls, 0
+        self.client = httpx.AsyncClient(timeout=5)
+        self.retries = 0
+
+    async def send(self, method: str, path: str, headers: dict, body=None, deadline=30.0):
+        key = {"Idempotency-Key": uuid.uuid4().hex}
+        give_up = time.monotonic() + deadline
+        while time.monotonic() < give_up:
+            url = self.urls[self.at % len(self.urls)]
+            try:
+                reply = await self.client.request(method, url + path, json=body,
+                                                  headers={**headers, **key})  # fmt: skip
+                if reply.status_code != 503:
+                    return reply
+            except httpx.TransportError:
+                pass
+            self.retries += 1
+            self.at += 1
+            await asyncio.sleep(0.05)
+        return None  # never answered: it may or may not have happened (not acknowledged)
+
+
+async def load(follower, tenant, provider, acknowledged, sent, stop):
+    th, ph = tenant["headers"], provider["headers"]
+    while not stop.is_set():
+        sent["deployments"] += 1
+        dep = await follower.send("POST", "/v1/deployments", th,
+                                  {"manifest": MANIFEST, "deposit": 200_000})  # fmt: skip
+        if dep is None or dep.status_code != 201:
+            continue
+        acknowledged["deployments"].add(dep.json()["id"])
+        order_id = dep.json()["orders"][0]["id"]
+        bid = await follower.send("POST", f"/v1/orders/{order_id}/bids", ph, {"price": 1_000})
+        if bid is None or bid.status_code != 201:
+            continue
+        acknowledged["bids"].add(bid.json()["id"])
+        lease = await follower.send("POST", f"/v1/bids/{bid.json()['id']}/accept", th)
+        if lease is not None and lease.status_code == 201:
+            acknowledged["leases"].add(lease.json()["id"])
+        top = await follower.send("POST", f"/v1/deployments/{dep.json()['id']}/deposit", th,
+                                  {"amount": 7_000})  # fmt: skip
+        if top is not None and top.status_code == 200:
+            acknowledged["deposits"].append(dep.json()["id"])
+
+
+async def heartbeats(follower, provider, stop):
+    while not stop.is_set():
+        await follower.send("POST", "/v1/providers/heartbeat", provider["headers"],
+                            {"capacity": BIG}, deadline=2)  # fmt: skip
+        await asyncio.sleep(0.3)
+
+
+def leader_of(servers):
+    for server in servers:
+        if server.process.poll() is None:
+            try:
+                if httpx.get(f"{server.url}/v1/leader", timeout=2).status_code == 200:
+                    return server
+            except httpx.TransportError:
+                pass
+    return None
+
+
+def test_five_take_overs_under_load_lose_no_acknowledged_command(tmp_path):
+    rng = random.Random(21)
+    acknowledged = {"deployments": set(), "bids": set(), "leases": set(), "deposits": []}
+    sent = {"deployments": 0}
+    with fresh_database("postgresql", tmp_path) as url:
+        servers = [Server(url, tmp_path / f"s{i}", BLOCK) for i in range(3)]
+        RUNNING[url] = servers[0]
+        tenant = servers[0].client.post("/v1/accounts", json={"role": "tenant", "name": "t"}).json()
+        provider = servers[0].client.post("/v1/accounts", json={"role": "provider", "name": "p"}).json()
+        for account in (tenant, provider):
+            account["headers"] = {"Authorization": f"Bearer {account['token']}"}
+        credit(url, tenant["account"], 10**12)
+        takeovers: list[float] = []
+        try:
+            async def run():
+                follower = Follower([s.url for s in servers])
+                stop = asyncio.Event()
+                workers = [asyncio.create_task(load(follower, tenant, provider, acknowledged, sent,
+                                                    stop)) for _ in range(3)]  # fmt: skip
+                workers.append(asyncio.create_task(heartbeats(follower, provider, stop)))
+                for n in range(5):
+                    await asyncio.sleep(rng.uniform(1.0, 2.5))
+                    leader = await asyncio.to_thread(leader_of, servers)
+                    assert leader is not None, "no leader"
+                    leader.process.send_signal(signal.SIGKILL)
+                    killed = time.monotonic()
+                    await asyncio.to_thread(leader.process.wait)
+                    before = len(acknowledged["deployments"])
+                    # the take-over: the first command acknowledged after the kill
+                    while len(acknowledged["deployments"]) == before:
+                        await asyncio.sleep(0.02)
+                    takeovers.append(time.monotonic() - killed)
+                    index = servers.index(leader)
+                    leader.stop()
+                    servers[index] = await asyncio.to_thread(
+                        Server, url, tmp_path / f"s{index}-{n}", BLOCK)  # a standby now
+                    follower.urls[index] = servers[index].url
+                await asyncio.sleep(1.0)
+                stop.set()
+                await asyncio.gather(*workers)
+                await follower.client.aclose()
+                return follower.retries
+
+            retries = asyncio.run(run())
+            final = leader_of(servers)
+            assert final is not None
+            final.client.get(f"/v1/deployments/{min(acknowledged['deployments'])}",
+                             headers=tenant["headers"])  # the rounds due by now, carried out
+            found, moves, held, rounds = asyncio.run(state(url))
+            for kind in ("deployments", "bids", "leases"):
+                assert acknowledged[kind] <= found[kind], f"acknowledged {kind} lost"
+            assert len(found["deployments"]) <= sent["deployments"]  # none applied twice
+            summed = {}
+            for t in moves:
+                summed[t.source] = summed.get(t.source, 0) - t.amount
+                summed[t.destination] = summed.get(t.destination, 0) + t.amount
+            summed.pop("external")
+            assert {k: v for k, v in summed.items() if v} == {k: v for k, v in held.items() if v}
+            deposited = {}
+            for t in moves:
+                if t.reason == "deposit" and t.amount == 7_000:
+                    key = int(t.destination.split(":")[1])
+                    deposited[key] = deposited.get(key, 0) + 1
+            for dep_id in acknowledged["deposits"]:
+                assert deposited.get(dep_id) == 1, f"deposit into {dep_id}: {deposited.get(dep_id)}"
+            paid = sorted((t.lease_id, t.start_block, t.end_block) for t in moves
+                          if t.lease_id is not None and t.destination.startswith("provider:"))  # fmt: skip
+            for (a_lease, _, a_end), (b_lease, b_start, _) in itertools.pairwise(paid):
+                assert a_lease != b_lease or b_start >= a_end, f"lease {a_lease} paid twice"
+            assert len(rounds) == len(set(rounds))
+            ordered = sorted(takeovers)
+            print(f"\ntake-overs under load: median {ordered[2]:.2f} s, worst {ordered[-1]:.2f} s;"
+                  f" {sent['deployments']} deployments sent, {len(acknowledged['deployments'])}"
+                  f" acknowledged, {len(acknowledged['leases'])} leases, {retries} retries")
+            assert len(acknowledged["leases"]) > 20  # the load really ran
+        finally:
+            for server in servers:
+                if server.process.poll() is None:
+                    server.stop()
