@@ -164,7 +164,15 @@ def async_engine(url: str, *, reads_only: bool = False) -> AsyncEngine:
     engine = create_async_engine(
         asynchronous,
         pool_pre_ping=not sqlite,
-        connect_args={"isolation_level": None} if sqlite else {},
+        # PostgreSQL ends a transaction whose client has not said a word for 10 s (a leader
+        # cut off from the database mid-transaction): what it holds (the share lock of the
+        # leader epoch it read, kova_live.leader) does not keep a new leader waiting for ever,
+        # and what it wrote never commits
+        connect_args=(
+            {"isolation_level": None}
+            if sqlite
+            else {"options": "-c idle_in_transaction_session_timeout=10000"}
+        ),
     )
     if sqlite:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)

@@ -38,6 +38,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import psycopg
 from sqlalchemy import select, update
@@ -50,10 +51,24 @@ from .schema import network
 __all__ = ["Leadership"]
 
 log = logging.getLogger("kova_live.leader")
+T = TypeVar("T")
 
 
 class _Lost(Exception):
     """The leader's lock session, or its epoch, is gone."""
+
+
+async def _within(awaitable: Awaitable[T], seconds: float) -> T:
+    """``awaitable``'s result, or :class:`TimeoutError` after ``seconds``, without waiting for
+    it to be cancelled: cancelling a query makes psycopg send a cancel request over a new
+    connection, which a network that has stopped forwarding holds for ever. What is left
+    behind fails when its connection is closed."""
+    task = asyncio.ensure_future(awaitable)
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if not done:
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        raise TimeoutError(f"no answer from the database in {seconds:g} s")
+    return task.result()
 
 
 class Leadership:
@@ -92,6 +107,7 @@ class Leadership:
         self.tried = asyncio.Event()
         self.heard: Callable[[str | None], None] | None = None  # told the leader's URL
         self._stepping_down = 0.0  # seconds to stand by after an asked-for step-down
+        self._term = False  # a term has begun (the epoch is ours), until on_lose has run
 
     def fenced(self) -> None:
         """The writer found the epoch moved on: step down now."""
@@ -109,22 +125,23 @@ class Leadership:
         while True:
             connection = None
             try:
-                connection = await asyncio.wait_for(self._connect(), self.ping_timeout)
+                connection = await _within(self._connect(), self.ping_timeout)
                 await self._stand_by(connection)
                 await self._lead(connection)
             except (psycopg.Error, OSError, TimeoutError, _Lost) as exc:
                 self.tried.set()
-                if self.role == "leader":
+                if self._term:
                     log.error("this process stops leading: %s", exc or type(exc).__name__)
                 else:
                     log.warning("cannot try for the leader's lock: %s", exc or type(exc).__name__)
             finally:
-                if self.role == "leader":
+                if self._term:  # a term begun, whether on_lead finished or not
+                    self._term = False
                     self.role, self.epoch = "standby", None
                     await self.on_lose()
                 if connection is not None:
                     with contextlib.suppress(Exception):
-                        await asyncio.wait_for(connection.close(), 1)
+                        await _within(connection.close(), 1)
             hold, self._stepping_down = self._stepping_down, 0.0
             await asyncio.sleep(max(self.check_every, hold))
 
@@ -143,7 +160,7 @@ class Leadership:
 
     async def _stand_by(self, connection: psycopg.AsyncConnection) -> None:
         while True:
-            cursor = await asyncio.wait_for(
+            cursor = await _within(
                 connection.execute("SELECT pg_try_advisory_lock(%s)", (WRITER_LOCK,)),
                 self.ping_timeout,
             )
@@ -171,16 +188,18 @@ class Leadership:
             )  # fmt: skip
         assert epoch is not None
         self._fenced.clear()
-        self.role, self.epoch, self.leader_url = "leader", epoch, self.advertise_url
+        self._term, self.epoch = True, epoch
         self.takeovers += 1
         log.info("this process leads (epoch %d); restoring the market", epoch)
         await self.on_lead(epoch)
+        # the leader from now on, to /v1/leader and /v1/status: its commands are taken
+        self.role, self.leader_url = "leader", self.advertise_url
         self.tried.set()
         log.info("leading: market commands are taken")
         while True:
             if self._fenced.is_set():
                 raise _Lost("asked to step down" if self._stepping_down else
                             "a batch found the leader epoch moved on (fenced)")  # fmt: skip
-            await asyncio.wait_for(connection.execute("SELECT 1"), self.ping_timeout)
+            await _within(connection.execute("SELECT 1"), self.ping_timeout)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._fenced.wait(), self.ping_every)

@@ -6,9 +6,13 @@ Settings: 0.05 s blocks, the test servers' defaults (``conftest.Server``)."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import socket
+import threading
 import time
 
+import httpx
 import psycopg
 
 from kova_core import MICRO
@@ -127,5 +131,115 @@ def test_a_planned_step_down_hands_the_leadership_to_a_standby(tmp_path):
             assert wait_for(lambda: deploy(second, tenant).status_code == 201, 30)
             assert deploy(first, tenant).status_code == 503
         finally:
+            first.stop()
+            second.stop()
+
+
+class Proxy:
+    """A TCP proxy of the test's own, between a server and PostgreSQL, that can stop forwarding
+    without closing anything (a network that drops packets: keepalives to it are answered by the
+    proxy's kernel, so only the database's idle timeouts and the leader's pings notice)."""
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.forwarding = threading.Event()
+        self.forwarding.set()
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            self.sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while True:
+                self.forwarding.wait()
+                data = source.recv(65536)
+                if not data:
+                    break
+                self.forwarding.wait()  # what arrives while cut off is held, not lost
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                sink.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.forwarding.set()
+        self.listener.close()
+        for sock in self.sockets:
+            sock.close()
+
+
+def test_a_leader_cut_off_from_the_database_steps_down_and_none_of_its_writes_land(tmp_path):
+    with fresh_database("postgresql", tmp_path) as url:
+        proxy = Proxy(5432)
+        through = url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+        first = Server(through, tmp_path / "first", 0.05)  # its database traffic: the proxy
+        second = Server(url, tmp_path / "second", 0.05)
+        RUNNING[url] = RUNNING[through] = first
+        stop = threading.Event()
+        try:
+            tenant = register(first, "tenant", "t")
+            provider = register(first, "provider", "p")
+            credit(through, tenant["account"], 10 * MICRO)
+            beat = {"capacity": {"cpu": 4000, "memory": 2**34, "storage": 2**36, "gpu": 0}}
+
+            def heartbeats():  # the agent, to whichever leads
+                while not stop.is_set():
+                    for s in (first, second):
+                        with contextlib.suppress(httpx.HTTPError):
+                            s.client.post("/v1/providers/heartbeat", headers=provider["headers"],
+                                          json=beat, timeout=1)  # fmt: skip
+                    time.sleep(0.3)
+
+            threading.Thread(target=heartbeats, daemon=True).start()
+            dep = deploy(first, tenant).json()
+            proxy.forwarding.clear()  # cut off
+            cut = time.monotonic()
+            stale: dict = {}
+
+            def stale_deposit():  # sent to the cut-off leader: it must never land
+                with contextlib.suppress(httpx.HTTPError):
+                    stale["reply"] = first.client.post(
+                        f"/v1/deployments/{dep['id']}/deposit", headers=tenant["headers"],
+                        json={"amount": 7_777}, timeout=60)  # fmt: skip
+
+            pending = threading.Thread(target=stale_deposit)
+            pending.start()
+            wait_for(lambda: second.client.get("/v1/leader").status_code == 200, 30)
+            took = time.monotonic() - cut
+            print(f"\ntake-over after the cut: {took:.1f} s")
+            assert first.client.get("/v1/leader", timeout=5).status_code == 503  # it stepped down
+            done = second.client.post(f"/v1/deployments/{dep['id']}/deposit",
+                                      headers=tenant["headers"], json={"amount": 5_555})  # fmt: skip
+            assert done.status_code == 200, done.text
+            proxy.forwarding.set()  # the connection comes back
+            pending.join(60)
+            assert "reply" not in stale or stale["reply"].status_code == 503
+            status = wait_for(lambda: (s := first.client.get("/v1/status").json())["leader"]
+                              == second.url and s, 30)  # fmt: skip
+            assert status["role"] == "standby"
+            admin = PG_ADMIN.rsplit("/", 1)[0] + "/" + url.rsplit("/", 1)[1]
+            with psycopg.connect(admin) as db:
+                amounts = [r[0] for r in db.execute(
+                    "SELECT amount FROM transfers WHERE reason = 'deposit'").fetchall()]  # fmt: skip
+                nodes = db.execute("SELECT state, failed FROM provider_nodes").fetchall()
+            assert 5_555 in amounts and 7_777 not in amounts  # the stale leader's: not landed
+            assert nodes == [("online", 0)]  # the time without a leader counted against nobody
+        finally:
+            stop.set()
+            proxy.close()
             first.stop()
             second.stop()
