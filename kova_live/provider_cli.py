@@ -18,6 +18,7 @@ from kova_core import KovaError, parse_cpu, parse_duration, parse_size, pricing_
 
 from .agent import Agent, AgentError, Busy, gc_volumes, machine_capacity
 from .endpoints import parse_address
+from .failover import Failover, orchestrators
 from .firewall import DEFAULT_DENIED, Firewall, FirewallError, parse_networks, resolvers
 from .runner import Docker, Policy
 from .volumes import Volumes
@@ -68,9 +69,15 @@ def _param(raw: str) -> int | float | str:
 
 
 def _client(orchestrator: str, token: str) -> httpx.Client:
+    """A client of the orchestrators named (``URL1,URL2,...``: a leader and standbys; see
+    :mod:`kova_live.failover`)."""
+    try:
+        urls = orchestrators(orchestrator)
+    except ValueError as exc:
+        _fail(f"--orchestrator: {exc}")
     return httpx.Client(
-        base_url=orchestrator.rstrip("/"), headers={"Authorization": f"Bearer {token}"},
-        timeout=30,
+        base_url=urls[0], headers={"Authorization": f"Bearer {token}"}, timeout=30,
+        transport=Failover(urls), follow_redirects=True,
     )  # fmt: skip
 
 
@@ -157,7 +164,8 @@ def _routes() -> list[tuple[str, ipaddress.IPv4Network]]:
 
 
 @click.group(invoke_without_command=True)
-@click.option("--orchestrator", envvar="KOVA_ORCHESTRATOR", help="The orchestrator's URL.")
+@click.option("--orchestrator", envvar="KOVA_ORCHESTRATOR",
+              help="The orchestrator's URL, or several (URL1,URL2: a leader and standbys).")
 @click.option("--token", envvar="KOVA_TOKEN", help="This provider's bearer token.")
 @click.option("--capacity", multiple=True,
               help="What to offer, e.g. cpu=8,memory=32Gi,storage=500Gi [default: the machine].")

@@ -24,6 +24,8 @@ from rich.table import Table
 
 from kova_core import InvalidAmount, format_micro, parse_amount
 
+from .failover import Failover, orchestrators
+
 __all__ = ["main"]
 
 console = Console()
@@ -52,6 +54,10 @@ class Api:
         self.token = token or saved.get("token")
         if not self.server:
             raise click.UsageError("no server: pass --server, set KOVA_SERVER, or run kova login")
+        try:  # several: a leader and standbys (kova_live.failover)
+            self.servers = orchestrators(self.server)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--server") from None
 
     def call(self, method: str, path: str, body: Any = None, *, auth: bool = True,
              hints: dict[str, str] | None = None, attempts: int = 3) -> Any:  # fmt: skip
@@ -65,16 +71,19 @@ class Api:
             headers["Authorization"] = f"Bearer {self.token}"
         if method != "GET":  # a command: applied once, however often it is sent
             headers["Idempotency-Key"] = uuid.uuid4().hex
-        for attempt in range(attempts):
-            try:
-                response = httpx.request(
-                    method, self.server + path, json=body, headers=headers, timeout=30
-                )
-                break
-            except httpx.TransportError as exc:
-                # the answer may be lost with the command applied: the same key again
-                if attempt == attempts - 1:
-                    _refused(f"cannot reach {self.server}: {exc}")
+        # a standby or a network between leaders answers 503: the same command (its key)
+        # goes round the servers for up to 20 s
+        with httpx.Client(transport=Failover(self.servers, patience=20), follow_redirects=True,
+                          timeout=30) as client:  # fmt: skip
+            for attempt in range(attempts):
+                try:
+                    response = client.request(method, self.servers[0] + path, json=body,
+                                              headers=headers)  # fmt: skip
+                    break
+                except httpx.TransportError as exc:
+                    # the answer may be lost with the command applied: the same key again
+                    if attempt == attempts - 1:
+                        _refused(f"cannot reach {self.server}: {exc}")
         try:
             data = response.json()
         except ValueError:
@@ -107,7 +116,10 @@ def _amount(text: str, name: str) -> int:
     return micro
 
 
-server_option = click.option("--server", envvar="KOVA_SERVER", help="The orchestrator's URL.")
+server_option = click.option(
+    "--server", envvar="KOVA_SERVER",
+    help="The orchestrator's URL, or several (URL1,URL2: a leader and standbys).",
+)  # fmt: skip
 token_option = click.option("--token", envvar="KOVA_TOKEN", help="Your bearer token.")
 
 
@@ -119,7 +131,8 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--server", envvar="KOVA_SERVER", required=True, help="The orchestrator's URL.")
+@click.option("--server", envvar="KOVA_SERVER", required=True,
+              help="The orchestrator's URL, or several (URL1,URL2: a leader and standbys).")
 @click.option("--token", envvar="KOVA_TOKEN", help="An existing token (else a new account).")
 @click.option("--name", default=lambda: os.environ.get("USER", "tenant"), show_default="$USER")
 @click.option("--invite", envvar="KOVA_INVITE",
@@ -232,7 +245,7 @@ def upload(file: Path, server: str | None, token: str | None) -> None:
     try:
         with file.open("rb") as handle:
             response = httpx.post(
-                api.server + "/v1/files", content=handle, timeout=300,
+                api.servers[0] + "/v1/files", content=handle, timeout=300,
                 headers={"Authorization": f"Bearer {api.token}"},
             )  # fmt: skip
     except httpx.TransportError as exc:

@@ -362,12 +362,12 @@ def test_the_whole_network_on_one_machine_through_the_ingress(network, tmp_path)
     network["agent"]("cost", "--strategy", "cost-plus", "--strategy-param", "cpu_cost=1000",
                      "--strategy-param", "margin_bps=0")  # fmt: skip
     wait_for(lambda: len(server.client.get("/v1/providers").json()["providers"]) == 2, 30)
-    # both replicas at 500 per block: 150 blocks, two and a half rounds (7.5 s). Less left too
-    # little time under load: containers slow to start were paused (escrow out) before the
-    # ingress saw them answer, and a request that reached one as it paused hung past the
-    # client's timeout
+    # both replicas at 500 per block: 400 blocks, six and a half rounds (20 s). Less left too
+    # little time under load (the suite on two cores): containers slow to start were paused
+    # (escrow out) as the test's requests reached them, and a request to a container that
+    # pauses hangs until it resumes, past the client's timeout
     dep = server.client.post("/v1/deployments", headers=tenant["headers"], json={
-        "manifest": HTTPD.replace("count: 1", "count: 2"), "deposit": 150 * 1_000}).json()  # fmt: skip
+        "manifest": HTTPD.replace("count: 1", "count: 2"), "deposit": 400 * 1_000}).json()  # fmt: skip
     offers = wait_for(lambda: len(b := server.client.get(
         f"/v1/deployments/{dep['id']}/bids", headers=tenant["headers"]).json()["bids"]) == 4 and b, 30)  # fmt: skip
     (url,) = [u for u in dep["urls"] if not u["custom"]]
@@ -392,7 +392,7 @@ def test_the_whole_network_on_one_machine_through_the_ingress(network, tmp_path)
             leases.append(server.client.post(f"/v1/bids/{cheapest['id']}/accept", headers=tenant["headers"]).json())
         for _ in range(4):  # both replicas answer, in turn
             assert wait_for(lambda: statuses() == {200})
-        assert wait_for(lambda: statuses() == {503}, 30)
+        assert wait_for(lambda: statuses() == {503}, 60)
         wait_for(lambda: all(container_of(client, lease["id"]).status == "paused" for lease in leases))
         server.client.post(f"/v1/deployments/{dep['id']}/deposit", headers=tenant["headers"],
                            json={"amount": 1_000_000})  # fmt: skip

@@ -7,6 +7,7 @@ Settings: 0.05 s blocks, the test servers' defaults (``conftest.Server``)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import socket
 import threading
@@ -241,5 +242,45 @@ def test_a_leader_cut_off_from_the_database_steps_down_and_none_of_its_writes_la
         finally:
             stop.set()
             proxy.close()
+            first.stop()
+            second.stop()
+
+
+def test_clients_given_several_orchestrators_follow_the_leader(tmp_path):
+    """``kova --server STANDBY,LEADER`` deploys (the standby's 503 sends it on, with its key),
+    and a provider agent given both bids."""
+    from .agents import HTTPD, AgentProcess
+    from .test_tenant_cli import kova
+
+    with fresh_database("postgresql", tmp_path) as url:
+        first = Server(url, tmp_path / "first", 0.05)
+        second = Server(url, tmp_path / "second", 0.05)
+        agent = None
+        try:
+            RUNNING[url] = first
+            both = f"{second.url},{first.url}"  # the standby first
+            config = tmp_path / "config.json"
+            logged = kova(config, "login", "--server", both, "--name", "carol")
+            assert logged.returncode == 0, logged.stderr
+            token = json.loads(config.read_text())["token"]
+            me = first.client.get("/v1/accounts/me", headers={"Authorization": f"Bearer {token}"})
+            credit(url, me.json()["account"], 10 * MICRO)
+            manifest = tmp_path / "web.yaml"
+            manifest.write_text(HTTPD)
+            deployed = kova(config, "deploy", manifest, "--deposit", "1")
+            assert deployed.returncode == 0, deployed.stderr
+            provider = register(first, "provider", "p")
+            agent = AgentProcess(second, provider["token"], tmp_path / "agent",
+                                 "--orchestrator", both, "--strategy", "fixed",
+                                 "--strategy-param", "price_per_block=1000")  # fmt: skip
+            dep_id = deployed.stdout.split()[1]
+            headers = {"Authorization": f"Bearer {token}"}
+            wait_for(lambda: first.client.get(f"/v1/deployments/{dep_id}/bids",
+                                              headers=headers).json()["bids"], 30)  # fmt: skip
+            listed = kova(config, "bids", dep_id)  # a read: the standby answers it
+            assert listed.returncode == 0, listed.stderr
+        finally:
+            if agent is not None:
+                agent.stop()
             first.stop()
             second.stop()
