@@ -258,6 +258,7 @@ the network's settlement interval, which the database holds)."""
 )
 @click.option(
     "--advertise-url",
+    envvar="KOVA_ADVERTISE_URL",
     default=None,
     help="This process's URL as clients and the other orchestrators reach it, which standbys "
     "name as the leader's [default: http://HOST:PORT].",

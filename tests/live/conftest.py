@@ -212,14 +212,18 @@ def register(server: Server, role: str, name: str) -> dict:
 
 
 APACHE_MODULES = ("mpm_event", "authz_core", "ssl", "socache_shmcb", "proxy", "proxy_http",
-                  "proxy_wstunnel", "headers")  # fmt: skip
+                  "proxy_wstunnel", "headers", "proxy_balancer", "lbmethod_byrequests",
+                  "proxy_hcheck", "slotmem_shm")  # fmt: skip
 
 
 @contextlib.contextmanager
-def apache_in_front(ingress: str, folder: Path) -> Iterator[tuple[int, ssl.SSLContext]]:
-    """Debian's apache2 with ``deploy/apache/kova-ingress.conf`` and a self-signed certificate
-    for ``*.deployments.localhost``, terminating TLS in front of ``ingress`` (its URL); yields
-    its HTTPS port, once it answers, and an SSL context that trusts the certificate."""
+def apache_in_front(
+    ingress: str, folder: Path, conf: str = "kova-ingress.conf", env: dict[str, str] | None = None
+) -> Iterator[tuple[int, ssl.SSLContext]]:
+    """Debian's apache2 with ``deploy/apache/<conf>`` (``kova-ingress.conf``; ``env``: what else
+    the file reads from the environment) and a self-signed certificate for
+    ``*.deployments.localhost``, terminating TLS in front of ``ingress`` (its URL); yields its
+    HTTPS port, once it answers, and an SSL context that trusts the certificate."""
     if shutil.which("apache2") is None:
         message = "Debian's apache2 is not installed (scripts/services installs it)"
         (pytest.fail if os.environ.get("CI") == "true" else pytest.skip)(message)
@@ -239,13 +243,13 @@ Mutex file:{folder} default
 {modules}
 User www-data
 Group www-data
-Include {Path(__file__).resolve().parents[2] / "deploy" / "apache" / "kova-ingress.conf"}
+Include {Path(__file__).resolve().parents[2] / "deploy" / "apache" / conf}
 """)
     https = free_port()
-    env = {**os.environ, "KOVA_DOMAIN": "deployments.localhost", "KOVA_HTTPS_LISTEN": str(https),
-           "KOVA_INGRESS": ingress.removeprefix("http://"),
-           "KOVA_TLS_CERT": str(cert), "KOVA_TLS_KEY": str(key)}  # fmt: skip
-    apache = subprocess.Popen(["apache2", "-f", str(config), "-DFOREGROUND"], env=env,
+    environment = {**os.environ, "KOVA_DOMAIN": "deployments.localhost",
+                   "KOVA_HTTPS_LISTEN": str(https), "KOVA_INGRESS": ingress.removeprefix("http://"),
+                   "KOVA_TLS_CERT": str(cert), "KOVA_TLS_KEY": str(key), **(env or {})}  # fmt: skip
+    apache = subprocess.Popen(["apache2", "-f", str(config), "-DFOREGROUND"], env=environment,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
         context = ssl.create_default_context(cafile=str(cert))

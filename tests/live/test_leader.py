@@ -284,3 +284,53 @@ def test_clients_given_several_orchestrators_follow_the_leader(tmp_path):
                 agent.stop()
             first.stop()
             second.stop()
+
+
+def test_apache_sends_the_api_to_whichever_leads(tmp_path):
+    """``deploy/apache/kova-api-balancer.conf`` in front of two orchestrators: the API reaches the
+    leader (its health check is GET /v1/leader), and after the leader is killed, the standby that
+    took over; commands sent through Apache, again with their key after a 503, are taken."""
+    from .conftest import apache_in_front, free_port
+
+    with fresh_database("postgresql", tmp_path) as url:
+        ingresses = [free_port(), free_port()]
+        first = Server(url, tmp_path / "first", 0.05, "--ingress-port", str(ingresses[0]))
+        second = Server(url, tmp_path / "second", 0.05, "--ingress-port", str(ingresses[1]))
+        RUNNING[url] = first
+        env = {"KOVA_API_HOST": "api.localhost",
+               "KOVA_API_A": first.url.removeprefix("http://"),
+               "KOVA_API_B": second.url.removeprefix("http://"),
+               "KOVA_INGRESS_A": f"127.0.0.1:{ingresses[0]}",
+               "KOVA_INGRESS_B": f"127.0.0.1:{ingresses[1]}"}  # fmt: skip
+        try:
+            tenant = register(first, "tenant", "t")
+            credit(url, tenant["account"], 10 * MICRO)
+            with apache_in_front("http://unused", tmp_path / "apache", "kova-api-balancer.conf",
+                                 env) as (https, context), \
+                    httpx.Client(verify=context, timeout=10) as client:  # fmt: skip
+                api = f"https://127.0.0.1:{https}"
+                host = {"Host": "api.localhost", **tenant["headers"]}
+
+                def through_apache(method, path, key=None, body=None):
+                    headers = {**host, **({"Idempotency-Key": key} if key else {})}
+                    return client.request(method, api + path, headers=headers, json=body)
+
+                # once the health checks have run (members count as healthy before their first),
+                # every request goes to the leader
+                wait_for(lambda: all(through_apache("GET", "/v1/status").json()["role"] == "leader"
+                                     for _ in range(6)), 30)  # fmt: skip
+                assert through_apache("GET", "/v1/status").json()["leader"] == first.url
+                made = through_apache("POST", "/v1/deployments", "one",
+                                      {"manifest": MANIFEST, "deposit": 1_000_000})  # fmt: skip
+                assert made.status_code == 201, made.text
+                first.process.send_signal(signal.SIGKILL)
+                first.process.wait()
+                again = wait_for(lambda: (r := through_apache(
+                    "POST", "/v1/deployments", "two", {"manifest": MANIFEST, "deposit": 1_000_000}))
+                    .status_code == 201 and r, 30)  # fmt: skip
+                assert again.json()["id"] == made.json()["id"] + 1
+                status = through_apache("GET", "/v1/status").json()
+                assert (status["role"], status["leader"]) == ("leader", second.url)
+        finally:
+            first.stop()
+            second.stop()
