@@ -43,7 +43,7 @@ from .metrics import METRICS, Metrics, metrics_middleware, serve_metrics
 from .openapi import serve_openapi
 from .schema import accounts, invites
 from .work import WorkSettings, clock_loop, react, worker_loop
-from .writer import Unavailable, Writer
+from .writer import NotLeader, Unavailable, Writer
 
 __all__ = [
     "INT64_MAX",
@@ -86,6 +86,8 @@ class ApiSettings:
     registration: Literal["open", "invite", "closed"] = "invite"
     limits: LimitSettings = field(default_factory=LimitSettings)
     advertise_url: str = ""  # this process's URL as others reach it (``--advertise-url``)
+    # a standby answers a market command 307 to the leader instead of 503 (``--redirect``)
+    redirect_to_leader: bool = False
 
 
 API: web.AppKey[ApiSettings] = web.AppKey("api", ApiSettings)
@@ -220,6 +222,12 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except KeyReused as exc:
         return ApiError(422, "idempotency_key_reused", str(exc), KEY_HEADER).response()
     except Unavailable as exc:
+        leader = exc.leader if isinstance(exc, NotLeader) else None
+        if leader and request.app[API].redirect_to_leader:  # clients that reach us directly
+            location = leader.rstrip("/") + request.path_qs
+            response = ApiError(307, "standby", f"send it to the leader: {location}").response()
+            response.headers["Location"] = location
+            return response
         response = ApiError(503, "unavailable", str(exc)).response()
         response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
         return response

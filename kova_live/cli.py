@@ -264,6 +264,15 @@ the network's settlement interval, which the database holds)."""
     "name as the leader's [default: http://HOST:PORT].",
 )
 @click.option(
+    "--redirect/--no-redirect",
+    "redirect_to_leader",
+    default=False,
+    show_default=True,
+    help="A standby answers a market command 307 to the leader's --advertise-url (for clients "
+    "that reach the orchestrators directly) rather than 503 (behind a balancer, which keeps "
+    "the orchestrators' own URLs from clients).",
+)
+@click.option(
     "--clock",
     "clock_kind",
     type=click.Choice(["wall", "manual"]),
@@ -325,6 +334,7 @@ def serve(
     rate_limit_reads: str,
     trusted_proxy: str,
     advertise_url: str | None,
+    redirect_to_leader: bool,
 ) -> None:
     """Run the orchestrator: the API and the block clock, and (with --ingress-port) the
     ingress in processes of its own."""
@@ -402,7 +412,8 @@ def serve(
         ingress,
         ApiSettings(page_size=page_size, endpoints=endpoints, max_manifest_bytes=max_manifest_bytes,
                     registration=registration, limits=rates,
-                    advertise_url=advertise_url or f"http://{host}:{port}"),
+                    advertise_url=advertise_url or f"http://{host}:{port}",
+                    redirect_to_leader=redirect_to_leader),
     )  # fmt: skip
     click.echo(f"kova-live: height {clock.height()}, serving on http://{host}:{port}", err=True)
     click.echo(f"kova-live: network limits: {limits}; rate limits: {rates}", err=True)

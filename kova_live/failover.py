@@ -4,8 +4,12 @@ tenant's ``kova`` and the provider agent take ``--server``/``--orchestrator URL1
 A request goes to the orchestrator that answered last. When that one refuses the connection or
 answers 503 (a standby, or a network between leaders), the same request, headers and all (its
 ``Idempotency-Key``: the orchestrators apply a command once however often it is sent), goes to
-the next, round the list, for up to ``patience`` seconds (at least once to each). A ``307`` to
-the leader is followed by httpx (``follow_redirects``), body and method kept.
+the next, round the list, for up to ``patience`` seconds (at least once to each).
+
+A ``307`` from a standby (``serve --redirect``) names the leader's ``--advertise-url``: the
+same request, its method, body, key and bearer token, goes there. This transport follows it,
+not httpx, which drops the token when a redirect leaves the origin. The orchestrators are the
+ones trusted with the token; the leader's URL is theirs.
 """
 
 from __future__ import annotations
@@ -53,6 +57,13 @@ class Failover(httpx.BaseTransport):
                 if last or len(self.urls) == 1:  # one orchestrator: it is down, say so now
                     raise
                 response = None
+            if response is not None and response.status_code == 307:
+                try:
+                    response = self._to_leader(request, response)
+                except httpx.ConnectError:  # the leader it named is gone: round the list
+                    response = None
+                    if last:
+                        raise
             if response is not None and (response.status_code != 503 or last):
                 return response
             if response is not None:
@@ -61,6 +72,16 @@ class Failover(httpx.BaseTransport):
             tried += 1
             if tried % len(self.urls) == 0:  # round the whole list: wait a little
                 time.sleep(self.pause)
+
+    def _to_leader(self, request: httpx.Request, response: httpx.Response) -> httpx.Response:
+        """The answer of the leader a standby's 307 names (its own 307 again, if not http(s))."""
+        location = response.headers.get("Location", "")
+        if not location.startswith(("http://", "https://")):
+            return response
+        response.read()
+        response.close()
+        request.url = httpx.URL(location)
+        return self.inner.handle_request(request)
 
     def close(self) -> None:
         self.inner.close()

@@ -334,3 +334,32 @@ def test_apache_sends_the_api_to_whichever_leads(tmp_path):
         finally:
             first.stop()
             second.stop()
+
+
+def test_a_standby_with_redirect_answers_commands_307_to_the_leader(tmp_path):
+    """``serve --redirect``: for clients that reach the orchestrators directly, a standby
+    answers a market command 307 to the leader's --advertise-url, which keeps its method and
+    body; ``kova`` given only the standby follows it."""
+    from .test_tenant_cli import kova
+
+    with fresh_database("postgresql", tmp_path) as url:
+        first = Server(url, tmp_path / "first", 0.05)
+        second = Server(url, tmp_path / "second", 0.05, "--redirect")
+        try:
+            RUNNING[url] = first
+            wait_for(lambda: second.client.get("/v1/status").json()["leader"] == first.url)
+            tenant = register(second, "tenant", "t")
+            credit(url, tenant["account"], 10 * MICRO)
+            moved = deploy(second, tenant)
+            assert moved.status_code == 307, moved.text
+            assert moved.headers["Location"] == f"{first.url}/v1/deployments"
+            config = tmp_path / "config.json"
+            config.write_text(json.dumps({"server": second.url, "token": tenant["token"]}))
+            manifest = tmp_path / "web.yaml"
+            manifest.write_text(MANIFEST)
+            deployed = kova(config, "deploy", manifest, "--deposit", "1")
+            assert deployed.returncode == 0, deployed.stderr
+            assert deployed.stdout.startswith("deployment ")
+        finally:
+            first.stop()
+            second.stop()
