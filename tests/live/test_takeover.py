@@ -2,8 +2,11 @@
 bids run steadily against whichever server leads, following it as clients do (each command
 sent again, to the next server, with its Idempotency-Key, after a 503 or a lost connection);
 the leader is killed with SIGKILL at random moments five times, and each killed one comes back
-as a standby. Afterwards every acknowledged command is in the database and applied once, every
-balance is the sum of its transfers, no lease block was paid twice and no round ran twice.
+as a standby. Meanwhile a visitor opens a deployment's URL every 0.05 s through whichever
+orchestrator's ingress answers (as a balancer in front of them does): a visit may fail only
+while a take-over is under way. Afterwards every acknowledged command is in the database and
+applied once, every balance is the sum of its transfers, no lease block was paid twice and no
+round ran twice.
 
 Settings: 0.02 s blocks (a round every 1.2 s, so rounds fall due during take-overs), the test
 servers' defaults otherwise (``conftest.Server``)."""
@@ -19,8 +22,10 @@ import uuid
 
 import httpx
 
-from .conftest import RUNNING, Server, credit, fresh_database
+from .conftest import LOOPBACK, RUNNING, Server, credit, free_port, fresh_database
 from .test_crash import BIG, state
+from .test_ingress import MANIFEST as SERVED
+from .test_ingress import Upstream
 from .test_lifecycle import MANIFEST
 
 BLOCK = 0.02
@@ -79,8 +84,26 @@ async def load(follower, tenant, provider, acknowledged, sent, stop):
 async def heartbeats(follower, provider, stop):
     while not stop.is_set():
         await follower.send("POST", "/v1/providers/heartbeat", provider["headers"],
-                            {"capacity": BIG}, deadline=2)  # fmt: skip
+                            {"capacity": BIG, "endpoints": LOOPBACK}, deadline=2)  # fmt: skip
         await asyncio.sleep(0.3)
+
+
+async def visits(ingresses, host, stop, failed, answered):
+    """A visitor of a deployment's URL every 0.05 s, through whichever orchestrator's ingress
+    answers (as a balancer in front of them does): a visit fails if none answers 200."""
+    async with httpx.AsyncClient(timeout=2) as client:
+        while not stop.is_set():
+            for port in list(ingresses):
+                try:
+                    reply = await client.get(f"http://127.0.0.1:{port}/", headers={"Host": host})
+                    if reply.status_code == 200:
+                        answered.append(time.monotonic())
+                        break
+                except httpx.TransportError:
+                    pass
+            else:
+                failed.append(time.monotonic())
+            await asyncio.sleep(0.05)
 
 
 def leader_of(servers):
@@ -99,13 +122,33 @@ def test_five_take_overs_under_load_lose_no_acknowledged_command(tmp_path):
     acknowledged = {"deployments": set(), "bids": set(), "leases": set(), "deposits": []}
     sent = {"deployments": 0}
     with fresh_database("postgresql", tmp_path) as url:
-        servers = [Server(url, tmp_path / f"s{i}", BLOCK) for i in range(3)]
+        ingresses = [free_port() for _ in range(3)]
+        servers = [Server(url, tmp_path / f"s{i}", BLOCK, "--ingress-port", str(ingresses[i]))
+                   for i in range(3)]  # fmt: skip
         RUNNING[url] = servers[0]
         tenant = servers[0].client.post("/v1/accounts", json={"role": "tenant", "name": "t"}).json()
         provider = servers[0].client.post("/v1/accounts", json={"role": "provider", "name": "p"}).json()
         for account in (tenant, provider):
             account["headers"] = {"Authorization": f"Bearer {account['token']}"}
         credit(url, tenant["account"], 10**12)
+        # a deployment served all along, its one lease running at a stand-in container
+        upstream = Upstream("web")
+        client = servers[0].client
+        client.post("/v1/providers/heartbeat", headers=provider["headers"],
+                    json={"capacity": BIG, "endpoints": LOOPBACK})  # fmt: skip
+        served = client.post("/v1/deployments", headers=tenant["headers"], json={
+            "manifest": SERVED.replace("ACCEPT", "app.example.com"), "deposit": 10**10}).json()
+        bid = client.post(f"/v1/orders/{served['orders'][0]['id']}/bids",
+                          headers=provider["headers"], json={"price": 1_000}).json()  # fmt: skip
+        lease = client.post(f"/v1/bids/{bid['id']}/accept", headers=tenant["headers"]).json()
+        running = client.post(f"/v1/leases/{lease['id']}/status", headers=provider["headers"],
+                              json={"state": "running",
+                                    "endpoint": f"127.0.0.1:{upstream.port}"})  # fmt: skip
+        assert running.status_code == 200, running.text
+        host = f"web-{served['id']}.deployments.localhost"
+        failed: list[float] = []
+        answered: list[float] = []
+        windows: list[tuple[float, float]] = []
         takeovers: list[float] = []
         try:
             async def run():
@@ -114,6 +157,7 @@ def test_five_take_overs_under_load_lose_no_acknowledged_command(tmp_path):
                 workers = [asyncio.create_task(load(follower, tenant, provider, acknowledged, sent,
                                                     stop)) for _ in range(3)]  # fmt: skip
                 workers.append(asyncio.create_task(heartbeats(follower, provider, stop)))
+                workers.append(asyncio.create_task(visits(ingresses, host, stop, failed, answered)))
                 for n in range(5):
                     await asyncio.sleep(rng.uniform(1.0, 2.5))
                     leader = await asyncio.to_thread(leader_of, servers)
@@ -126,10 +170,13 @@ def test_five_take_overs_under_load_lose_no_acknowledged_command(tmp_path):
                     while len(acknowledged["deployments"]) == before:
                         await asyncio.sleep(0.02)
                     takeovers.append(time.monotonic() - killed)
+                    windows.append((killed, time.monotonic()))
                     index = servers.index(leader)
                     leader.stop()
+                    ingresses[index] = free_port()
                     servers[index] = await asyncio.to_thread(
-                        Server, url, tmp_path / f"s{index}-{n}", BLOCK)  # a standby now
+                        Server, url, tmp_path / f"s{index}-{n}", BLOCK, "--ingress-port",
+                        str(ingresses[index]))  # a standby now  # fmt: skip
                     follower.urls[index] = servers[index].url
                 await asyncio.sleep(1.0)
                 stop.set()
@@ -145,7 +192,8 @@ def test_five_take_overs_under_load_lose_no_acknowledged_command(tmp_path):
             found, moves, held, rounds = asyncio.run(state(url))
             for kind in ("deployments", "bids", "leases"):
                 assert acknowledged[kind] <= found[kind], f"acknowledged {kind} lost"
-            assert len(found["deployments"]) <= sent["deployments"]  # none applied twice
+            # none applied twice (and the one served all along)
+            assert len(found["deployments"]) <= sent["deployments"] + 1
             summed = {}
             for t in moves:
                 summed[t.source] = summed.get(t.source, 0) - t.amount
@@ -167,7 +215,12 @@ def test_five_take_overs_under_load_lose_no_acknowledged_command(tmp_path):
             ordered = sorted(takeovers)
             print(f"\ntake-overs under load: median {ordered[2]:.2f} s, worst {ordered[-1]:.2f} s;"
                   f" {sent['deployments']} deployments sent, {len(acknowledged['deployments'])}"
-                  f" acknowledged, {len(acknowledged['leases'])} leases, {retries} retries")
+                  f" acknowledged, {len(acknowledged['leases'])} leases, {retries} retries;"
+                  f" visits of the served URL: {len(answered)} answered, {len(failed)} failed")
+            # a visit fails only while a take-over is under way (and a moment after it)
+            for when in failed:
+                assert any(start - 0.1 <= when <= end + 1.0 for start, end in windows), when
+            assert len(answered) > 100
             assert len(acknowledged["leases"]) > 20  # the load really ran
         finally:
             for server in servers:
