@@ -67,6 +67,31 @@ async def state(database_url):
     return found, moves, held, rounds
 
 
+def check_books(acknowledged, found, moves, held, rounds) -> dict[int, int]:
+    """What the database holds after the kills (:func:`state`): every acknowledged deployment,
+    bid and lease is there; every balance is the sum of its transfers; no lease block was paid
+    twice; no round ran twice. Returns how many 7,000-unit deposits each deployment got."""
+    for kind in ("deployments", "bids", "leases"):
+        assert acknowledged[kind] <= found[kind], f"acknowledged {kind} lost"
+    summed = {}
+    for t in moves:
+        summed[t.source] = summed.get(t.source, 0) - t.amount
+        summed[t.destination] = summed.get(t.destination, 0) + t.amount
+    summed.pop("external")
+    assert {k: v for k, v in summed.items() if v} == {k: v for k, v in held.items() if v}
+    deposited: dict[int, int] = {}
+    for t in moves:
+        if t.reason == "deposit" and t.amount == 7_000:
+            key = int(t.destination.split(":")[1])
+            deposited[key] = deposited.get(key, 0) + 1
+    paid = sorted((t.lease_id, t.start_block, t.end_block) for t in moves
+                  if t.lease_id is not None and t.destination.startswith("provider:"))  # fmt: skip
+    for (a_lease, _, a_end), (b_lease, b_start, _) in itertools.pairwise(paid):
+        assert a_lease != b_lease or b_start >= a_end, f"lease {a_lease} paid twice"
+    assert len(rounds) == len(set(rounds))
+    return deposited
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_kill_9_under_load_loses_no_acknowledged_command(backend, tmp_path):
     rng = random.Random(7)
@@ -95,26 +120,9 @@ def test_kill_9_under_load_loses_no_acknowledged_command(backend, tmp_path):
                 server.stop()
                 server = Server(url, tmp_path / "data", block_seconds=0.01)  # restart on the same data
                 found, moves, held, rounds = asyncio.run(state(url))
-                for kind in ("deployments", "bids", "leases"):
-                    assert acknowledged[kind] <= found[kind], f"acknowledged {kind} lost"
-                summed = {}
-                for t in moves:
-                    summed[t.source] = summed.get(t.source, 0) - t.amount
-                    summed[t.destination] = summed.get(t.destination, 0) + t.amount
-                summed.pop("external")
-                assert {k: v for k, v in summed.items() if v} == {k: v for k, v in held.items() if v}
-                deposited = {}
-                for t in moves:
-                    if t.reason == "deposit" and t.amount == 7_000:
-                        key = int(t.destination.split(":")[1])
-                        deposited[key] = deposited.get(key, 0) + 1
+                deposited = check_books(acknowledged, found, moves, held, rounds)
                 for dep_id, _ in acknowledged["deposits"]:
                     assert deposited.get(dep_id, 0) >= 1, f"acknowledged deposit into {dep_id} lost"
-                paid = sorted((t.lease_id, t.start_block, t.end_block) for t in moves
-                              if t.lease_id is not None and t.destination.startswith("provider:"))  # fmt: skip
-                for (a_lease, _, a_end), (b_lease, b_start, _) in itertools.pairwise(paid):
-                    assert a_lease != b_lease or b_start >= a_end, f"lease {a_lease} paid twice"
-                assert len(rounds) == len(set(rounds))
         finally:
             server.stop()  # the last one, even when a check failed: no process left behind
     assert len(acknowledged["leases"]) > 20  # the load really ran

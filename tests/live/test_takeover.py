@@ -14,7 +14,6 @@ servers' defaults otherwise (``conftest.Server``)."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import random
 import signal
 import time
@@ -23,7 +22,7 @@ import uuid
 import httpx
 
 from .conftest import LOOPBACK, RUNNING, Server, credit, free_port, fresh_database
-from .test_crash import BIG, state
+from .test_crash import BIG, check_books, state
 from .test_ingress import MANIFEST as SERVED
 from .test_ingress import Upstream
 from .test_lifecycle import MANIFEST
@@ -190,28 +189,11 @@ def test_five_take_overs_under_load_lose_no_acknowledged_command(tmp_path):
             final.client.get(f"/v1/deployments/{min(acknowledged['deployments'])}",
                              headers=tenant["headers"])  # the rounds due by now, carried out
             found, moves, held, rounds = asyncio.run(state(url))
-            for kind in ("deployments", "bids", "leases"):
-                assert acknowledged[kind] <= found[kind], f"acknowledged {kind} lost"
+            deposited = check_books(acknowledged, found, moves, held, rounds)
             # none applied twice (and the one served all along)
             assert len(found["deployments"]) <= sent["deployments"] + 1
-            summed = {}
-            for t in moves:
-                summed[t.source] = summed.get(t.source, 0) - t.amount
-                summed[t.destination] = summed.get(t.destination, 0) + t.amount
-            summed.pop("external")
-            assert {k: v for k, v in summed.items() if v} == {k: v for k, v in held.items() if v}
-            deposited = {}
-            for t in moves:
-                if t.reason == "deposit" and t.amount == 7_000:
-                    key = int(t.destination.split(":")[1])
-                    deposited[key] = deposited.get(key, 0) + 1
             for dep_id in acknowledged["deposits"]:
                 assert deposited.get(dep_id) == 1, f"deposit into {dep_id}: {deposited.get(dep_id)}"
-            paid = sorted((t.lease_id, t.start_block, t.end_block) for t in moves
-                          if t.lease_id is not None and t.destination.startswith("provider:"))  # fmt: skip
-            for (a_lease, _, a_end), (b_lease, b_start, _) in itertools.pairwise(paid):
-                assert a_lease != b_lease or b_start >= a_end, f"lease {a_lease} paid twice"
-            assert len(rounds) == len(set(rounds))
             ordered = sorted(takeovers)
             print(f"\ntake-overs under load: median {ordered[2]:.2f} s, worst {ordered[-1]:.2f} s;"
                   f" {sent['deployments']} deployments sent, {len(acknowledged['deployments'])}"
