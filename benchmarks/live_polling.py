@@ -69,6 +69,14 @@ def token(i: int) -> str:
     return f"kova_bench_provider_{i}"
 
 
+SERVE = ("--heartbeat-grace", "100000000", "--registration", "open", "--rate-limit-accounts",
+         "0", "--rate-limit-writes", "0", "--rate-limit-reads", "0", "--tenant-share", "1",
+         "--order-size", "any")  # fmt: skip
+"""The server's settings here and in ``live_round_polls.py``: open registration, no rate limits,
+no tenant share nor size check (one tenant's orders, bid on by every provider), providers never
+lost: they measure the server, not its limits."""
+
+
 async def register_providers(url: str, count: int) -> None:
     engine = async_engine(url)
     async with engine.begin() as c:
@@ -265,13 +273,8 @@ def main() -> None:
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
             server = subprocess.Popen(
-                # open registration, no rate limits, no tenant share nor size check (one
-                # tenant's orders, bid on by every provider): it measures the server, not its
-                # limits
                 [sys.executable, "-m", "kova_live", "serve", "--database-url", url, "--port",
-                 str(port), "--heartbeat-grace", "100000000", "--registration", "open",
-                 "--rate-limit-accounts", "0", "--rate-limit-writes", "0",
-                 "--rate-limit-reads", "0", "--tenant-share", "1", "--order-size", "any"],
+                 str(port), *SERVE],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy(),
             )  # fmt: skip
             base = f"http://127.0.0.1:{port}"

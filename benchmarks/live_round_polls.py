@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import httpx  # noqa: E402
-from live_polling import percentile, polling, token, warm_up  # noqa: E402
+from live_polling import SERVE, percentile, polling, token, warm_up  # noqa: E402
 from live_restore import complete  # noqa: E402
 from live_settlement import populate  # noqa: E402
 from scratch import scratch_database, vacuum  # noqa: E402
@@ -85,13 +85,9 @@ def main() -> None:
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
             server = subprocess.Popen(
-                # open registration, no rate limits, no tenant share nor size check: it
-                # measures the server, not its limits
+                # live_polling.SERVE: it measures the server, not its limits
                 [sys.executable, "-m", "kova_live", "serve", "--database-url", url, "--port",
-                 str(port), "--block-seconds", str(args.block_seconds), "--heartbeat-grace",
-                 "100000000", "--registration", "open", "--rate-limit-accounts", "0",
-                 "--rate-limit-writes", "0", "--rate-limit-reads", "0", "--tenant-share", "1",
-                 "--order-size", "any"],
+                 str(port), "--block-seconds", str(args.block_seconds), *SERVE],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
             base = f"http://127.0.0.1:{port}"
