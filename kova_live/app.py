@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kova_core import InsufficientBalance, KovaError, ManifestError, format_micro
 
-from .clock import BlockClock
+from .clock import BlockClock, ManualClock
 from .db import retriable, snapshot_reader
 from .endpoints import EndpointPolicy
 from .ingress import IngressSettings, IngressWorkers
@@ -472,7 +472,9 @@ async def leader(request: web.Request) -> web.Response:
     role, leader_url = _role(request.app)
     if role != "leader":
         raise ApiError(503, "standby", f"this orchestrator is a standby; the leader: {leader_url}")
-    return web.json_response({"role": role, "leader": leader_url})
+    leadership = request.app.get(LEADERSHIP)
+    epoch = None if leadership is None else leadership.epoch  # None: SQLite, no terms
+    return web.json_response({"role": role, "leader": leader_url, "epoch": epoch})
 
 
 async def create_account(request: web.Request) -> web.Response:
@@ -641,6 +643,8 @@ def create_app(
         (with a fresh heartbeat grace for every provider) and the clock."""
         writer.epoch = epoch
         await writer.start()
+        if isinstance(clock, ManualClock) and writer.market is not None:
+            clock.resume(writer.market.height)  # where the last leader left it
         # the restored market lives long: out of the garbage collector's way (see ``serve``),
         # a full collection would walk every lease, order and deployment and stall every
         # request in flight

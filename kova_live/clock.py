@@ -58,3 +58,8 @@ class ManualClock(BlockClock):
         if height < self._height:
             raise ValueError(f"the clock is at {self._height}; it cannot go back to {height}")
         self._height = height
+
+    def resume(self, height: int) -> None:
+        """Move to where the database left the network, as a new leader takes over (a standby's
+        clock stood still while the leader it followed moved the network's)."""
+        self._height = height

@@ -937,7 +937,14 @@ async def candidates(request: web.Request) -> web.Response:
             if node.provider_id in m.providers
         }
 
-    known = await request.app[WRITER].submit(Command(apply))
+    writer = request.app[WRITER]
+    if writer.started:  # the leader: its market, between batches
+        known = await writer.submit(Command(apply))
+    else:  # a standby: its copy, restored from the database at most VIEW_SECONDS ago
+        copy = await writer.view()
+        if order_id not in copy.orders and order.state == "open":  # opened since: a new copy
+            copy = await writer.view(max_age=0)
+        known = apply(copy, copy.height, Batch())[1]
     able, unable = [], []
     for node in nodes:
         if node.provider_id not in known:  # its row is there, its heartbeat being applied

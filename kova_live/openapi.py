@@ -386,7 +386,8 @@ def openapi_document(page_size: int = 1000, max_manifest_bytes: int = 64 * 1024)
             _object({"stepped_down": {"const": True}, "epoch": INT}), **operator)},
         "/v1/leader": {"get": operation(
             "200 from the leader (it runs market commands), 503 from a standby: a balancer's "
-            "health check", 200, _object({"role": {"const": "leader"}, "leader": NULL_STR}))},
+            "health check", 200, _object({"role": {"const": "leader"}, "leader": NULL_STR,
+                                           "epoch": NULL_INT}))},
         "/v1/accounts": {"post": {**operation(
             "Register a tenant, provider or auditor (auditor:<id>); the token is shown once",
             201, _object({"id": INT, "role": STR, "name": STR, "account": ACCOUNT_NAME,

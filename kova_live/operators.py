@@ -25,6 +25,7 @@ from .app import (
     ENGINE,
     LEADERSHIP,
     READER,
+    WRITER,
     ApiError,
     RequestBody,
     hash_token,
@@ -36,7 +37,7 @@ from .clock import ManualClock
 from .db import transact
 from .deployments import _account, _id
 from .schema import accounts, invites, network, provider_nodes, transfers
-from .writer import Batch
+from .writer import Batch, NotLeader
 
 __all__ = ["add_routes"]
 
@@ -141,6 +142,9 @@ async def move_clock(request: web.Request) -> web.Response:
     if not isinstance(clock, ManualClock):
         raise ApiError(409, "clock_not_manual", "this server keeps time by the wall clock; "
                        "start it with --clock manual to move its clock")  # fmt: skip
+    writer = request.app[WRITER]
+    if not writer.started:  # a standby's clock stands still (it resumes where the leader left)
+        raise NotLeader(writer.leader_url)
     if body.height < clock.height():
         raise ApiError(400, "invalid_field", f"the clock is at {clock.height()}; heights never "
                        "go back", "height")  # fmt: skip

@@ -111,6 +111,7 @@ class Command:
     status: int = 200
 
 
+VIEW_SECONDS = 5.0  # how old a standby's copy of the market may be (Writer.view)
 _COPY = object()  # an outcome: the same as the first command of the batch with this key
 
 
@@ -150,12 +151,34 @@ class Writer:
         self._next_due = 0  # the height at which a round or a job deadline is next due
         self._waiting: list[tuple[Command, asyncio.Future[Any]]] = []
         self._runner: asyncio.Task[None] | None = None
+        # a standby's copy of the market, for reads that need the core's rules (see view())
+        self._view: tuple[float, Market] | None = None
+        self._viewing = asyncio.Lock()
 
     async def start(self) -> None:
         """Restore the ``Market`` from the database."""
+        self._view = None  # a standby's copy: the leader has its own
         self.market = await self._load()
         self._note_next_due(self.market)
         self.started = True
+
+    async def view(self, max_age: float = VIEW_SECONDS) -> Market:
+        """A standby's copy of the market, for the one read that needs the core's rules rather
+        than the tables (why a provider cannot serve an order): restored from the database as a
+        take-over restores it, at most ``max_age`` seconds old, by one request at a time, and
+        dropped ``max_age`` seconds after it was made so an idle standby holds no copy. Only
+        read it (the leader's own market is read and changed in batches: :meth:`submit`)."""
+        async with self._viewing:
+            now = time.monotonic()
+            if self._view is None or now - self._view[0] > max_age:
+                self._view = (now, await self._load())
+                made = self._view
+                asyncio.get_running_loop().call_later(max_age, self._drop_view, made)
+            return self._view[1]
+
+    def _drop_view(self, made: tuple[float, Market]) -> None:
+        if self._view is made:
+            self._view = None
 
     async def _load(self) -> Market:
         async with self.engine.connect() as connection:

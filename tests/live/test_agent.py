@@ -8,6 +8,7 @@ Docker daemon the tests are skipped, except under ``CI=true``, where they fail.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -24,7 +25,7 @@ from .agents import (
     lease_of,
     tenant_with_money,
 )
-from .conftest import apache_in_front, register, wait_for
+from .conftest import RUNNING, Server, apache_in_front, free_port, register, wait_for
 
 
 def test_a_deployment_runs_in_a_container_that_follows_its_lease(network):
@@ -400,3 +401,65 @@ def test_the_whole_network_on_one_machine_through_the_ingress(network, tmp_path)
         server.client.post(f"/v1/deployments/{dep['id']}/close", headers=tenant["headers"])
         assert wait_for(lambda: statuses() == {404})
     wait_for(lambda: all(container_of(client, lease["id"]) is None for lease in leases))
+
+
+@pytest.mark.parametrize("network", [("--heartbeat-grace", "40")], indirect=True)
+def test_an_agent_keeps_its_containers_through_a_take_over_and_reconciles_after_it(
+    network, tmp_path
+):
+    """Two orchestrators on one database, the agent given both (``--orchestrator
+    URL1,URL2``); the leader is killed with two leases running. Their containers run on,
+    untouched, and answer through the standby's ingress; the standby takes over; the provider
+    is not declared lost for the time without a leader (a heartbeat grace of 40 blocks, 2 s,
+    passes well after the take-over); and the agent goes on with the new leader: a deployment
+    closed there has its container removed, a new one is bid on and runs."""
+    server, client = network["server"], network["docker"]
+    ingress = free_port()
+    standby = Server(server.database_url, tmp_path / "standby", 0.05, "--heartbeat-grace", "40",
+                     "--ingress-port", str(ingress))  # fmt: skip
+    RUNNING[server.database_url] = server  # credits go to the leader
+    try:
+        tenant = tenant_with_money(server)
+        provider, _ = network["agent"](
+            "p", "--strategy", "fixed", "--strategy-param", f"price_per_block={PRICE}",
+            "--orchestrator", f"{server.url},{standby.url}",
+        )  # fmt: skip
+        deps = [server.client.post("/v1/deployments", headers=tenant["headers"],
+                                   json={"manifest": HTTPD, "deposit": 1_000_000}).json()
+                for _ in range(2)]  # fmt: skip
+        kept, closed = (accept_first_bid(server, tenant, dep) for dep in deps)
+        for lease in (kept, closed):
+            wait_for(lambda lease=lease: lease_of(server, provider, lease["id"])["status"] == "running")
+        before = {lease["id"]: container_of(client, lease["id"]).id for lease in (kept, closed)}
+        (url,) = [u for u in deps[0]["urls"] if not u["custom"]]
+
+        def visit() -> httpx.Response:  # through the standby's ingress
+            return httpx.get(f"http://127.0.0.1:{ingress}/", headers={"Host": url["hostname"]},
+                             timeout=5)  # fmt: skip
+
+        assert visit().text.strip() == "kova"
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait()
+        assert visit().text.strip() == "kova"  # no leader yet: the ingress serves on
+        wait_for(lambda: standby.client.get("/v1/leader").status_code == 200, 30)
+        took_over = standby.client.get("/v1/status").json()["height"]
+        for lease_id, container in before.items():  # the same containers, running
+            assert container_of(client, lease_id).id == container
+            assert container_of(client, lease_id).status == "running"
+        # past the grace counted from the take-over: the agent's heartbeats reach the new leader
+        wait_for(lambda: standby.client.get("/v1/status").json()["height"] > took_over + 60, 30)
+        (me,) = [p for p in standby.client.get("/v1/providers").json()["providers"]
+                 if p["provider_id"] == provider["id"]]  # fmt: skip
+        assert me["state"] == "online"
+        assert lease_of(standby, provider, kept["id"])["state"] == "active"
+        assert visit().text.strip() == "kova"
+        # the agent reconciles with the new leader
+        standby.client.post(f"/v1/deployments/{deps[1]['id']}/close", headers=tenant["headers"])
+        wait_for(lambda: container_of(client, closed["id"]) is None, 30)
+        assert container_of(client, kept["id"]).id == before[kept["id"]]
+        fresh = standby.client.post("/v1/deployments", headers=tenant["headers"],
+                                    json={"manifest": HTTPD, "deposit": 1_000_000}).json()  # fmt: skip
+        lease = accept_first_bid(standby, tenant, fresh)
+        wait_for(lambda: lease_of(standby, provider, lease["id"])["status"] == "running", 30)
+    finally:
+        standby.stop()

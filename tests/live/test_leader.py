@@ -60,6 +60,17 @@ def test_a_standby_answers_reads_refuses_commands_and_takes_over_from_a_killed_l
             dep = made.json()
             seen = second.client.get(f"/v1/deployments/{dep['id']}", headers=tenant["headers"])
             assert seen.status_code == 200 and seen.json()["escrow"] == 1_000_000  # reads: the DB
+            # why (not) a provider: the core's diagnosis, on the standby's copy of the market
+            small = register(first, "provider", "small")
+            for who, cpu in ((register(first, "provider", "big"), 4000), (small, 10)):
+                beat = {"capacity": {"cpu": cpu, "memory": 2**34, "storage": 2**36, "gpu": 0}}
+                assert first.client.post("/v1/providers/heartbeat", headers=who["headers"],
+                                         json=beat).status_code == 200  # fmt: skip
+            path = f"/v1/orders/{dep['orders'][0]['id']}/candidates"
+            want = first.client.get(path, headers=tenant["headers"]).json()
+            got = second.client.get(path, headers=tenant["headers"])
+            assert got.status_code == 200 and got.json() == want
+            assert want["can_serve"] == 1 and want["cannot_serve"][0]["provider_id"] == small["id"]
 
             first.process.send_signal(signal.SIGKILL)
             first.process.wait()

@@ -13,13 +13,17 @@ settlement every 60 blocks, no fee.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import signal
 import threading
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
+from kova_live.failover import Failover
 from kova_live.replay import Replayer, compare, serve_flags
 from kova_sim.commands import market_for, replay_into
 
@@ -86,5 +90,87 @@ def test_the_live_network_ends_where_the_simulator_does(
         finally:
             servers[-1].stop()
     assert len(killed) == kills
+    assert figures["transfers"] == len(reference.ledger) > 0
+    assert figures["leases"] == len(reference.leases)
+
+
+# (scenario, simulated length, one provider kept of every ..., kills of the leader): jobs (whose
+# deadlines the leader runs) and orders given up on
+TAKE_OVERS = [("jobs-batch", "20m", 5, 5), ("mixed-strategies", "3h", 4, 5)]
+
+
+@pytest.mark.parametrize(("name", "duration", "divisor", "kills"), TAKE_OVERS,
+                         ids=[c[0] for c in TAKE_OVERS])  # fmt: skip
+def test_take_overs_leave_the_ledger_the_core_gives(name, duration, divisor, kills, tmp_path):
+    """Three servers on one PostgreSQL database, a leader and two standbys (``--clock manual``
+    each). The log's commands go to whichever leads, as the ``kova`` CLI sends them (the
+    failover transport: a 503 or a refused connection, the next server; a lost answer, the same
+    command again with its key); the leader is killed with SIGKILL at random commands and comes
+    back as a standby. The ledger, the leases and the escrows must be the core's for the same
+    commands in the same order: no round run twice or skipped across a take-over."""
+    header, commands = recorded(name, duration, divisor, tmp_path)
+    reference = market_for(header)
+    replay_into(reference, header, commands)
+    rng = random.Random(f"{name}-take-overs")
+    at = set(rng.sample(range(2, len(commands)), kills))
+    with fresh_database("postgresql", tmp_path) as url:
+        ops = operator_token(url)
+        flags = (*SERVE, *serve_flags(header))
+
+        def start(i: int) -> Server:
+            return Server(url, tmp_path / f"data-{i}", 1.0, *flags)
+
+        servers = [start(i) for i in range(3)]
+        killed: list[int] = []
+        took_over: list[int] = []  # the epochs of the leaders killed
+
+        def client() -> httpx.Client:
+            urls = [s.url for s in servers]
+            return httpx.Client(base_url=urls[0], timeout=10,
+                                transport=Failover(urls, patience=30))  # fmt: skip
+
+        def revive() -> httpx.Client:
+            """Bring back every killed server as a standby; a client over them all."""
+            for i, server in enumerate(servers):
+                if server.process.poll() is not None:
+                    server.stop()
+                    servers[i] = start(i)
+            return client()
+
+        def leader() -> Server:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                for server in servers:
+                    with contextlib.suppress(httpx.TransportError):
+                        reply = server.client.get("/v1/leader")
+                        if reply.status_code == 200:
+                            took_over.append(reply.json()["epoch"])
+                            return server
+                time.sleep(0.05)
+            raise AssertionError("no server took over within 30 s")
+
+        replayer = Replayer(client(), ops, reconnect=revive)
+
+        def kill_soon(seq: int) -> None:
+            if any(s.process.poll() is not None for s in servers):
+                replayer.client.close()
+                replayer.client = revive()
+            if seq not in at:
+                return
+            process = leader().process
+            delay = rng.uniform(0.0, 0.004)
+            threading.Timer(delay, process.send_signal, (signal.SIGKILL,)).start()
+            killed.append(seq)
+
+        try:
+            replayer.replay(commands, before_send=kill_soon)
+            leader()
+            figures = compare(url, reference, replayer.ids)
+        finally:
+            replayer.client.close()
+            for server in servers:
+                server.stop()
+    assert len(killed) == kills
+    assert len(set(took_over)) == kills + 1  # every kill, a new leader's term
     assert figures["transfers"] == len(reference.ledger) > 0
     assert figures["leases"] == len(reference.leases)
