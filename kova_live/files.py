@@ -1,17 +1,24 @@
 """Uploaded files: ``POST /v1/files`` and ``GET /v1/files/{sha256}``.
 
 A tenant uploads a file's bytes as the request body; the orchestrator keeps the content once in
-its data folder, named by its SHA-256 (``files/ab/abcdef...``), and records that this tenant
-uploaded it. A manifest places such a file in a service's containers (the core's ``files``
-field of a service: ``{sha256, path}``); creating the deployment checks that the tenant
-uploaded each one and records the reference. The provider holding a live lease on such a
-deployment may then fetch the file, and so may a tenant who uploaded it; to anyone else the
-file does not exist (404).
+the database, named by its SHA-256, in chunks of :data:`CHUNK` bytes (``file_chunks``), and
+records that this tenant uploaded it (``files``). Every orchestrator on the database, a leader
+or a standby, takes uploads and serves every file. A manifest places such a file in a service's
+containers (the core's ``files`` field of a service: ``{sha256, path}``); creating the
+deployment checks that the tenant uploaded each one and records the reference. The provider
+holding a live lease on such a deployment may then fetch the file, and so may a tenant who
+uploaded it; to anyone else the file does not exist (404).
+
+Neither direction holds a whole file in memory: an upload is spooled to a file in the
+process's ``--data-dir`` (``files/``) while its hash is computed, then written to the database
+a chunk at a time; a download reads one chunk at a time, each on a connection of its own, so a
+client that reads slowly holds no database connection.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import tempfile
@@ -19,24 +26,47 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import exists, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .app import CLOCK, ENGINE, READER, ApiError, authenticate
 from .db import transact
-from .schema import deployment_files, files, leases
+from .schema import deployment_files, file_chunks, files, leases
 
-__all__ = ["FILES_DIR", "MAX_FILE", "add_routes", "check_files", "file_path"]
+__all__ = ["CHUNK", "FILES_DIR", "MAX_FILE", "add_routes", "check_files", "import_folder"]
 
 FILES_DIR: web.AppKey[Path] = web.AppKey("files_dir", Path)
 MAX_FILE = 64 * 1024 * 1024  # bytes in one uploaded file
+CHUNK = 1024 * 1024  # bytes in one row of file_chunks
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+log = logging.getLogger("kova_live.files")
 
 
-def file_path(folder: Path, sha256: str) -> Path:
-    """Where the content with this SHA-256 lives."""
-    return folder / sha256[:2] / sha256
+def _insert(connection: AsyncConnection) -> Any:
+    return (postgresql if connection.dialect.name == "postgresql" else sqlite).insert
+
+
+async def _store(connection: AsyncConnection, sha256: str, spooled: Path) -> None:
+    """The content of ``spooled`` as ``sha256``'s chunks, unless the database has them (the same
+    content, uploaded before, or by a concurrent upload: its rows win, ours are not written)."""
+    if await connection.scalar(select(file_chunks.c.seq).where(
+            file_chunks.c.sha256 == sha256, file_chunks.c.seq == 0)) is not None:  # fmt: skip
+        return
+    insert = _insert(connection)
+    with spooled.open("rb") as content:
+        seq = 0
+        while True:
+            data = content.read(CHUNK)
+            if not data and seq > 0:
+                break
+            await connection.execute(
+                insert(file_chunks).values(sha256=sha256, seq=seq, data=data)
+                .on_conflict_do_nothing()
+            )  # fmt: skip
+            seq += 1
+            if len(data) < CHUNK:
+                break
 
 
 async def upload(request: web.Request) -> web.Response:
@@ -48,6 +78,7 @@ async def upload(request: web.Request) -> web.Response:
     folder.mkdir(parents=True, exist_ok=True)
     digest, size = hashlib.sha256(), 0
     handle, temporary = tempfile.mkstemp(dir=folder, prefix=".upload-")
+    spooled = Path(temporary)
     try:
         with os.fdopen(handle, "wb") as out:
             async for chunk in request.content.iter_chunked(256 * 1024):
@@ -56,26 +87,20 @@ async def upload(request: web.Request) -> web.Response:
                     raise ApiError(413, "file_too_large", f"a file may be at most {MAX_FILE} bytes")
                 digest.update(chunk)
                 out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())  # on disk before the row that says it exists commits
         sha256 = digest.hexdigest()
-        final = file_path(folder, sha256)
-        final.parent.mkdir(exist_ok=True)
-        os.replace(temporary, final)  # the same content always: replacing is harmless
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    height = request.app[CLOCK].height()
+        height = request.app[CLOCK].height()
 
-    async def work(connection: AsyncConnection) -> None:
-        dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-        await connection.execute(
-            dialect.insert(files)
-            .values(sha256=sha256, tenant_id=account.id, size=size, created_height=height)
-            .on_conflict_do_nothing()
-        )
+        async def work(connection: AsyncConnection) -> None:
+            await _store(connection, sha256, spooled)  # the content before the row that says so
+            await connection.execute(
+                _insert(connection)(files)
+                .values(sha256=sha256, tenant_id=account.id, size=size, created_height=height)
+                .on_conflict_do_nothing()
+            )
 
-    await transact(request.app[ENGINE], work)
+        await transact(request.app[ENGINE], work)
+    finally:
+        spooled.unlink(missing_ok=True)
     return web.json_response({"sha256": sha256, "size": size}, status=201)
 
 
@@ -95,12 +120,54 @@ async def download(request: web.Request) -> web.StreamResponse:
             .where(leases.c.deployment_id == deployment_files.c.deployment_id)
             .where(leases.c.provider_id == account.id, leases.c.state != "closed")
         )
-    async with request.app[READER].connect() as connection:
+    reader = request.app[READER]
+    async with reader.connect() as connection:
         found = await connection.scalar(select(allowed))
-    path = file_path(request.app[FILES_DIR], sha256)
-    if not found or not path.is_file():
+        size = await connection.scalar(
+            select(func.max(files.c.size)).where(files.c.sha256 == sha256)
+        )
+        chunks = await connection.scalar(
+            select(func.count()).select_from(file_chunks).where(file_chunks.c.sha256 == sha256)
+        )
+    if not found or size is None or chunks != max(1, -(-size // CHUNK)):
         raise ApiError(404, "not_found", f"no file {sha256}")
-    return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
+    response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+    response.content_length = size
+    await response.prepare(request)
+    for seq in range(chunks):
+        async with reader.connect() as connection:
+            data = await connection.scalar(select(file_chunks.c.data).where(
+                file_chunks.c.sha256 == sha256, file_chunks.c.seq == seq))  # fmt: skip
+        await response.write(data)
+    await response.write_eof()
+    return response
+
+
+async def import_folder(engine: AsyncEngine, folder: Path) -> int:
+    """Move the content of files uploaded before their content lived in the database (in
+    ``folder``, named ``ab/abcdef...`` by SHA-256) into it; each file is removed once its
+    chunks are committed. Returns how many were moved."""
+    moved = 0
+    for path in sorted(folder.glob("??/*")) if folder.is_dir() else []:
+        if not (_SHA256.fullmatch(path.name) and path.parent.name == path.name[:2]):
+            continue
+        digest = hashlib.sha256()
+        with path.open("rb") as content:
+            while data := content.read(CHUNK):
+                digest.update(data)
+        if digest.hexdigest() != path.name:  # not what its name says: leave it be
+            log.warning("%s: its content does not have the SHA-256 its name says; left", path)
+            continue
+
+        async def work(connection: AsyncConnection, path: Path = path) -> None:
+            await _store(connection, path.name, path)
+
+        await transact(engine, work)
+        path.unlink()
+        moved += 1
+    if moved:
+        log.info("moved %d uploaded files from %s into the database", moved, folder)
+    return moved
 
 
 async def check_files(
@@ -136,6 +203,11 @@ async def check_files(
         )
 
 
+async def _import(app: web.Application) -> None:
+    await import_folder(app[ENGINE], app[FILES_DIR])
+
+
 def add_routes(app: web.Application) -> None:
+    app.on_startup.append(_import)
     app.router.add_post("/v1/files", upload)
     app.router.add_get("/v1/files/{sha256}", download)

@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -30,6 +31,7 @@ __all__ = [
     "commands",
     "deployment_files",
     "deployments",
+    "file_chunks",
     "files",
     "invites",
     "leases",
@@ -356,8 +358,19 @@ files = Table(
     Column("created_height", BigInteger, nullable=False),
     CheckConstraint("size >= 0", name="size_not_negative"),
 )
-"""Files tenants uploaded (``POST /v1/files``): the content lives once in the orchestrator's data
-folder, named by its SHA-256; a row says which tenant uploaded it."""
+"""Files tenants uploaded (``POST /v1/files``): a row says which tenant uploaded which content
+(by its SHA-256); the content lives once, in :data:`file_chunks`."""
+
+file_chunks = Table(
+    "file_chunks",
+    metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column("seq", Integer, primary_key=True),  # 0, 1, ...: the chunks in order
+    Column("data", LargeBinary, nullable=False),  # kova_live.files.CHUNK bytes (the last: fewer)
+)
+"""The content of uploaded files, in chunks, once per SHA-256: in the database, so every
+orchestrator of a network (a leader and its standbys) serves every file, and the loss of a
+machine loses none."""
 
 deployment_files = Table(
     "deployment_files",

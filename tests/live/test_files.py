@@ -1,14 +1,18 @@
 """Uploaded files over real HTTP (SQLite and PostgreSQL): a tenant uploads, a manifest places
 the file by its SHA-256, and only the tenant who uploaded it and a provider holding a live lease
-on such a deployment can fetch it."""
+on such a deployment can fetch it. The content lives in the database, a chunk a row."""
 
 import hashlib
+import random
 
 import yaml
+from sqlalchemy import delete
 
-from kova_live.files import MAX_FILE
+from kova_live.db import sync_engine
+from kova_live.files import CHUNK, MAX_FILE
+from kova_live.schema import file_chunks
 
-from .conftest import credit, register
+from .conftest import Server, credit, fresh_database, register
 from .test_jobs import BOX
 from .test_lifecycle import MANIFEST
 
@@ -79,3 +83,43 @@ def test_uploads_are_for_tenants_and_at_most_64_mib(server):
     assert too_big.status_code == 413 and too_big.json()["error"]["code"] == "file_too_large"
     assert upload(server, tenant, b"").json()["size"] == 0  # an empty file is a file
     assert server.client.get("/v1/files/not-a-hash", headers=tenant["headers"]).status_code == 404
+
+
+def test_a_file_of_several_chunks_comes_back_byte_for_byte(server):
+    tenant = register(server, "tenant", "t")
+    made = random.Random(1)
+    for content in (b"", made.randbytes(CHUNK), made.randbytes(2 * CHUNK + 12_345)):
+        reply = upload(server, tenant, content)
+        assert reply.json() == {"sha256": hashlib.sha256(content).hexdigest(), "size": len(content)}
+        got = server.client.get(f"/v1/files/{reply.json()['sha256']}", headers=tenant["headers"])
+        assert got.status_code == 200 and got.content == content
+        assert int(got.headers["content-length"]) == len(content)
+
+
+def test_files_an_earlier_version_kept_in_the_data_folder_move_into_the_database(tmp_path):
+    """Before migration 0019 the content lived in the orchestrator's data folder
+    (``files/ab/abcdef...``); ``serve`` moves it into the database when it starts, and leaves
+    a file whose content is not what its name says."""
+    with fresh_database("postgresql", tmp_path) as url:
+        data = tmp_path / "data"
+        server = Server(url, data)
+        tenant = register(server, "tenant", "t")
+        sha256 = upload(server, tenant, CONTENT).json()["sha256"]
+        server.stop()
+        engine = sync_engine(url)  # as the earlier version left it: no chunks, a file
+        with engine.begin() as connection:
+            connection.execute(delete(file_chunks))
+        engine.dispose()
+        kept = data / "files" / sha256[:2] / sha256
+        kept.parent.mkdir(parents=True)
+        kept.write_bytes(CONTENT)
+        wrong = data / "files" / "ab" / ("ab" + "0" * 62)
+        wrong.parent.mkdir()
+        wrong.write_bytes(b"not what the name says")
+        server = Server(url, data)
+        try:
+            got = server.client.get(f"/v1/files/{sha256}", headers=tenant["headers"])
+            assert got.status_code == 200 and got.content == CONTENT
+            assert not kept.exists() and wrong.exists()
+        finally:
+            server.stop()

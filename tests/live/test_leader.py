@@ -60,6 +60,11 @@ def test_a_standby_answers_reads_refuses_commands_and_takes_over_from_a_killed_l
             dep = made.json()
             seen = second.client.get(f"/v1/deployments/{dep['id']}", headers=tenant["headers"])
             assert seen.status_code == 200 and seen.json()["escrow"] == 1_000_000  # reads: the DB
+            # a file uploaded to one orchestrator is served by the other: it is in the database
+            sha256 = second.client.post("/v1/files", headers=tenant["headers"],
+                                        content=b"on any machine").json()["sha256"]  # fmt: skip
+            assert first.client.get(f"/v1/files/{sha256}",
+                                    headers=tenant["headers"]).content == b"on any machine"
             # why (not) a provider: the core's diagnosis, on the standby's copy of the market
             small = register(first, "provider", "small")
             for who, cpu in ((register(first, "provider", "big"), 4000), (small, 10)):
