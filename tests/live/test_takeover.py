@@ -6,7 +6,9 @@ as a standby. Meanwhile a visitor opens a deployment's URL every 0.05 s through 
 orchestrator's ingress answers (as a balancer in front of them does): a visit may fail only
 while a take-over is under way. Afterwards every acknowledged command is in the database and
 applied once, every balance is the sum of its transfers, no lease block was paid twice and no
-round ran twice.
+round ran twice; and the ledger, every lease and every escrow are what the core gives for the
+same commands (the journal's, with the bodies the test sent under each key) in the same order
+at the same heights (:func:`core_replay`).
 
 Settings: 0.02 s blocks (a round every 1.2 s, so rounds fall due during take-overs), the test
 servers' defaults otherwise (``conftest.Server``)."""
@@ -14,14 +16,30 @@ servers' defaults otherwise (``conftest.Server``)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import random
 import signal
 import time
 import uuid
 
 import httpx
+from sqlalchemy import func, select
 
-from .conftest import LOOPBACK, RUNNING, Server, credit, free_port, fresh_database
+from kova_core import (
+    BidPlaced,
+    DeploymentCreated,
+    LeaseStarted,
+    Limits,
+    Market,
+    Resources,
+    parse_manifest,
+)
+from kova_live.db import async_engine
+from kova_live.replay import KINDS, compare
+from kova_live.schema import bids, commands, deployments, leases, orders, settlement_rounds
+
+from .conftest import LOOPBACK, Server, free_port, fresh_database, operator_headers
 from .test_crash import BIG, check_books, state
 from .test_ingress import MANIFEST as SERVED
 from .test_ingress import Upstream
@@ -34,13 +52,15 @@ class Follower:
     """A client of several orchestrators: a command goes to the one that answered last, and
     after a 503 or a lost connection, with the same Idempotency-Key, to the next."""
 
-    def __init__(self, urls: list[str]) -> None:
+    def __init__(self, urls: list[str], sent: dict) -> None:
         self.urls, self.at = urls, 0
         self.client = httpx.AsyncClient(timeout=5)
         self.retries = 0
+        self.sent = sent  # Idempotency-Key -> (method, path, body): what the journal's rows were
 
     async def send(self, method: str, path: str, headers: dict, body=None, deadline=30.0):
         key = {"Idempotency-Key": uuid.uuid4().hex}
+        self.sent[key["Idempotency-Key"]] = (method, path, body)
         give_up = time.monotonic() + deadline
         while time.monotonic() < give_up:
             url = self.urls[self.at % len(self.urls)]
@@ -120,30 +140,38 @@ def test_five_take_overs_under_load_lose_no_acknowledged_command(tmp_path):
     rng = random.Random(21)
     acknowledged = {"deployments": set(), "bids": set(), "leases": set(), "deposits": []}
     sent = {"deployments": 0}
+    journaled: dict = {}  # Idempotency-Key -> (method, path, body)
     with fresh_database("postgresql", tmp_path) as url:
         ingresses = [free_port() for _ in range(3)]
         servers = [Server(url, tmp_path / f"s{i}", BLOCK, "--ingress-port", str(ingresses[i]))
                    for i in range(3)]  # fmt: skip
-        RUNNING[url] = servers[0]
         tenant = servers[0].client.post("/v1/accounts", json={"role": "tenant", "name": "t"}).json()
         provider = servers[0].client.post("/v1/accounts", json={"role": "provider", "name": "p"}).json()
         for account in (tenant, provider):
             account["headers"] = {"Authorization": f"Bearer {account['token']}"}
-        credit(url, tenant["account"], 10**12)
+        client = servers[0].client
+
+        def send(method, path, who, body=None):  # as the Follower does: with a key, noted
+            key = uuid.uuid4().hex
+            journaled[key] = (method, path, body)
+            reply = client.request(method, path, json=body,
+                                   headers={**who, "Idempotency-Key": key})  # fmt: skip
+            assert reply.status_code in (200, 201), reply.text
+            return reply.json()
+
+        send("POST", f"/v1/accounts/{tenant['id']}/credit", operator_headers(url),
+             {"amount": 10**12})  # fmt: skip
         # a deployment served all along, its one lease running at a stand-in container
         upstream = Upstream("web")
-        client = servers[0].client
         client.post("/v1/providers/heartbeat", headers=provider["headers"],
                     json={"capacity": BIG, "endpoints": LOOPBACK})  # fmt: skip
-        served = client.post("/v1/deployments", headers=tenant["headers"], json={
-            "manifest": SERVED.replace("ACCEPT", "app.example.com"), "deposit": 10**10}).json()
-        bid = client.post(f"/v1/orders/{served['orders'][0]['id']}/bids",
-                          headers=provider["headers"], json={"price": 1_000}).json()  # fmt: skip
-        lease = client.post(f"/v1/bids/{bid['id']}/accept", headers=tenant["headers"]).json()
-        running = client.post(f"/v1/leases/{lease['id']}/status", headers=provider["headers"],
-                              json={"state": "running",
-                                    "endpoint": f"127.0.0.1:{upstream.port}"})  # fmt: skip
-        assert running.status_code == 200, running.text
+        served = send("POST", "/v1/deployments", tenant["headers"],
+                      {"manifest": SERVED.replace("ACCEPT", "app.example.com"), "deposit": 10**10})
+        bid = send("POST", f"/v1/orders/{served['orders'][0]['id']}/bids", provider["headers"],
+                   {"price": 1_000})  # fmt: skip
+        lease = send("POST", f"/v1/bids/{bid['id']}/accept", tenant["headers"])
+        send("POST", f"/v1/leases/{lease['id']}/status", provider["headers"],
+             {"state": "running", "endpoint": f"127.0.0.1:{upstream.port}"})  # fmt: skip
         host = f"web-{served['id']}.deployments.localhost"
         failed: list[float] = []
         answered: list[float] = []
@@ -151,7 +179,7 @@ def test_five_take_overs_under_load_lose_no_acknowledged_command(tmp_path):
         takeovers: list[float] = []
         try:
             async def run():
-                follower = Follower([s.url for s in servers])
+                follower = Follower([s.url for s in servers], journaled)
                 stop = asyncio.Event()
                 workers = [asyncio.create_task(load(follower, tenant, provider, acknowledged, sent,
                                                     stop)) for _ in range(3)]  # fmt: skip
@@ -204,7 +232,66 @@ def test_five_take_overs_under_load_lose_no_acknowledged_command(tmp_path):
                 assert any(start - 0.1 <= when <= end + 1.0 for start, end in windows), when
             assert len(answered) > 100
             assert len(acknowledged["leases"]) > 20  # the load really ran
+            for server in servers:  # the books as the last leader left them
+                server.stop()
+            # the same commands, in the journal's order at its heights, given to the core
+            reference, ids = asyncio.run(core_replay(url, journaled, tenant["id"], provider["id"]))
+            figures = compare(url, reference, ids)
+            assert figures["transfers"] == len(reference.ledger) > 0
         finally:
             for server in servers:
                 if server.process.poll() is None:
                     server.stop()
+
+
+# the test servers' limits (conftest.Server): the network's, less the minimum deposit, the
+# size check and the tenant share
+LIMITS = dataclasses.replace(Limits.network(), min_deposit_blocks=0, largest_provider=False,
+                             tenant_share_bps=None)  # fmt: skip
+
+
+async def core_replay(url, journaled, tenant_id, provider_id):
+    """A market of the core's given the journal's commands (what the test sent under each
+    key), in the journal's order, each at the height it was applied at, then brought to the
+    height of the last round or command; with every id it assigned checked against the live
+    one. Returns it and the ids (each the live one) for ``kova_live.replay.compare``."""
+    engine = async_engine(url)
+    try:
+        async with engine.connect() as c:
+            rows = (await c.execute(select(commands).order_by(commands.c.id))).all()
+            last_round = await c.scalar(select(func.max(settlement_rounds.c.height)))
+            made = {kind: (await c.execute(select(table.c.id))).scalars().all()
+                    for kind, table in (("deployment", deployments), ("order", orders),
+                                        ("bid", bids), ("lease", leases))}  # fmt: skip
+    finally:
+        await engine.dispose()
+    market = Market(fee_bps=0, settlement_interval=60, limits=LIMITS)
+    market.add_tenant(tenant_id=tenant_id)
+    market.add_provider(capacity=Resources(**BIG), provider_id=provider_id)  # its heartbeat
+    for row in rows:
+        method, path, body = journaled[row.idem_key]
+        answer, height = json.loads(row.response), row.height
+        part = path.split("/")  # "", "v1", kind, id, verb
+        if path == "/v1/deployments":
+            events = market.create_deployment(tenant_id, parse_manifest(body["manifest"]),
+                                              body["deposit"], height)  # fmt: skip
+            created = [e for e in events if isinstance(e, DeploymentCreated)]
+            assert [e.deployment_id for e in created] == [answer["id"]], (row.id, path)
+        elif part[2] == "orders" and part[4] == "bids":
+            events = market.place_bid(int(part[3]), provider_id, body["price"], height)
+            assert [e.bid_id for e in events if isinstance(e, BidPlaced)] == [answer["id"]]
+        elif part[2] == "bids" and part[4] == "accept":
+            events = market.accept_bid(int(part[3]), height)
+            assert [e.lease_id for e in events if isinstance(e, LeaseStarted)] == [answer["id"]]
+        elif part[2] == "deployments" and part[4] == "deposit":
+            market.deposit(int(part[3]), body["amount"], height)
+        elif part[2] == "accounts" and part[4] == "credit":
+            market.credit(int(part[3]), body["amount"], height)
+        elif part[2] == "leases" and body["state"] == "running":
+            continue  # the agent's report, not a market command
+        else:
+            raise AssertionError(f"journal row {row.id}: {method} {path} is not replayed")
+    market.tick(max(last_round or 0, max((r.height for r in rows), default=0)))
+    ids = {kind: {i: i for i in made.get(kind, ())} for kind in KINDS}
+    ids["tenant"], ids["provider"] = {tenant_id: tenant_id}, {provider_id: provider_id}
+    return market, ids
