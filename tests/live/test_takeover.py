@@ -1,5 +1,5 @@
-"""Take-overs under load (PostgreSQL, three real servers): tenants' commands and a provider's
-bids run steadily against whichever server leads, following it as clients do (each command
+"""Take-overs under load (PostgreSQL, two and three real servers): tenants' commands and a
+provider's bids run steadily against whichever server leads, following it as clients do (each command
 sent again, to the next server, with its Idempotency-Key, after a 503 or a lost connection);
 the leader is killed with SIGKILL at random moments five times, and each killed one comes back
 as a standby. Meanwhile a visitor opens a deployment's URL every 0.05 s through whichever
@@ -24,6 +24,7 @@ import time
 import uuid
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 
 from kova_core import (
@@ -136,15 +137,16 @@ def leader_of(servers):
     return None
 
 
-def test_five_take_overs_under_load_lose_no_acknowledged_command(tmp_path):
-    rng = random.Random(21)
+@pytest.mark.parametrize("count", [2, 3])
+def test_five_take_overs_under_load_lose_no_acknowledged_command(count, tmp_path):
+    rng = random.Random(21 + count)
     acknowledged = {"deployments": set(), "bids": set(), "leases": set(), "deposits": []}
     sent = {"deployments": 0}
     journaled: dict = {}  # Idempotency-Key -> (method, path, body)
     with fresh_database("postgresql", tmp_path) as url:
-        ingresses = [free_port() for _ in range(3)]
+        ingresses = [free_port() for _ in range(count)]
         servers = [Server(url, tmp_path / f"s{i}", BLOCK, "--ingress-port", str(ingresses[i]))
-                   for i in range(3)]  # fmt: skip
+                   for i in range(count)]  # fmt: skip
         tenant = servers[0].client.post("/v1/accounts", json={"role": "tenant", "name": "t"}).json()
         provider = servers[0].client.post("/v1/accounts", json={"role": "provider", "name": "p"}).json()
         for account in (tenant, provider):
