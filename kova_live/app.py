@@ -232,8 +232,10 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
         return response
     except DBAPIError as exc:
-        if not retriable(exc):
-            raise
+        if not retriable(exc):  # a bug, as below
+            log.exception("%s %s failed", request.method, request.path)
+            return ApiError(500, "internal_error", "the server failed; the error is logged"
+                            ).response()  # fmt: skip
         # still contended after every retry: nothing was changed, the client may try again
         busy = ApiError(503, "busy", "the database is busy; nothing was changed, try again")
         response = busy.response()
