@@ -76,6 +76,19 @@ def test_a_standby_answers_reads_refuses_commands_and_takes_over_from_a_killed_l
             got = second.client.get(path, headers=tenant["headers"])
             assert got.status_code == 200 and got.json() == want
             assert want["can_serve"] == 1 and want["cannot_serve"][0]["provider_id"] == small["id"]
+            # every GET of the API, answered by the standby as by the leader
+            gets = [(path, tenant) for path in (
+                "/healthz", "/v1/openapi.json", "/v1/status", "/v1/accounts/me",
+                "/v1/accounts/me/transactions", f"/v1/providers/{small['id']}/audits",
+                "/v1/deployments", f"/v1/deployments/{dep['id']}",
+                f"/v1/deployments/{dep['id']}/bids", f"/v1/deployments/{dep['id']}/logs",
+                f"/v1/deployments/{dep['id']}/result", "/v1/providers",
+            )] + [(path, small) for path in ("/v1/orders", "/v1/leases")]  # fmt: skip
+            for path, who in gets:
+                mine = second.client.get(path, headers=who["headers"])
+                theirs = first.client.get(path, headers=who["headers"])
+                assert mine.status_code == theirs.status_code < 500, (path, mine.text)
+            assert second.client.get("/metrics").status_code == 200
 
             first.process.send_signal(signal.SIGKILL)
             first.process.wait()
