@@ -42,7 +42,6 @@ import asyncio
 import random
 import secrets
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -58,6 +57,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from ingress import MANIFEST as SERVED  # noqa: E402
+from ingress import free_port  # noqa: E402
 from live_restore import complete  # noqa: E402
 from live_settlement import populate  # noqa: E402
 from scratch import scratch_database, vacuum  # noqa: E402
@@ -70,34 +71,6 @@ from kova_live.schema import accounts  # noqa: E402
 SERVE = ("--heartbeat-grace", "100000000", "--registration", "open", "--rate-limit-accounts",
          "0", "--rate-limit-writes", "0", "--rate-limit-reads", "0",
          "--endpoint-networks", "127.0.0.0/8")  # fmt: skip
-SERVED = """
-version: "2.0"
-services:
-  web:
-    image: kova/httpd:1
-    expose:
-      - port: 8080
-        as: 80
-        to:
-          - global: true
-profiles:
-  compute:
-    web:
-      resources: {cpu: {units: 0.5}, memory: {size: 128Mi}, storage: {size: 512Mi}}
-  placement:
-    dc:
-      pricing:
-        web: {denom: ukova, amount: 5000}
-deployment:
-  web:
-    dc: {profile: web, count: 1}
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Page(BaseHTTPRequestHandler):

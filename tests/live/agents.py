@@ -123,3 +123,15 @@ def accept_first_bid(server, tenant, dep):
     reply = server.client.post(f"/v1/bids/{bids[0]['id']}/accept", headers=tenant["headers"])
     assert reply.status_code == 201, reply.text
     return reply.json()
+
+
+def running_deployments(server, tenant, provider, count):
+    """``count`` deployments of ``HTTPD``, each with the first bid on it accepted and its lease
+    running: the deployments and their leases."""
+    deps = [server.client.post("/v1/deployments", headers=tenant["headers"],
+                               json={"manifest": HTTPD, "deposit": 1_000_000}).json()
+            for _ in range(count)]  # fmt: skip
+    leases = [accept_first_bid(server, tenant, dep) for dep in deps]
+    for lease in leases:
+        wait_for(lambda lease=lease: lease_of(server, provider, lease["id"])["status"] == "running")
+    return deps, leases

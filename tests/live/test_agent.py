@@ -23,6 +23,7 @@ from .agents import (
     container_of,
     fixed_agent,
     lease_of,
+    running_deployments,
     tenant_with_money,
 )
 from .conftest import RUNNING, Server, apache_in_front, free_port, register, wait_for
@@ -128,12 +129,7 @@ def test_after_a_kill_the_agent_adopts_live_containers_and_removes_closed_ones(n
     server, client = network["server"], network["docker"]
     tenant = tenant_with_money(server)
     provider, agent = fixed_agent(network, "p")
-    deps = [server.client.post("/v1/deployments", headers=tenant["headers"],
-                               json={"manifest": HTTPD, "deposit": 1_000_000}).json()
-            for _ in range(2)]  # fmt: skip
-    kept, closed = (accept_first_bid(server, tenant, dep) for dep in deps)
-    for lease in (kept, closed):
-        wait_for(lambda lease=lease: lease_of(server, provider, lease["id"])["status"] == "running")
+    deps, (kept, closed) = running_deployments(server, tenant, provider, 2)
     before = container_of(client, kept["id"]).id
     agent.kill()
     server.client.post(f"/v1/deployments/{deps[1]['id']}/close", headers=tenant["headers"])
@@ -424,12 +420,7 @@ def test_an_agent_keeps_its_containers_through_a_take_over_and_reconciles_after_
             "p", "--strategy", "fixed", "--strategy-param", f"price_per_block={PRICE}",
             "--orchestrator", f"{server.url},{standby.url}",
         )  # fmt: skip
-        deps = [server.client.post("/v1/deployments", headers=tenant["headers"],
-                                   json={"manifest": HTTPD, "deposit": 1_000_000}).json()
-                for _ in range(2)]  # fmt: skip
-        kept, closed = (accept_first_bid(server, tenant, dep) for dep in deps)
-        for lease in (kept, closed):
-            wait_for(lambda lease=lease: lease_of(server, provider, lease["id"])["status"] == "running")
+        deps, (kept, closed) = running_deployments(server, tenant, provider, 2)
         before = {lease["id"]: container_of(client, lease["id"]).id for lease in (kept, closed)}
         (url,) = [u for u in deps[0]["urls"] if not u["custom"]]
 
