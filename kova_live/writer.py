@@ -166,14 +166,14 @@ class Writer:
         """A standby's copy of the market, for the one read that needs the core's rules rather
         than the tables (why a provider cannot serve an order): restored from the database as a
         take-over restores it, at most ``max_age`` seconds old, by one request at a time, and
-        dropped ``max_age`` seconds after it was made so an idle standby holds no copy. Only
+        dropped :data:`VIEW_SECONDS` after it was made so an idle standby holds no copy. Only
         read it (the leader's own market is read and changed in batches: :meth:`submit`)."""
         async with self._viewing:
             now = time.monotonic()
             if self._view is None or now - self._view[0] > max_age:
                 self._view = (now, await self._load())
                 made = self._view
-                asyncio.get_running_loop().call_later(max_age, self._drop_view, made)
+                asyncio.get_running_loop().call_later(VIEW_SECONDS, self._drop_view, made)
             return self._view[1]
 
     def _drop_view(self, made: tuple[float, Market]) -> None:
