@@ -306,10 +306,11 @@ def test_a_fork_bomb_stops_at_its_limit_and_a_chatty_container_keeps_its_logs_un
     container = container_of(client, bomb["id"])
     container.exec_run(["sh", "-c", "f() { f | f & }; f"], detach=True)
     cgroup = _pids_file(container)
-    wait_for(lambda: int((cgroup / "pids.current").read_text()) >= 60, 30)
+    # the bomb reaches the limit: forks are refused (its shells die as forks fail, so how many
+    # live at any one moment goes up and down; the refusals are what the kernel counts)
+    wait_for(lambda: int((cgroup / "pids.events").read_text().split()[-1]) > 0, 30)
     time.sleep(2)
     assert int((cgroup / "pids.current").read_text()) <= 64
-    assert int((cgroup / "pids.events").read_text().split()[-1]) > 0  # forks were refused
     started = time.monotonic()  # the machine answers: the orchestrator, Docker, a new process
     assert server.client.get("/healthz").status_code == 200
     assert client.ping()

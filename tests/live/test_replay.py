@@ -95,8 +95,9 @@ def test_the_live_network_ends_where_the_simulator_does(
 
 
 # (scenario, simulated length, one provider kept of every ..., kills of the leader): jobs (whose
-# deadlines the leader runs) and orders given up on
-TAKE_OVERS = [("jobs-batch", "20m", 5, 5), ("mixed-strategies", "3h", 4, 5)]
+# deadlines the leader runs) and orders given up on; the other scenarios' features are replayed
+# across restarts above (a take-over restores the market as a restart does)
+TAKE_OVERS = [("jobs-batch", "20m", 5, 5)]
 
 
 @pytest.mark.parametrize(("name", "duration", "divisor", "kills"), TAKE_OVERS,

@@ -188,7 +188,7 @@ def test_five_take_overs_under_load_lose_no_acknowledged_command(count, tmp_path
                 workers.append(asyncio.create_task(heartbeats(follower, provider, stop)))
                 workers.append(asyncio.create_task(visits(ingresses, host, stop, failed, answered)))
                 for n in range(5):
-                    await asyncio.sleep(rng.uniform(1.0, 2.5))
+                    await asyncio.sleep(rng.uniform(0.8, 1.8))
                     leader = await asyncio.to_thread(leader_of, servers)
                     assert leader is not None, "no leader"
                     leader.process.send_signal(signal.SIGKILL)
