@@ -76,8 +76,8 @@ class Leadership:
 
     ``on_lead(epoch)`` starts leading (it returns once the market is restored and commands are
     taken); ``on_lose()`` stops. ``role`` is ``leader`` or ``standby``; ``leader_url`` the
-    leader's ``--advertise-url`` as last read (this process's own while it leads);
-    ``takeovers`` counts the terms this process has begun."""
+    leader's ``--advertise-url`` as last read (this process's own while it leads). (The terms
+    this process has begun are counted in ``/metrics``, ``kova_takeovers_total``.)"""
 
     def __init__(
         self,
@@ -100,7 +100,6 @@ class Leadership:
         self.role = "standby"
         self.epoch: int | None = None
         self.leader_url: str | None = None
-        self.takeovers = 0
         self._fenced = asyncio.Event()
         # set once the first try is over (this process leads, or another does): a lone server
         # leads before it serves its first request
@@ -189,7 +188,6 @@ class Leadership:
         assert epoch is not None
         self._fenced.clear()
         self._term, self.epoch = True, epoch
-        self.takeovers += 1
         log.info("this process leads (epoch %d); restoring the market", epoch)
         await self.on_lead(epoch)
         # the leader from now on, to /v1/leader and /v1/status: its commands are taken
