@@ -17,27 +17,10 @@ from pathlib import Path
 from typing import Literal
 
 import click
-import uvloop
-from aiohttp import web
-from sqlalchemy import insert, select
 
 from kova_core import MAX_AMOUNT, InvalidAmount, Limits, format_micro, parse_amount
 
-from .app import ApiSettings, create_app, hash_token
 from .audit_cli import audit
-from .clock import BlockClock, ManualClock
-from .db import (
-    DatabaseError,
-    async_engine,
-    check_schema,
-    current_revision,
-    default_url,
-    ensure_network,
-    hold_writer_lock,
-    migrate,
-)
-from .endpoints import EndpointPolicy, parse_networks
-from .ingress import LOG_FORMAT, IngressError, IngressSettings, listen
 from .limits import (
     DEFAULT_ACCOUNTS,
     DEFAULT_READS,
@@ -48,8 +31,10 @@ from .limits import (
     parse_rate,
 )
 from .provider_cli import provider
-from .schema import accounts, network
-from .work import WorkSettings
+
+# The server's modules (aiohttp's server, SQLAlchemy, alembic, the API) are imported by the
+# commands that use them: `kova-live provider` and the API-only admin commands start in a
+# third of the time without them.
 
 __all__ = ["main"]
 
@@ -71,6 +56,8 @@ database_option = click.option(
 
 
 def _url(data_dir: Path, database_url: str | None) -> str:
+    from .db import default_url
+
     if database_url:
         return database_url
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -93,6 +80,8 @@ def main() -> None:
 @database_option
 def migrate_command(data_dir: Path, database_url: str | None) -> None:
     """Bring the database to the newest schema."""
+    from .db import DatabaseError, migrate
+
     url = _url(data_dir, database_url)
     try:
         before, after = migrate(url)
@@ -338,6 +327,24 @@ def serve(
 ) -> None:
     """Run the orchestrator: the API and the block clock, and (with --ingress-port) the
     ingress in processes of its own."""
+    import uvloop
+    from aiohttp import web
+
+    from .app import ApiSettings, create_app
+    from .clock import BlockClock, ManualClock
+    from .db import (
+        DatabaseError,
+        async_engine,
+        check_schema,
+        current_revision,
+        ensure_network,
+        hold_writer_lock,
+        migrate,
+    )
+    from .endpoints import EndpointPolicy, parse_networks
+    from .ingress import LOG_FORMAT, IngressError, IngressSettings, listen
+    from .work import WorkSettings
+
     try:
         networks = parse_networks(endpoint_networks)
     except ValueError as exc:
@@ -454,6 +461,7 @@ def _limits(accounts: str, writes: str, reads: str, proxies: str) -> LimitSettin
 
 
 async def _manual_start(url: str) -> int:
+    from .db import async_engine
     from .operators import manual_start
 
     engine = async_engine(url)
@@ -503,6 +511,8 @@ def _make_account(
     data_dir: Path, database_url: str | None, role: str, name: str
 ) -> tuple[int, str, str]:
     """An account made on the database (migrated first if new): its id, name and token."""
+    from .db import DatabaseError, check_schema, current_revision, migrate
+
     name = name.strip()
     if not 1 <= len(name) <= 100:
         _fail("NAME: 1 to 100 characters")
@@ -520,6 +530,13 @@ def _make_account(
 async def _new_account(url: str, role: str, name: str, token: str) -> int:
     """The new account's id; made at the network's height now (0 before its first start,
     which this does not bring forward: the first ``serve`` still says how long a block is)."""
+    from sqlalchemy import insert, select
+
+    from .app import hash_token
+    from .clock import BlockClock
+    from .db import async_engine
+    from .schema import accounts, network
+
     engine = async_engine(url)
     try:
         async with engine.begin() as connection:

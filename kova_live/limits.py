@@ -27,9 +27,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from aiohttp import web
+if TYPE_CHECKING:  # the server imports aiohttp; `kova-live provider` reads only the defaults
+    from aiohttp import web
 
 __all__ = [
     "Buckets",
@@ -42,7 +43,7 @@ __all__ = [
 ]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Handler = Callable[["web.Request"], Awaitable["web.StreamResponse"]]
 
 
 class Rate(NamedTuple):
@@ -191,6 +192,7 @@ def rate_limits(
 ) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
     """The middleware. ``account_of``: the id of the account whose token the request carries
     (``None`` without a valid one; those requests count by address alone)."""
+    from aiohttp import web
 
     def kind(rate: Rate | None) -> Buckets | None:
         return None if rate is None else Buckets(rate, settings.max_buckets, settings.clock)
