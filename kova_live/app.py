@@ -457,6 +457,7 @@ async def status(request: web.Request) -> web.Response:
             "providers": counts.get("provider", 0),
             "role": role,
             "leader": leader_url,
+            "registration": request.app[API].registration,
         }
     )
 
@@ -621,7 +622,9 @@ def create_app(
     same host as the API, in ``ingress.workers`` processes of its own. ``api``: the page size
     and the endpoint policy (its listeners: the API's own socket, which the caller opened)."""
     api = api or ApiSettings()
-    limits = rate_limits(api.limits, account_of)
+    from .console import CONSOLE, topics_of, vouched_address
+
+    limits = rate_limits(api.limits, account_of, vouched_address)
     app = web.Application(middlewares=[metrics_middleware, json_errors, limits],
                           client_max_size=MAX_BODY)  # fmt: skip
     app[METRICS] = Metrics()
@@ -637,6 +640,14 @@ def create_app(
         engine, clock.height, settings, refusals=(ApiError,),
         observe=app[METRICS].bid_batch.observe, react=react,
     )  # fmt: skip
+
+    def committed(market: Any, events: list[Any]) -> None:
+        """Wake the console's event streams that show what the batch changed."""
+        changes = app[CONSOLE].changes
+        if changes.listening():
+            changes.publish(topics_of(market, events))
+
+    writer.committed = committed
 
     tasks: list[asyncio.Task[None]] = []
 
@@ -723,11 +734,13 @@ def create_app(
     app.router.add_get("/v1/accounts/me", me)
     app.router.add_get("/v1/accounts/me/transactions", my_transactions)
     app.router.add_post("/v1/accounts/me/token", rotate_token)
-    from . import deployments, files, operators  # they build on this module's helpers
+    from . import console, deployments, files, history, operators  # they build on this module
 
     deployments.add_routes(app)
+    history.add_routes(app)
     files.add_routes(app)
     operators.add_routes(app)
+    console.add_routes(app)
     app[files.FILES_DIR] = files_dir or Path(tempfile.gettempdir()) / "kova-files"
 
     async def close_engine(app: web.Application) -> None:

@@ -188,10 +188,14 @@ UNLIMITED = frozenset({"/healthz", "/metrics"})
 
 
 def rate_limits(
-    settings: LimitSettings, account_of: Callable[[web.Request], Awaitable[int | None]]
+    settings: LimitSettings,
+    account_of: Callable[[web.Request], Awaitable[int | None]],
+    forwarded: Callable[[web.Request], str | None] | None = None,
 ) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
     """The middleware. ``account_of``: the id of the account whose token the request carries
-    (``None`` without a valid one; those requests count by address alone)."""
+    (``None`` without a valid one; those requests count by address alone). ``forwarded``: the
+    address a request made on a client's behalf by this very process names (the console's
+    calls to the API), or ``None`` for any other request."""
     from aiohttp import web
 
     def kind(rate: Rate | None) -> Buckets | None:
@@ -212,7 +216,9 @@ def rate_limits(
             buckets, per_account = writes, True
         if buckets is None:
             return await handler(request)
-        address = client_address(request, settings.trusted_proxies)
+        address = (forwarded and forwarded(request)) or client_address(
+            request, settings.trusted_proxies
+        )
         keys: list[Hashable] = [("address", _key(address))]
         # the address first: finding the token's account may read the database, which a
         # flood of made-up tokens from one address must not reach unthrottled

@@ -380,7 +380,8 @@ def openapi_document(page_size: int = 1000, max_manifest_bytes: int = 64 * 1024)
         "/healthz": {"get": operation("Liveness", 200, _object({"status": STR, "height": HEIGHT}))},
         "/v1/status": {"get": operation("The network at a glance, and this process's role", 200,
             _object({"height": HEIGHT, "block_seconds": {"type": "number"}, "tenants": INT,
-                     "providers": INT, "role": ROLE, "leader": NULL_STR}))},
+                     "providers": INT, "role": ROLE, "leader": NULL_STR,
+                     "registration": {"enum": ["open", "invite", "closed"]}}))},
         "/v1/leader/step-down": {"post": operation(
             "Hand the leadership to a standby (operators; 409 from a standby)", 200,
             _object({"stepped_down": {"const": True}, "epoch": INT}), **operator)},
@@ -492,6 +493,26 @@ def openapi_document(page_size: int = 1000, max_manifest_bytes: int = 64 * 1024)
                     "height": HEIGHT, "stream": {"enum": ["stdout", "stderr"]}, "text": STR})},
                 "next_after": INT}),
             role="tenant", parameters=(*ID, query("after", integer(0)), query("limit", PAGE)))},
+        "/v1/deployments/{id}/escrow": {"get": operation(
+            "Its escrow's history, oldest first: a point at each change but a round's "
+            "routine payment", 200, _object({
+                "deployment_id": INT, "height": HEIGHT,
+                "points": {"type": "array", "items": _object(
+                    {"id": INT, "height": HEIGHT, "escrow": MONEY, "burn_rate": MONEY})},
+                "next_before": NULL_INT}),
+            **tenant, parameters=(*ID, query("limit", PAGE), query("before", integer(1))))},
+        "/v1/bids": {"get": operation(
+            "Your bids (providers), newest first, with their orders", 200, _object({
+                "bids": {"type": "array", "items": _object({
+                    "id": INT, "order_id": INT, "price": MONEY, "height": HEIGHT,
+                    "response_time": INT,
+                    "state": {"enum": ["open", "accepted", "lost", "withdrawn"]},
+                    "service": STR, "max_price": MONEY, "denom": STR, "order_state": STR,
+                    "resources": RESOURCES})},
+                "next_before": NULL_INT}),
+            **provider, parameters=(
+                query("state", {"enum": ["open", "accepted", "lost", "withdrawn"]}),
+                query("limit", PAGE), query("before", integer(1))))},
         "/v1/files": {"post": upload},
         "/v1/files/{sha256}": {"get": download},
         "/v1/accounts/{id}/credit": {"post": operation(

@@ -31,6 +31,7 @@ __all__ = [
     "commands",
     "deployment_files",
     "deployments",
+    "escrow_points",
     "file_chunks",
     "files",
     "invites",
@@ -315,6 +316,22 @@ settlement_rounds = Table(
     Column("amount_paid", BigInteger, nullable=False),
 )
 """One row per settlement round run; the height is the key, so no round runs twice."""
+
+escrow_points = Table(
+    "escrow_points",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("deployment_id", BigInteger, ForeignKey("deployments.id"), nullable=False),
+    Column("height", BigInteger, nullable=False),
+    Column("escrow", BigInteger, nullable=False),
+    Column("burn_rate", BigInteger, nullable=False),  # micro-units a block, from this height
+    Index(None, "deployment_id", "id"),
+)
+"""A deployment's escrow history: a point at each batch that moved its escrow other than by a
+round's routine payments (created, deposits, pauses, refunds) or changed its burn rate (leases
+started, paused, resumed, closed). Rounds add none (a round over 100,000 leases would add
+100,000 rows): between two points the escrow falls at the first one's burn rate, a step at
+each round (``GET /v1/deployments/{id}/escrow``)."""
 
 work_queue = Table(
     "work_queue",

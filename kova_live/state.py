@@ -78,6 +78,7 @@ from .schema import (
     bids,
     commands,
     deployments,
+    escrow_points,
     leases,
     network,
     orders,
@@ -305,6 +306,7 @@ class Rows:
     balances: list[tuple[str, int]] = field(default_factory=list)
     providers: list[dict[str, Any]] = field(default_factory=list)
     rounds: list[dict[str, int]] = field(default_factory=list)
+    escrow_points: list[dict[str, int]] = field(default_factory=list)
 
 
 def rows_of(
@@ -330,8 +332,17 @@ def rows_of(
     # only their settlement columns changed
     lease_events: set[int] = set()
     rounds: list[dict[str, int]] = []
+    # deployments whose escrow moved other than by a round's routine payments (a deposit, a
+    # refund, a close): with those the batch changed the burn rate of, a point of their
+    # escrow's history each (GET /v1/deployments/{id}/escrow; rounds add none: between two
+    # points the escrow falls at the burn rate the first one gives)
+    pointed: set[int] = set()
     for e in events:
         if isinstance(e, Transfer):
+            if e.reason not in (TransferReason.SETTLEMENT, TransferReason.FEE):
+                for account in (e.source, e.destination):
+                    if account.startswith("escrow:"):
+                        pointed.add(int(account[7:]))
             moved.append((e.height, e.source, e.destination, e.amount, e.reason, e.lease_id,
                           e.start, e.end))  # fmt: skip
             accounts_moved.add(e.source)
@@ -465,6 +476,12 @@ def rows_of(
             })  # fmt: skip
         out.providers = rows
     out.rounds = rounds
+    pointed |= deps
+    out.escrow_points = [
+        {"deployment_id": dep_id, "height": market.height, "escrow": market.escrow(dep_id),
+         "burn_rate": market.burn_rate(dep_id)}
+        for dep_id in sorted(pointed)
+    ]  # fmt: skip
     return out
 
 
@@ -541,6 +558,8 @@ async def write_rows(connection: AsyncConnection, rows: Rows) -> None:
                 _upsert(connection, balances, ["account"], ["amount"]),
                 [{"account": a, "amount": v} for a, v in held],
             )
+    if rows.escrow_points:
+        await connection.execute(escrow_points.insert(), rows.escrow_points)
     if rows.providers:
         await connection.execute(
             _upsert(connection, provider_nodes, ["provider_id"],

@@ -143,6 +143,9 @@ class Writer:
         self.epoch: int | None = None
         self.leader_url: str | None = None  # the leader's, as a standby last read it
         self.on_fenced: Callable[[], None] | None = None  # told when a batch found it stale
+        # told of each batch once it is written, with the market as the batch left it (before
+        # closed records are forgotten): the console wakes the pages that show what changed
+        self.committed: Callable[[Market, list[Event]], None] | None = None
         self.batches = 0  # committed
         self.rebuilt = 0
         # provider id -> the number of the committed batch that applied its last heartbeat:
@@ -358,6 +361,11 @@ class Writer:
             self.heard[provider_id] = self.batches
         if self.observe is not None:
             self.observe(len(batch))
+        if self.committed is not None:
+            try:
+                self.committed(market, events)
+            except Exception:  # a listener's bug never fails a batch that is written
+                log.exception("a listener of committed batches failed")
         market.forget_closed()
         for i, answer in enumerate(answers):
             if isinstance(answer, tuple) and answer[0] is _COPY:

@@ -23,6 +23,8 @@ import httpx
 import psycopg
 import pytest
 
+from .browser import browser  # noqa: F401  (a fixture: the console's tests drive Chromium)
+
 BACKENDS = ["sqlite", "postgresql"]
 PG_ADMIN = os.environ.get("KOVA_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
