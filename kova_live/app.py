@@ -88,6 +88,7 @@ class ApiSettings:
     advertise_url: str = ""  # this process's URL as others reach it (``--advertise-url``)
     # a standby answers a market command 307 to the leader instead of 503 (``--redirect``)
     redirect_to_leader: bool = False
+    console: bool = True  # Kova Console at /console/ (``--console/--no-console``)
 
 
 API: web.AppKey[ApiSettings] = web.AppKey("api", ApiSettings)
@@ -643,8 +644,9 @@ def create_app(
 
     def committed(market: Any, events: list[Any]) -> None:
         """Wake the console's event streams that show what the batch changed."""
-        changes = app[CONSOLE].changes
-        if changes.listening():
+        console = app.get(CONSOLE)  # None: --no-console
+        changes = None if console is None else console.changes
+        if changes is not None and changes.listening():
             changes.publish(topics_of(market, events))
 
     writer.committed = committed
@@ -740,7 +742,8 @@ def create_app(
     history.add_routes(app)
     files.add_routes(app)
     operators.add_routes(app)
-    console.add_routes(app)
+    if api.console:
+        console.add_routes(app)
     app[files.FILES_DIR] = files_dir or Path(tempfile.gettempdir()) / "kova-files"
 
     async def close_engine(app: web.Application) -> None:

@@ -253,6 +253,13 @@ the network's settlement interval, which the database holds)."""
     "name as the leader's [default: http://HOST:PORT].",
 )
 @click.option(
+    "--console/--no-console",
+    default=True,
+    show_default=True,
+    help="Serve Kova Console, the web pages for tenants and providers, at /console/ on the "
+    "API's port (a client of the API: it adds no rule and no access the API does not give).",
+)
+@click.option(
     "--redirect/--no-redirect",
     "redirect_to_leader",
     default=False,
@@ -324,6 +331,7 @@ def serve(
     trusted_proxy: str,
     advertise_url: str | None,
     redirect_to_leader: bool,
+    console: bool,
 ) -> None:
     """Run the orchestrator: the API and the block clock, and (with --ingress-port) the
     ingress in processes of its own."""
@@ -420,7 +428,7 @@ def serve(
         ApiSettings(page_size=page_size, endpoints=endpoints, max_manifest_bytes=max_manifest_bytes,
                     registration=registration, limits=rates,
                     advertise_url=advertise_url or f"http://{host}:{port}",
-                    redirect_to_leader=redirect_to_leader),
+                    redirect_to_leader=redirect_to_leader, console=console),
     )  # fmt: skip
     click.echo(f"kova-live: height {clock.height()}, serving on http://{host}:{port}", err=True)
     click.echo(f"kova-live: network limits: {limits}; rate limits: {rates}", err=True)

@@ -57,7 +57,9 @@ from kova_core import (
     Event,
     InvalidAmount,
     Market,
+    SettlementRound,
     Transfer,
+    TransferReason,
     format_micro,
     parse_amount,
 )
@@ -123,12 +125,31 @@ class Changes:
                 wake.set()
 
 
+ROUTINE = frozenset({TransferReason.SETTLEMENT, TransferReason.FEE})
+"""A round's payments: every active deployment's and provider's, named at once by ``round``."""
+
+
 def topics_of(market: Market, events: list[Event]) -> set[str]:
     """The topics a batch's events touch: each deployment, tenant and provider they name (a
-    bid's order names its deployment). Runs on the event loop after each commit that someone
-    listens for; a round over many leases names each of them once."""
+    bid's order names its deployment), and ``round`` for a settlement round, which changes
+    every active deployment's escrow and every paid provider's balance (a round over 100,000
+    leases is one topic, not 200,000 payments to look through). Runs on the event loop after
+    each commit, only while someone listens."""
     found: set[str] = set()
     for e in events:
+        if isinstance(e, Transfer):
+            if e.reason in ROUTINE:
+                continue
+            for account in (e.source, e.destination):
+                kind, _, number = account.partition(":")
+                if kind == "escrow":
+                    found.add(f"deployment:{number}")
+                elif kind in ("tenant", "provider"):
+                    found.add(account)
+            continue
+        if isinstance(e, SettlementRound):
+            found.add("round")
+            continue
         dep_id = getattr(e, "deployment_id", None)
         if dep_id is not None:
             found.add(f"deployment:{dep_id}")
@@ -143,13 +164,6 @@ def topics_of(market: Market, events: list[Event]) -> set[str]:
                 found.add(f"deployment:{order.deployment_id}")
             for who in getattr(e, "provider_ids", ()):
                 found.add(f"provider:{who}")
-        elif isinstance(e, Transfer):
-            for account in (e.source, e.destination):
-                kind, _, number = account.partition(":")
-                if kind == "escrow":
-                    found.add(f"deployment:{number}")
-                elif kind in ("tenant", "provider"):
-                    found.add(account)
     return found
 
 
@@ -773,7 +787,7 @@ async def deployment_events(request: web.Request) -> web.StreamResponse:
         return [view, offers]
 
     try:
-        return await _stream(request, [f"deployment:{dep_id}"], look, _changed)
+        return await _stream(request, [f"deployment:{dep_id}", "round"], look, _changed)
     except Refused as exc:
         if exc.status == 404:
             raise web.HTTPNotFound(text=f"no deployment {dep_id}") from None
@@ -859,7 +873,7 @@ async def provider_events(request: web.Request) -> web.StreamResponse:
         mine = await api(request, "GET", "/v1/accounts/me", token=token)
         return [live, bids, mine["balance"]]
 
-    return await _stream(request, [f"provider:{me['id']}"], look, _changed)
+    return await _stream(request, [f"provider:{me['id']}", "round"], look, _changed)
 
 
 async def tenant_events(request: web.Request) -> web.StreamResponse:
@@ -874,7 +888,7 @@ async def tenant_events(request: web.Request) -> web.StreamResponse:
         listed = await api(request, "GET", "/v1/deployments", token=token)
         return [mine["balance"], [(d["id"], d["state"]) for d in listed["deployments"]]]
 
-    return await _stream(request, [f"tenant:{me['id']}"], look, _changed)
+    return await _stream(request, [f"tenant:{me['id']}", "round"], look, _changed)
 
 
 # --------------------------------------------------------------------------- routes
@@ -905,6 +919,8 @@ def add_routes(app: web.Application) -> None:
     env.filters.update(_filters())
     env.globals["when"] = _when
     env.globals["static"] = _versioned(HERE / "static")
+    # an idempotency key for each form that moves money: sent twice, it happens once
+    env.globals["new_key"] = lambda: secrets.token_urlsafe(16)
     console = app[CONSOLE] = Console()
     app.middlewares.append(console_pages)
 
