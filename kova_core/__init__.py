@@ -56,7 +56,7 @@ from ._events import (
     Transfer,
     TransferReason,
 )
-from ._limits import Limits
+from ._limits import Limits, blocks_in, deposit_for_hours, max_price_per_block
 from ._manifest import (
     ComputeProfile,
     DeploymentGroup,
@@ -243,7 +243,9 @@ __all__ = [
     "Weighted",
     "audit_voided_by",
     "auto_bid_price",
+    "blocks_in",
     "deployment_denom",
+    "deposit_for_hours",
     "escrow_account",
     "fee_share",
     "format_micro",
@@ -253,6 +255,7 @@ __all__ = [
     "job_outcome",
     "lifecycle_diagrams",
     "lowest_ask",
+    "max_price_per_block",
     "owed",
     "parse_amount",
     "parse_cpu",

@@ -143,7 +143,8 @@ class StrategyConfigError(KovaError):
 
 @dataclass(frozen=True, slots=True)
 class ManifestProblem:
-    """One problem found in a manifest: the dotted path of the field and what is wrong with it."""
+    """One problem found in a manifest (or one warning about it): the dotted path of the field
+    and what is wrong with it."""
 
     path: str
     message: str
@@ -153,10 +154,15 @@ class ManifestProblem:
 
 
 class ManifestError(KovaError):
-    """A manifest is invalid. ``problems`` lists every problem found, each with its field path."""
+    """A manifest is invalid. ``problems`` lists every problem found, each with its field path;
+    ``warnings``, what the parser found to say besides (unknown fields it ignored, features the
+    network does not honour), as :attr:`kova_core.Manifest.warnings` would have had them."""
 
-    def __init__(self, problems: Sequence[ManifestProblem]) -> None:
+    def __init__(
+        self, problems: Sequence[ManifestProblem], warnings: Sequence[ManifestProblem] = ()
+    ) -> None:
         self.problems = tuple(problems)
+        self.warnings = tuple(warnings)
         lines = "\n".join(f"  - {p}" for p in self.problems)
         count = len(self.problems)
         super().__init__(f"invalid manifest ({count} problem{'s' if count != 1 else ''}):\n{lines}")

@@ -25,13 +25,17 @@ sets them sees the market a live network runs.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 
 from ._errors import InvalidAmount
 from ._money import MAX_AMOUNT
 from ._resources import Resources
+from ._specs import OrderSpec
 
-__all__ = ["Limits"]
+__all__ = ["Limits", "blocks_in", "deposit_for_hours", "max_price_per_block"]
+
+HOUR_MS = 3_600_000
 
 BPS = 10_000
 
@@ -78,7 +82,32 @@ class Limits:
             tenant_share_bps=5000,
         )
 
+    def min_deposit(self, price_per_block: int) -> int:
+        """The least first deposit of a deployment whose orders' maximum prices add up to
+        ``price_per_block``: ``min_deposit_blocks`` blocks of it (0 when the limit is off)."""
+        return self.min_deposit_blocks * price_per_block
+
     def share_of(self, capacity: Resources) -> Resources:
         """The part of ``capacity`` one tenant's open bids may reserve (rounded down)."""
         bps = BPS if self.tenant_share_bps is None else self.tenant_share_bps
         return Resources(*(c * bps // BPS for c in capacity))
+
+
+def max_price_per_block(specs: Iterable[OrderSpec]) -> int:
+    """What a deployment's orders may cost together per block at most: the sum of their
+    maximum prices (micro-units)."""
+    return sum(spec.max_price for spec in specs)
+
+
+def blocks_in(milliseconds: int, block_ms: int = 1000) -> int:
+    """How many blocks of ``block_ms`` it takes to cover ``milliseconds`` (rounded up: a
+    started block is billed whole)."""
+    if block_ms <= 0 or milliseconds < 0:
+        raise InvalidAmount(f"a duration of {milliseconds} ms in blocks of {block_ms} ms")
+    return -(-milliseconds // block_ms)
+
+
+def deposit_for_hours(price_per_block: int, hours: int, block_ms: int = 1000) -> int:
+    """The escrow that keeps a deployment running ``hours`` at ``price_per_block`` (micro-units)
+    on a network whose blocks last ``block_ms``: the price times the blocks in those hours."""
+    return price_per_block * blocks_in(hours * HOUR_MS, block_ms)

@@ -1,4 +1,5 @@
-"""Manifests: Akash SDL 2.0 files, parsed into an immutable model that yields one order per replica.
+"""Manifests: Akash SDL 2.0 and 2.1 files, parsed into an immutable model that yields one order per
+replica.
 
 Theory of operation
 -------------------
@@ -14,8 +15,19 @@ first problem: every field is checked, and every reference (service, placement, 
 storage volume) is resolved against the names the file defines, so a tenant sees all that is
 wrong in one :class:`ManifestError`, each problem at the dotted path of its field
 (``profiles.compute.web.resources.cpu.units``; list items by index, ``services.web.expose.0``).
-Unknown keys are problems, to catch typos, but every field of SDL 2.0 is accepted, including the
-ones Kova has no use for (``endpoints``, ``http_options``, ``expose.to.ip``, ``permissions``).
+
+Every field of SDL 2.0 and 2.1 is accepted. As Akash does, a key the parser does not know is
+ignored, but not silently: it is a *warning* (:attr:`Manifest.warnings`, also carried by a
+:class:`ManifestError`), naming the field and the known one it most resembles
+(``services.web.depends-on: unknown field, ignored (did you mean 'depends_on'?)``). With
+``strict=True`` an unknown key is a problem instead, as a typo usually is. A feature Kova does not
+honour is a warning naming it too: IP endpoints (``endpoints``, ``expose.to.ip``),
+``http_options``, ``params.permissions``, CPU and memory ``attributes``, registry ``credentials``
+(providers run images their machines have) and ``signedBy`` Akash account addresses (no Kova
+provider is audited by one). What would make the deployment wrong stays a problem: a bad size, a
+missing profile, a reference to nothing, and what Akash's own parser refuses (a service that is
+not deployed, a persistent volume without a mount, an endpoint that is not ``kind: ip`` or never
+used, GPU attributes with no GPU, empty registry credentials).
 
 :meth:`Manifest.order_specs` then yields one :class:`~kova_core.OrderSpec` per replica (unlike
 Akash, which makes one order per placement group).
@@ -178,7 +190,9 @@ class Manifest:
     """A parsed manifest. Build one with :func:`parse_manifest`, which checks every reference.
 
     ``max_runtime`` (blocks) is set for a job and ``None`` for a deployment. ``groups`` keep
-    the order of the ``deployment`` map, then of each service's placements.
+    the order of the ``deployment`` map, then of each service's placements. ``warnings`` are
+    what the parser ignored or cannot honour, each at its field's path (they take no part in
+    comparisons).
     """
 
     version: str
@@ -188,6 +202,9 @@ class Manifest:
     compute_profiles: Mapping[str, ComputeProfile] = field(default_factory=_frozen)
     placements: Mapping[str, Placement] = field(default_factory=_frozen)
     groups: tuple[DeploymentGroup, ...] = ()
+    # what the parser had to say about the text (unknown fields ignored, features not honoured):
+    # not part of what the manifest asks for, so two manifests asking alike are equal
+    warnings: tuple[ManifestProblem, ...] = field(default=(), compare=False)
 
     @property
     def is_job(self) -> bool:
@@ -327,8 +344,18 @@ _SERVICE_FIELDS = (
 _FILE_FIELDS = ("sha256", "path")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _EXPOSE_FIELDS = ("port", "as", "proto", "to", "accept", "http_options")
+_HTTP_OPTIONS_FIELDS = (
+    "max_body_size",
+    "read_timeout",
+    "send_timeout",
+    "next_tries",
+    "next_timeout",
+    "next_cases",
+)
 _TO_FIELDS = ("global", "service", "ip")
 _PARAMS_FIELDS = ("storage", "permissions")
+_PERMISSIONS_FIELDS = ("read",)
+_ENDPOINT_FIELDS = ("kind",)
 _MOUNT_FIELDS = ("mount", "readOnly")
 _CREDENTIALS_FIELDS = ("host", "username", "password", "email")
 _PROFILES_FIELDS = ("compute", "placement")
@@ -347,6 +374,24 @@ _GROUP_FIELDS = ("profile", "count")
 _SERVICE_NAME = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
 _HOST_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _ENV_NAME = re.compile(r"[^=\s]+")
+_ENDPOINT_NAME = re.compile(r"[a-z][-_0-9a-z]+")  # Akash's rule for an endpoint's name
+_AKASH_ADDRESS = re.compile(r"akash1[0-9a-z]{6,}")
+
+# What Kova cannot honour, said once per field that asks for it (warnings).
+_NO_IP_LEASES = (
+    "Kova does not lease IP addresses: ignored (a port sent to this endpoint is published at "
+    "its provider's address, at a port the provider picks)"
+)
+_NO_HTTP_OPTIONS = (
+    "Kova's ingress does not apply http_options (body size, timeouts, retries): ignored"
+)
+_NO_PERMISSIONS = (
+    "Kova has no lease permissions: ignored (the tenant reads its logs through the API)"
+)
+_NO_CREDENTIALS = (
+    "Kova's providers run images their machines already have and do not log in to "
+    "registries: the credentials are not used"
+)
 _DIGITS = re.compile(r"[0-9]{1,18}")
 
 
@@ -403,11 +448,14 @@ def _price_amount(value: object) -> int:
 class _Checker:
     """Walks a loaded manifest, collecting every problem, and builds the model if there are none."""
 
-    def __init__(self, accepted_denoms: Collection[str] | None) -> None:
+    def __init__(self, accepted_denoms: Collection[str] | None, strict: bool = False) -> None:
         if isinstance(accepted_denoms, str):  # one denomination, not its characters
             accepted_denoms = (accepted_denoms,)
         self.accepted_denoms = None if accepted_denoms is None else tuple(accepted_denoms)
+        self.strict = strict
         self.problems: list[ManifestProblem] = []
+        self.warnings: list[ManifestProblem] = []
+        self.endpoints: dict[str, bool] = {}  # declared IP endpoints: name -> used
 
     # ---- generic helpers -------------------------------------------------------------------
 
@@ -415,6 +463,18 @@ class _Checker:
         problem = ManifestProblem(path, message)
         if problem not in self.problems:
             self.problems.append(problem)
+
+    def warn(self, path: str, message: str) -> None:
+        warning = ManifestProblem(path, message)
+        if warning not in self.warnings:
+            self.warnings.append(warning)
+
+    def unknown(self, path: str, key: object, fields: Collection[str]) -> None:
+        """An unknown key: ignored with a warning, as Akash ignores it; a problem if strict."""
+        if self.strict:
+            self.add(path, _unknown_field(key, fields))
+        else:
+            self.warn(path, _unknown_field(key, fields, ignored=True))
 
     def mapping(
         self, value: object, path: str, fields: Collection[str] | None = None
@@ -426,7 +486,7 @@ class _Checker:
         if fields is not None:
             for key in value:
                 if key not in fields:
-                    self.add(_join(path, key), _unknown_field(key, fields))
+                    self.unknown(_join(path, key), key, fields)
         return value
 
     def named(self, value: Mapping[Any, Any], path: str) -> list[tuple[str, Any]]:
@@ -524,8 +584,7 @@ class _Checker:
         self.mapping(top, "", _TOP_FIELDS)  # reports unknown top-level keys
         version = self.version(top.get("version"))
         kind, max_runtime = self.kind(top)
-        if top.get("endpoints") is not None:
-            self.mapping(top["endpoints"], "endpoints")  # Kova has no use for them: accepted
+        self.declare_endpoints(top.get("endpoints"))
 
         services_raw = self.required(top, "services", "", "a manifest needs at least one service")
         services_map = self.mapping(services_raw, "services") if services_raw is not None else None
@@ -559,7 +618,22 @@ class _Checker:
                 placements[name], priced[name] = self.placement(name, item, set(compute))
 
         groups = self.deployment(top, service_names, set(compute), placements, priced)
-        self.check_mounts(services, groups, volumes)
+        self.check_mounts(services, groups, volumes, compute)
+        deployment = top.get("deployment")
+        for name in services if isinstance(deployment, Mapping) and deployment else ():
+            if name not in deployment:  # as Akash, which refuses it: it would never run
+                self.add(
+                    f"services.{name}",
+                    f"not deployed: add it to the deployment map (deployment.{name}."
+                    "<placement>: {profile: ..., count: 1}) or remove it",
+                )
+        for name, used in self.endpoints.items():
+            if not used:
+                self.add(
+                    f"endpoints.{name}",
+                    "declared but never used: send a port to it (expose.to: [{global: true, "
+                    f"ip: {name}}}]) or remove it",
+                )
 
         if self.problems or version is None or kind is None:
             return None
@@ -571,7 +645,31 @@ class _Checker:
             compute_profiles=_frozen(compute),
             placements=_frozen(placements),
             groups=tuple(groups),
+            warnings=tuple(self.warnings),
         )
+
+    def declare_endpoints(self, value: object) -> None:
+        """SDL's ``endpoints``: named IP addresses to lease (``kind: ip``), which Kova does not
+        lease. Checked as Akash checks them (a name, the kind, each used), then ignored."""
+        if value is None:
+            return
+        endpoints = self.mapping(value, "endpoints")
+        for name, item in self.named(endpoints or {}, "endpoints"):
+            path = f"endpoints.{name}"
+            self.endpoints[name] = False
+            if not _ENDPOINT_NAME.fullmatch(name):
+                self.add(
+                    path,
+                    "an endpoint name is lowercase letters, digits, '-' and '_', starts with a "
+                    "letter and has at least 2 characters",
+                )
+            entry = self.mapping(item, path, _ENDPOINT_FIELDS)
+            if entry is None:
+                continue
+            kind = self.required(entry, "kind", path, "the kind of endpoint: kind: ip")
+            if kind is not None and kind != "ip":
+                self.add(f"{path}.kind", f"unknown endpoint kind {_describe(kind)} (SDL has: ip)")
+            self.warn(path, _NO_IP_LEASES)
 
     def version(self, value: object) -> str | None:
         if value is None:
@@ -639,6 +737,8 @@ class _Checker:
                 elif other not in names:
                     self.add(f"{path}.depends_on.{i}", f"no service named {other!r} in services")
         credentials = self.credentials(svc.get("credentials"), f"{path}.credentials")
+        if credentials:
+            self.warn(f"{path}.credentials", _NO_CREDENTIALS)
         files = self.files(svc.get("files"), f"{path}.files", mounts or ())
         read_only_root: bool | None = False
         if svc.get("readOnlyRootFilesystem") is not None:
@@ -701,8 +801,9 @@ class _Checker:
                     env[key] = text
         elif isinstance(value, list | tuple):
             for i, item in enumerate(value):
-                key, eq, text = item.partition("=") if isinstance(item, str) else ("", "", "")
-                if not eq or not _ENV_NAME.fullmatch(key):
+                # "KEY" without "=" sets KEY to the empty string, as Akash's provider does
+                key, _, text = item.partition("=") if isinstance(item, str) else ("", "", "")
+                if not _ENV_NAME.fullmatch(key):
                     self.add(f"{path}.{i}", f"must be KEY=value, got {_describe(item)}")
                     ok = False
                 else:
@@ -754,8 +855,8 @@ class _Checker:
                         ok = False
                     else:
                         to_services.append(other)
-                if to.get("ip") is not None and self.string(to["ip"], f"{ipath}.ip") is None:
-                    ok = False  # an endpoint name (a leased IP); Kova does not lease IPs
+                if to.get("ip") is not None:  # an endpoint's name (a leased IP): checked, ignored
+                    ok = self.endpoint_use(to, ipath) and ok
         accept: list[str] = []
         if exp.get("accept") is not None:
             hosts = self.texts(exp["accept"], f"{path}.accept", one_ok=True)
@@ -768,8 +869,12 @@ class _Checker:
                 else:
                     accept.append(name)
             ok = ok and hosts is not None
-        if exp.get("http_options") is not None:  # ingress tuning; accepted, not used
-            ok = self.mapping(exp["http_options"], f"{path}.http_options") is not None and ok
+        if exp.get("http_options") is not None:  # ingress tuning: checked, not applied
+            options = self.mapping(
+                exp["http_options"], f"{path}.http_options", _HTTP_OPTIONS_FIELDS
+            )
+            ok = options is not None and ok
+            self.warn(f"{path}.http_options", _NO_HTTP_OPTIONS)
         if port is None or as_port is None or proto is None or not ok:
             return None
         return Expose(
@@ -781,14 +886,36 @@ class _Checker:
             accept=tuple(accept),
         )
 
+    def endpoint_use(self, to: Mapping[Any, Any], path: str) -> bool:
+        """``expose.to.ip``: the name of a declared endpoint, on a global exposure (as Akash
+        requires). False if it is not (reported)."""
+        name = self.string(to["ip"], f"{path}.ip")
+        if name is None:
+            return False
+        ok = True
+        if name not in self.endpoints:
+            self.add(f"{path}.ip", f"no endpoint named {name!r} in endpoints")
+            ok = False
+        else:
+            self.endpoints[name] = True
+        if to.get("global") is not True:
+            self.add(f"{path}.global", "an IP endpoint is reached from outside: add global: true")
+            ok = False
+        return ok
+
     def params(self, value: object, path: str) -> tuple[StorageMount, ...] | None:
         if value is None:
             return ()
         params = self.mapping(value, path, _PARAMS_FIELDS)
         if params is None:
             return None
-        if params.get("permissions") is not None:  # SDL 2.1 lease permissions; accepted
-            self.mapping(params["permissions"], f"{path}.permissions")
+        if params.get("permissions") is not None:  # SDL 2.1 lease permissions: not honoured
+            permissions = self.mapping(
+                params["permissions"], f"{path}.permissions", _PERMISSIONS_FIELDS
+            )
+            if permissions is not None and permissions.get("read") is not None:
+                self.texts(permissions["read"], f"{path}.permissions.read", one_ok=True)
+            self.warn(f"{path}.permissions", _NO_PERMISSIONS)
         if params.get("storage") is None:
             return ()
         storage = self.mapping(params["storage"], f"{path}.storage")
@@ -870,6 +997,9 @@ class _Checker:
         for key in ("host", "username", "password"):
             raw = self.required(creds, key, path)
             found[key] = self.text(raw, f"{path}.{key}") if raw is not None else None
+            if found[key] is not None and not found[key].strip():
+                self.add(f"{path}.{key}", "must not be empty")
+                found[key] = None
         email = self.text(creds["email"], f"{path}.email") if creds.get("email") else None
         host, username, password = found["host"], found["username"], found["password"]
         if host is None or username is None or password is None:
@@ -924,8 +1054,12 @@ class _Checker:
         section = self.mapping(raw, f"{path}.{key}", (amount_key, "attributes"))
         if section is None:
             return None
-        if section.get("attributes") is not None:
-            self.mapping(section["attributes"], f"{path}.{key}.attributes")
+        attributes = section.get("attributes")  # e.g. cpu arch: not matched by providers
+        if attributes is not None and self.mapping(attributes, f"{path}.{key}.attributes"):
+            self.warn(
+                f"{path}.{key}.attributes",
+                f"Kova's providers are not matched on {key} attributes: ignored",
+            )
         amount = self.required(section, amount_key, f"{path}.{key}", hint)
         if amount is None:
             return None
@@ -1052,6 +1186,12 @@ class _Checker:
                         interface=interface.strip().lower() if interface else None,
                     )
                 )
+        if units == 0 and gpu.get("attributes") is not None:
+            self.add(
+                f"{path}.attributes",
+                "GPU attributes with units: 0 ask for no GPU: remove them or ask for units",
+            )
+            ok = False
         if units and vendors is None and ok:
             self.add(
                 f"{path}.attributes" if attrs is None else f"{path}.attributes.vendor",
@@ -1097,6 +1237,14 @@ class _Checker:
                     any_of = self.texts(signed["anyOf"], f"{path}.signedBy.anyOf", one_ok=True)
                 if signed.get("allOf") is not None:
                     all_of = self.texts(signed["allOf"], f"{path}.signedBy.allOf", one_ok=True)
+                for key, names in (("anyOf", any_of), ("allOf", all_of)):
+                    for i, who in enumerate(names or ()):
+                        if _AKASH_ADDRESS.fullmatch(who):
+                            self.warn(
+                                f"{path}.signedBy.{key}.{i}",
+                                "an Akash account address: Kova's auditors are named "
+                                "auditor:<id>, so no Kova provider is audited by it",
+                            )
         raw = self.required(place, "pricing", path, "a price per block for each compute profile")
         pricing = self.mapping(raw, f"{path}.pricing") if raw is not None else None
         prices: dict[str, Price] = {}
@@ -1208,13 +1356,24 @@ class _Checker:
         services: Mapping[str, Service | None],
         groups: list[DeploymentGroup],
         volumes: Mapping[str, set[str] | None],
+        profiles: Mapping[str, ComputeProfile | None],
     ) -> None:
-        """Each ``params.storage.<volume>`` must name a volume of every profile the service uses."""
+        """Each ``params.storage.<volume>`` must name a volume of every profile the service uses,
+        and each persistent volume of the profile must be mounted (as Akash requires)."""
         for group in groups:
             service = services.get(group.service)
             names = volumes.get(group.profile)
             if service is None or names is None:
                 continue
+            profile = profiles.get(group.profile)
+            mounted = {m.volume for m in service.storage_mounts}
+            for volume in profile.storage if profile is not None else ():
+                if volume.persistent and volume.name not in mounted:
+                    self.add(
+                        f"services.{group.service}.params.storage.{volume.name}",
+                        f"missing: compute profile {group.profile!r} has the persistent volume "
+                        f"{volume.name!r}, which needs a mount, e.g. mount: /data",
+                    )
             for mount in service.storage_mounts:
                 if mount.volume not in names:
                     have = ", ".join(sorted(names)) or "none"
@@ -1225,28 +1384,32 @@ class _Checker:
                     )
 
 
-def _unknown_field(key: object, fields: Collection[str]) -> str:
+def _unknown_field(key: object, fields: Collection[str], *, ignored: bool = False) -> str:
+    what = "unknown field, ignored" if ignored else "unknown field"
     close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
     if close:
-        return f"unknown field (did you mean {close[0]!r}?)"
-    return f"unknown field (expected one of: {', '.join(fields)})"
+        return f"{what} (did you mean {close[0]!r}?)"
+    return f"{what} (expected one of: {', '.join(fields)})"
 
 
 def parse_manifest(
     source: str | bytes | Mapping[str, Any],
     *,
     accepted_denoms: Collection[str] | None = None,
+    strict: bool = False,
 ) -> Manifest:
     """Parse and check a manifest: Akash SDL 2.0 (or 2.1) YAML or JSON text, or a loaded mapping.
 
-    ``accepted_denoms`` limits the denominations prices may use (``None``: any). Raises
-    :class:`ManifestError` listing every problem found, each at its field's dotted path: YAML
-    syntax, unknown or missing fields, bad values, and references to services, placements,
-    profiles, prices or storage volumes that the manifest does not define.
+    ``accepted_denoms`` limits the denominations prices may use (``None``: any). An unknown
+    field is ignored with a warning (:attr:`Manifest.warnings`), as Akash ignores it; with
+    ``strict`` it is a problem. Raises :class:`ManifestError` listing every problem found, each
+    at its field's dotted path (and the warnings, in its ``warnings``): YAML syntax, missing
+    (or, strict, unknown) fields, bad values, and references to services, placements, profiles,
+    prices, storage volumes or endpoints that the manifest does not define.
     """
     data = _load(source)
-    checker = _Checker(accepted_denoms)
+    checker = _Checker(accepted_denoms, strict)
     manifest = checker.manifest(data)
     if checker.problems or manifest is None:
-        raise ManifestError(checker.problems)
+        raise ManifestError(checker.problems, checker.warnings)
     return manifest

@@ -73,7 +73,7 @@ from ._events import (
     Transfer,
     TransferReason,
 )
-from ._limits import Limits
+from ._limits import Limits, max_price_per_block
 from ._manifest import Manifest
 from ._money import require_amount
 from ._poll import ProviderView, plan_poll
@@ -92,7 +92,7 @@ from ._settlement import (
     plan_close,
     plan_round,
 )
-from ._specs import deployment_denom, provider_matches
+from ._specs import OrderSpec, deployment_denom, provider_matches
 from ._state import (
     BidState,
     CloseReason,
@@ -480,26 +480,16 @@ class Market:
         self._tenant(tenant_id)
         require_amount(deposit, "deposit")
         limits = self.limits
-        replicas = sum(group.count for group in manifest.groups)
-        if limits.max_replicas is not None and replicas > limits.max_replicas:
-            most = max(manifest.groups, key=lambda group: group.count)  # the first of the largest
-            raise ManifestError([ManifestProblem(
-                f"deployment.{most.service}.{most.placement}.count",
-                f"the deployment asks for {replicas} replicas; the network allows at most"
-                f" {limits.max_replicas} per deployment",
-            )])  # fmt: skip
-        specs = manifest.order_specs()
-        deployment_denom(specs, self.accepted_denoms)
-        if limits.largest_provider and self.providers:
-            self._check_sizes(manifest)
-        if limits.min_deposit_blocks:
-            needed = limits.min_deposit_blocks * sum(spec.max_price for spec in specs)
-            if deposit < needed:
-                raise DepositTooSmall(
-                    f"a deposit of at least {needed} micro is needed: {limits.min_deposit_blocks}"
-                    f" blocks at the deployment's max price of"
-                    f" {needed // limits.min_deposit_blocks} per block"
-                )
+        problems, specs = self._manifest_problems(manifest)
+        if problems:
+            raise ManifestError(problems, manifest.warnings)
+        needed = limits.min_deposit(max_price_per_block(specs))
+        if deposit < needed:
+            raise DepositTooSmall(
+                f"a deposit of at least {needed} micro is needed: {limits.min_deposit_blocks}"
+                f" blocks at the deployment's max price of"
+                f" {needed // limits.min_deposit_blocks} per block"
+            )
         if limits.max_open_orders is not None:
             open_now = self._open_by_tenant.get(tenant_id, 0)
             if open_now + len(specs) > limits.max_open_orders:
@@ -549,9 +539,39 @@ class Market:
             self._open_by_tenant[tenant_id] = self._open_by_tenant.get(tenant_id, 0) + len(specs)
         return events
 
-    def _check_sizes(self, manifest: Manifest) -> None:
+    def manifest_problems(self, manifest: Manifest) -> tuple[ManifestProblem, ...]:
+        """What this network's rules refuse in a parsed manifest, as :meth:`create_deployment`
+        refuses it (it changes nothing): more replicas than ``Limits.max_replicas`` (checked
+        before any order spec is made), else denominations (several, or one the network does
+        not accept), else, with ``Limits.largest_provider``, each compute profile larger than
+        the largest provider. Empty if the network takes it."""
+        return self._manifest_problems(manifest)[0]
+
+    def _manifest_problems(
+        self, manifest: Manifest
+    ) -> tuple[tuple[ManifestProblem, ...], tuple[OrderSpec, ...]]:
+        """:meth:`manifest_problems`, and the order specs (none past too many replicas)."""
+        limits = self.limits
+        replicas = sum(group.count for group in manifest.groups)
+        if limits.max_replicas is not None and replicas > limits.max_replicas:
+            most = max(manifest.groups, key=lambda group: group.count)  # the first of the largest
+            return (ManifestProblem(
+                f"deployment.{most.service}.{most.placement}.count",
+                f"the deployment asks for {replicas} replicas; the network allows at most"
+                f" {limits.max_replicas} per deployment",
+            ),), ()  # fmt: skip
+        specs = manifest.order_specs()
+        try:
+            deployment_denom(specs, self.accepted_denoms)
+        except ManifestError as error:
+            return error.problems, specs
+        if limits.largest_provider and self.providers:
+            return self._size_problems(manifest), specs
+        return (), specs
+
+    def _size_problems(self, manifest: Manifest) -> tuple[ManifestProblem, ...]:
         """Every compute profile the manifest deploys fits in the largest provider, per resource
-        (:attr:`largest`). Raises :class:`ManifestError` naming each field that does not."""
+        (:attr:`largest`): a problem naming each field that does not."""
         largest = self.largest
         problems = []
         used = dict.fromkeys(group.profile for group in manifest.groups)
@@ -564,8 +584,7 @@ class Market:
                         f"asks for {getattr(needs, key)} {_UNITS[key]}; the largest provider"
                         f" on the network has {getattr(largest, key)}, so nobody could bid",
                     ))  # fmt: skip
-        if problems:
-            raise ManifestError(problems)
+        return tuple(problems)
 
     def deposit(self, deployment_id: int, amount: int, height: int) -> list[Event]:
         """Move ``amount`` from the tenant's balance into a deployment's escrow.

@@ -13,9 +13,10 @@ import asyncio
 import contextlib
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Annotated, Any, Literal
 
+import yaml
 from aiohttp import web
 from pydantic import ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
@@ -39,15 +40,18 @@ from kova_core import (
     Resources,
     StrategyConfigError,
     UnknownStrategy,
+    deposit_for_hours,
     escrow_account,
     format_micro,
     job_deadline,
     lowest_ask,
+    max_price_per_block,
     parse_manifest,
     pricing_strategy,
     reputation_score,
     selection_policy,
     spec_record,
+    tenant_account,
 )
 
 from . import journal, market
@@ -122,7 +126,9 @@ deployment:
 class NewDeployment(RequestBody):
     """``POST /v1/deployments``: an Akash SDL manifest (YAML text or a JSON object) and the
     deposit moved from the tenant's balance into the new escrow, in micro-units; optionally, a
-    policy with which the orchestrator accepts bids for the tenant."""
+    policy with which the orchestrator accepts bids for the tenant. An unknown field of the
+    manifest is ignored with a warning (in the answer's ``warnings``), as Akash ignores it;
+    ``strict`` makes it a refusal."""
 
     model_config = ConfigDict(
         json_schema_extra={"examples": [{"manifest": EXAMPLE_MANIFEST, "deposit": 1_000_000}]}
@@ -130,6 +136,30 @@ class NewDeployment(RequestBody):
     manifest: str | dict[str, Any] = Field(json_schema_extra=_not_empty)
     deposit: int = Field(ge=0, le=MAX_AMOUNT)
     auto_accept: AutoAccept | None = None
+    strict: bool = False
+
+
+class DeploymentCheck(RequestBody):
+    """``POST /v1/deployments/check``: what creating a deployment from ``manifest`` would meet,
+    without creating it: every problem, the warnings, its orders and prices, the network's
+    minimum deposit for it and the escrow for ``hours`` of its maximum price; with
+    ``deposit``, whether that deposit would do."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"manifest": EXAMPLE_MANIFEST, "hours": 24}]}
+    )
+    manifest: str | dict[str, Any] = Field(json_schema_extra=_not_empty)
+    strict: bool = False
+    deposit: int | None = Field(default=None, ge=0, le=MAX_AMOUNT)
+    hours: int = Field(default=24, ge=1, le=8760)
+
+    @field_validator("manifest")
+    @classmethod
+    def _not_empty(cls, value: Any) -> Any:
+        # as the document says (an empty one is a bad field here, not a manifest to judge)
+        if not value:
+            raise PydanticCustomError("manifest", "an empty manifest: send YAML text or an object")
+        return value
 
 
 class Deposit(RequestBody):
@@ -409,21 +439,39 @@ async def _view(request: web.Request, connection: AsyncConnection, row: Any) -> 
 # --------------------------------------------------------------------------- tenants
 
 
-async def create_deployment(request: web.Request) -> web.Response:
-    """Create a deployment or job: its escrow, and one open order per service replica."""
-    tenant = await _account(request, "tenant")
-    body: NewDeployment = await read_body(request, NewDeployment)
-    text = body.manifest if isinstance(body.manifest, str) else json.dumps(body.manifest)
+def _manifest_text(request: web.Request, manifest: str | dict[str, Any]) -> str:
+    """The manifest as stored (JSON for an object); 400 naming ``manifest`` if it is larger
+    than the network takes, checked before parsing: a manifest's cost grows with its size."""
+    text = manifest if isinstance(manifest, str) else json.dumps(manifest)
     most = request.app[API].max_manifest_bytes
-    if len(text.encode()) > most:  # before parsing: a manifest's cost grows with its size
+    if len(text.encode()) > most:
         raise ApiError(
             400, "invalid_field", f"the manifest is {len(text.encode())} bytes; the network takes"
             f" at most {most}", "manifest",
         )  # fmt: skip
+    return text
+
+
+def _problems(found: Iterable[Any]) -> list[dict[str, str]]:
+    """Manifest problems or warnings as the API lists them: each ``manifest.<path>``."""
+    return [{"field": _join("manifest", p.path), "message": p.message} for p in found]
+
+
+def _join(prefix: str, path: str) -> str:
+    return f"{prefix}.{path}" if path else prefix
+
+
+async def create_deployment(request: web.Request) -> web.Response:
+    """Create a deployment or job: its escrow, and one open order per service replica. The
+    answer carries the manifest's ``warnings`` (fields ignored, features not honoured)."""
+    tenant = await _account(request, "tenant")
+    body: NewDeployment = await read_body(request, NewDeployment)
+    text = _manifest_text(request, body.manifest)
     try:
-        manifest = parse_manifest(body.manifest)
+        manifest = parse_manifest(body.manifest, strict=body.strict)
     except ManifestError as exc:
         raise core_error(exc) from None
+    warnings = _problems(manifest.warnings)
     auto = body.auto_accept
     if auto is not None:
         _registered(selection_policy, auto.policy, auto.params, "auto_accept", "policy")
@@ -447,7 +495,7 @@ async def create_deployment(request: web.Request) -> web.Response:
         for order_id in order_ids if auto is not None else ():
             await enqueue(connection, "auto_accept", order_id, height + auto.wait, height)
         fresh = await _owned(connection, dep_id, tenant.id)
-        return await _view(request, connection, fresh)
+        return {**await _view(request, connection, fresh), "warnings": warnings}
 
     custom = any(e.accept for service in manifest.services.values() for e in service.expose)
     # a deployment that asks for hostnames of its own holds the claim from the check until it
@@ -468,6 +516,98 @@ async def create_deployment(request: web.Request) -> web.Response:
             raise _insufficient(exc, "deposit") from None
     request.app[CACHES].orders_changed()
     return answered.response()
+
+
+async def check_deployment(request: web.Request) -> web.Response:
+    """A dry run of creating a deployment: 200 with ``valid``, every problem (``errors``: the
+    manifest's, the network's rules for it, files not uploaded, hostnames taken, and, with a
+    ``deposit``, the minimum deposit and the balance), the ``warnings``, and for a manifest
+    without problems its orders, their summed maximum price per block, the network's minimum
+    deposit and the escrow for ``hours``. Nothing changes."""
+    tenant = await _account(request, "tenant")
+    body: DeploymentCheck = await read_body(request, DeploymentCheck)
+    _manifest_text(request, body.manifest)
+    errors: list[dict[str, str]] = []
+    try:
+        manifest = parse_manifest(body.manifest, strict=body.strict)
+    except ManifestError as exc:
+        errors, warnings = _problems(exc.problems), _problems(exc.warnings)
+        return web.json_response(_checked(_declared_kind(body.manifest), body.hours, errors,
+                                          warnings))  # fmt: skip
+    warnings = _problems(manifest.warnings)
+
+    def apply(m: Market, height: int, batch: Batch) -> tuple[list[Event], Any]:
+        # a query: the rules create_deployment applies to this manifest (nothing changes)
+        problems = m.manifest_problems(manifest)
+        specs = () if problems else manifest.order_specs()
+        price = max_price_per_block(specs)
+        return [], (problems, specs, m.limits.min_deposit(price),
+                    m.balance(tenant_account(tenant.id)))  # fmt: skip
+
+    writer = request.app[WRITER]
+    if writer.started:  # the leader: its market, between batches
+        problems, specs, minimum, held = await writer.submit(Command(apply))
+    else:  # a standby: its copy, restored from the database at most VIEW_SECONDS ago
+        copy = await writer.view()
+        problems, specs, minimum, held = apply(copy, copy.height, Batch())[1]
+    errors += _problems(problems)
+    async with request.app[READER].connect() as connection:
+        try:
+            await check_files(connection, manifest, tenant.id, None)
+        except ApiError as exc:
+            errors.append({"field": exc.field or "manifest", "message": exc.message})
+        try:
+            await claim_routes(connection, None, manifest, request.app[INGRESS])
+        except HostnameTaken as exc:
+            errors.append({"field": exc.field, "message": str(exc)})
+    if errors:
+        return web.json_response(_checked(manifest.kind, body.hours, errors, warnings))
+    price = max_price_per_block(specs)
+    if body.deposit is not None and body.deposit < minimum:
+        errors.append({"field": "deposit", "message": f"a deposit of at least {minimum} micro "
+                       f"({format_micro(minimum)}) is needed: the network's minimum of "
+                       f"{minimum // price} blocks at the deployment's max price of {price} "
+                       "per block"})  # fmt: skip
+    elif body.deposit is not None and body.deposit > held:
+        errors.append({"field": "deposit", "message": f"your balance is {format_micro(held)}, "
+                       f"this needs {format_micro(body.deposit)}"})  # fmt: skip
+    orders = [
+        {"service": spec.service, "replica": spec.replica,
+         "resources": {"cpu": spec.resources.cpu, "memory": spec.resources.memory,
+                       "storage": spec.resources.storage, "gpu": spec.resources.gpu},
+         "max_price": spec.max_price, "denom": spec.denom}
+        for spec in specs
+    ]  # fmt: skip
+    block_ms = request.app[CLOCK].block_ms
+    return web.json_response(_checked(
+        manifest.kind, body.hours, errors, warnings, orders=orders, price=price,
+        minimum=minimum, for_hours=deposit_for_hours(price, body.hours, block_ms),
+    ))  # fmt: skip
+
+
+def _checked(
+    kind: str, hours: int, errors: list[dict[str, str]], warnings: list[dict[str, str]], *,
+    orders: list[dict[str, Any]] | None = None, price: int | None = None,
+    minimum: int | None = None, for_hours: int | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """The answer of a dry run (the orders and amounts are left out, null, when the manifest
+    has problems of its own: a deposit's alone keeps them, so that the minimum can be read)."""
+    return {
+        "valid": not errors, "errors": errors, "warnings": warnings, "kind": kind,
+        "orders": orders or [], "max_price_per_block": price, "min_deposit": minimum,
+        "deposit_for_hours": {"hours": hours, "amount": for_hours},
+    }  # fmt: skip
+
+
+def _declared_kind(source: str | dict[str, Any]) -> str:
+    """What a manifest that did not parse says it is (``kind: job``), else a deployment."""
+    if isinstance(source, str):
+        try:
+            source = yaml.safe_load(source)
+        except Exception:  # any text: what it is cannot be read
+            return "deployment"
+    kind = source.get("kind") if isinstance(source, Mapping) else None
+    return "job" if kind == "job" else "deployment"
 
 
 def _registered(
@@ -879,6 +1019,8 @@ def _bid_view(row: Any) -> dict[str, Any]:
 def add_routes(app: web.Application) -> None:
     """Register the market's routes."""
     app.router.add_post("/v1/deployments", create_deployment)
+    # before the {id} routes: "check" is no id (they are GET and POST .../{id}/...: no clash)
+    app.router.add_post("/v1/deployments/check", check_deployment)
     app.router.add_get("/v1/deployments", list_deployments)
     app.router.add_get("/v1/deployments/{id}", show_deployment)
     app.router.add_post("/v1/deployments/{id}/deposit", deposit)

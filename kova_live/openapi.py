@@ -150,6 +150,25 @@ DEPLOYMENT = _object(
             {"service": STR, "hostname": STR, "url": STR, "custom": {"type": "boolean"}})},
     }
 )  # fmt: skip
+PROBLEM = _object({"field": STR, "message": STR})
+PROBLEMS = {"type": "array", "items": PROBLEM}
+CREATED = {
+    **DEPLOYMENT,
+    "properties": {**DEPLOYMENT["properties"], "warnings": PROBLEMS},
+    "required": sorted([*DEPLOYMENT["required"], "warnings"]),
+}
+AMOUNT_OR_NULL = {"type": ["integer", "null"], "minimum": 0}  # sums: may pass 64 bits
+CHECK = _object(
+    {
+        "valid": {"type": "boolean"}, "errors": PROBLEMS, "warnings": PROBLEMS,
+        "kind": {"enum": ["deployment", "job"]},
+        "orders": {"type": "array", "items": _object(
+            {"service": STR, "replica": INT, "resources": RESOURCES, "max_price": MONEY,
+             "denom": STR})},
+        "max_price_per_block": AMOUNT_OR_NULL, "min_deposit": AMOUNT_OR_NULL,
+        "deposit_for_hours": _object({"hours": integer(1, 8760), "amount": AMOUNT_OR_NULL}),
+    }
+)  # fmt: skip
 TRANSFER = _object(
     {
         "id": INT, "height": HEIGHT, "source": STR, "destination": STR, "amount": MONEY,
@@ -336,6 +355,7 @@ def openapi_document(page_size: int = 1000, max_manifest_bytes: int = 64 * 1024)
     from .app import NewAccount
     from .audits import NewAudit
     from .deployments import (
+        DeploymentCheck,
         Deposit,
         Heartbeat,
         LeaseStatus,
@@ -418,11 +438,17 @@ def openapi_document(page_size: int = 1000, max_manifest_bytes: int = 64 * 1024)
                 {"transactions": {"type": "array", "items": TRANSFER}, "next_before": NULL_INT}),
             secured=True, parameters=(query("limit", PAGE), query("before", integer(1))))},
         "/v1/deployments": {
-            "post": operation("Create a deployment or job", 201, DEPLOYMENT, **tenant,
-                              body=NewDeployment, command=True, conflicts=True),
+            "post": operation("Create a deployment or job (with the manifest's warnings)", 201,
+                              CREATED, **tenant, body=NewDeployment, command=True,
+                              conflicts=True),
             "get": operation("Your deployments", 200, _list("deployments", _object(
                 {"id": INT, "kind": STR, "state": STR, "created_at": HEIGHT,
                  "escrow": MONEY})), **tenant)},
+        "/v1/deployments/check": {"post": {**operation(
+            "Check a deployment without creating it: problems, warnings, orders, prices, "
+            "deposits", 200, CHECK, **tenant, body=DeploymentCheck),
+            "description": "A dry run that changes nothing: 200 for any manifest (valid or "
+                           "not, errors listing every problem); 400 only for a bad body."}},
         "/v1/deployments/{id}": {"get": operation("One deployment", 200, DEPLOYMENT,
                                                   **deployment)},
         "/v1/deployments/{id}/deposit": {"post": operation(
@@ -551,9 +577,9 @@ def openapi_document(page_size: int = 1000, max_manifest_bytes: int = 64 * 1024)
     # an audit's body may be left out: every attribute the provider registers
     paths["/v1/providers/{id}/audits"]["post"]["requestBody"]["required"] = False
     schemas: dict[str, Any] = {"Error": ERROR}
-    created = paths["/v1/deployments"]["post"]["requestBody"]["content"]["application/json"]
-    text = created["schema"]["properties"]["manifest"]["anyOf"][0]
-    text["maxLength"] = max_manifest_bytes
+    for path in ("/v1/deployments", "/v1/deployments/check"):
+        taken = paths[path]["post"]["requestBody"]["content"]["application/json"]
+        taken["schema"]["properties"]["manifest"]["anyOf"][0]["maxLength"] = max_manifest_bytes
     for path, item in paths.items():  # every route of the API may be rate-limited
         if path.startswith("/v1/"):
             for op in item.values():
@@ -562,6 +588,7 @@ def openapi_document(page_size: int = 1000, max_manifest_bytes: int = 64 * 1024)
         NewInvites,
         NewAccount,
         NewDeployment,
+        DeploymentCheck,
         Deposit,
         Heartbeat,
         NewBid,

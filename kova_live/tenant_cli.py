@@ -121,6 +121,11 @@ server_option = click.option(
     help="The orchestrator's URL, or several (URL1,URL2: a leader and standbys).",
 )  # fmt: skip
 token_option = click.option("--token", envvar="KOVA_TOKEN", help="Your bearer token.")
+strict_option = click.option(
+    "--strict", is_flag=True,
+    help="Refuse the manifest for an unknown field (by default ignored with a warning, as Akash "
+    "ignores it).",
+)  # fmt: skip
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -205,6 +210,7 @@ def balance(server: str | None, token: str | None) -> None:
     "--wait", default=30, show_default=True, type=click.IntRange(0, 86_400),
     help="With --auto-accept: blocks to wait for bids after an order opens.",
 )  # fmt: skip
+@strict_option
 @server_option
 @token_option
 def deploy(
@@ -212,16 +218,21 @@ def deploy(
     deposit: str,
     policy: str | None,
     wait: int,
+    strict: bool,
     server: str | None,
     token: str | None,
 ) -> None:
-    """Deploy MANIFEST (Akash SDL YAML) with DEPOSIT units of escrow."""
+    """Deploy MANIFEST (Akash SDL YAML) with DEPOSIT units of escrow. Fields the network
+    ignores or features it does not honour are printed as warnings on stderr."""
     micro = _amount(deposit, "--deposit")
     text = manifest.read_text(encoding="utf-8", errors="replace")
     body: dict[str, Any] = {"manifest": text, "deposit": micro}
     if policy is not None:
         body["auto_accept"] = {"policy": policy, "wait": wait}
+    if strict:
+        body["strict"] = True
     dep = Api(server, token).call("POST", "/v1/deployments", body)
+    _warn(dep.get("warnings", []))
     then = (
         f"the orchestrator accepts the {policy} bid after {wait} blocks"
         if policy is not None
@@ -231,6 +242,78 @@ def deploy(
         f"{dep['kind']} {dep['id']} created with {_units(dep['escrow'])} in escrow;"
         f" {len(dep['orders'])} order(s) open for bids ({then})"
     )
+
+
+def _field(problem: dict[str, str]) -> str:
+    """A problem's field as the manifest names it (``services.web.image``, not
+    ``manifest.services.web.image``), with its message."""
+    field = problem["field"]
+    field = field.removeprefix("manifest.") if field != "manifest" else ""
+    return f"{field}: {problem['message']}" if field else problem["message"]
+
+
+def _warn(warnings: list[dict[str, str]]) -> None:
+    for warning in warnings:
+        click.echo(f"warning: {_field(warning)}", err=True)
+
+
+def _size(count: int) -> str:
+    """Bytes as a person writes them (512Mi, 1.5Gi)."""
+    for unit, power in (("Ti", 4), ("Gi", 3), ("Mi", 2), ("Ki", 1)):
+        if count >= 1024**power:
+            return f"{count / 1024**power:.4g}{unit}"
+    return str(count)
+
+
+@main.command()
+@click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--deposit", help="Units you mean to deposit: checked against the minimum and "
+              "your balance.")  # fmt: skip
+@click.option("--hours", default=24, show_default=True, type=click.IntRange(1, 8760),
+              help="Show the escrow that keeps it running this long at its maximum price.")
+@strict_option
+@server_option
+@token_option
+def check(
+    manifest: Path,
+    deposit: str | None,
+    hours: int,
+    strict: bool,
+    server: str | None,
+    token: str | None,
+) -> None:
+    """Check MANIFEST without deploying it: every problem, the warnings, the orders it would
+    open with their maximum prices, the network's minimum deposit and the escrow for --hours.
+    Exits 1 if it would be refused."""
+    text = manifest.read_text(encoding="utf-8", errors="replace")
+    body: dict[str, Any] = {"manifest": text, "hours": hours}
+    if deposit is not None:
+        body["deposit"] = _amount(deposit, "--deposit")
+    if strict:
+        body["strict"] = True
+    checked = Api(server, token).call("POST", "/v1/deployments/check", body)
+    _warn(checked["warnings"])
+    if checked["orders"]:
+        table = Table(title=f"{checked['kind']} {manifest.name}: {len(checked['orders'])} order(s)")
+        for column in ("service", "replica", "cpu", "memory", "storage", "gpu",
+                       "max price / block", "denom"):  # fmt: skip
+            table.add_column(column, justify="left" if column in ("service", "denom") else "right")
+        for order in checked["orders"]:
+            r = order["resources"]
+            table.add_row(order["service"], str(order["replica"]), f"{r['cpu'] / 1000:g}",
+                          _size(r["memory"]), _size(r["storage"]), str(r["gpu"]),
+                          _units(order["max_price"]), order["denom"])  # fmt: skip
+        console.print(table)
+        click.echo(f"max price: {_units(checked['max_price_per_block'])} per block")
+        click.echo(f"minimum deposit: {_units(checked['min_deposit'])}")
+        for_hours = checked["deposit_for_hours"]
+        click.echo(f"deposit for {for_hours['hours']} hours at the max price: "
+                   f"{_units(for_hours['amount'])}")  # fmt: skip
+    for error in checked["errors"]:
+        click.echo(f"error: {_field(error)}", err=True)
+    if not checked["valid"]:
+        raise SystemExit(1)
+    click.echo(f"{manifest.name}: valid")
 
 
 @main.command()

@@ -22,6 +22,9 @@ from kova_core import (
     Resources,
     TenantShareReached,
     TooManyOpenOrders,
+    blocks_in,
+    deposit_for_hours,
+    max_price_per_block,
     pricing_strategy,
 )
 
@@ -196,3 +199,34 @@ def test_polls_cannot_be_carried_out_late_under_limits_that_read_other_orders():
     dep = m.create_deployment(t, manifest(), 0, 0)[0].deployment_id
     with pytest.raises(ValueError, match="cannot be carried out late"):
         m.poll_late(m.deployments[dep].order_ids[0], [])
+
+
+def test_what_create_deployment_refuses_is_told_without_changing_anything():
+    """``manifest_problems`` and ``Limits.min_deposit``: the rules a dry run asks about, the
+    very ones ``create_deployment`` enforces."""
+    m, t = market(max_replicas=100, largest_provider=True, min_deposit_blocks=60)
+    m.add_provider(capacity=Resources(cpu=4000, memory=8 * GIB, storage=100 * GIB), attributes={})
+    before = (dict(m.balances), dict(m.orders))
+    assert m.manifest_problems(manifest(count=2)) == ()
+    (too_many,) = m.manifest_problems(manifest(count=10**9))
+    assert too_many.path == "deployment.web.anywhere.count"
+    (too_big,) = m.manifest_problems(manifest(cpu="8"))
+    assert too_big.path == "profiles.compute.web.resources.cpu.units"
+    assert (dict(m.balances), dict(m.orders)) == before
+    specs = manifest(count=2, price=MICRO).order_specs()
+    assert max_price_per_block(specs) == 2 * MICRO
+    needed = m.limits.min_deposit(max_price_per_block(specs))
+    assert needed == 120 * MICRO and Limits().min_deposit(2 * MICRO) == 0
+    with pytest.raises(DepositTooSmall):
+        m.create_deployment(t, manifest(count=2, price=MICRO), needed - 1, 0)
+    m.create_deployment(t, manifest(count=2, price=MICRO), needed, 0)
+
+
+def test_a_deposit_for_hours_at_the_networks_block_length():
+    assert blocks_in(3_600_000) == 3600 and blocks_in(3_600_000, 6000) == 600
+    assert blocks_in(1001, 1000) == 2  # a started block is a block
+    assert deposit_for_hours(1000, 24) == 1000 * 86_400
+    assert deposit_for_hours(1000, 1, block_ms=6000) == 600_000
+    assert deposit_for_hours(7, 1, block_ms=7000) == 7 * 515  # 3600 / 7 s, rounded up
+    with pytest.raises(InvalidAmount):
+        blocks_in(1000, 0)

@@ -177,7 +177,7 @@ MALFORMED: list[tuple[str, str, dict[str, Any], list[tuple[str, str]]]] = [
         "unknown service in deployment",
         edit(("deployment:\n  web:", "deployment:\n  webb:")),
         {},
-        [("deployment.webb", "no service named 'webb'")],
+        [("deployment.webb", "no service named 'webb'"), ("services.web", "not deployed")],
     ),
     (
         "unknown placement",
@@ -239,10 +239,10 @@ MALFORMED: list[tuple[str, str, dict[str, Any], list[tuple[str, str]]]] = [
         [("profiles.placement.anywhere.pricing.web.amount", "not a number")],
     ),
     (
-        "env entry without =",
-        edit(("- MODE=production", "- MODE")),
+        "env entry without a name",
+        edit(("- MODE=production", "- =production")),
         {},
-        [("services.web.env.0", "must be KEY=value, got 'MODE'")],
+        [("services.web.env.0", "must be KEY=value, got '=production'")],
     ),
     (
         "port 70000",
@@ -290,7 +290,10 @@ MALFORMED: list[tuple[str, str, dict[str, Any], list[tuple[str, str]]]] = [
         "params.storage names an unknown volume",
         edit(("        data:\n          mount", "        logs:\n          mount")),
         {},
-        [("services.db.params.storage.logs", "compute profile 'db' has no storage volume 'logs'")],
+        [
+            ("services.db.params.storage.data", "persistent volume 'data', which needs a mount"),
+            ("services.db.params.storage.logs", "compute profile 'db' has no storage volume 'logs'"),
+        ],
     ),
     (
         "relative mount path",
@@ -341,24 +344,24 @@ MALFORMED: list[tuple[str, str, dict[str, Any], list[tuple[str, str]]]] = [
         [("version", "missing")],
     ),
     (
-        "unknown top-level key",
+        "unknown top-level key, strict",
         BASE + "extra: 1\n",
-        {},
+        {"strict": True},
         [("extra", "unknown field")],
     ),
     (
-        "misspelled count",
+        "misspelled count, strict",
         edit(("count: 3", "cout: 3")),
-        {},
+        {"strict": True},
         [
             ("deployment.web.anywhere.cout", "unknown field (did you mean 'count'?)"),
             ("deployment.web.anywhere.count", "missing"),
         ],
     ),
     (
-        "misspelled service field",
+        "misspelled service field, strict",
         edit(("    image: postgres:16\n", "    image: postgres:16\n    enviroment: []\n")),
-        {},
+        {"strict": True},
         [("services.db.enviroment", "unknown field")],
     ),
     (
@@ -623,7 +626,7 @@ def test_uploaded_files_are_placed_at_their_paths() -> None:
     ],
 )
 def test_bad_files_are_named(files: str, path: str, says: str) -> None:
-    found = problems_of(with_files(files))
+    found = problems_of(with_files(files), strict=True)  # strict: the unknown "mode" too
     assert [p.path for p in found] == [path]
     assert says in found[0].message
 

@@ -231,3 +231,112 @@ def test_numbers_beyond_64_bits_are_refused_with_400_naming_the_field(server, ch
     fine = server.client.post("/v1/deployments", headers=alice["headers"],
                               json={"manifest": MANIFEST, "deposit": 0})  # fmt: skip
     assert fine.status_code == 201, fine.text
+
+
+# ---- warnings, strict, and the dry run (POST /v1/deployments/check) --------------------------
+
+TYPO = MANIFEST.replace("    image: busybox:1.36\n", "    image: busybox:1.36\n    depends-on: []\n")
+
+
+def test_an_unknown_field_is_created_with_a_warning_and_refused_when_strict(server):
+    alice = register(server, credit="10")
+    plain = server.client.post("/v1/deployments", headers=alice["headers"],
+                               json={"manifest": MANIFEST, "deposit": 0})  # fmt: skip
+    assert plain.status_code == 201 and plain.json()["warnings"] == []
+    made = server.client.post("/v1/deployments", headers=alice["headers"],
+                              json={"manifest": TYPO, "deposit": 0})  # fmt: skip
+    assert made.status_code == 201, made.text
+    assert made.json()["warnings"] == [{
+        "field": "manifest.services.web.depends-on",
+        "message": "unknown field, ignored (did you mean 'depends_on'?)",
+    }]  # fmt: skip
+    assert "warnings" not in server.client.get(f"/v1/deployments/{made.json()['id']}",
+                                               headers=alice["headers"]).json()  # fmt: skip
+    before = server.client.get("/v1/deployments", headers=alice["headers"]).json()
+    strict = server.client.post("/v1/deployments", headers=alice["headers"],
+                                json={"manifest": TYPO, "deposit": 0, "strict": True})  # fmt: skip
+    assert strict.status_code == 400, strict.text
+    error = strict.json()["error"]
+    assert (error["code"], error["field"]) == ("invalid_manifest", "manifest.services.web.depends-on")
+    assert server.client.get("/v1/deployments", headers=alice["headers"]).json() == before
+
+
+@pytest.fixture(scope="module")
+def funded(tmp_path_factory):
+    """A server with the network's minimum deposit (60 blocks of 50 ms)."""
+    from .conftest import Server
+
+    folder = tmp_path_factory.mktemp("check")
+    server = Server(f"sqlite:///{folder / 'kova.db'}", folder, 0.05, "--min-deposit-blocks", "60")
+    yield server
+    server.stop()
+
+
+def check(server, account, **body):
+    response = server.client.post("/v1/deployments/check", json=body, headers=account["headers"])
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_a_dry_run_tells_orders_prices_and_deposits_and_changes_nothing(funded):
+    alice = register(funded, credit="500")
+    checked = check(funded, alice, manifest=TYPO, hours=2)
+    web = {"cpu": 500, "memory": 512 * 2**20, "storage": 2**30, "gpu": 0}
+    assert checked == {
+        "valid": True, "errors": [], "kind": "deployment",
+        "warnings": [{"field": "manifest.services.web.depends-on",
+                      "message": "unknown field, ignored (did you mean 'depends_on'?)"}],
+        "orders": [{"service": "web", "replica": r, "resources": web, "max_price": 1_000_000,
+                    "denom": "uusd"} for r in (0, 1)],
+        "max_price_per_block": 2_000_000, "min_deposit": 120_000_000,
+        # 2 hours of 50 ms blocks: 144,000 blocks at 2 units
+        "deposit_for_hours": {"hours": 2, "amount": 2_000_000 * 144_000},
+    }  # fmt: skip
+    assert check(funded, alice, manifest=MANIFEST)["deposit_for_hours"]["hours"] == 24
+    small = check(funded, alice, manifest=MANIFEST, deposit=119_999_999)
+    assert not small["valid"] and [e["field"] for e in small["errors"]] == ["deposit"]
+    assert "at least 120000000 micro" in small["errors"][0]["message"]
+    assert small["min_deposit"] == 120_000_000 and len(small["orders"]) == 2  # still told
+    rich = check(funded, alice, manifest=MANIFEST, deposit=600_000_000)
+    assert [e["field"] for e in rich["errors"]] == ["deposit"] and "balance" in rich["errors"][0]["message"]
+    assert check(funded, alice, manifest=MANIFEST, deposit=120_000_000)["valid"]
+    strict = check(funded, alice, manifest=TYPO, strict=True)
+    assert not strict["valid"] and strict["errors"][0]["field"] == "manifest.services.web.depends-on"
+    assert funded.client.get("/v1/deployments", headers=alice["headers"]).json() == {"deployments": []}
+    assert balance(funded, alice) == 500_000_000
+
+
+def test_a_dry_run_of_a_bad_manifest_lists_every_problem(funded):
+    alice = register(funded, credit="1")
+    bad = ("kind: job\nmax_runtime: soon\n"
+           + MANIFEST.replace("units: 0.5", "units: 0").replace("count: 2", "count: 1000"))  # fmt: skip
+    checked = check(funded, alice, manifest=bad, deposit=5)
+    assert checked["valid"] is False and checked["kind"] == "job"
+    assert [e["field"] for e in checked["errors"]] == [
+        "manifest.max_runtime", "manifest.profiles.compute.web.resources.cpu.units",
+    ]  # fmt: skip
+    assert (checked["orders"], checked["max_price_per_block"], checked["min_deposit"]) == ([], None, None)
+    assert checked["deposit_for_hours"] == {"hours": 24, "amount": None}
+    # the network's own rules for a manifest that parses: at most 100 replicas
+    replicas = check(funded, alice, manifest=MANIFEST.replace("count: 2", "count: 1000"))
+    assert [e["field"] for e in replicas["errors"]] == ["manifest.deployment.web.anywhere.count"]
+    broken = check(funded, alice, manifest="services: [")
+    assert broken["errors"][0]["field"] == "manifest" and broken["kind"] == "deployment"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [({"manifest": MANIFEST, "hours": 0}, "hours"), ({"manifest": MANIFEST, "hours": 8761}, "hours"),
+     ({"manifest": MANIFEST, "deposit": -1}, "deposit"), ({"manifest": MANIFEST, "x": 1}, "x"),
+     ({"hours": 1}, "manifest"), ({"manifest": MANIFEST + "#" * 70_000}, "manifest"),
+     ({"manifest": MANIFEST, "strict": "yes"}, "strict"), ({"manifest": {}}, "manifest"),
+     ({"manifest": ""}, "manifest")],
+)  # fmt: skip
+def test_a_bad_dry_run_body_is_a_400_naming_the_field(funded, body, field):
+    alice = register(funded)
+    response = funded.client.post("/v1/deployments/check", json=body, headers=alice["headers"])
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["field"] == field
+    provider = register(funded, "provider", "bob")
+    assert funded.client.post("/v1/deployments/check", json={"manifest": MANIFEST},
+                              headers=provider["headers"]).status_code == 403  # fmt: skip

@@ -185,3 +185,44 @@ def test_upload_and_deploy_with_auto_accept(server, tenant, tmp_path):
     assert refused.returncode == 1 and "(auto_accept.policy)" in refused.stderr
     missing = kova(tenant, "upload", tmp_path / "nope.bin")
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+TYPO = MANIFEST.replace("    image: busybox:1.36\n", "    image: busybox:1.36\n    depends-on: []\n")
+WARNED = "warning: services.web.depends-on: unknown field, ignored (did you mean 'depends_on'?)"
+
+
+def test_deploy_prints_the_manifests_warnings_and_strict_refuses(tenant, tmp_path):
+    manifest = tmp_path / "typo.yaml"
+    manifest.write_text(TYPO)
+    made = kova(tenant, "deploy", manifest, "--deposit", "1")
+    assert made.returncode == 0, made.stderr
+    assert made.stderr.strip() == WARNED and "created" in made.stdout
+    strict = kova(tenant, "deploy", manifest, "--deposit", "1", "--strict")
+    assert strict.returncode == 1
+    assert "unknown field" in strict.stderr and "(manifest.services.web.depends-on)" in strict.stderr
+
+
+def test_check_prints_orders_prices_and_deposits_or_every_problem(tenant, tmp_path):
+    manifest = tmp_path / "web.yaml"
+    manifest.write_text(TYPO.replace("count: 1", "count: 2"))
+    checked = kova(tenant, "check", manifest, "--hours", "2")
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stderr.strip() == WARNED
+    out = checked.stdout
+    assert "2 order(s)" in out and out.count("0.05") >= 2 and "1Gi" in out
+    assert "max price: 0.1 per block" in out and "minimum deposit: 0" in out
+    # 2 hours of the test server's 50 ms blocks: 144,000 blocks at 0.1
+    assert "deposit for 2 hours at the max price: 14400" in out and "web.yaml: valid" in out
+    broke = tmp_path / "bad.yaml"
+    broke.write_text(TYPO.replace("units: 1", "units: 0").replace("size: 1Gi}\n        storage",
+                                                                   "size: lots}\n        storage"))
+    refused = kova(tenant, "check", broke, "--strict")
+    assert refused.returncode == 1 and "order(s)" not in refused.stdout
+    assert refused.stderr.splitlines() == [
+        "error: services.web.depends-on: unknown field (did you mean 'depends_on'?)",
+        "error: profiles.compute.web.resources.cpu.units: must be greater than 0",
+        "error: profiles.compute.web.resources.memory.size: not a size: 'lots' (use bytes or a "
+        "unit such as 512Mi, 1Gi, 10G)",
+    ]
+    poor = kova(tenant, "check", manifest, "--deposit", "100000")
+    assert poor.returncode == 1 and "error: deposit: your balance is" in poor.stderr
