@@ -302,3 +302,30 @@ def test_html_in_a_name_a_log_line_and_an_sdl_field_is_shown_as_text(plain, brow
     time.sleep(0.5)
     assert driver.execute_script("return window.kovaPwned") is None
     assert not driver.find_elements(By.CSS_SELECTOR, "main img, main script")
+
+
+def test_without_the_console_there_are_no_pages(tmp_path):
+    with fresh_database("sqlite", tmp_path) as url:
+        server = Server(url, tmp_path / "data", 0.05, "--no-console")
+        try:
+            reply = server.client.get("/console/signin")
+            assert reply.status_code == 404 and reply.json()["error"]["code"] == "not_found"
+            assert server.client.get("/v1/status").status_code == 200
+        finally:
+            server.stop()
+
+
+def test_only_the_console_itself_can_name_a_browsers_address_to_the_rate_limits(tmp_path):
+    """The console's calls name the browser's address with this process's secret; a client
+    that sends the header itself, without the secret, is counted by its own address."""
+    with fresh_database("sqlite", tmp_path) as url:
+        server = Server(url, tmp_path / "data", 0.05, "--rate-limit-reads", "0.01,3")
+        try:
+            statuses = [
+                server.client.get("/v1/status", headers={
+                    "X-Kova-Console-Client": f"guessed 10.0.0.{i}"}).status_code  # fmt: skip
+                for i in range(5)
+            ]
+            assert statuses[:3] == [200, 200, 200] and statuses[3:] == [429, 429]
+        finally:
+            server.stop()
