@@ -514,9 +514,10 @@ async def tenant_home(request: web.Request, me: dict[str, Any]) -> web.Response:
     ledger = await api(request, "GET", "/v1/accounts/me/transactions", token=token,
                        params={"limit": BLOCKS_SHOWN})  # fmt: skip
     status = await _status(request)
+    seen = _digest([me["balance"], [(d["id"], d["state"]) for d in listed["deployments"]]])
     return _render(request, "tenant.html", {
-        "me": me, "deployments": items, "all": len(listed["deployments"]), "state": state,
-        "kind": kind, "ledger": ledger["transactions"], "status": status,
+        "me": me, "deployments": items, "seen": seen, "all": len(listed["deployments"]),
+        "state": state, "kind": kind, "ledger": ledger["transactions"], "status": status,
         "states": sorted({d["state"] for d in listed["deployments"]} | {"active", "closed"}),
     })  # fmt: skip
 
@@ -611,12 +612,20 @@ SORTS = {
 }
 
 
+async def _deployment_look(request: web.Request, dep_id: int) -> list[Any]:
+    """What decides whether a deployment's page changed: its view and its open bids."""
+    token = _token(request)
+    base = f"/v1/deployments/{dep_id}"
+    return [await api(request, "GET", base, token=token),
+            await api(request, "GET", f"{base}/bids", token=token)]  # fmt: skip
+
+
 async def _deployment_data(request: web.Request, dep_id: int) -> dict[str, Any]:
     """What a deployment's page shows, read through the API."""
     token = _token(request)
     base = f"/v1/deployments/{dep_id}"
-    view = await api(request, "GET", base, token=token)
-    offers = (await api(request, "GET", f"{base}/bids", token=token))["bids"]
+    look = await _deployment_look(request, dep_id)
+    view, offers = look[0], look[1]["bids"]
     escrow = await api(request, "GET", f"{base}/escrow", token=token)
     status = await _status(request)
     with_bids = {b["order_id"] for b in offers}
@@ -631,7 +640,7 @@ async def _deployment_data(request: web.Request, dep_id: int) -> dict[str, Any]:
         with contextlib.suppress(Refused):
             result = await api(request, "GET", f"{base}/result", token=token)
     return {"view": view, "bids": offers, "escrow": escrow, "status": status, "why": why,
-            "result": result}  # fmt: skip
+            "result": result, "seen": _digest(look)}  # fmt: skip
 
 
 def _deployment_context(request: web.Request, data: dict[str, Any]) -> dict[str, Any]:
@@ -728,13 +737,16 @@ async def _stream(request: web.Request, topics: list[str],
     if console.streams >= MAX_STREAMS:
         raise web.HTTPServiceUnavailable(text="too many open event streams; try again")
     first = await look()  # before the stream opens: a 404 or 401 is still a page
+    # what the page showed (its digest, in the stream's URL): what changed between the page's
+    # reads and this first look is sent at once, not taken for the starting point
+    shown = request.query.get("seen") or None
     response = web.StreamResponse(headers={
         "Content-Type": "text/event-stream", "Cache-Control": "no-store",
         "X-Accel-Buffering": "no"})  # fmt: skip
     console.streams += 1
     try:
         await response.prepare(request)
-        seen = await send(response, None, first)
+        seen = await send(response, shown, first)
         quiet = time.monotonic()
         with console.changes.subscribe(topics) as wake:
             while not console.closing.is_set():
@@ -776,15 +788,11 @@ async def deployment_events(request: web.Request) -> web.StreamResponse:
     """``changed`` whenever the deployment's page would show something else."""
     me = await _me(request)
     dep_id = _dep_id(request)
-    token = _token(request)
     if me["role"] != "tenant":
         raise web.HTTPNotFound()
 
     async def look() -> Any:
-        base = f"/v1/deployments/{dep_id}"
-        view = await api(request, "GET", base, token=token)
-        offers = await api(request, "GET", f"{base}/bids", token=token)
-        return [view, offers]
+        return await _deployment_look(request, dep_id)
 
     try:
         return await _stream(request, [f"deployment:{dep_id}", "round"], look, _changed)
@@ -834,14 +842,16 @@ async def _provider_data(request: web.Request, me: dict[str, Any]) -> dict[str, 
     token = _token(request)
     live = await api(request, "GET", "/v1/leases", token=token, params={"state": "live"})
     recent = await api(request, "GET", "/v1/leases", token=token, params={"limit": 20})
+    open_bids = await api(request, "GET", "/v1/bids", token=token, params={"state": "open"})
+    seen = _digest([recent, open_bids, me["balance"]])  # as provider_events looks
     listed = await api(request, "GET", "/v1/providers")
     node = next((p for p in listed["providers"] if p["provider_id"] == me["id"]), None)
-    open_bids = await api(request, "GET", "/v1/bids", token=token, params={"state": "open"})
     ledger = await api(request, "GET", "/v1/accounts/me/transactions", token=token,
                        params={"limit": 1000})  # fmt: skip
     status = await _status(request)
     return {"live": live["leases"], "recent": recent["leases"], "node": node,
-            "bids": open_bids["bids"], "ledger": ledger["transactions"], "status": status}
+            "bids": open_bids["bids"], "ledger": ledger["transactions"], "status": status,
+            "seen": seen}
 
 
 async def provider_home(request: web.Request, me: dict[str, Any]) -> web.Response:

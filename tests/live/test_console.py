@@ -13,6 +13,7 @@ import time
 
 import httpx
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 
 from .agents import HTTPD, PRICE, fixed_agent
@@ -33,12 +34,22 @@ JOB = (HTTPD.replace("kova/httpd:1", "kova/job:1")
        + "kind: job\nmax_runtime: 1h\n")  # fmt: skip
 
 
+def _again(read):
+    """``read()``, read again if the page swapped the element meanwhile (a live update)."""
+    for _ in range(50):
+        try:
+            return read()
+        except StaleElementReferenceException:
+            time.sleep(0.1)
+    return read()
+
+
 def _text(driver, css: str) -> str:
-    return driver.find_element(By.CSS_SELECTOR, css).text
+    return _again(lambda: driver.find_element(By.CSS_SELECTOR, css).text)
 
 
 def _submit(driver, css: str) -> None:
-    driver.find_element(By.CSS_SELECTOR, css).click()
+    _again(lambda: driver.find_element(By.CSS_SELECTOR, css).click())
 
 
 def _paste(driver, css: str, text: str) -> None:
@@ -56,7 +67,7 @@ def _sign_in(driver, server: Server, token: str) -> None:
 
 
 def _rows(driver, css: str) -> list[str]:
-    return [row.text for row in driver.find_elements(By.CSS_SELECTOR, css)]
+    return _again(lambda: [row.text for row in driver.find_elements(By.CSS_SELECTOR, css)])
 
 
 def _mark(driver) -> None:
@@ -111,24 +122,26 @@ def test_a_tenant_deploys_follows_and_closes_in_the_browser_and_a_provider_sees_
     # both agents' bids arrive without a reload; sort by price, both ways
     until(lambda: len(_rows(driver, "#bids tbody tr")) == 2, 60, "two bids")
     assert _same_page(driver)
-    driver.find_element(By.LINK_TEXT, "Price a block").click()  # ascending already: descending
+    # ascending already: a click makes it descending
+    _again(lambda: driver.find_element(By.PARTIAL_LINK_TEXT, "Price a block").click())
     until(lambda: driver.find_element(By.CSS_SELECTOR, "#bids th[aria-sort]")
           .get_attribute("aria-sort") == "descending", what="sorted descending")  # fmt: skip
-    prices = [c.text for c in driver.find_elements(By.CSS_SELECTOR, "#bids td.price")]
+    prices = _rows(driver, "#bids td.price")
     assert prices == ["0.001500", "0.001000"], prices
     assert _same_page(driver)
     screenshot(driver, "deployment-bids", shots)
 
     # accept the cheaper one (keyboard: focus its button, press Enter)
-    cheap_row = next(r for r in driver.find_elements(By.CSS_SELECTOR, "#bids tbody tr")
-                     if "0.001000" in r.text)  # fmt: skip
-    cheap_row.find_element(By.CSS_SELECTOR, "button").send_keys("\n")
+    _again(lambda: next(r for r in driver.find_elements(By.CSS_SELECTOR, "#bids tbody tr")
+                        if "0.001000" in r.text).find_element(By.CSS_SELECTOR, "button")
+           .send_keys("\n"))  # fmt: skip
     until(lambda: "accepted bid" in _text(driver, "p.note"), what="the acceptance")
     until(lambda: "active" in _text(driver, "#leases-h + table tbody"), 30, "the lease")
     _mark(driver)
 
     # the URL answers, in the browser (Chromium resolves *.localhost to this machine)
-    url = until(lambda: driver.find_element(By.CSS_SELECTOR, "#urls-h + ul a").get_attribute("href"))
+    url = until(lambda: driver.find_element(By.CSS_SELECTOR, "#urls-h + ul a").get_attribute("href"),
+                what="the URL")  # fmt: skip
     assert f"web-{dep_id}.deployments.localhost" in url
     until(lambda: httpx.get(url.replace(f"web-{dep_id}.deployments.localhost", "127.0.0.1"),
                             headers={"Host": f"web-{dep_id}.deployments.localhost"}).status_code == 200,
@@ -142,9 +155,11 @@ def test_a_tenant_deploys_follows_and_closes_in_the_browser_and_a_provider_sees_
     assert _same_page(driver)
 
     # the escrow chart and the forecast pause; logs follow as they come
-    assert driver.find_element(By.CSS_SELECTOR, "svg.chart polyline.forecast")
-    forecast = _text(driver, "#pause")
-    assert forecast.startswith("block ") and "UTC" in forecast, forecast
+    until(lambda: driver.find_element(By.CSS_SELECTOR, "svg.chart polyline.forecast"),
+          what="the forecast line")  # fmt: skip
+    forecast = until(lambda: (t := _text(driver, "#pause")).startswith("block ") and t,
+                     what="the forecast pause")  # fmt: skip
+    assert "UTC" in forecast, forecast
     until(lambda: "tick" in _text(driver, "#logs"), 60, "log lines")
     first = len(_rows(driver, "#logs .line"))
     until(lambda: len(_rows(driver, "#logs .line")) > first, 30, "more log lines")
@@ -152,7 +167,7 @@ def test_a_tenant_deploys_follows_and_closes_in_the_browser_and_a_provider_sees_
 
     # the escrow runs out at a round: the page shows the pause without a reload
     until(lambda: "insufficient_funds" in _text(driver, "h1"), 60, "the pause")
-    assert "paused now" in _text(driver, "#pause")
+    until(lambda: "paused now" in _text(driver, "#pause"), what="the pause said")
     assert _same_page(driver)
     screenshot(driver, "deployment-paused", shots)
 
@@ -172,7 +187,7 @@ def test_a_tenant_deploys_follows_and_closes_in_the_browser_and_a_provider_sees_
     until(lambda: _rows(driver, "#bids tbody tr"), 60, "a bid on the job")
     _submit(driver, "#bids tbody tr button")
     until(lambda: "the answer is 42" in _text(driver, "#result-h ~ pre"), 60, "the job's output")
-    assert "closed" in _text(driver, "h1")
+    until(lambda: "closed" in _text(driver, "h1"), what="the job closed")
     screenshot(driver, "job", shots)
 
     # the list, filtered; then close the deployment from its page
@@ -321,11 +336,8 @@ def test_only_the_console_itself_can_name_a_browsers_address_to_the_rate_limits(
     with fresh_database("sqlite", tmp_path) as url:
         server = Server(url, tmp_path / "data", 0.05, "--rate-limit-reads", "0.01,3")
         try:
-            statuses = [
-                server.client.get("/v1/status", headers={
-                    "X-Kova-Console-Client": f"guessed 10.0.0.{i}"}).status_code  # fmt: skip
-                for i in range(5)
-            ]
+            forged = [{"X-Kova-Console-Client": f"guessed 10.0.0.{i}"} for i in range(5)]
+            statuses = [server.client.get("/v1/status", headers=h).status_code for h in forged]
             assert statuses[:3] == [200, 200, 200] and statuses[3:] == [429, 429]
         finally:
             server.stop()
