@@ -16,8 +16,13 @@ from kova_core import format_micro
 
 __all__ = ["earnings_chart", "escrow_chart"]
 
-WIDTH, HEIGHT = 640, 220
-LEFT, RIGHT, TOP, BOTTOM = 70, 16, 14, 34
+WIDTH, HEIGHT = 640, 240
+LEFT, RIGHT, BOTTOM = 70, 16, 34
+LEGEND = 15  # the height of a line of the legend, above the plot
+
+
+def _top(lines: int) -> int:
+    return 10 + LEGEND * lines
 
 
 def _scale(low: float, high: float, start: float, end: float) -> Any:
@@ -27,25 +32,26 @@ def _scale(low: float, high: float, start: float, end: float) -> Any:
 
 def _frame(title: str, xs: tuple[int, int], ys: tuple[int, int], body: list[str],
            legend: list[str]) -> str:  # fmt: skip
+    top = _top(len(legend))
     x_of = _scale(xs[0], xs[1], LEFT, WIDTH - RIGHT)
-    y_of = _scale(ys[0], ys[1], HEIGHT - BOTTOM, TOP)
+    y_of = _scale(ys[0], ys[1], HEIGHT - BOTTOM, top)
     parts = [
         f'<svg class="chart" role="img" viewBox="0 0 {WIDTH} {HEIGHT}" '
         f'xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>',
         f'<line class="axis" x1="{LEFT}" y1="{HEIGHT - BOTTOM}" x2="{WIDTH - RIGHT}" '
         f'y2="{HEIGHT - BOTTOM}"/>',
-        f'<line class="axis" x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{HEIGHT - BOTTOM}"/>',
+        f'<line class="axis" x1="{LEFT}" y1="{top}" x2="{LEFT}" y2="{HEIGHT - BOTTOM}"/>',
     ]
     for value in (ys[0], (ys[0] + ys[1]) // 2, ys[1]):
         y = y_of(value)
         parts.append(f'<text class="tick" x="{LEFT - 6}" y="{y + 4:.1f}" '
                      f'text-anchor="end">{format_micro(value).rstrip("0").rstrip(".")}</text>')
-    for value in (xs[0], xs[1]):
+    for value, anchor in ((xs[0], "start"), (xs[1], "end")):
         parts.append(f'<text class="tick" x="{x_of(value):.1f}" y="{HEIGHT - BOTTOM + 16}" '
-                     f'text-anchor="middle">block {value}</text>')
+                     f'text-anchor="{anchor}">block {value}</text>')
     parts += body
     for i, text in enumerate(legend):
-        parts.append(f'<text class="legend" x="{LEFT + 8}" y="{TOP + 14 + 15 * i}">'
+        parts.append(f'<text class="legend" x="{LEFT}" y="{8 + LEGEND * (i + 1) - 4}">'
                      f'{escape(text)}</text>')
     parts.append("</svg>")
     return "".join(parts)
@@ -67,27 +73,28 @@ def escrow_chart(points: list[dict[str, Any]], view: dict[str, Any], height: int
         forecast = [now, (pause, max(0, now[1] - burn * (pause - height)))]
     xs = [h for h, _ in history + forecast]
     low_x, high_x = min(xs), max(max(xs), min(xs) + 1)
-    top = max(max(v for _, v in history + forecast), 1)
-    x_of = _scale(low_x, high_x, LEFT, WIDTH - RIGHT)
-    y_of = _scale(0, top, HEIGHT - BOTTOM, TOP)
-    line = " ".join(f"{x_of(h):.1f},{y_of(v):.1f}" for h, v in history)
-    body = [f'<polyline class="escrow" points="{line}"/>']
-    legend = [f"escrow now: {format_micro(now[1])}",
-              f"burn rate: {format_micro(burn)} a block "
+    highest = max(max(v for _, v in history + forecast), 1)
+    legend = [f"escrow now: {format_micro(now[1])}; burn rate {format_micro(burn)} a block "
               f"({format_micro(round(burn * 3600 / block_seconds)) if block_seconds else '—'}"
               " an hour)"]  # fmt: skip
+    if forecast:
+        legend.append(f"- - forecast: pauses at block {pause}")
+    elif view.get("state") == "insufficient_funds":
+        legend.append("paused: the escrow ran short (deposit to resume)")
+    top = _top(len(legend))
+    x_of = _scale(low_x, high_x, LEFT, WIDTH - RIGHT)
+    y_of = _scale(0, highest, HEIGHT - BOTTOM, top)
+    line = " ".join(f"{x_of(h):.1f},{y_of(v):.1f}" for h, v in history)
+    body = [f'<polyline class="escrow" points="{line}"/>']
     if forecast:
         line = " ".join(f"{x_of(h):.1f},{y_of(v):.1f}" for h, v in forecast)
         body.append(f'<polyline class="forecast" points="{line}"/>')
         x = x_of(pause)
-        body.append(f'<line class="pause" x1="{x:.1f}" y1="{TOP}" x2="{x:.1f}" '
+        body.append(f'<line class="pause" x1="{x:.1f}" y1="{top}" x2="{x:.1f}" '
                     f'y2="{HEIGHT - BOTTOM}"/>')
-        legend.append(f"forecast pause: block {pause}")
-    elif view.get("state") == "insufficient_funds":
-        legend.append("paused: the escrow ran short (deposit to resume)")
     for h, v in history[-1:]:
         body.append(f'<circle class="now" cx="{x_of(h):.1f}" cy="{y_of(v):.1f}" r="4"/>')
-    return _frame("Escrow over time", (low_x, high_x), (0, top), body, legend)
+    return _frame("Escrow over time", (low_x, high_x), (0, highest), body, legend)
 
 
 def earnings_chart(earned: list[dict[str, Any]], height: int, block_seconds: float) -> str:
@@ -103,7 +110,7 @@ def earnings_chart(earned: list[dict[str, Any]], height: int, block_seconds: flo
     steps.append((max(height, steps[-1][0]), total))
     low_x, high_x = steps[0][0], max(steps[-1][0], steps[0][0] + 1)
     x_of = _scale(low_x, high_x, LEFT, WIDTH - RIGHT)
-    y_of = _scale(0, max(total, 1), HEIGHT - BOTTOM, TOP)
+    y_of = _scale(0, max(total, 1), HEIGHT - BOTTOM, _top(1))
     line = " ".join(f"{x_of(h):.1f},{y_of(v):.1f}" for h, v in steps)
     body = [f'<polyline class="earnings" points="{line}"/>']
     return _frame("Earnings over time", (low_x, high_x), (0, max(total, 1)), body,

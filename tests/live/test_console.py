@@ -113,7 +113,7 @@ def test_a_tenant_deploys_follows_and_closes_in_the_browser_and_a_provider_sees_
     screenshot(driver, "deploy-preview", shots)
     deposit = driver.find_element(By.ID, "deposit")
     deposit.clear()
-    deposit.send_keys("0.15")  # two and a half rounds at the cheaper price: it will pause
+    deposit.send_keys("0.25")  # four rounds at the cheaper price, and a part: then it pauses
     _submit(driver, "button[value=deploy]")
     until(lambda: "/console/deployments/" in driver.current_url, what="the deployment page")
     dep_id = int(driver.current_url.split("/console/deployments/")[1].split("?")[0])
@@ -161,9 +161,9 @@ def test_a_tenant_deploys_follows_and_closes_in_the_browser_and_a_provider_sees_
                      what="the forecast pause")  # fmt: skip
     assert "UTC" in forecast, forecast
     until(lambda: "tick" in _text(driver, "#logs"), 60, "log lines")
+    screenshot(driver, "deployment", shots)
     first = len(_rows(driver, "#logs .line"))
     until(lambda: len(_rows(driver, "#logs .line")) > first, 30, "more log lines")
-    screenshot(driver, "deployment", shots)
 
     # the escrow runs out at a round: the page shows the pause without a reload
     until(lambda: "insufficient_funds" in _text(driver, "h1"), 60, "the pause")
