@@ -75,6 +75,7 @@ from .app import (
 )
 from .audits import add_routes as add_audit_routes
 from .audits import auditors_of
+from .console import CONSOLE
 from .db import transact
 from .endpoints import (
     MAX_ADDRESSES,
@@ -1386,7 +1387,7 @@ async def ship_logs(request: web.Request) -> web.Response:
     body: ShippedLogs = await read_body(request, ShippedLogs)
     height, now_ms = request.app[CLOCK].height(), request.app[CLOCK].now_ms()
 
-    async def work(connection: AsyncConnection) -> int:
+    async def work(connection: AsyncConnection) -> tuple[int, int]:
         row = (
             await connection.execute(
                 select(leases.c.provider_id, leases.c.deployment_id).where(leases.c.id == lease_id)
@@ -1402,9 +1403,12 @@ async def ship_logs(request: web.Request) -> web.Response:
                 for line in body.lines
             ],
         )  # fmt: skip
-        return len(body.lines)
+        return len(body.lines), row.deployment_id
 
-    accepted = await transact(request.app[ENGINE], work)
+    accepted, dep_id = await transact(request.app[ENGINE], work)
+    console = request.app.get(CONSOLE)
+    if console is not None:  # the console's pages that follow these logs look at once
+        console.changes.publish([f"logs:{dep_id}"])
     return web.json_response({"lease_id": lease_id, "accepted": accepted}, status=201)
 
 

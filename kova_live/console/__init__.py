@@ -289,7 +289,10 @@ async def _form(request: web.Request) -> Any:
         host = origin.split("://", 1)[-1]
         if host != request.host:
             raise web.HTTPForbidden(text="this form was posted from another site")
-    form = await request.post()
+    try:
+        form = await request.post()
+    except (ValueError, UnicodeDecodeError, AssertionError) as exc:  # not a form a browser sends
+        raise web.HTTPBadRequest(text=f"this is not a form: {exc}") from None
     cookie = request.cookies.get(CSRF, "")
     sent = form.get("csrf")
     if not cookie or not isinstance(sent, str) or not hmac.compare_digest(cookie, sent):

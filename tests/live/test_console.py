@@ -341,3 +341,33 @@ def test_only_the_console_itself_can_name_a_browsers_address_to_the_rate_limits(
             assert statuses[:3] == [200, 200, 200] and statuses[3:] == [429, 429]
         finally:
             server.stop()
+
+
+def test_no_input_makes_a_console_page_fail(plain, sessions):
+    """Odd paths, queries and forms, signed in or not: pages and refusals, never a 500."""
+    tenant = register(plain, "tenant", "t")
+    client = sessions(tenant["token"])
+    anonymous = httpx.Client(base_url=plain.url, follow_redirects=False)
+    odd = ["", "0", "-1", "99999999999999999999999", "%00", "<script>", "ü" * 300, "1e9", " 1"]
+    try:
+        for who in (client, anonymous):
+            for value in odd:
+                for path in (f"/console/deployments/{value}", f"/console/?state={value}&kind={value}",
+                             f"/console/deployments/1?sort={value}&dir={value}",
+                             f"/console/deployments/{value}/events?seen={value}",
+                             f"/console/{value}", "/console/static/nothing.js"):  # fmt: skip
+                    assert who.get(path).status_code < 500, path
+                forms = [{"csrf": getattr(who, "csrf", ""), "sdl": value, "hours": value,
+                          "deposit": value, "amount": value, "bid": value, "token": value,
+                          "role": value, "name": value, "wait": value, "policy": value,
+                          "action": "deploy"}]  # fmt: skip
+                for path in ("/console/deploy", "/console/signin", "/console/signup",
+                             "/console/deployments/1/deposit", "/console/deployments/1/accept",
+                             f"/console/deployments/1/{value}", "/console/token"):  # fmt: skip
+                    for form in forms:
+                        assert who.post(path, data=form).status_code < 500, (path, form)
+                    raw = who.post(path, content=b"\xff\xfe" * 50,
+                                   headers={"Content-Type": "multipart/form-data; boundary=x"})
+                    assert raw.status_code < 500, path
+    finally:
+        anonymous.close()
