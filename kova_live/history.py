@@ -10,13 +10,12 @@ from sqlalchemy import select
 
 from kova_core import BidState
 
-from .app import CLOCK, READER, ApiError, int_query
+from .app import CLOCK, INT64_MAX, READER, ApiError, int_query
 from .deployments import _account, _id, _owned, _resources
 from .schema import bids, escrow_points, orders
 
 __all__ = ["add_routes"]
 
-MAX_ID = 2**63 - 1
 BID_STATES = tuple(s.value for s in BidState)
 
 
@@ -29,7 +28,7 @@ async def escrow_history(request: web.Request) -> web.Response:
     tenant = await _account(request, "tenant")
     dep_id = _id(request, "deployment")
     limit = int_query(request, "limit", 500, 1, 1000)
-    before = int_query(request, "before", MAX_ID, 1, MAX_ID)
+    before = int_query(request, "before", INT64_MAX, 1, INT64_MAX)
     async with request.app[READER].connect() as connection:
         await _owned(connection, dep_id, tenant.id)
         rows = (
@@ -63,7 +62,7 @@ async def my_bids(request: web.Request) -> web.Response:
     if state is not None and state not in BID_STATES:
         raise ApiError(400, "invalid_field", f"one of {', '.join(BID_STATES)}", "state")
     limit = int_query(request, "limit", 100, 1, 1000)
-    before = int_query(request, "before", MAX_ID, 1, MAX_ID)
+    before = int_query(request, "before", INT64_MAX, 1, INT64_MAX)
     query = (
         select(bids, orders.c.service, orders.c.max_price, orders.c.denom,
                orders.c.state.label("order_state"), orders.c.cpu, orders.c.memory,
