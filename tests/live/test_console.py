@@ -371,3 +371,46 @@ def test_no_input_makes_a_console_page_fail(plain, sessions):
                     assert raw.status_code < 500, path
     finally:
         anonymous.close()
+
+
+def test_signing_up_by_invitation_and_rotating_the_token(tmp_path):
+    """``--registration invite``: the form asks for a code and says what is wrong with one; a
+    good one registers and signs in. A new token replaces the old at once."""
+    from .conftest import operator_headers
+
+    with fresh_database("sqlite", tmp_path) as url:
+        server = Server(url, tmp_path / "data", 0.05, "--registration", "invite")
+        client = httpx.Client(base_url=server.url, follow_redirects=False)
+        try:
+            form = client.get("/console/signup")
+            assert 'name="invite"' in form.text
+            csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
+            wrong = client.post("/console/signup", data={"csrf": csrf, "role": "provider",
+                                                         "name": "p", "invite": "kinv_nope"})
+            assert wrong.status_code == 403 and "invite" in wrong.text
+            assert 'aria-invalid="true"' in wrong.text
+            code = server.client.post("/v1/invites", headers=operator_headers(url),
+                                      json={"count": 1}).json()["codes"][0]  # fmt: skip
+            made = client.post("/console/signup", data={"csrf": csrf, "role": "provider",
+                                                        "name": "p", "invite": code})  # fmt: skip
+            assert made.status_code == 200
+            token = re.search(r'id="new-token" class="token" readonly value="([^"]+)"',
+                              made.text).group(1)  # fmt: skip
+            assert client.cookies.get("kova_session") == token  # signed in
+            home = client.get("/console/")
+            assert home.status_code == 200 and "Provider p" in home.text
+
+            rotated = client.post("/console/token", data={"csrf": csrf})
+            fresh = re.search(r'id="new-token" class="token" readonly value="([^"]+)"',
+                              rotated.text).group(1)  # fmt: skip
+            assert fresh != token and client.cookies.get("kova_session") == fresh
+            old = server.client.get("/v1/accounts/me", headers={"Authorization": f"Bearer {token}"})
+            assert old.status_code == 401
+            assert client.get("/console/").status_code == 200  # the new one works
+
+            out = client.post("/console/signout", data={"csrf": csrf})
+            assert out.status_code == 303 and not client.cookies.get("kova_session")
+            assert client.get("/console/").headers["Location"] == "/console/signin"
+        finally:
+            client.close()
+            server.stop()
