@@ -949,7 +949,10 @@ def add_routes(app: web.Application) -> None:
     app.cleanup_ctx.append(client)
     app.on_shutdown.append(closing)
     router = app.router
-    router.add_get("/console", lambda request: _redirect("/console/"))
+    async def to_index(request: web.Request) -> web.Response:
+        return _redirect("/console/")
+
+    router.add_get("/console", to_index)
     router.add_get("/console/", index)
     router.add_get("/console/signin", signin_form)
     router.add_post("/console/signin", signin)

@@ -66,10 +66,19 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield url
 
 
+HANDED_OUT: set[int] = set()
+"""Ports this process has handed out: the system may offer one again until it is bound (a
+server's API and ingress ports once came out the same)."""
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in HANDED_OUT:
+            HANDED_OUT.add(port)
+            return port
 
 
 def kova_live(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
