@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import pytest
 
-HOST = ("tests/live/test_agent.py", "tests/live/test_provider_host.py")
+HOST = ("tests/live/test_agent.py", "tests/live/test_provider_host.py",
+        "tests/live/test_console.py")  # fmt: skip
 """Test files that share the machine: they run one test at a time."""
 
 LONGEST = (
@@ -27,7 +28,12 @@ LONGEST = (
     "tests/live/test_leader.py",
     "tests/live/test_crash.py",
     "tests/live/test_audits.py",
+    "tests/core/test_stateful.py",
+    "tests/sim/test_shipped_scenarios.py",
     "tests/live/test_outages.py",
+    "tests/live/test_registration.py",
+    "tests/live/test_work.py",
+    "tests/live/test_history.py",
 )
 """The units of work that take longest (1.5-3.5 minutes for the first three, measured with
 ``--durations``), handed out first: a long one handed out last would keep one worker busy
