@@ -348,7 +348,8 @@ def _when(height: Any, now: int, block_seconds: float) -> str:
     seconds = (height - now) * block_seconds
     at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(time.time() + seconds))
     minutes = abs(seconds) / 60
-    span = f"{minutes / 60:.1f} h" if minutes >= 90 else f"{minutes:.0f} min"
+    span = (f"{minutes / 60:.1f} h" if minutes >= 90 else
+            f"{minutes:.0f} min" if minutes >= 1.5 else f"{abs(seconds):.0f} s")  # fmt: skip
     return f"{at} ({'in ' + span if seconds >= 0 else span + ' ago'})"
 
 
