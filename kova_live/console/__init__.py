@@ -946,6 +946,7 @@ def add_routes(app: web.Application) -> None:
 
     async def closing(app: web.Application) -> None:
         console.closing.set()  # the event streams end, so the server stops at once
+        console.changes.publish(list(console.changes.waiting))  # woken now, not in 5 s
 
     app.cleanup_ctx.append(client)
     app.on_shutdown.append(closing)
