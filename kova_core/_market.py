@@ -483,13 +483,7 @@ class Market:
         problems, specs = self._manifest_problems(manifest)
         if problems:
             raise ManifestError(problems, manifest.warnings)
-        needed = limits.min_deposit(max_price_per_block(specs))
-        if deposit < needed:
-            raise DepositTooSmall(
-                f"a deposit of at least {needed} micro is needed: {limits.min_deposit_blocks}"
-                f" blocks at the deployment's max price of"
-                f" {needed // limits.min_deposit_blocks} per block"
-            )
+        self.require_deposit(specs, deposit)
         if limits.max_open_orders is not None:
             open_now = self._open_by_tenant.get(tenant_id, 0)
             if open_now + len(specs) > limits.max_open_orders:
@@ -538,6 +532,19 @@ class Market:
         if specs:
             self._open_by_tenant[tenant_id] = self._open_by_tenant.get(tenant_id, 0) + len(specs)
         return events
+
+    def require_deposit(self, specs: Sequence[OrderSpec], deposit: int) -> None:
+        """Raise :class:`DepositTooSmall` if ``deposit`` is below the network's minimum for a
+        deployment of these orders (``Limits.min_deposit`` of their summed maximum prices):
+        what :meth:`create_deployment` requires, and a dry run asks (nothing changes)."""
+        limits = self.limits
+        needed = limits.min_deposit(max_price_per_block(specs))
+        if deposit < needed:
+            raise DepositTooSmall(
+                f"a deposit of at least {needed} micro is needed: {limits.min_deposit_blocks}"
+                f" blocks at the deployment's max price of"
+                f" {needed // limits.min_deposit_blocks} per block"
+            )
 
     def manifest_problems(self, manifest: Manifest) -> tuple[ManifestProblem, ...]:
         """What this network's rules refuse in a parsed manifest, as :meth:`create_deployment`

@@ -28,6 +28,7 @@ from kova_core import (
     BidPlaced,
     BidState,
     DeploymentCreated,
+    DepositTooSmall,
     Event,
     IllegalTransition,
     InsufficientBalance,
@@ -542,15 +543,21 @@ async def check_deployment(request: web.Request) -> web.Response:
         problems = m.manifest_problems(manifest)
         specs = () if problems else manifest.order_specs()
         price = max_price_per_block(specs)
+        too_small = None
+        if body.deposit is not None:
+            try:
+                m.require_deposit(specs, body.deposit)
+            except DepositTooSmall as exc:
+                too_small = str(exc)
         return [], (problems, specs, m.limits.min_deposit(price),
-                    m.balance(tenant_account(tenant.id)))  # fmt: skip
+                    m.balance(tenant_account(tenant.id)), too_small)  # fmt: skip
 
     writer = request.app[WRITER]
     if writer.started:  # the leader: its market, between batches
-        problems, specs, minimum, held = await writer.submit(Command(apply))
+        problems, specs, minimum, held, too_small = await writer.submit(Command(apply))
     else:  # a standby: its copy, restored from the database at most VIEW_SECONDS ago
         copy = await writer.view()
-        problems, specs, minimum, held = apply(copy, copy.height, Batch())[1]
+        problems, specs, minimum, held, too_small = apply(copy, copy.height, Batch())[1]
     errors += _problems(problems)
     async with request.app[READER].connect() as connection:
         try:
@@ -564,11 +571,8 @@ async def check_deployment(request: web.Request) -> web.Response:
     if errors:
         return web.json_response(_checked(manifest.kind, body.hours, errors, warnings))
     price = max_price_per_block(specs)
-    if body.deposit is not None and body.deposit < minimum:
-        errors.append({"field": "deposit", "message": f"a deposit of at least {minimum} micro "
-                       f"({format_micro(minimum)}) is needed: the network's minimum of "
-                       f"{minimum // price} blocks at the deployment's max price of {price} "
-                       "per block"})  # fmt: skip
+    if too_small is not None:  # the core's own refusal, as creation would say it
+        errors.append({"field": "deposit", "message": too_small})
     elif body.deposit is not None and body.deposit > held:
         errors.append({"field": "deposit", "message": f"your balance is {format_micro(held)}, "
                        f"this needs {format_micro(body.deposit)}"})  # fmt: skip
