@@ -323,9 +323,7 @@ def _units(micro: Any) -> str:
 
 
 def _per_hour(micro: Any, block_seconds: float) -> str:
-    if not isinstance(micro, int) or block_seconds <= 0:
-        return "—"
-    return format_micro(round(micro * 3600 / block_seconds))
+    return charts.per_hour(micro, block_seconds) if isinstance(micro, int) else "—"
 
 
 def _size(value: Any) -> str:
@@ -508,6 +506,11 @@ async def _status(request: web.Request) -> dict[str, Any]:
     return await api(request, "GET", "/v1/status")
 
 
+def _tenant_state(balance: int, listed: dict[str, Any]) -> list[Any]:
+    """What decides whether a tenant's page changed (its page and tenant_events digest it)."""
+    return [balance, [(d["id"], d["state"]) for d in listed["deployments"]]]
+
+
 async def tenant_home(request: web.Request, me: dict[str, Any]) -> web.Response:
     token = _token(request)
     state = request.query.get("state", "")
@@ -518,7 +521,7 @@ async def tenant_home(request: web.Request, me: dict[str, Any]) -> web.Response:
     ledger = await api(request, "GET", "/v1/accounts/me/transactions", token=token,
                        params={"limit": BLOCKS_SHOWN})  # fmt: skip
     status = await _status(request)
-    seen = _digest([me["balance"], [(d["id"], d["state"]) for d in listed["deployments"]]])
+    seen = _digest(_tenant_state(me["balance"], listed))
     return _render(request, "tenant.html", {
         "me": me, "deployments": items, "seen": seen, "all": len(listed["deployments"]),
         "state": state, "kind": kind, "ledger": ledger["transactions"], "status": status,
@@ -842,12 +845,19 @@ async def deployment_logs(request: web.Request) -> web.StreamResponse:
 # --------------------------------------------------------------------------- providers
 
 
+async def _provider_look(request: web.Request, token: str) -> tuple[Any, Any]:
+    """With the balance, what decides whether a provider's page changed: its newest leases
+    and its open bids (its page and provider_events digest them)."""
+    recent = await api(request, "GET", "/v1/leases", token=token, params={"limit": 20})
+    open_bids = await api(request, "GET", "/v1/bids", token=token, params={"state": "open"})
+    return recent, open_bids
+
+
 async def _provider_data(request: web.Request, me: dict[str, Any]) -> dict[str, Any]:
     token = _token(request)
     live = await api(request, "GET", "/v1/leases", token=token, params={"state": "live"})
-    recent = await api(request, "GET", "/v1/leases", token=token, params={"limit": 20})
-    open_bids = await api(request, "GET", "/v1/bids", token=token, params={"state": "open"})
-    seen = _digest([recent, open_bids, me["balance"]])  # as provider_events looks
+    recent, open_bids = await _provider_look(request, token)
+    seen = _digest([recent, open_bids, me["balance"]])
     listed = await api(request, "GET", "/v1/providers")
     node = next((p for p in listed["providers"] if p["provider_id"] == me["id"]), None)
     ledger = await api(request, "GET", "/v1/accounts/me/transactions", token=token,
@@ -882,10 +892,9 @@ async def provider_events(request: web.Request) -> web.StreamResponse:
     token = _token(request)
 
     async def look() -> Any:
-        live = await api(request, "GET", "/v1/leases", token=token, params={"limit": 20})
-        bids = await api(request, "GET", "/v1/bids", token=token, params={"state": "open"})
+        recent, open_bids = await _provider_look(request, token)
         mine = await api(request, "GET", "/v1/accounts/me", token=token)
-        return [live, bids, mine["balance"]]
+        return [recent, open_bids, mine["balance"]]
 
     return await _stream(request, [f"provider:{me['id']}", "round"], look, _changed)
 
@@ -900,7 +909,7 @@ async def tenant_events(request: web.Request) -> web.StreamResponse:
     async def look() -> Any:
         mine = await api(request, "GET", "/v1/accounts/me", token=token)
         listed = await api(request, "GET", "/v1/deployments", token=token)
-        return [mine["balance"], [(d["id"], d["state"]) for d in listed["deployments"]]]
+        return _tenant_state(mine["balance"], listed)
 
     return await _stream(request, [f"tenant:{me['id']}", "round"], look, _changed)
 

@@ -12,9 +12,9 @@ from typing import Any
 
 from markupsafe import escape
 
-from kova_core import format_micro
+from kova_core import deposit_for_hours, format_micro
 
-__all__ = ["earnings_chart", "escrow_chart"]
+__all__ = ["earnings_chart", "escrow_chart", "per_hour"]
 
 WIDTH, HEIGHT = 640, 240
 LEFT, RIGHT, BOTTOM = 70, 16, 34
@@ -57,6 +57,14 @@ def _frame(title: str, xs: tuple[int, int], ys: tuple[int, int], body: list[str]
     return "".join(parts)
 
 
+def per_hour(micro: int, block_seconds: float) -> str:
+    """What ``micro`` a block comes to in an hour of the network's blocks (the core's
+    ``deposit_for_hours``), in units."""
+    if block_seconds <= 0:
+        return "—"
+    return format_micro(deposit_for_hours(micro, 1, round(block_seconds * 1000)))
+
+
 def escrow_chart(points: list[dict[str, Any]], view: dict[str, Any], height: int,
                  block_seconds: float) -> str:  # fmt: skip
     """The escrow from its first point to now, and on from now to the forecast pause."""
@@ -75,7 +83,7 @@ def escrow_chart(points: list[dict[str, Any]], view: dict[str, Any], height: int
     low_x, high_x = min(xs), max(max(xs), min(xs) + 1)
     highest = max(max(v for _, v in history + forecast), 1)
     legend = [f"escrow now: {format_micro(now[1])}; burn rate {format_micro(burn)} a block "
-              f"({format_micro(round(burn * 3600 / block_seconds)) if block_seconds else '—'}"
+              f"({per_hour(burn, block_seconds)}"
               " an hour)"]  # fmt: skip
     if forecast:
         legend.append(f"- - forecast: pauses at block {pause}")
